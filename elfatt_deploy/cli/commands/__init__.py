@@ -1,0 +1,1 @@
+"""One module per ``elfatt-deploy`` subcommand (see ``elfatt_deploy.cli``)."""

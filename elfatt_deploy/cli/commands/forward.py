@@ -1,0 +1,38 @@
+"""``elfatt-deploy forward``: one PyTorch forward pass of a model, with timing."""
+
+from __future__ import annotations
+
+NAME = "forward"
+HELP = "run one PyTorch forward pass of a model on a random image and print the output"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model name (see `elfatt-deploy models`)")
+    parser.add_argument("--checkpoint", help="trained weights (.pt/.pth/.safetensors)")
+    parser.add_argument("--input-shape", default="1x3x224x224", help="N x 3 x H x W (default 1x3x224x224)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    import time
+
+    import torch
+
+    from ...checkpoint import load_checkpoint
+    from ...models import create_model
+    from ...shapes import check_image_shape, format_shape, parse_shape
+
+    shape = check_image_shape(parse_shape(args.input_shape, what="--input-shape"))
+    model = create_model(args.model).eval()
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint)
+    model = model.to(args.device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        y = model(x)
+        elapsed = time.perf_counter() - start
+    print(f"{args.model}: input {format_shape(shape)} -> output {format_shape(y.shape)} in {elapsed * 1e3:.1f} ms "
+          f"on {args.device}; finite: {bool(torch.isfinite(y).all())}")
+    return 0

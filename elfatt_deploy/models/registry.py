@@ -1,0 +1,93 @@
+"""Model registry: ``create_model(name, **overrides)`` and ``list_models()``."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+from torch import nn
+
+from .cswin import ElfattCSWin
+from .vit import ElfattViT
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    defaults: dict = field(default_factory=dict)
+    default_input_size: int = 224
+    summary: str = ""
+
+    def window_summary(self) -> str:
+        if self.family == "vit":
+            wh, ww = self.defaults.get("window", (7, 7))
+            return f"{wh}x{ww} windows"
+        stripes = self.defaults.get("stripes", (1, 2, 7, 7))
+        return "stripes " + "/".join(str(s) for s in stripes) + " (alternating rows/columns)"
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> None:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} is registered twice")
+    _REGISTRY[entry.name] = entry
+
+
+for _name, _dim, _heads in (("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)):
+    register_model(ModelEntry(
+        name=f"elfatt_vit_{_name}",
+        family="vit",
+        builder=ElfattViT,
+        defaults={"embed_dim": _dim, "depth": 12, "num_heads": _heads, "window": (7, 7)},
+        summary=f"isotropic ViT/16, dim {_dim}, depth 12, {_heads} heads",
+    ))
+
+register_model(ModelEntry(
+    name="elfatt_cswin_tiny",
+    family="cswin",
+    builder=ElfattCSWin,
+    defaults={"dims": (64, 128, 256, 512), "depths": (1, 2, 21, 1), "heads": (2, 4, 8, 16), "stripes": (1, 2, 7, 7)},
+    summary="CSWin-T-shaped hierarchical backbone, dims 64-512, depths 1/2/21/1",
+))
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+
+
+def model_config(name: str, **overrides) -> dict:
+    """The full keyword configuration a model is built from (defaults + overrides)."""
+    entry = get_entry(name)
+    cfg = copy.deepcopy(entry.defaults)
+    cfg.update(overrides)
+    return cfg
+
+
+def create_model(name: str, **overrides) -> nn.Module:
+    """Builds a registered model; ``overrides`` replace constructor defaults.
+
+    The returned module carries ``model_name``, ``model_config`` (a JSON-able
+    dict) and ``default_input_size`` for exporters and reports.
+    """
+    entry = get_entry(name)
+    cfg = model_config(name, **overrides)
+    try:
+        model = entry.builder(**cfg)
+    except TypeError as exc:
+        raise ValueError(f"bad override for model {name!r}: {exc}") from None
+    model.model_name = name
+    model.model_config = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    model.default_input_size = entry.default_input_size
+    return model

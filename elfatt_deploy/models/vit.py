@@ -1,0 +1,65 @@
+"""Isotropic ELFATT ViT: patch 16, no class token, global-average-pool head, any input size."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import TransformerBlock
+
+
+class ElfattViT(nn.Module):
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 384,
+        depth: int = 12,
+        num_heads: int = 6,
+        global_heads: Optional[int] = None,
+        window: Sequence[int] = (7, 7),
+        patch_size: int = 16,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        img_size: int = 224,
+        mlp_ratio: float = 4.0,
+        lepe: bool = True,
+        attention: str = "elfatt",
+    ) -> None:
+        super().__init__()
+        if img_size % patch_size != 0:
+            raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
+        self.patch_size = patch_size
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        grid = img_size // patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, grid, grid))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(embed_dim, num_heads, global_heads=global_heads, window=window, mlp_ratio=mlp_ratio,
+                             lepe=lepe, attention=attention)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        # Always resample (bicubic at the same size is the identity), so that
+        # a dynamic-shape export has no branch on the input size.
+        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] image -> [B, H/16, W/16, C] tokens after the final norm."""
+        x = self.patch_embed(x)
+        x = x.permute(0, 2, 3, 1)
+        x = x + self._pos_embed(x.shape[1], x.shape[2])
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x).mean(dim=(1, 2)))

@@ -1,0 +1,96 @@
+"""Registration of ``elfatt::attention`` as a PyTorch custom op.
+
+The eager implementation (all devices) is the reference in ``reference.py``;
+the CUDA kernels of ``plugins/`` register themselves for the "cuda" dispatch
+key through ``cuda_backend.py`` when they can be built. The fake
+implementation lets torch.export / torch.compile trace the op, and autograd
+recomputes the reference for the backward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .reference import elfatt_attention_reference
+from .spec import REFERENCE_DTYPES, ElfattAttrs, validate_inputs
+
+_DTYPE_NAMES = {
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.float64: "float64",
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return _DTYPE_NAMES.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def check_op_inputs(
+    qkv: torch.Tensor,
+    lepe_weight: Optional[torch.Tensor],
+    lepe_bias: Optional[torch.Tensor],
+    global_heads: int,
+    local_heads: int,
+    window_h: int,
+    window_w: int,
+    scale: float,
+) -> int:
+    """Validates the op's inputs against the contract; returns C."""
+    attrs = ElfattAttrs(global_heads, local_heads, window_h, window_w, float(scale))
+    return validate_inputs(
+        tuple(qkv.shape),
+        dtype_name(qkv.dtype),
+        None if lepe_weight is None else tuple(lepe_weight.shape),
+        None if lepe_bias is None else tuple(lepe_bias.shape),
+        attrs,
+        allowed_dtypes=REFERENCE_DTYPES,
+        lepe_dtypes=tuple(None if t is None else dtype_name(t.dtype) for t in (lepe_weight, lepe_bias)),
+    )
+
+
+@torch.library.custom_op("elfatt::attention", mutates_args=())
+def attention(
+    qkv: torch.Tensor,
+    lepe_weight: Optional[torch.Tensor],
+    lepe_bias: Optional[torch.Tensor],
+    global_heads: int,
+    local_heads: int,
+    window_h: int,
+    window_w: int,
+    scale: float,
+) -> torch.Tensor:
+    check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
+    return elfatt_attention_reference(
+        qkv.contiguous(), lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale
+    )
+
+
+@attention.register_fake
+def _attention_fake(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale):
+    check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
+    b, h, w, c3 = qkv.shape
+    return qkv.new_empty((b, h, w, c3 // 3))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    qkv, lepe_weight, lepe_bias, *attrs = inputs
+    ctx.save_for_backward(qkv, lepe_weight, lepe_bias)
+    ctx.attrs = attrs
+
+
+def _backward(ctx, grad_out):
+    qkv, lepe_weight, lepe_bias = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3]
+    leaves = [None if t is None else t.detach().requires_grad_(bool(n)) for t, n in zip((qkv, lepe_weight, lepe_bias), needs)]
+    with torch.enable_grad():
+        out = elfatt_attention_reference(leaves[0], leaves[1], leaves[2], *ctx.attrs)
+        wanted = [t for t, n in zip(leaves, needs) if t is not None and n]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out) if wanted else ())
+    result = [next(grads) if (t is not None and n) else None for t, n in zip(leaves, needs)]
+    return (*result, None, None, None, None, None)
+
+
+attention.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,75 @@
+/*
+ * elfatt-deploy: CUDA kernels for the ElfattAttention op (contract v1, docs/op-spec.md).
+ *
+ * Plain CUDA C++ with no TensorRT or PyTorch dependency. The TensorRT plugin
+ * (plugins/tensorrt) and the PyTorch extension (plugins/torch) are thin
+ * wrappers over the three functions below.
+ *
+ * Layouts (all row-major, contiguous):
+ *   qkv          [B, H, W, 3C]   channels [q | k | v], each C wide
+ *   lepeWeight   [C, 1, 3, 3]    optional (nullptr when hasLepe is false)
+ *   lepeBias     [C]             optional
+ *   out          [B, H, W, C]
+ * All tensors share one data type (params.dtype); arithmetic that reduces
+ * accumulates in float32.
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cuda_runtime_api.h>
+
+namespace elfatt
+{
+
+//! Element type of every tensor of one launch.
+enum class DataType : int32_t
+{
+    kFLOAT = 0,
+    kHALF = 1,
+    kBF16 = 2,
+};
+
+//! Everything a launch depends on. Plain old data: the TensorRT plugin
+//! serializes its fields one by one, never this struct's bytes.
+struct AttentionParams
+{
+    int64_t batch{0};    //!< B >= 0
+    int64_t height{0};   //!< H >= 0 (token rows)
+    int64_t width{0};    //!< W >= 0 (token columns)
+    int64_t channels{0}; //!< C, the output channel count; qkv has 3C
+    int32_t globalHeads{0};
+    int32_t localHeads{0};
+    int32_t windowH{0}; //!< 0 = the whole height
+    int32_t windowW{0}; //!< 0 = the whole width
+    float scale{0.F};   //!< 0 = 1/sqrt(d)
+    DataType dtype{DataType::kFLOAT};
+    bool hasLepe{false};
+};
+
+//! Result of validateParams.
+enum class Status : int32_t
+{
+    kSUCCESS = 0,
+    kINVALID_ARGUMENT = 1,
+};
+
+//! Checks every rule of the contract that depends on the params alone.
+//! On failure writes a NUL-terminated message naming the field and the rule
+//! into msg (when msg != nullptr and msgLen > 0) and returns kINVALID_ARGUMENT.
+//! Host-only, never throws.
+Status validateParams(AttentionParams const& params, char* msg, size_t msgLen) noexcept;
+
+//! Bytes of device workspace enqueue needs for these params (0 allowed).
+//! Host-only, never throws; returns 0 for params that fail validateParams.
+size_t workspaceSize(AttentionParams const& params) noexcept;
+
+//! Launches the op on stream. Returns cudaErrorInvalidValue for params that
+//! fail validateParams or null pointers that are required, cudaSuccess for an
+//! empty problem (B, H or W = 0), else the first launch error. Asynchronous:
+//! never synchronizes the stream. workspace must hold workspaceSize(params)
+//! bytes, aligned to 256 bytes.
+cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* lepeWeight, void const* lepeBias,
+    void* out, void* workspace, cudaStream_t stream) noexcept;
+
+} // namespace elfatt

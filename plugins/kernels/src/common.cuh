@@ -1,0 +1,163 @@
+/*
+ * elfatt-deploy kernels: device helpers shared by the kernels (internal header).
+ */
+#pragma once
+
+#include "plan.h"
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+namespace elfatt
+{
+namespace detail
+{
+
+constexpr int32_t kWARP_SIZE = 32;
+constexpr unsigned kFULL_MASK = 0xffffffffU;
+
+//! Element <-> float conversions (all arithmetic runs in float32).
+__device__ __forceinline__ float toFloat(float x)
+{
+    return x;
+}
+__device__ __forceinline__ float toFloat(__half x)
+{
+    return __half2float(x);
+}
+__device__ __forceinline__ float toFloat(__nv_bfloat16 x)
+{
+    return __bfloat162float(x);
+}
+
+template <typename T>
+__device__ __forceinline__ T fromFloat(float x);
+template <>
+__device__ __forceinline__ float fromFloat<float>(float x)
+{
+    return x;
+}
+template <>
+__device__ __forceinline__ __half fromFloat<__half>(float x)
+{
+    return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float x)
+{
+    return __float2bfloat16_rn(x);
+}
+
+//! Read-only load of one element, widened to float.
+template <typename T>
+__device__ __forceinline__ float loadFloat(T const* ptr)
+{
+    return toFloat(*ptr);
+}
+
+//! Butterfly reductions: every lane ends with the same (bitwise identical) value.
+__device__ __forceinline__ float warpAllReduceSum(float x)
+{
+#pragma unroll
+    for (int32_t offset = kWARP_SIZE / 2; offset > 0; offset /= 2)
+    {
+        x += __shfl_xor_sync(kFULL_MASK, x, offset);
+    }
+    return x;
+}
+
+__device__ __forceinline__ float warpAllReduceMax(float x)
+{
+#pragma unroll
+    for (int32_t offset = kWARP_SIZE / 2; offset > 0; offset /= 2)
+    {
+        x = fmaxf(x, __shfl_xor_sync(kFULL_MASK, x, offset));
+    }
+    return x;
+}
+
+//! exp(x - m) that is 0 (not NaN) when both are -inf.
+__device__ __forceinline__ float expShifted(float x, float m)
+{
+    return (m == -INFINITY) ? 0.F : expf(x - m);
+}
+
+//! Per-launch geometry shared by the kernels (passed by value).
+struct Geometry
+{
+    int64_t batch;
+    int64_t height;
+    int64_t width;
+    int64_t channels;     //!< C
+    int64_t headDim;      //!< d
+    int64_t globalHeads;
+    int64_t localHeads;
+    int64_t globalChannels; //!< c1
+    int64_t windowH;
+    int64_t windowW;
+    int64_t windowsY;
+    int64_t windowsX;
+};
+
+inline Geometry makeGeometry(LaunchPlan const& plan) noexcept
+{
+    Geometry g{};
+    g.batch = plan.batch;
+    g.height = plan.height;
+    g.width = plan.width;
+    g.channels = plan.channels;
+    g.headDim = plan.headDim;
+    g.globalHeads = plan.globalHeads;
+    g.localHeads = plan.localHeads;
+    g.globalChannels = plan.globalChannels;
+    g.windowH = plan.windowH;
+    g.windowW = plan.windowW;
+    g.windowsY = plan.windowsY;
+    g.windowsX = plan.windowsX;
+    return g;
+}
+
+//! Depthwise 3x3 LePE of v at token (row, col), channel ch, restricted to the rectangle
+//! [rowBegin, rowEnd) x [colBegin, colEnd) (taps outside read zero), plus the bias.
+//! weight is [C, 1, 3, 3]; bias may be null. batchBase points at qkv of one batch item.
+template <typename T>
+__device__ __forceinline__ float lepeAt(T const* batchBase, T const* weight, T const* bias, Geometry const& g,
+    int64_t row, int64_t col, int64_t ch, int64_t rowBegin, int64_t rowEnd, int64_t colBegin, int64_t colEnd)
+{
+    int64_t const stride = 3 * g.channels;
+    float acc = (bias != nullptr) ? loadFloat(bias + ch) : 0.F;
+#pragma unroll
+    for (int32_t ky = 0; ky < 3; ++ky)
+    {
+        int64_t const r = row + ky - 1;
+        if (r < rowBegin || r >= rowEnd)
+        {
+            continue;
+        }
+#pragma unroll
+        for (int32_t kx = 0; kx < 3; ++kx)
+        {
+            int64_t const c = col + kx - 1;
+            if (c < colBegin || c >= colEnd)
+            {
+                continue;
+            }
+            float const w = loadFloat(weight + ch * 9 + ky * 3 + kx);
+            float const v = loadFloat(batchBase + (r * g.width + c) * stride + 2 * g.channels + ch);
+            acc = fmaf(w, v, acc);
+        }
+    }
+    return acc;
+}
+
+//! Grid size for a block-stride loop over `items` work items.
+inline unsigned gridFor(int64_t items) noexcept
+{
+    constexpr int64_t kMAX_BLOCKS = int64_t{1} << 20;
+    return static_cast<unsigned>(items < kMAX_BLOCKS ? items : kMAX_BLOCKS);
+}
+
+} // namespace detail
+} // namespace elfatt

@@ -1,0 +1,68 @@
+/*
+ * elfatt-deploy kernels: enqueue() — validation, planning, dispatch by dtype.
+ */
+#include "common.cuh"
+#include "launch.h"
+
+#include <cstdint>
+
+namespace elfatt
+{
+namespace
+{
+
+template <typename T>
+cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const* lepeWeight, void const* lepeBias,
+    void* out, void* workspace, cudaStream_t stream) noexcept
+{
+    T const* q = static_cast<T const*>(qkv);
+    T const* w = static_cast<T const*>(lepeWeight);
+    T const* b = static_cast<T const*>(lepeBias);
+    T* o = static_cast<T*>(out);
+    cudaError_t const status = detail::launchGlobalHeads<T>(plan, q, w, b, o, workspace, stream);
+    if (status != cudaSuccess)
+    {
+        return status;
+    }
+    return detail::launchLocalHeads<T>(plan, q, w, b, o, stream);
+}
+
+} // namespace
+
+cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void const* qkv, void const* lepeWeight,
+    void const* lepeBias, void* out, void* workspace, cudaStream_t stream) noexcept
+{
+    detail::LaunchPlan plan;
+    if (detail::makePlan(params, path, plan, nullptr, 0) != Status::kSUCCESS)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (plan.empty)
+    {
+        return cudaSuccess; // B, H or W = 0: nothing to read or write
+    }
+    if (qkv == nullptr || out == nullptr || (plan.hasLepe && lepeWeight == nullptr)
+        || (plan.workspaceBytes > 0 && workspace == nullptr))
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (reinterpret_cast<uintptr_t>(workspace) % alignof(float) != 0)
+    {
+        return cudaErrorInvalidValue;
+    }
+    switch (plan.dtype)
+    {
+    case DataType::kFLOAT: return runHeads<float>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    case DataType::kHALF: return runHeads<__half>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    case DataType::kBF16: return runHeads<__nv_bfloat16>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    }
+    return cudaErrorInvalidValue;
+}
+
+cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* lepeWeight, void const* lepeBias,
+    void* out, void* workspace, cudaStream_t stream) noexcept
+{
+    return enqueueWithPath(params, defaultKernelPath(), qkv, lepeWeight, lepeBias, out, workspace, stream);
+}
+
+} // namespace elfatt

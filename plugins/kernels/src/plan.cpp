@@ -1,0 +1,288 @@
+/*
+ * elfatt-deploy kernels: parameter validation and launch planning (host-only).
+ */
+#include "plan.h"
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+namespace elfatt
+{
+namespace detail
+{
+namespace
+{
+
+void setMessage(char* msg, size_t msgLen, char const* format, ...) noexcept
+{
+    if (msg == nullptr || msgLen == 0)
+    {
+        return;
+    }
+    va_list args;
+    va_start(args, format);
+    int const written = std::vsnprintf(msg, msgLen, format, args);
+    va_end(args);
+    if (written < 0)
+    {
+        msg[0] = '\0';
+    }
+}
+
+//! a * b into out; false on overflow or negative operands.
+bool mulChecked(int64_t a, int64_t b, int64_t& out) noexcept
+{
+    if (a < 0 || b < 0)
+    {
+        return false;
+    }
+    if (a != 0 && b > std::numeric_limits<int64_t>::max() / a)
+    {
+        return false;
+    }
+    out = a * b;
+    return true;
+}
+
+int64_t ceilDiv(int64_t a, int64_t b) noexcept
+{
+    return (a + b - 1) / b;
+}
+
+size_t alignUp(size_t value) noexcept
+{
+    return (value + kWORKSPACE_ALIGN - 1) / kWORKSPACE_ALIGN * kWORKSPACE_ALIGN;
+}
+
+//! Adds a float region of `count` elements at the end of the workspace; false on overflow.
+bool addRegion(int64_t count, size_t& offset, size_t& cursor) noexcept
+{
+    int64_t bytes = 0;
+    if (!mulChecked(count, static_cast<int64_t>(sizeof(float)), bytes))
+    {
+        return false;
+    }
+    // Keep every size far below the size_t / int64 limits so that alignUp cannot wrap.
+    constexpr int64_t kLIMIT = std::numeric_limits<int64_t>::max() / 4;
+    if (bytes > kLIMIT || cursor > static_cast<size_t>(kLIMIT))
+    {
+        return false;
+    }
+    offset = cursor;
+    cursor = alignUp(cursor + static_cast<size_t>(bytes));
+    return true;
+}
+
+} // namespace
+
+int64_t globalOutSharedBytes(int64_t headDim) noexcept
+{
+    // Context d x d plus one softmax(q) row of d per warp.
+    return static_cast<int64_t>(sizeof(float)) * (headDim * headDim + kGLOBAL_OUT_WARPS * headDim);
+}
+
+Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan, char* msg, size_t msgLen) noexcept
+{
+    if (msg != nullptr && msgLen > 0)
+    {
+        msg[0] = '\0';
+    }
+    plan = LaunchPlan{};
+    auto fail = [](void) { return Status::kINVALID_ARGUMENT; };
+
+    if (params.dtype != DataType::kFLOAT && params.dtype != DataType::kHALF && params.dtype != DataType::kBF16)
+    {
+        setMessage(msg, msgLen,
+            "elfatt: dtype %d is not supported; use kFLOAT (0, float32), kHALF (1, float16) or kBF16 (2, bfloat16)",
+            static_cast<int>(params.dtype));
+        return fail();
+    }
+    if (params.batch < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: batch must be >= 0, got %lld", static_cast<long long>(params.batch));
+        return fail();
+    }
+    if (params.height < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: height must be >= 0, got %lld", static_cast<long long>(params.height));
+        return fail();
+    }
+    if (params.width < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: width must be >= 0, got %lld", static_cast<long long>(params.width));
+        return fail();
+    }
+    if (params.globalHeads < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: globalHeads must be >= 0, got %d", params.globalHeads);
+        return fail();
+    }
+    if (params.localHeads < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: localHeads must be >= 0, got %d", params.localHeads);
+        return fail();
+    }
+    int64_t const heads = static_cast<int64_t>(params.globalHeads) + static_cast<int64_t>(params.localHeads);
+    if (heads < 1)
+    {
+        setMessage(msg, msgLen,
+            "elfatt: globalHeads + localHeads must be >= 1, got %d + %d = 0 (zero heads); give at least one head",
+            params.globalHeads, params.localHeads);
+        return fail();
+    }
+    if (params.windowH < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: windowH must be >= 0 (0 = whole height), got %d", params.windowH);
+        return fail();
+    }
+    if (params.windowW < 0)
+    {
+        setMessage(msg, msgLen, "elfatt: windowW must be >= 0 (0 = whole width), got %d", params.windowW);
+        return fail();
+    }
+    if (params.channels < 1)
+    {
+        setMessage(msg, msgLen,
+            "elfatt: channels (C, qkv has 3C) must be >= 1, got %lld", static_cast<long long>(params.channels));
+        return fail();
+    }
+    if (params.channels % heads != 0)
+    {
+        setMessage(msg, msgLen,
+            "elfatt: channels (C = %lld) must be divisible by globalHeads + localHeads (%d + %d = %lld)",
+            static_cast<long long>(params.channels), params.globalHeads, params.localHeads,
+            static_cast<long long>(heads));
+        return fail();
+    }
+
+    // Sizes: every element index of qkv must fit int64.
+    int64_t tokens = 0;
+    int64_t rows = 0;
+    int64_t elements = 0;
+    int64_t qkvChannels = 0;
+    if (!mulChecked(params.height, params.width, tokens) || !mulChecked(params.batch, tokens, rows)
+        || !mulChecked(params.channels, 3, qkvChannels) || !mulChecked(rows, qkvChannels, elements))
+    {
+        setMessage(msg, msgLen,
+            "elfatt: batch x height x width x 3C = %lld x %lld x %lld x 3*%lld overflows int64; split the batch",
+            static_cast<long long>(params.batch), static_cast<long long>(params.height),
+            static_cast<long long>(params.width), static_cast<long long>(params.channels));
+        return fail();
+    }
+
+    plan.batch = params.batch;
+    plan.height = params.height;
+    plan.width = params.width;
+    plan.channels = params.channels;
+    plan.tokens = tokens;
+    plan.headDim = params.channels / heads;
+    plan.globalHeads = params.globalHeads;
+    plan.localHeads = params.localHeads;
+    plan.globalChannels = plan.globalHeads * plan.headDim;
+    plan.dtype = params.dtype;
+    plan.hasLepe = params.hasLepe;
+    plan.empty = (rows == 0);
+    plan.scale = (params.scale == 0.F) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(plan.headDim)))
+                                       : params.scale;
+
+    if (params.height > 0)
+    {
+        plan.windowH = (params.windowH == 0 || params.windowH > params.height) ? params.height : params.windowH;
+        plan.windowsY = ceilDiv(params.height, plan.windowH);
+    }
+    if (params.width > 0)
+    {
+        plan.windowW = (params.windowW == 0 || params.windowW > params.width) ? params.width : params.windowW;
+        plan.windowsX = ceilDiv(params.width, plan.windowW);
+    }
+
+    // Kernel choices.
+    bool const generic = (path == KernelPath::kGENERIC);
+    plan.localTiled = !generic && plan.headDim <= kLOCAL_TILED_MAX_DIM;
+    plan.localTiledDim = plan.headDim <= 16 ? 16 : (plan.headDim <= 32 ? 32 : 64);
+    plan.globalSharedCtx = !generic && globalOutSharedBytes(plan.headDim) <= kGLOBAL_OUT_SMEM_LIMIT;
+
+    // Global heads: token split and workspace. Monotone non-decreasing in B, H and W, so a
+    // workspace planned for the largest shape serves every smaller one (TensorRT relies on it).
+    if (plan.globalHeads > 0 && !plan.empty)
+    {
+        int64_t chunks = ceilDiv(tokens, kGLOBAL_MIN_CHUNK_TOKENS);
+        chunks = chunks < 1 ? 1 : (chunks > kGLOBAL_MAX_CHUNKS ? kGLOBAL_MAX_CHUNKS : chunks);
+        plan.chunkTokens = ceilDiv(tokens, chunks);
+        plan.chunks = ceilDiv(tokens, plan.chunkTokens); // no empty chunk
+
+        int64_t bg = 0;
+        int64_t bgc = 0;
+        int64_t dd = 0;
+        int64_t ctxPartial = 0;
+        int64_t rowPartial = 0;
+        int64_t ctxFinal = 0;
+        size_t cursor = 0;
+        bool ok = mulChecked(plan.batch, plan.globalHeads, bg) && mulChecked(bg, plan.chunks, bgc)
+            && mulChecked(plan.headDim, plan.headDim, dd) && mulChecked(bgc, dd, ctxPartial)
+            && mulChecked(bgc, plan.headDim, rowPartial) && mulChecked(bg, dd, ctxFinal);
+        ok = ok && addRegion(ctxPartial, plan.wsCtxPartial, cursor) && addRegion(rowPartial, plan.wsMaxPartial, cursor)
+            && addRegion(rowPartial, plan.wsSumPartial, cursor) && addRegion(ctxFinal, plan.wsCtx, cursor);
+        if (!ok)
+        {
+            setMessage(msg, msgLen,
+                "elfatt: the workspace for batch %lld, %lld global heads of dim %lld overflows; split the batch",
+                static_cast<long long>(plan.batch), static_cast<long long>(plan.globalHeads),
+                static_cast<long long>(plan.headDim));
+            plan = LaunchPlan{};
+            return fail();
+        }
+        plan.workspaceBytes = cursor;
+    }
+    return Status::kSUCCESS;
+}
+
+} // namespace detail
+
+Status validateParams(AttentionParams const& params, char* msg, size_t msgLen) noexcept
+{
+    detail::LaunchPlan plan;
+    return detail::makePlan(params, KernelPath::kAUTO, plan, msg, msgLen);
+}
+
+size_t workspaceSize(AttentionParams const& params) noexcept
+{
+    detail::LaunchPlan plan;
+    if (detail::makePlan(params, KernelPath::kAUTO, plan, nullptr, 0) != Status::kSUCCESS)
+    {
+        return 0;
+    }
+    return plan.workspaceBytes;
+}
+
+KernelPath defaultKernelPath() noexcept
+{
+    static KernelPath const kPATH = []() {
+        char const* value = std::getenv("ELFATT_KERNEL_PATH");
+        if (value == nullptr)
+        {
+            return KernelPath::kAUTO;
+        }
+        if (std::strcmp(value, "generic") == 0)
+        {
+            return KernelPath::kGENERIC;
+        }
+        if (std::strcmp(value, "tiled") == 0)
+        {
+            return KernelPath::kTILED;
+        }
+        return KernelPath::kAUTO;
+    }();
+    return kPATH;
+}
+
+char const* kernelsVersion() noexcept
+{
+    return "1";
+}
+
+} // namespace elfatt

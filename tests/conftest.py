@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+import torch
+
+from _elfatt_cases import OP_CASES
+
+
+@pytest.fixture
+def rng():
+    """A fresh generator per test: inputs are new random draws on every run."""
+    return np.random.default_rng()
+
+
+def make_op_inputs(case, rng, dtype=torch.float64):
+    qkv = torch.from_numpy(rng.standard_normal((case.batch, case.height, case.width, 3 * case.channels)))
+    weight = bias = None
+    if case.lepe:
+        weight = torch.from_numpy(rng.standard_normal((case.channels, 1, 3, 3)) * 0.3)
+        bias = torch.from_numpy(rng.standard_normal(case.channels) * 0.1)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    return cast(qkv), cast(weight), cast(bias)
+
+
+def pytest_generate_tests(metafunc):
+    if "op_case" in metafunc.fixturenames:
+        metafunc.parametrize("op_case", OP_CASES, ids=[c.id for c in OP_CASES])

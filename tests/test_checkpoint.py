@@ -1,0 +1,80 @@
+"""load_checkpoint: .pt/.pth (weights_only) and .safetensors, with named mismatches."""
+
+import pickle
+
+import pytest
+import torch
+
+from elfatt_deploy import create_model, load_checkpoint
+
+
+def tiny(**kw):
+    return create_model("elfatt_vit_tiny", depth=2, **kw).eval()
+
+
+def same_output(a, b):
+    x = torch.randn(1, 3, 48, 64)
+    with torch.inference_mode():
+        return torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth"])
+def test_torch_round_trip(tmp_path, suffix):
+    src, dst = tiny(), tiny()
+    assert not same_output(src, dst)
+    torch.save(src.state_dict(), tmp_path / f"w{suffix}")
+    result = load_checkpoint(dst, tmp_path / f"w{suffix}")
+    assert result.ok and same_output(src, dst)
+
+
+def test_safetensors_round_trip(tmp_path):
+    from safetensors.torch import save_file
+
+    src, dst = tiny(), tiny()
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    assert load_checkpoint(dst, tmp_path / "w.safetensors").ok
+    assert same_output(src, dst)
+
+
+def test_nested_and_ddp_prefixed_state_dicts(tmp_path):
+    src, dst = tiny(), tiny()
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "c.pth")
+    assert load_checkpoint(dst, tmp_path / "c.pth").ok and same_output(src, dst)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    state = tiny().state_dict()
+    state.pop("head.weight")
+    state["extra.thing"] = torch.zeros(1)
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"missing keys \['head.weight'\].*unexpected keys \['extra.thing'\]"):
+        load_checkpoint(tiny(), tmp_path / "w.pt")
+    with pytest.warns(UserWarning, match="head.weight"):
+        result = load_checkpoint(tiny(), tmp_path / "w.pt", strict=False)
+    assert result.missing_keys == ["head.weight"] and result.unexpected_keys == ["extra.thing"]
+
+
+def test_shape_mismatch_names_the_key(tmp_path):
+    torch.save(tiny(num_classes=10).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(ValueError, match=r"key 'head.weight' has shape \[10, 192\] but the model expects \[1000, 192\]"):
+        load_checkpoint(tiny(), tmp_path / "w.pt", strict=False)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickled_code_is_refused(tmp_path):
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"x": _Evil()}, f)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_checkpoint(tiny(), tmp_path / "evil.pt")
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tiny(), tmp_path / "none.pt")
+    (tmp_path / "w.ckpt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="suffix '.ckpt'"):
+        load_checkpoint(tiny(), tmp_path / "w.ckpt")

@@ -1,0 +1,39 @@
+"""The command line: models table, --version, clear errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from elfatt_deploy import __version__, create_model, list_models
+from elfatt_deploy.cli import main
+
+
+def test_models_table_lists_every_model_with_its_parameter_count(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models():
+        params = sum(p.numel() for p in create_model(name).parameters()) / 1e6
+        line = next(l for l in out.splitlines() if l.startswith(name + " "))
+        assert f"{params:.2f}M" in line
+
+
+def test_version_flag():
+    proc = subprocess.run([sys.executable, "-m", "elfatt_deploy", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["forward", "--model", "nope"], "unknown model 'nope'"),
+    (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x224"], "must have 4 dimensions"),
+    (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x4x224x224"], "has 4 channels"),
+    (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1xax2x2"], "'a'"),
+])
+def test_user_errors_exit_2_with_a_message(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_forward_runs_a_model(capsys):
+    assert main(["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x96x80"]) == 0
+    assert "-> output 1x1000" in capsys.readouterr().out
