@@ -86,7 +86,12 @@ def find_cuda() -> tuple[Path, Path] | None:
 TRT_HEADERS = find_trt_headers()
 CUDA = find_cuda()
 GXX = shutil.which("g++")
-SEARCHED = ", ".join(str(p) for p in _trt_include_candidates()) + " (and $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include)"
+SEARCHED = (
+    "$TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include, "
+    + str(REPO / ".trt" / "*" / "include")
+    + ", "
+    + ", ".join(SYSTEM_TRT_INCLUDES)
+)
 
 
 def _require_toolchain():
