@@ -1,0 +1,59 @@
+"""``elfatt-deploy build``: ONNX -> TensorRT engine (with the ElfattAttention plugin or without)."""
+
+from __future__ import annotations
+
+NAME = "build"
+HELP = "build a strongly typed TensorRT engine from an exported ONNX file (needs TensorRT and a GPU)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("onnx", help="ONNX file from `elfatt-deploy export`")
+    parser.add_argument("-o", "--output", required=True, help="engine file to write (metadata header + TensorRT plan)")
+    parser.add_argument("--plugin", help="libelfatt_trt_plugin.so (default: $ELFATT_PLUGIN_PATH, plugins/build/**, system path)")
+    parser.add_argument("--no-plugin", action="store_true",
+                        help="build a plugin-free engine from the ONNX function body (a control for parity and speed)")
+    parser.add_argument("--shapes", help="optimization profile, min:1x3x224x224,opt:1x3x224x224,max:4x3x448x448 (or one static shape)")
+    parser.add_argument("--recipe", help="export recipe TOML whose min/opt/max shapes give the profile")
+    parser.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB (default: TensorRT's, all device memory)")
+    parser.add_argument("--timing-cache", metavar="FILE", help="timing cache to read (if present) and update")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
+
+
+def options_from_args(args):
+    from pathlib import Path
+
+    from ...engine.builder import BuildOptions
+
+    return BuildOptions(
+        onnx_path=Path(args.onnx),
+        output=Path(args.output),
+        plugin=args.plugin,
+        use_plugin=not args.no_plugin,
+        shapes=args.shapes,
+        recipe=args.recipe,
+        workspace_mb=args.workspace,
+        timing_cache=Path(args.timing_cache) if args.timing_cache else None,
+        progress=not args.no_progress,
+        verbose=args.verbose,
+    )
+
+
+def run(args) -> int:
+    import sys
+
+    from ...engine.builder import EngineBuildError, build_engine
+    from ...engine.plugin import PluginLoadError
+
+    options = options_from_args(args)
+    try:
+        meta = build_engine(options)
+    except (EngineBuildError, PluginLoadError) as exc:
+        print(f"elfatt-deploy build: error: {exc}", file=sys.stderr)
+        return 1
+    prof = meta["profiles"][0]
+    plugin = meta["plugin"]
+    print(f"wrote {options.output}: TensorRT {meta['tensorrt_version']}, {meta['gpu']['name']}, precision "
+          f"{meta['precision']}, plugin {'v' + plugin['version'] if plugin['used'] else 'not used'}, input "
+          f"{meta['input']['name']} min {prof['min']} opt {prof['opt']} max {prof['max']}")
+    return 0

@@ -1,0 +1,244 @@
+"""ONNX -> strongly typed TensorRT engine, with the elfatt plugin or without it.
+
+``prepare_build`` does everything that needs no TensorRT (read the ONNX, find the
+input, resolve the profile, remove the elfatt function, find the plugin) and is
+unit-tested; ``build_engine`` adds the TensorRT part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .engine_file import write_atomic, write_engine_file
+from .environment import gpu_info, jetson_release
+from .metadata import build_metadata
+from .onnx_prep import (
+    ELFATT_OP,
+    elfatt_functions,
+    elfatt_nodes,
+    load_model,
+    metadata_props,
+    remove_elfatt_functions,
+    single_image_input,
+)
+from .plugin import find_plugin_library, load_plugin
+from .profiles import Profile, resolve_profile
+
+
+class EngineBuildError(RuntimeError):
+    """TensorRT could not parse the model or build the engine (its messages are in the text)."""
+
+
+@dataclass
+class BuildOptions:
+    onnx_path: Path
+    output: Path
+    plugin: Optional[str] = None
+    use_plugin: bool = True
+    shapes: Optional[str] = None
+    recipe: Optional[str] = None
+    workspace_mb: Optional[int] = None
+    timing_cache: Optional[Path] = None
+    progress: bool = True
+    verbose: bool = False
+
+    def command(self) -> list[str]:
+        cmd = ["elfatt-deploy", "build", str(self.onnx_path), "-o", str(self.output)]
+        if not self.use_plugin:
+            cmd.append("--no-plugin")
+        elif self.plugin:
+            cmd += ["--plugin", str(self.plugin)]
+        if self.shapes:
+            cmd += ["--shapes", self.shapes]
+        if self.recipe:
+            cmd += ["--recipe", str(self.recipe)]
+        if self.workspace_mb:
+            cmd += ["--workspace", str(self.workspace_mb)]
+        if self.timing_cache:
+            cmd += ["--timing-cache", str(self.timing_cache)]
+        return cmd
+
+
+@dataclass
+class BuildPlan:
+    model_bytes: bytes
+    input_spec: object
+    profile: Profile
+    onnx_props: dict
+    plugin_path: Optional[Path]
+    elfatt_node_count: int
+    functions_removed: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_recipe(path):
+    from ..export.recipes import load_recipe  # noqa: PLC0415  (engineer C's module)
+
+    return load_recipe(path)
+
+
+def prepare_build(options: BuildOptions) -> BuildPlan:
+    """Checks the options against the ONNX file and returns what the TensorRT part needs."""
+    onnx_path = Path(options.onnx_path)
+    output = Path(options.output)
+    if options.workspace_mb is not None and options.workspace_mb <= 0:
+        raise ValueError(f"--workspace {options.workspace_mb} must be a positive number of MiB, e.g. --workspace 1024")
+    if not output.name or output.is_dir():
+        raise ValueError(f"output {output} is a directory; give a file name, e.g. -o {output / 'model.engine'}")
+    if not (output.parent if str(output.parent) else Path(".")).is_dir():
+        raise FileNotFoundError(f"cannot write {output}: the directory {output.parent} does not exist; create it first")
+    if output.resolve() == onnx_path.resolve():
+        raise ValueError(f"output {output} is the input ONNX file; write the engine to another file")
+    if options.timing_cache is not None and Path(options.timing_cache).is_dir():
+        raise ValueError(f"--timing-cache {options.timing_cache} is a directory; give a file path")
+    if options.plugin and not options.use_plugin:
+        raise ValueError("--plugin and --no-plugin contradict each other: give one of them")
+
+    model = load_model(onnx_path)
+    spec = single_image_input(model, source=str(onnx_path))
+    recipe = _load_recipe(options.recipe) if options.recipe else None
+    profile = resolve_profile(spec.name, spec.dims, shapes=options.shapes, recipe=recipe)
+    nodes = elfatt_nodes(model)
+    notes = []
+    removed = 0
+    plugin_path = None
+    if options.use_plugin:
+        removed = remove_elfatt_functions(model)
+        if nodes:
+            plugin_path = find_plugin_library(options.plugin)
+        else:
+            notes.append(f"{onnx_path} has no {ELFATT_OP} nodes: the engine does not use the plugin")
+    else:
+        if nodes and not elfatt_functions(model):
+            raise ValueError(
+                f"{onnx_path} is a plugin-only export (it has {len(nodes)} {ELFATT_OP} nodes but no elfatt local "
+                "function), so a plugin-free engine cannot be built from it: drop --no-plugin, or re-export without "
+                "--plugin-only"
+            )
+    return BuildPlan(
+        model_bytes=model.SerializeToString(),
+        input_spec=spec,
+        profile=profile,
+        onnx_props=metadata_props(model),
+        plugin_path=plugin_path,
+        elfatt_node_count=len(nodes),
+        functions_removed=removed,
+        notes=notes,
+    )
+
+
+def format_parser_error(error) -> str:
+    """One parser error, verbatim, plus node name/operator and function stack when not already in the text."""
+    text = str(error)
+
+    def call(name):
+        fn = getattr(error, name, None)
+        try:
+            return fn() if callable(fn) else None
+        except Exception:
+            return None
+
+    extra = []
+    node_name, operator, node = call("node_name"), call("node_operator"), call("node")
+    if node_name and node_name not in text:
+        extra.append(f"node {node_name!r}")
+    if operator and operator not in text:
+        extra.append(f"operator {operator}")
+    if node is not None and node >= 0 and not node_name:
+        extra.append(f"node #{node}")
+    stack = call("local_function_stack")
+    if stack:
+        extra.append("in local function " + " > ".join(str(s) for s in stack))
+    return text + (f" [{', '.join(extra)}]" if extra else "")
+
+
+def _tensorrt():
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except Exception as exc:
+        raise EngineBuildError(
+            f"TensorRT's Python package is not importable here ({type(exc).__name__}: {exc}); build engines on the "
+            "target machine (JetPack, or an NGC TensorRT container: see docker/README.md)"
+        ) from None
+    return trt
+
+
+def build_engine(options: BuildOptions, *, log=print) -> dict:
+    """Builds and writes the engine file; returns its metadata."""
+    plan_info = prepare_build(options)
+    trt = _tensorrt()
+    gpu = gpu_info()
+    if gpu is None:
+        raise EngineBuildError("no CUDA GPU is visible: an engine is built on the GPU it will run on")
+    for note in plan_info.notes:
+        log(f"note: {note}")
+
+    logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
+    plugin = None
+    if plan_info.plugin_path is not None:
+        plugin = load_plugin(plan_info.plugin_path, registry=trt.get_plugin_registry())
+        log(f"plugin: {plugin['path']} ({plugin['how']}); {plan_info.elfatt_node_count} {ELFATT_OP} nodes, "
+            f"{plan_info.functions_removed} elfatt local function(s) removed before parsing")
+    else:
+        log(f"plugin: not used ({plan_info.elfatt_node_count} {ELFATT_OP} nodes built from the ONNX function body)")
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    override = getattr(getattr(trt, "OnnxParserFlag", None), "ENABLE_PLUGIN_OVERRIDE", None)
+    if override is not None and plan_info.plugin_path is not None:
+        parser.set_flag(override)
+    if not parser.parse(plan_info.model_bytes, str(Path(options.onnx_path).resolve())):
+        errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineBuildError(
+            f"TensorRT's ONNX parser rejected {options.onnx_path} ({len(errors)} error(s)):\n  " + "\n  ".join(errors)
+        )
+
+    config = builder.create_builder_config()
+    if options.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
+    profile = builder.create_optimization_profile()
+    p = plan_info.profile
+    profile.set_shape(plan_info.input_spec.name, p.min, p.opt, p.max)
+    config.add_optimization_profile(profile)
+    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    if cache_path is not None:
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise EngineBuildError(f"--timing-cache {cache_path} was made by another TensorRT/GPU; delete it or give a new path")
+    monitor = make_monitor(trt, options.progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+
+    log(f"building {options.output} from {options.onnx_path}: TensorRT {trt.__version__}, {gpu['name']} "
+        f"(sm_{gpu['compute_capability'].replace('.', '')}), strongly typed, profile {p.describe()}")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        if monitor is not None and getattr(monitor, "cancelled", False):
+            raise KeyboardInterrupt
+        raise EngineBuildError("TensorRT could not build the engine; its log above says why")
+    metadata = build_metadata(
+        tensorrt_version=trt.__version__,
+        gpu=gpu,
+        jetson=jetson_release(),
+        plugin=plugin,
+        input_spec=plan_info.input_spec,
+        profiles=[p],
+        onnx_props=plan_info.onnx_props,
+        source_onnx=str(Path(options.onnx_path).resolve()),
+        build_command=options.command(),
+        workspace_mb=options.workspace_mb,
+    )
+    write_engine_file(options.output, metadata, memoryview(serialized))
+    if cache_path is not None:
+        write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    return metadata
+
+
+def make_monitor(trt, enabled: bool):
+    """The tqdm progress monitor (bars show on a terminal; tqdm stays quiet in logs)."""
+    from .progress import make_progress_monitor  # noqa: PLC0415
+
+    return make_progress_monitor(trt, enabled=enabled)

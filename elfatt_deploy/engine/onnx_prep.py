@@ -1,0 +1,96 @@
+"""Reading what the builder needs from an ONNX file, and preparing it for the parser.
+
+TensorRT's ONNX parser imports a model-local function in preference to a plugin
+of the same name on several versions (docs/op-spec.md, "ONNX form"), so the
+builder removes the elfatt function before parsing when the plugin is used, and
+keeps it for a plugin-free engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import onnx
+
+ELFATT_DOMAIN = "elfatt"
+ELFATT_OP = "ElfattAttention"
+
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dims: tuple  # ints for static dims, strings (dim_param, or "?" when unnamed) for dynamic ones
+    dtype: str  # numpy name, e.g. "float32"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dims": list(self.dims), "dtype": self.dtype}
+
+
+def load_model(path) -> onnx.ModelProto:
+    """Loads the graph without external weights (the parser reads those from the file's directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist; export one with `elfatt-deploy export --model NAME -o {path}`")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # DecodeError and friends
+        raise ValueError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The model's real inputs (initializers listed as inputs in old files are skipped)."""
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor_type.shape.dim
+        )
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        except Exception:
+            dtype = f"onnx type {tensor_type.elem_type}"
+        specs.append(InputSpec(value.name, dims, dtype))
+    return specs
+
+
+def single_image_input(model: onnx.ModelProto, *, source: str = "the model") -> InputSpec:
+    inputs = graph_inputs(model)
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs) or "none"
+        raise ValueError(f"{source} has {len(inputs)} inputs ({names}); elfatt-deploy builds models with one image input")
+    return inputs[0]
+
+
+def metadata_props(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def elfatt_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The ElfattAttention nodes of the main graph."""
+    return [n for n in model.graph.node if n.domain == ELFATT_DOMAIN and n.op_type == ELFATT_OP]
+
+
+def elfatt_functions(model: onnx.ModelProto) -> list[onnx.FunctionProto]:
+    return [f for f in model.functions if f.domain == ELFATT_DOMAIN]
+
+
+def remove_elfatt_functions(model: onnx.ModelProto) -> int:
+    """Removes (in place) every model-local function of the elfatt domain; returns how many.
+
+    The ElfattAttention nodes and the elfatt opset import stay, so the parser
+    resolves each node through the plugin registry. Functions of other domains
+    are kept.
+    """
+    keep = [f for f in model.functions if f.domain != ELFATT_DOMAIN]
+    removed = len(model.functions) - len(keep)
+    if removed:
+        del model.functions[:]
+        model.functions.extend(keep)
+    return removed
