@@ -1,6 +1,6 @@
 import pytest
 
-from _engine_fixtures import elfatt_model, save
+from test_engine_onnx_fixture import elfatt_model, save
 from elfatt_deploy.cli import main
 
 

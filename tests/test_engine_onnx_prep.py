@@ -1,7 +1,7 @@
 import onnx
 import pytest
 
-from _engine_fixtures import elfatt_model, save
+from test_engine_onnx_fixture import elfatt_model, save
 from elfatt_deploy.engine.builder import BuildOptions, format_parser_error, prepare_build
 from elfatt_deploy.engine.onnx_prep import elfatt_functions, graph_inputs, remove_elfatt_functions
 from elfatt_deploy.engine.plugin import PLUGIN_LIBRARY_NAME

@@ -39,3 +39,10 @@ def elfatt_model(*, with_function: bool = True, dims=("batch", 3, "height", "wid
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def test_fixture_model_is_valid_onnx():
+    model = elfatt_model()
+    onnx.checker.check_model(model)
+    assert [f.name for f in model.functions] == ["ElfattAttention"]
+    assert not elfatt_model(with_function=False).functions
