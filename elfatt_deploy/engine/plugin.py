@@ -2,8 +2,8 @@
 
 Search order when no path is given: ``$ELFATT_PLUGIN_PATH`` (a file, or a
 directory holding the library; several joined by ':'), then
-``plugins/build/**/libelfatt_trt_plugin.so`` in the repository checkout this
-package was installed from, then the system library path (LD_LIBRARY_PATH,
+``plugins/build/**/libelfatt_trt_plugin.so`` (and ``build/tensorrt/``) in the
+repository checkout this package was installed from, then the system library path (LD_LIBRARY_PATH,
 the ldconfig cache). Loading is never silent: after loading, the
 ``ElfattAttention`` creator must be in the registry, else PluginLoadError says
 which path was tried and what each loading way reported.
@@ -63,6 +63,8 @@ def candidate_paths(*, env: Optional[dict] = None, root: Optional[Path] = None, 
         build = Path(root) / "plugins" / "build"
         found = sorted(build.glob(f"**/{PLUGIN_LIBRARY_NAME}")) if build.is_dir() else []
         steps.append((f"{build}/**/{PLUGIN_LIBRARY_NAME}", found))
+        # docs/plugin.md's example build directory (cmake -S plugins -B build)
+        steps.append((f"{Path(root) / 'build'}/tensorrt/", [Path(root) / "build" / "tensorrt" / PLUGIN_LIBRARY_NAME]))
     else:
         steps.append(("plugins/build/** (no repository checkout around this installed package)", []))
     dirs = _system_dirs() if system_dirs is None else [Path(d) for d in system_dirs]
