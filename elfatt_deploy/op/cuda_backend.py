@@ -34,6 +34,8 @@ _PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 KERNEL_SOURCES = ("plan.cpp", "global_attention.cu", "local_attention.cu", "enqueue.cu")
 BINDING_SOURCE = "elfatt_torch.cpp"
 KERNEL_PATHS = {"default": -1, "auto": 0, "tiled": 1, "generic": 2}
+#: Where the toolkit is looked for when neither CUDA_HOME/CUDA_PATH nor nvcc on PATH gives one.
+DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
 
 
 class CudaBackendError(RuntimeError):
@@ -74,11 +76,11 @@ def find_cuda_home() -> Path:
     nvcc = shutil.which("nvcc")
     if nvcc:
         return Path(os.path.realpath(nvcc)).parent.parent
-    default = Path("/usr/local/cuda")
+    default = DEFAULT_CUDA_HOME
     if (default / "bin" / "nvcc").is_file():
         return default
     raise CudaBackendError(
-        "nvcc was not found (no CUDA_HOME, no nvcc on PATH, no /usr/local/cuda/bin/nvcc), so the elfatt CUDA "
+        f"nvcc was not found (no CUDA_HOME, no nvcc on PATH, no {default}/bin/nvcc), so the elfatt CUDA "
         "kernels cannot be built. Install the CUDA toolkit that matches your PyTorch build and set "
         "CUDA_HOME=/path/to/cuda; the eager reference keeps working without the kernels."
     )

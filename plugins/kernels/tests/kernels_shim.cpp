@@ -1,0 +1,74 @@
+/*
+ * elfatt-deploy kernels: C entry points for the CPU tests (tests/test_kernels_*.py,
+ * loaded with ctypes). Not part of the library.
+ *
+ * Built with g++ against plan.cpp alone (validation and workspace planning), or with
+ * nvcc against every kernel source plus -DELFATT_SHIM_WITH_ENQUEUE (then enqueue's
+ * host-side checks, which return before any CUDA call, can run without a GPU).
+ */
+#include "elfatt/elfatt_kernels.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace
+{
+
+elfatt::AttentionParams makeParams(int64_t batch, int64_t height, int64_t width, int64_t channels,
+    int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale, int32_t dtype,
+    int32_t hasLepe) noexcept
+{
+    elfatt::AttentionParams p;
+    p.batch = batch;
+    p.height = height;
+    p.width = width;
+    p.channels = channels;
+    p.globalHeads = globalHeads;
+    p.localHeads = localHeads;
+    p.windowH = windowH;
+    p.windowW = windowW;
+    p.scale = scale;
+    p.dtype = static_cast<elfatt::DataType>(dtype);
+    p.hasLepe = hasLepe != 0;
+    return p;
+}
+
+} // namespace
+
+extern "C"
+{
+
+__attribute__((visibility("default"))) int32_t elfattShimValidate(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe, char* msg, size_t msgLen)
+{
+    elfatt::AttentionParams const p
+        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
+    return static_cast<int32_t>(elfatt::validateParams(p, msg, msgLen));
+}
+
+__attribute__((visibility("default"))) uint64_t elfattShimWorkspace(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe)
+{
+    elfatt::AttentionParams const p
+        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
+    return static_cast<uint64_t>(elfatt::workspaceSize(p));
+}
+
+#ifdef ELFATT_SHIM_WITH_ENQUEUE
+__attribute__((visibility("default"))) int32_t elfattShimEnqueue(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe, void const* qkv, void const* weight, void const* bias, void* out, void* workspace)
+{
+    elfatt::AttentionParams const p
+        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
+    return static_cast<int32_t>(elfatt::enqueue(p, qkv, weight, bias, out, workspace, nullptr));
+}
+
+__attribute__((visibility("default"))) int32_t elfattShimInvalidValueCode()
+{
+    return static_cast<int32_t>(cudaErrorInvalidValue);
+}
+#endif
+}

@@ -1,0 +1,152 @@
+"""Host logic of the CUDA kernels (plugins/kernels/src/plan.cpp) on the CPU.
+
+plan.cpp is compiled with g++ together with a small C shim
+(plugins/kernels/tests/kernels_shim.cpp) into a shared library that ctypes loads.
+No GPU and no CUDA toolkit are needed: without CUDA headers a two-type stand-in
+(plugins/kernels/tests/stub) replaces cuda_runtime_api.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = REPO / "plugins" / "kernels"
+K_FLOAT, K_HALF, K_BF16 = 0, 1, 2
+INVALID = 1
+
+
+def _cuda_include() -> Path | None:
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "include" / "cuda_runtime_api.h").is_file():
+            return Path(root) / "include"
+    return None
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++/c++) on PATH: cannot build the plan test shim")
+    include = _cuda_include()
+    out = tmp_path_factory.mktemp("plan") / "libelfatt_plan_shim.so"
+    cmd = [cxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+           f"-I{KERNELS / 'include'}", f"-I{include}" if include else f"-I{KERNELS / 'tests' / 'stub'}",
+           str(KERNELS / "src" / "plan.cpp"), str(KERNELS / "tests" / "kernels_shim.cpp"), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"plan.cpp does not compile warning-free:\n{' '.join(cmd)}\n{proc.stderr}"
+    lib = ctypes.CDLL(str(out))
+    lib.elfattShimValidate.restype = ctypes.c_int32
+    lib.elfattShimValidate.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
+        ctypes.c_float, ctypes.c_int32, ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t]
+    lib.elfattShimWorkspace.restype = ctypes.c_uint64
+    lib.elfattShimWorkspace.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
+        ctypes.c_float, ctypes.c_int32, ctypes.c_int32]
+    return lib
+
+
+def params(b=2, h=14, w=14, c=96, g=1, l=2, wh=7, ww=7, scale=0.0, dtype=K_HALF, lepe=1):  # noqa: E741
+    return (b, h, w, c, g, l, wh, ww, scale, dtype, lepe)
+
+
+def validate(lib, p, size=512):
+    buf = ctypes.create_string_buffer(size)
+    status = lib.elfattShimValidate(*p, buf, size)
+    return status, buf.value.decode()
+
+
+def workspace(lib, p):
+    return int(lib.elfattShimWorkspace(*p))
+
+
+@pytest.mark.parametrize("p", [
+    params(),
+    params(g=0, l=3), params(g=3, l=0), params(wh=0, ww=0), params(wh=2, ww=0), params(wh=100, ww=1),
+    params(b=0), params(h=0), params(w=0), params(c=3, g=1, l=2, lepe=0), params(c=7 * 5, g=5, l=0),
+    params(dtype=K_FLOAT), params(dtype=K_BF16), params(scale=0.125), params(h=1, w=1, wh=7, ww=7),
+], ids=lambda p: "b{}h{}w{}c{}g{}l{}win{}x{}s{}t{}lepe{}".format(*p))
+def test_valid_params_pass(shim, p):
+    status, msg = validate(shim, p)
+    assert (status, msg) == (0, "")
+
+
+@pytest.mark.parametrize("p, words", [
+    (params(c=100, g=1, l=2), ["channels", "100", "divisible", "3"]),
+    (params(c=96, g=0, l=0), ["globalHeads + localHeads", ">= 1"]),
+    (params(g=-1, l=2), ["globalHeads", "-1"]),
+    (params(g=1, l=-2), ["localHeads", "-2"]),
+    (params(wh=-7), ["windowH", "-7"]),
+    (params(ww=-1), ["windowW", "-1"]),
+    (params(b=-1), ["batch", "-1"]),
+    (params(h=-3), ["height", "-3"]),
+    (params(w=-4), ["width", "-4"]),
+    (params(c=0), ["channels", "0"]),
+    (params(dtype=3), ["dtype", "3", "kFLOAT"]),
+    (params(dtype=-1), ["dtype", "-1"]),
+    (params(b=1 << 40, h=1 << 20, w=1 << 20), ["overflows"]),
+], ids=["channels-not-divisible", "zero-heads", "neg-global", "neg-local", "neg-window-h", "neg-window-w",
+        "neg-batch", "neg-height", "neg-width", "zero-channels", "dtype-3", "dtype-neg", "overflow"])
+def test_invalid_params_name_the_field(shim, p, words):
+    status, msg = validate(shim, p)
+    assert status == INVALID
+    for word in words:
+        assert word in msg, f"message {msg!r} should mention {word!r}"
+    assert workspace(shim, p) == 0, "workspaceSize must be 0 for invalid params"
+
+
+def test_message_is_truncated_and_terminated(shim):
+    bad = params(c=100)
+    status, msg = validate(shim, bad, size=9)
+    assert status == INVALID and msg == "elfatt: "  # 8 characters + NUL
+    # No buffer at all: still rejected, nothing written.
+    assert shim.elfattShimValidate(*bad, None, 0) == INVALID
+
+
+def test_workspace_zero_without_global_heads_or_tokens(shim):
+    assert workspace(shim, params(g=0, l=3)) == 0
+    for empty in (params(b=0), params(h=0), params(w=0)):
+        assert workspace(shim, empty) == 0
+    assert workspace(shim, params(g=1, l=2)) > 0
+
+
+def test_workspace_holds_the_context_and_is_aligned(shim):
+    for b, h, w, c, g, l in [(1, 1, 1, 16, 1, 0), (8, 128, 128, 64, 1, 1), (3, 33, 17, 96, 2, 1), (2, 7, 300, 4, 4, 0)]:
+        d = c // (g + l)
+        ws = workspace(shim, params(b=b, h=h, w=w, c=c, g=g, l=l))
+        # At least one chunk of partial contexts plus the merged context, fp32, per (batch, global head).
+        assert ws >= 2 * b * g * d * d * 4, (b, h, w, c, g, l, ws)
+        assert ws % 256 == 0
+
+
+def test_workspace_grows_with_batch_and_tokens(shim):
+    base = dict(c=128, g=2, l=2, wh=7, ww=7)
+    by_batch = [workspace(shim, params(b=b, h=32, w=32, **base)) for b in (1, 2, 4, 8)]
+    assert by_batch == sorted(by_batch) and by_batch[0] < by_batch[-1]
+    # Linear in the batch (up to the 256-byte alignment of each of the 4 regions).
+    assert abs(by_batch[3] - 8 * by_batch[0]) <= 8 * 4 * 256
+    sizes = [workspace(shim, params(b=2, h=n, w=n, **base)) for n in (1, 8, 16, 23, 32, 64, 128, 256, 512)]
+    assert sizes == sorted(sizes), f"workspace must not shrink as H, W grow: {sizes}"
+    assert sizes[0] < sizes[-1]
+    rows = [workspace(shim, params(b=2, h=n, w=40, **base)) for n in range(1, 80)]
+    assert rows == sorted(rows)
+    # Bounded: the token split stops growing, so huge grids do not need a huge workspace.
+    assert workspace(shim, params(b=2, h=4096, w=4096, **base)) == workspace(shim, params(b=2, h=2048, w=4096, **base))
+
+
+def test_workspace_independent_of_dtype_window_and_lepe(shim):
+    ref = workspace(shim, params())
+    for p in (params(dtype=K_FLOAT), params(dtype=K_BF16), params(wh=0, ww=3), params(lepe=0), params(scale=2.0)):
+        assert workspace(shim, p) == ref
+
+
+def test_workspace_grows_with_global_heads_and_head_dim(shim):
+    ws_heads = [workspace(shim, params(c=192, g=g, l=6 - g)) for g in range(0, 7)]
+    assert ws_heads == sorted(ws_heads) and ws_heads[0] == 0 and ws_heads[1] > 0
+    ws_dim = [workspace(shim, params(c=c, g=1, l=1)) for c in (32, 64, 128, 256)]
+    assert ws_dim == sorted(ws_dim) and ws_dim[-1] >= 16 * ws_dim[0] // 2
