@@ -57,10 +57,17 @@ at::Tensor prepareLepe(c10::optional<at::Tensor> const& tensor, at::Tensor const
     return tensor->to(qkv.scalar_type()).contiguous();
 }
 
-} // namespace
+//! Inputs of one call, checked, contiguous and on one device, with their kernel params.
+struct Prepared
+{
+    at::Tensor qkv;
+    at::Tensor weight;
+    at::Tensor bias;
+    elfatt::AttentionParams params;
+    elfatt::KernelPath path{elfatt::KernelPath::kAUTO};
+};
 
-//! path: -1 = the library default (env ELFATT_KERNEL_PATH), 0 = auto, 1 = tiled, 2 = generic.
-at::Tensor elfattAttention(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeWeightIn,
+Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeWeightIn,
     c10::optional<at::Tensor> const& lepeBiasIn, int64_t globalHeads, int64_t localHeads, int64_t windowH,
     int64_t windowW, double scale, int64_t path)
 {
@@ -69,66 +76,103 @@ at::Tensor elfattAttention(at::Tensor const& qkvIn, c10::optional<at::Tensor> co
         "); it must be 4-D [B, H, W, 3C]");
     TORCH_CHECK(qkvIn.size(3) % 3 == 0, "elfatt: qkv has ", qkvIn.size(3),
         " channels, which is not divisible by 3; qkv must be [B, H, W, 3C]");
-    TORCH_CHECK(path >= -1 && path <= 2, "elfatt: path=", path, " must be -1 (default), 0 (auto), 1 (tiled) or 2 (generic)");
-    elfatt::DataType const dtype = toKernelType(qkvIn.scalar_type());
+    TORCH_CHECK(path >= -1 && path <= 2, "elfatt: path=", path,
+        " must be -1 (default), 0 (auto), 1 (tiled) or 2 (generic)");
 
-    c10::cuda::CUDAGuard const guard(qkvIn.device());
-    at::Tensor const qkv = qkvIn.contiguous();
-    int64_t const channels = qkv.size(3) / 3;
-    at::Tensor const weight = prepareLepe(lepeWeightIn, qkv, "lepe_weight");
-    at::Tensor const bias = prepareLepe(lepeBiasIn, qkv, "lepe_bias");
-    TORCH_CHECK(weight.defined() || !bias.defined(), "elfatt: lepe_bias is given without lepe_weight; pass both or neither");
-    if (weight.defined())
+    Prepared p;
+    elfatt::DataType const dtype = toKernelType(qkvIn.scalar_type());
+    p.qkv = qkvIn.contiguous();
+    int64_t const channels = p.qkv.size(3) / 3;
+    p.weight = prepareLepe(lepeWeightIn, p.qkv, "lepe_weight");
+    p.bias = prepareLepe(lepeBiasIn, p.qkv, "lepe_bias");
+    TORCH_CHECK(p.weight.defined() || !p.bias.defined(),
+        "elfatt: lepe_bias is given without lepe_weight; pass both or neither");
+    if (p.weight.defined())
     {
-        TORCH_CHECK(weight.dim() == 4 && weight.size(0) == channels && weight.size(1) == 1 && weight.size(2) == 3
-                && weight.size(3) == 3,
-            "elfatt: lepe_weight has shape ", weight.sizes(), "; it must be [C, 1, 3, 3] = [", channels, ", 1, 3, 3]");
+        TORCH_CHECK(p.weight.dim() == 4 && p.weight.size(0) == channels && p.weight.size(1) == 1
+                && p.weight.size(2) == 3 && p.weight.size(3) == 3,
+            "elfatt: lepe_weight has shape ", p.weight.sizes(), "; it must be [C, 1, 3, 3] = [", channels,
+            ", 1, 3, 3]");
     }
-    if (bias.defined())
+    if (p.bias.defined())
     {
-        TORCH_CHECK(bias.dim() == 1 && bias.size(0) == channels, "elfatt: lepe_bias has shape ", bias.sizes(),
+        TORCH_CHECK(p.bias.dim() == 1 && p.bias.size(0) == channels, "elfatt: lepe_bias has shape ", p.bias.sizes(),
             "; it must be [C] = [", channels, "]");
     }
 
-    elfatt::AttentionParams params;
-    params.batch = qkv.size(0);
-    params.height = qkv.size(1);
-    params.width = qkv.size(2);
-    params.channels = channels;
-    params.globalHeads = toInt32(globalHeads, "global_heads");
-    params.localHeads = toInt32(localHeads, "local_heads");
-    params.windowH = toInt32(windowH, "window_h");
-    params.windowW = toInt32(windowW, "window_w");
-    params.scale = static_cast<float>(scale);
-    params.dtype = dtype;
-    params.hasLepe = weight.defined();
+    p.params.batch = p.qkv.size(0);
+    p.params.height = p.qkv.size(1);
+    p.params.width = p.qkv.size(2);
+    p.params.channels = channels;
+    p.params.globalHeads = toInt32(globalHeads, "global_heads");
+    p.params.localHeads = toInt32(localHeads, "local_heads");
+    p.params.windowH = toInt32(windowH, "window_h");
+    p.params.windowW = toInt32(windowW, "window_w");
+    p.params.scale = static_cast<float>(scale);
+    p.params.dtype = dtype;
+    p.params.hasLepe = p.weight.defined();
 
     char message[kMESSAGE_BYTES] = {};
-    if (elfatt::validateParams(params, message, sizeof(message)) != elfatt::Status::kSUCCESS)
+    if (elfatt::validateParams(p.params, message, sizeof(message)) != elfatt::Status::kSUCCESS)
     {
         TORCH_CHECK(false, message);
     }
+    p.path = (path < 0) ? elfatt::defaultKernelPath() : static_cast<elfatt::KernelPath>(path);
+    return p;
+}
 
-    at::Tensor out = at::empty({params.batch, params.height, params.width, channels}, qkv.options());
+//! Launches on the current stream of qkv's device; out is contiguous [B, H, W, C] of qkv's dtype.
+void launch(Prepared const& p, at::Tensor& out)
+{
     if (out.numel() == 0)
     {
-        return out;
+        return;
     }
-    size_t const wsBytes = elfatt::workspaceSize(params);
+    size_t const wsBytes = elfatt::workspaceSize(p.params);
     at::Tensor workspace;
     if (wsBytes > 0)
     {
-        workspace = at::empty({static_cast<int64_t>(wsBytes)}, qkv.options().dtype(at::kByte));
+        workspace = at::empty({static_cast<int64_t>(wsBytes)}, p.qkv.options().dtype(at::kByte));
     }
-    cudaStream_t const stream = c10::cuda::getCurrentCUDAStream(qkv.device().index()).stream();
-    elfatt::KernelPath const kernelPath
-        = (path < 0) ? elfatt::defaultKernelPath() : static_cast<elfatt::KernelPath>(path);
-    cudaError_t const status = elfatt::enqueueWithPath(params, kernelPath, qkv.data_ptr(),
-        weight.defined() ? weight.data_ptr() : nullptr, bias.defined() ? bias.data_ptr() : nullptr, out.data_ptr(),
-        workspace.defined() ? workspace.data_ptr() : nullptr, stream);
+    cudaStream_t const stream = c10::cuda::getCurrentCUDAStream(p.qkv.device().index()).stream();
+    cudaError_t const status = elfatt::enqueueWithPath(p.params, p.path, p.qkv.data_ptr(),
+        p.weight.defined() ? p.weight.data_ptr() : nullptr, p.bias.defined() ? p.bias.data_ptr() : nullptr,
+        out.data_ptr(), workspace.defined() ? workspace.data_ptr() : nullptr, stream);
     TORCH_CHECK(status == cudaSuccess, "elfatt: CUDA kernel launch failed: ", cudaGetErrorName(status), " (",
-        cudaGetErrorString(status), ") for qkv ", qkv.sizes(), " ", c10::toString(qkv.scalar_type()));
+        cudaGetErrorString(status), ") for qkv ", p.qkv.sizes(), " ", c10::toString(p.qkv.scalar_type()));
+}
+
+} // namespace
+
+//! path: -1 = the library default (env ELFATT_KERNEL_PATH), 0 = auto, 1 = tiled, 2 = generic.
+at::Tensor elfattAttention(at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
+    c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
+    int64_t windowW, double scale, int64_t path)
+{
+    c10::cuda::CUDAGuard const guard(qkv.device());
+    Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, path);
+    at::Tensor out = at::empty({p.params.batch, p.params.height, p.params.width, p.params.channels}, p.qkv.options());
+    launch(p, out);
     return out;
+}
+
+//! Same as elfattAttention, writing into a given contiguous [B, H, W, C] tensor (verification: the
+//! caller can poison it first to catch elements the kernels never write).
+void elfattAttentionInto(at::Tensor& out, at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
+    c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
+    int64_t windowW, double scale, int64_t path)
+{
+    c10::cuda::CUDAGuard const guard(qkv.device());
+    Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, path);
+    TORCH_CHECK(out.device() == p.qkv.device(), "elfatt: out is on ", out.device(), " but qkv is on ",
+        p.qkv.device());
+    TORCH_CHECK(out.scalar_type() == p.qkv.scalar_type(), "elfatt: out has dtype ",
+        c10::toString(out.scalar_type()), " but qkv has ", c10::toString(p.qkv.scalar_type()));
+    TORCH_CHECK(out.is_contiguous() && out.dim() == 4 && out.size(0) == p.params.batch
+            && out.size(1) == p.params.height && out.size(2) == p.params.width && out.size(3) == p.params.channels,
+        "elfatt: out has shape ", out.sizes(), "; it must be contiguous [B, H, W, C] = [", p.params.batch, ", ",
+        p.params.height, ", ", p.params.width, ", ", p.params.channels, "]");
+    launch(p, out);
 }
 
 int64_t elfattWorkspaceSize(int64_t batch, int64_t height, int64_t width, int64_t channels, int64_t globalHeads,
@@ -152,6 +196,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("attention", &elfattAttention, "ElfattAttention forward on CUDA (contract v1)", py::arg("qkv"),
         py::arg("lepe_weight"), py::arg("lepe_bias"), py::arg("global_heads"), py::arg("local_heads"),
         py::arg("window_h"), py::arg("window_w"), py::arg("scale"), py::arg("path") = -1);
+    m.def("attention_into", &elfattAttentionInto, "ElfattAttention forward on CUDA into a given output",
+        py::arg("out"), py::arg("qkv"), py::arg("lepe_weight"), py::arg("lepe_bias"), py::arg("global_heads"),
+        py::arg("local_heads"), py::arg("window_h"), py::arg("window_w"), py::arg("scale"), py::arg("path") = -1);
     m.def("workspace_size", &elfattWorkspaceSize, "Workspace bytes of one launch", py::arg("batch"),
         py::arg("height"), py::arg("width"), py::arg("channels"), py::arg("global_heads"), py::arg("local_heads"),
         py::arg("window_h"), py::arg("window_w"));
