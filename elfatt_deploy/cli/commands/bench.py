@@ -1,0 +1,181 @@
+"""``elfatt-deploy bench``: latency (p50/p90/p99), throughput and memory of one backend."""
+
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "measure latency percentiles, throughput and GPU memory of a model on tensorrt, onnxruntime or torch"
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--engine", help="engine file (tensorrt backend)")
+    parser.add_argument("--onnx", help="ONNX file (onnxruntime backend)")
+    parser.add_argument("--model", help="model name (torch backend; a label for the others)")
+    parser.add_argument("--checkpoint", help="weights for the torch backend")
+    parser.add_argument("--input-shape", required=True, help="N x 3 x H x W, e.g. 1x3x224x224")
+    parser.add_argument("--iterations", type=int, default=100, help="timed iterations (default 100)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up iterations (default 10)")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON (atomically)")
+    parser.add_argument("--plugin", help="libelfatt_trt_plugin.so (tensorrt backend; default search as in `build`)")
+    parser.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay a CUDA graph")
+    parser.add_argument("--providers", help="onnxruntime providers, comma-separated (default: CPU)")
+    parser.add_argument("--device", default=None, help="torch backend device (default cuda when available, else cpu)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="torch backend dtype")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _check_args(args):
+    from pathlib import Path
+
+    from ...shapes import check_image_shape, parse_shape
+
+    if args.iterations < 1:
+        raise ValueError(f"--iterations {args.iterations} must be >= 1")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup {args.warmup} must be >= 0")
+    shape = check_image_shape(parse_shape(args.input_shape, what="--input-shape"))
+    needed = {"tensorrt": "engine", "onnxruntime": "onnx", "torch": "model"}[args.backend]
+    if not getattr(args, needed):
+        raise ValueError(f"--backend {args.backend} needs --{needed}")
+    for flag in ("engine", "onnx", "checkpoint"):
+        value = getattr(args, flag)
+        if value and flag in (needed, "checkpoint") and not Path(value).is_file():
+            raise FileNotFoundError(f"--{flag} {value} does not exist")
+    if args.json:
+        parent = Path(args.json).parent
+        if str(parent) and not parent.is_dir():
+            raise FileNotFoundError(f"--json {args.json}: the directory {parent} does not exist")
+    return shape
+
+
+def _torch_case(args, shape):
+    import torch
+
+    from ...checkpoint import load_checkpoint
+    from ...models import create_model
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = getattr(torch, args.dtype)
+    model = create_model(args.model).eval()
+    if args.checkpoint:
+        load_checkpoint(model, args.checkpoint)
+    model = model.to(device=device, dtype=dtype)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+
+    def fn():
+        with torch.inference_mode():
+            return model(x)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return fn, sync, {"device": str(device), "dtype": args.dtype}, (lambda: None)
+
+
+def _onnxruntime_case(args, shape):
+    import numpy as np
+
+    try:
+        from ...runtime.backends import make_runner
+    except ImportError as exc:
+        raise ValueError(f"the onnxruntime backend needs elfatt_deploy.runtime.backends ({exc})") from None
+    from polygraphy.datatype import DataType
+
+    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    runner = make_runner("onnxruntime", onnx_path=args.onnx, providers=providers)
+    runner.activate()
+    meta = runner.get_input_metadata(use_numpy_dtypes=False)
+    rng = np.random.default_rng(0)
+    feed = {}
+    for name, (dtype, _) in meta.items():
+        feed[name] = rng.standard_normal(shape).astype(DataType.to_dtype(DataType.from_dtype(dtype), "numpy"))
+    if len(feed) != 1:
+        runner.deactivate()
+        raise ValueError(f"{args.onnx} has {len(feed)} inputs; bench feeds one image input")
+    return (lambda: runner.infer(feed, check_inputs=False)), None, {"providers": providers or "default"}, runner.deactivate
+
+
+def _tensorrt_case(args, shape):
+    import torch
+
+    from ...runtime.tensorrt_runner import TrtRunner
+
+    runner = TrtRunner(args.engine, plugin=args.plugin, cuda_graph=args.cuda_graph)
+    runner.activate()
+    try:
+        if len(runner.input_names) != 1:
+            raise ValueError(f"{args.engine} has {len(runner.input_names)} inputs; bench feeds one image input")
+        name = runner.input_names[0]
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device=runner.device, dtype=runner.dtypes[name])
+        feed = {name: x}
+        runner.run(feed)  # checks the shape against the profile before timing
+    except BaseException:
+        runner.deactivate()
+        raise
+    info = {"tensorrt_version": runner.metadata.get("tensorrt_version"), "precision": runner.metadata.get("precision"),
+            "plugin": (runner.metadata.get("plugin") or {}).get("used"), "cuda_graph": runner.cuda_graph}
+    return (lambda: runner.run(feed, copy_outputs=False)), torch.cuda.synchronize, info, runner.deactivate
+
+
+def run(args) -> int:
+    import datetime
+    import json
+    import sys
+
+    from ..._version import __version__
+    from ...engine.engine_file import write_atomic
+    from ...engine.environment import gpu_info
+    from ...runtime.bench import gpu_memory, latency_stats, measure
+    from ...runtime.jetson import clock_warning, power_state
+    from ...shapes import format_shape
+    from ..table import format_table
+
+    shape = _check_args(args)
+    case = {"torch": _torch_case, "onnxruntime": _onnxruntime_case, "tensorrt": _tensorrt_case}[args.backend]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    fn, sync, info, close = case(args, shape)
+    jetson = power_state()
+    warning = clock_warning(jetson)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    try:
+        times = measure(fn, iterations=args.iterations, warmup=args.warmup, sync=sync,
+                        progress=not args.no_progress, desc=f"bench {args.backend}")
+        memory = gpu_memory(torch) if args.backend != "onnxruntime" or (args.providers or "").lower().find("cuda") >= 0 else {}
+    finally:
+        close()
+    stats = latency_stats(times, batch=shape[0])
+    result = {
+        "backend": args.backend,
+        "model": args.model,
+        "engine": args.engine,
+        "onnx": args.onnx,
+        "input_shape": list(shape),
+        "warmup": args.warmup,
+        "latency": stats.to_dict(),
+        "backend_info": info,
+        "memory": memory,
+        "gpu": gpu_info(),
+        "jetson": jetson,
+        "toolkit_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    label = args.model or args.engine or args.onnx
+    print(format_table(
+        ["backend", "model", "input", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s"],
+        [[args.backend, label, format_shape(shape), f"{stats.p50_ms:.3f}", f"{stats.p90_ms:.3f}", f"{stats.p99_ms:.3f}",
+          f"{stats.mean_ms:.3f}", f"{stats.throughput_per_s:.1f}"]],
+    ))
+    if memory and memory.get("process_used_mb") is not None:
+        print(f"GPU memory: {memory['process_used_mb']:.0f} MiB used by this process")
+    if memory and memory.get("torch_max_allocated_mb") is not None:
+        print(f"GPU memory: {memory['torch_max_allocated_mb']:.1f} MiB peak torch allocations")
+    if args.json:
+        write_atomic(args.json, (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,44 @@
+"""TrtRunner: the TensorRT-free parts here; a real engine in test_engine_tensorrt.py."""
+
+import pytest
+
+from elfatt_deploy.engine.engine_file import write_engine_file
+from elfatt_deploy.engine.profiles import make_profile
+from elfatt_deploy.runtime.tensorrt_runner import TrtRunner, check_shape_in_profile
+
+
+def test_profile_range_error_names_shape_and_range():
+    p = make_profile("1x3x224x224", "2x3x224x224", "4x3x512x512")
+    check_shape_in_profile("images", (4, 3, 300, 512), p)
+    with pytest.raises(ValueError, match=r"5x3x224x224 is outside .*min 1x3x224x224, opt 2x3x224x224, max 4x3x512x512"):
+        check_shape_in_profile("images", (5, 3, 224, 224), p)
+    with pytest.raises(ValueError, match="1x3x224 is outside"):
+        check_shape_in_profile("images", (1, 3, 224), p)
+
+
+def test_is_a_polygraphy_runner():
+    from polygraphy.backend.base import BaseRunner
+
+    assert issubclass(TrtRunner, BaseRunner)
+    assert TrtRunner("x.engine", name="mine").name == "mine"
+
+
+def test_activate_errors_before_tensorrt(tmp_path):
+    with pytest.raises(FileNotFoundError, match="elfatt-deploy build"):
+        TrtRunner(tmp_path / "none.engine").activate()
+    plain = tmp_path / "plain.engine"
+    plain.write_bytes(b"ftrt" + b"\0" * 100)
+    with pytest.raises(ValueError, match="not an elfatt-deploy engine"):
+        TrtRunner(plain).activate()
+
+
+def test_activate_without_tensorrt_says_so(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here")
+    path = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")
+    with pytest.raises(RuntimeError, match="needs TensorRT's Python package.*doctor"):
+        TrtRunner(path).activate()
