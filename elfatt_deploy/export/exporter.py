@@ -1,0 +1,202 @@
+"""``export_onnx``: a model to an ONNX file with one ``elfatt::ElfattAttention`` node per attention layer.
+
+torch.export traces the model (``torch.onnx.export(..., dynamo=True)``); the
+custom translation (translation.py) turns each ``elfatt::attention`` call into
+one node; then the model-local function (onnx_function.py) is attached unless
+``plugin_only``, the metadata is set, the file is checked with
+``onnx.checker.check_model(full_check=True)`` and written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import onnx
+import torch
+from torch import nn
+
+from ..nn.attention import ATTENTION_KINDS, ElfattAttention
+from ..op.spec import ElfattAttrs
+from ..shapes import check_image_shape, format_shape, parse_shape
+from .atomic import atomic_write_bytes
+from .fp16 import to_half_precision
+from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
+from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, build_function
+from .translation import custom_translation_table
+
+DEFAULT_OPSET = 18
+#: Highest default-domain opset tested here (ONNX Runtime 1.32, TensorRT 10.x parse up to this).
+MAX_OPSET = 21
+
+
+def elfatt_layers(model: nn.Module) -> list[tuple[str, ElfattAttention]]:
+    """The attention layers that export as ElfattAttention nodes, by module path."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, ElfattAttention) and m.attention == "elfatt"]
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raises ValueError naming the module when the model cannot be exported as the contract says."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, module in model.named_modules():
+        where = name or "<model>"
+        if isinstance(module, nn.MultiheadAttention):
+            raise ValueError(
+                f"module {where!r} is a torch.nn.MultiheadAttention, which this exporter does not map to "
+                "ElfattAttention; build the model from elfatt_deploy.nn.ElfattAttention layers")
+        if isinstance(module, ElfattAttention):
+            if module.attention not in ATTENTION_KINDS:
+                raise ValueError(f"module {where!r} has attention={module.attention!r}; use one of {ATTENTION_KINDS}")
+            attrs = module.attrs
+            if not isinstance(attrs, ElfattAttrs):
+                raise ValueError(f"module {where!r} has attrs of type {type(attrs).__name__}; expected ElfattAttrs")
+            try:  # heads and windows must be plain Python numbers: they become node attributes
+                ElfattAttrs(attrs.global_heads, attrs.local_heads, attrs.window_h, attrs.window_w, attrs.scale)
+            except ValueError as exc:
+                raise ValueError(f"module {where!r} has a head configuration that is not static: {exc}") from None
+
+
+def _check_opset(opset: Optional[int]) -> int:
+    opset = DEFAULT_OPSET if opset is None else opset
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset={opset!r} is not supported; use an int from {MIN_OPSET} to {MAX_OPSET} "
+                         f"(default {DEFAULT_OPSET})")
+    return opset
+
+
+def _input_shape(model: nn.Module, input_shape) -> tuple[int, int, int, int]:
+    if isinstance(input_shape, str):
+        input_shape = parse_shape(input_shape, what="input_shape")
+    return check_image_shape(tuple(int(d) for d in input_shape), channels=int(getattr(model, "in_chans", 3)),
+                             what="input_shape")
+
+
+def _dynamic_shapes(dynamic: bool):
+    if not dynamic:
+        return None
+    dim = torch.export.Dim
+    return {"x": {0: dim("batch", min=1, max=4096), 2: dim("height", min=32, max=16384),
+                  3: dim("width", min=32, max=16384)}}
+
+
+def _trace_input(shape: Sequence[int], dynamic: bool) -> torch.Tensor:
+    n, c, h, w = shape
+    if dynamic:
+        # torch.export specializes a dimension of size 1 (and equal sizes stay separate symbols)
+        n = max(n, 2)
+    return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(0))
+
+
+def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset: int, output_name: str):
+    """torch.onnx.export (dynamo) with our translation; its progress chatter is kept off stdout."""
+    chatter = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[output_name],
+                dynamic_shapes=_dynamic_shapes(dynamic), custom_translation_table=custom_translation_table(),
+                opset_version=opset, optimize=True, external_data=False, verbose=False,
+            )
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"torch.onnx.export could not export {type(model).__name__} at input {format_shape(example.shape)}: "
+            f"{type(exc).__name__}: {first_line}. Models must be built from modules torch.export can trace "
+            "(see elfatt_deploy.models)") from exc
+    return program.model_proto
+
+
+def _strip_exporter_props(model: onnx.ModelProto) -> None:
+    """Drops the exporter's per-node debugging metadata (stack traces, fx nodes): smaller, deterministic files."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    for value in list(model.graph.input) + list(model.graph.output):
+        del value.metadata_props[:]
+    for init in model.graph.initializer:
+        del init.metadata_props[:]
+
+
+def _default_opset_version(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def build_onnx_model(
+    model: nn.Module,
+    input_shape: Union[str, Sequence[int]],
+    *,
+    dynamic: bool = True,
+    precision: str = "fp32",
+    plugin_only: bool = False,
+    opset: Optional[int] = None,
+) -> onnx.ModelProto:
+    """The exported ModelProto, checked, without writing anything."""
+    check_exportable(model)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
+    opset = _check_opset(opset)
+    shape = _input_shape(model, input_shape)
+    layers = elfatt_layers(model)
+    was_training = model.training
+    model.eval()
+    try:
+        traced = to_half_precision(model) if precision == "fp16" else model
+        output_name = "logits" if getattr(model, "num_classes", 1) > 0 else "features"
+        proto = _run_exporter(traced, _trace_input(shape, dynamic), dynamic, opset, output_name)
+    finally:
+        model.train(was_training)
+
+    nodes = [n for n in proto.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    if len(nodes) != len(layers):
+        raise ValueError(f"the exported graph has {len(nodes)} {DOMAIN}::{OP_TYPE} nodes for {len(layers)} attention "
+                         "layers; the model calls the op outside ElfattAttention layers or a layer was folded away")
+    _strip_exporter_props(proto)
+    del proto.functions[:]
+    if not plugin_only:
+        proto.functions.append(build_function(_default_opset_version(proto)))
+    proto.producer_name = "elfatt-deploy"
+    set_metadata(proto, export_metadata(
+        model_name=getattr(model, "model_name", type(model).__name__),
+        model_config=getattr(model, "model_config", {}),
+        precision=precision, dynamic=dynamic, input_shape=shape, output_name=output_name, plugin_only=plugin_only,
+    ))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ValueError(f"the exported model fails onnx.checker (full_check): {exc}") from exc
+    return proto
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Union[str, os.PathLike],
+    input_shape: Union[str, Sequence[int]],
+    dynamic: bool = True,
+    precision: str = "fp32",
+    plugin_only: bool = False,
+    opset: Optional[int] = None,
+) -> Path:
+    """Exports ``model`` to ``path``; returns the path.
+
+    ``input_shape`` (N x C x H x W, e.g. ``"1x3x224x224"`` or a tuple) is the
+    traced shape; with ``dynamic`` the file accepts any batch, height and
+    width. ``precision="fp16"`` writes an FP16 graph with float32 I/O
+    (fp16.py). ``plugin_only`` leaves out the function body (for trtexec /
+    Polygraphy with the TensorRT plugin). ``opset`` defaults to 18.
+    The file is written atomically: on any error no file is left at ``path``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"output path {str(path)!r} must end in .onnx")
+    if path.is_dir():
+        raise ValueError(f"output path {str(path)!r} is a directory; give a file name ending in .onnx")
+    proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
+                             plugin_only=plugin_only, opset=opset)
+    atomic_write_bytes(path, proto.SerializeToString())
+    return path

@@ -1,0 +1,54 @@
+"""What an exported file records about itself (ONNX ``metadata_props``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Union
+
+import onnx
+
+from .._version import OP_VERSION, __version__
+
+PREFIX = "elfatt."
+INPUT_NAME = "image"
+INPUT_LAYOUT = "NCHW"
+#: What the models expect of their input; the caller applies it before the graph.
+INPUT_NORMALIZATION = {"scale": "1/255", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+PRECISIONS = ("fp32", "fp16")
+
+
+def export_metadata(*, model_name: str, model_config: Mapping, precision: str, dynamic: bool,
+                    input_shape, output_name: str, plugin_only: bool, normalization: Mapping = INPUT_NORMALIZATION) -> dict:
+    """The metadata of one export, as strings."""
+    values = {
+        "model_name": model_name,
+        "model_config": json.dumps(dict(model_config), sort_keys=True),
+        "toolkit_version": __version__,
+        "op_version": OP_VERSION,
+        "input_name": INPUT_NAME,
+        "input_layout": INPUT_LAYOUT,
+        "input_normalization": json.dumps(dict(normalization), sort_keys=True),
+        "input_shape": "x".join(str(int(d)) for d in input_shape),
+        "output_name": output_name,
+        "precision": precision,
+        "io_dtype": "float32",
+        "dynamic": json.dumps(bool(dynamic)),
+        "plugin_only": json.dumps(bool(plugin_only)),
+    }
+    return {PREFIX + k: v for k, v in values.items()}
+
+
+def set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
+    """Adds or replaces ``values`` in the model's metadata_props."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update(values)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def read_metadata(model: Union[onnx.ModelProto, str]) -> dict:
+    """``{key: value}`` of the elfatt metadata (prefix stripped); {} for files of other producers."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return {p.key[len(PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
