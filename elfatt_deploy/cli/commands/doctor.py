@@ -1,0 +1,151 @@
+"""``elfatt-deploy doctor``: what this machine has for each backend, and whether the plugin really loads."""
+
+from __future__ import annotations
+
+NAME = "doctor"
+HELP = "report CUDA, TensorRT, ONNX Runtime, PyTorch, GPU and plugin status; exit 1 when the chosen backend lacks something"
+
+BACKEND_NEEDS = {
+    "tensorrt": ("TensorRT", "GPU", "plugin"),
+    "onnxruntime": ("ONNX Runtime", "ONNX"),
+    "torch": ("PyTorch",),
+}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--backend", choices=sorted(BACKEND_NEEDS), default="tensorrt",
+                        help="backend whose needs decide the exit code (default tensorrt)")
+    parser.add_argument("--plugin", help="plugin library to check (default search as in `build`)")
+    parser.add_argument("--no-plugin", action="store_true", help="tensorrt: plugin-free engines only; the plugin is not needed")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+
+def _version(module_name):
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or OSError from a broken native library
+        return None, f"not installed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return module, str(getattr(module, "__version__", "unknown"))
+
+
+def _cuda_driver_version():
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int(0)
+    if lib.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return f"{version.value // 1000}.{(version.value % 1000) // 10}"
+
+
+def collect(args) -> list[dict]:
+    """Rows of {component, status (ok/missing/warn/info), detail}."""
+    import platform
+    import sys
+
+    from ...engine.archs import arch_verdict, library_archs
+    from ...engine.environment import gpu_info, jetson_release
+
+    rows = []
+
+    def add(component, status, detail):
+        detail = str(detail)
+        row = {"component": component, "status": status, "detail": detail}
+        if "\n" in detail or len(detail) > 160:  # long messages go below the table, in full
+            row["detail"] = detail.splitlines()[0][:100] + " ... (in full below)"
+            row["more"] = detail
+        rows.append(row)
+
+    add("Python", "ok", f"{platform.python_version()} ({sys.executable})")
+    from ..._version import OP_VERSION, __version__
+
+    add("elfatt-deploy", "ok", f"{__version__} (op contract v{OP_VERSION})")
+    driver = _cuda_driver_version()
+    add("CUDA driver", "ok" if driver else "missing", f"CUDA {driver}" if driver else "not installed (no libcuda.so.1)")
+    torch, torch_version = _version("torch")
+    if torch is None:
+        add("PyTorch", "missing", torch_version)
+    else:
+        cuda = torch.version.cuda or "none (CPU build)"
+        add("PyTorch", "ok", f"{torch_version}, CUDA runtime {cuda}, cuda available: {torch.cuda.is_available()}")
+    gpu = gpu_info()
+    add("GPU", "ok" if gpu else "missing",
+        f"{gpu['name']}, compute capability {gpu['compute_capability']} (sm_{gpu['compute_capability'].replace('.', '')})"
+        if gpu else "no CUDA GPU visible")
+    jetson = jetson_release()
+    if jetson:
+        add("Jetson", "info", f"L4T {jetson['l4t_release']}, JetPack {jetson['jetpack']}")
+    trt, trt_version = _version("tensorrt")
+    add("TensorRT", "ok" if trt else "missing", trt_version)
+    ort, ort_version = _version("onnxruntime")
+    if ort is None:
+        add("ONNX Runtime", "missing", ort_version)
+    else:
+        add("ONNX Runtime", "ok", f"{ort_version}, providers: {', '.join(ort.get_available_providers())}")
+    for label, name in (("ONNX", "onnx"), ("Polygraphy", "polygraphy")):
+        module, version = _version(name)
+        add(label, "ok" if module else "missing", version)
+
+    _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict)
+    return rows
+
+
+def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
+    from ...engine.plugin import PluginLoadError, find_plugin_library, load_plugin
+
+    if args.no_plugin:
+        add("plugin", "info", "not checked (--no-plugin)")
+        return
+    try:
+        path = find_plugin_library(args.plugin)
+    except FileNotFoundError as exc:
+        add("plugin", "missing", exc)
+        return
+    if trt is None:
+        add("plugin", "missing", f"found {path}, but not loaded: TensorRT is not installed")
+    else:
+        try:
+            info = load_plugin(path, registry=trt.get_plugin_registry())
+        except (PluginLoadError, OSError) as exc:
+            add("plugin", "missing", str(exc))
+        else:
+            add("plugin", "ok", f"{info['path']}: creator ElfattAttention v{info['version']} registered ({info['how']})")
+    archs = library_archs(path)
+    if "error" in archs:
+        add("plugin archs", "warn", archs["error"])
+    elif gpu is None:
+        add("plugin archs", "info", f"SASS {archs['sass']}, PTX {archs['ptx']} (no GPU to compare with)")
+    else:
+        ok, message = arch_verdict(set(archs["sass"]), set(archs["ptx"]), gpu["compute_capability"])
+        add("plugin archs", "ok" if ok else "missing", message)
+
+
+def run(args) -> int:
+    import json
+
+    from ...engine.engine_file import write_atomic
+    from ..table import format_table
+
+    rows = collect(args)
+    print(format_table(["component", "status", "detail"], [[r["component"], r["status"], r["detail"]] for r in rows]))
+    for row in rows:
+        if row.get("more"):
+            print(f"\n{row['component']}: {row['more']}")
+    needs = [n for n in BACKEND_NEEDS[args.backend] if not (n == "plugin" and args.no_plugin)]
+    if args.backend == "tensorrt" and not args.no_plugin:
+        needs.append("plugin archs")
+    status = {r["component"]: r["status"] for r in rows}
+    missing = [n for n in needs if status.get(n) == "missing"]
+    if missing:
+        print(f"\nbackend {args.backend}: NOT ready; missing: {', '.join(missing)} (see the rows above)")
+    else:
+        print(f"\nbackend {args.backend}: ready")
+    if args.json:
+        report = {"backend": args.backend, "ready": not missing, "missing": missing, "checks": rows}
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return 1 if missing else 0

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from elfatt_deploy.cli import main
+from elfatt_deploy.engine.archs import arch_verdict, parse_cuobjdump_list
+
+
+def _have(module):
+    try:
+        __import__(module)
+        return True
+    except Exception:
+        return False
+
+
+def test_doctor_reports_this_machine(tmp_path, capsys):
+    import onnxruntime
+    import torch
+
+    report_path = tmp_path / "doctor.json"
+    rc = main(["doctor", "--backend", "onnxruntime", "--json", str(report_path)])
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert rc == 0 and report["ready"] and "backend onnxruntime: ready" in out
+    checks = {c["component"]: c for c in report["checks"]}
+    assert torch.__version__ in checks["PyTorch"]["detail"]
+    assert onnxruntime.__version__ in checks["ONNX Runtime"]["detail"]
+    assert "CPUExecutionProvider" in checks["ONNX Runtime"]["detail"]
+    if not _have("tensorrt"):
+        assert checks["TensorRT"]["status"] == "missing" and "not installed" in checks["TensorRT"]["detail"]
+
+
+def test_doctor_tensorrt_exit_code_follows_what_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ELFATT_PLUGIN_PATH", str(tmp_path / "nowhere.so"))
+    rc = main(["doctor", "--backend", "tensorrt", "--json", str(tmp_path / "d.json")])
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert "plugin" in report["missing"] and rc == 1  # the plugin cannot be found at that path
+    assert str(tmp_path / "nowhere.so") in out  # every path tried is printed
+    if not _have("tensorrt"):
+        assert "TensorRT" in report["missing"] and "NOT ready" in out
+
+
+def test_doctor_plugin_found_but_not_loadable(tmp_path, capsys):
+    if _have("tensorrt"):
+        pytest.skip("TensorRT installed: a real load is tested in test_engine_tensorrt.py")
+    fake = tmp_path / "libelfatt_trt_plugin.so"
+    fake.write_bytes(b"\x7fELF")
+    rc = main(["doctor", "--plugin", str(fake)])
+    out = capsys.readouterr().out
+    assert rc == 1 and f"found {fake}, but not loaded: TensorRT is not installed" in out
+
+
+def test_cuobjdump_parsing_and_verdict():
+    text = "ELF file    1: libelfatt_trt_plugin.1.sm_80.cubin\nELF file    2: libelfatt_trt_plugin.2.sm_87.cubin\n"
+    assert parse_cuobjdump_list(text) == {80, 87}
+    assert parse_cuobjdump_list("PTX file    1: x.1.sm_90a.ptx") == {90}
+    assert arch_verdict({87}, set(), "8.7")[0]
+    ok, msg = arch_verdict({80}, set(), "8.6")
+    assert ok and "sm_80 SASS on sm_86" in msg
+    assert not arch_verdict({87}, set(), "8.6")[0]  # SASS is not backward compatible
+    ok, msg = arch_verdict({80, 86}, {90}, "12.0")
+    assert ok and "JIT" in msg
+    ok, msg = arch_verdict({80, 86}, set(), "9.0")
+    assert not ok and "-DCMAKE_CUDA_ARCHITECTURES=90" in msg
