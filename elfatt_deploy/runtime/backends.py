@@ -1,0 +1,44 @@
+"""``make_runner(backend, ...)``: a Polygraphy runner for a backend name."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional, Sequence
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def make_runner(
+    backend: str,
+    *,
+    onnx_path=None,
+    engine_path=None,
+    plugin: Optional[str] = None,
+    providers: Optional[Sequence[str]] = None,
+):
+    """The runner that executes an exported model with ``backend``.
+
+    - ``"onnxruntime"``: needs ``onnx_path``; ``providers`` e.g. ``["cuda", "cpu"]`` (default CPU).
+    - ``"tensorrt"``: needs ``engine_path``; ``plugin`` is the ElfattAttention plugin library
+      (found automatically when omitted). Needs TensorRT's Python package.
+    """
+    if backend == "onnxruntime":
+        if onnx_path is None:
+            raise ValueError("the onnxruntime backend needs an ONNX file (onnx_path)")
+        from .onnxruntime_runner import make_onnxruntime_runner
+
+        return make_onnxruntime_runner(onnx_path, providers=providers, name="onnxruntime")
+    if backend == "tensorrt":
+        if engine_path is None:
+            raise ValueError("the tensorrt backend needs an engine file (--engine PATH); build one with "
+                             "`elfatt-deploy build`")
+        if importlib.util.find_spec("tensorrt") is None:
+            raise ValueError("the tensorrt backend needs TensorRT, which is not installed here (Python `import "
+                             "tensorrt` fails); use --backend onnxruntime, or run on a machine with TensorRT")
+        try:
+            from .tensorrt_runner import TrtRunner
+        except ImportError as exc:
+            raise ValueError(f"the tensorrt backend is not available: TensorRT is not installed or its runner could "
+                             f"not be imported ({type(exc).__name__}: {exc})") from None
+        return TrtRunner(engine_path, plugin=plugin, name="tensorrt")
+    raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

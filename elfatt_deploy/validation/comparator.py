@@ -1,0 +1,92 @@
+"""Runs a backend and PyTorch on the same random inputs through Polygraphy's Comparator.
+
+The inputs are standard-normal images (what a normalized image looks like) at
+each requested shape, ``samples`` draws per shape from one seeded generator.
+Each output of each draw is compared with metrics.compare_outputs; a draw
+passes when its relative L2 error is within the tolerance.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..shapes import format_shape
+from .metrics import OutputMetrics, compare_outputs
+
+
+@dataclass
+class ParityRow:
+    output: str
+    shape: tuple
+    sample: int
+    metrics: OutputMetrics
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "input_shape": list(self.shape), "sample": self.sample,
+                "passed": self.passed, **self.metrics.to_dict()}
+
+
+@dataclass
+class ParityResult:
+    reference: str
+    backend: str
+    rtol_l2: float
+    rows: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(r.passed for r in self.rows)
+
+    def outputs(self) -> list[str]:
+        return list(OrderedDict.fromkeys(r.output for r in self.rows))
+
+    def worst(self, output: str) -> ParityRow:
+        return max((r for r in self.rows if r.output == output), key=lambda r: r.metrics.rel_l2_error)
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "backend": self.backend, "rtol_l2": self.rtol_l2,
+                "passed": self.passed, "rows": [r.to_dict() for r in self.rows]}
+
+
+def random_feeds(input_name: str, shapes: Sequence[Sequence[int]], samples: int, seed: int):
+    """``samples`` feed dicts per shape, drawn from one generator seeded with ``seed``."""
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be >= 1")
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for shape in shapes:
+        for sample in range(samples):
+            array = rng.standard_normal(tuple(shape)).astype(np.float32)
+            feeds.append((tuple(shape), sample, OrderedDict([(input_name, array)])))
+    return feeds
+
+
+def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Sequence[Sequence[int]],
+               samples: int, seed: int, rtol_l2: float, verbose: bool = False) -> ParityResult:
+    """Runs both runners with Polygraphy's Comparator and compares every output of every draw."""
+    from polygraphy.comparator import Comparator
+    from polygraphy.logger import G_LOGGER
+
+    feeds = random_feeds(input_name, shapes, samples, seed)
+    with G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.WARNING):
+        results = Comparator.run([reference_runner, backend_runner], data_loader=[f for _, _, f in feeds])
+    (ref_name, ref_iters), (backend_name, backend_iters) = list(results.items())
+    parity = ParityResult(reference=ref_name, backend=backend_name, rtol_l2=rtol_l2)
+    for (shape, sample, _), ref_out, backend_out in zip(feeds, ref_iters, backend_iters):
+        missing = [n for n in ref_out if n not in backend_out]
+        if missing:
+            raise ValueError(f"the backend did not return the outputs {missing} (it returned {list(backend_out)}); "
+                             "is this file exported from the same model?")
+        for name in ref_out:
+            try:
+                metrics = compare_outputs(backend_out[name], ref_out[name])
+            except ValueError as exc:
+                raise ValueError(f"output {name!r} at input {format_shape(shape)}: {exc}") from None
+            passed = metrics.finite and metrics.rel_l2_error <= rtol_l2
+            parity.rows.append(ParityRow(name, shape, sample, metrics, passed))
+    return parity
