@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# Parity suite: for each model and precision, export -> build (plugin) -> validate against PyTorch
+# -> bench, plus a plugin-free engine (--no-plugin) as a control; a final table and a JSON report.
+# Exits 1 when any parity check (or any step) fails.
+#
+# Runs in the images of docker/ and outside them. Without TensorRT (or with --backend onnxruntime)
+# it runs the ONNX Runtime mode: export -> validate with onnxruntime -> bench onnxruntime.
+#
+#   docker/parity.sh [--backend auto|tensorrt|onnxruntime] [--models a,b] [--precisions fp32,fp16]
+#                    [--input-shape 1x3x224x224] [--plugin PATH] [--iterations N] [--warmup N]
+#                    [--out DIR] [--quick]
+#
+# Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy").
+set -euo pipefail
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+
+PYTHON="${PYTHON:-python3}"
+read -r -a DEPLOY <<< "${ELFATT_DEPLOY_CMD:-$PYTHON -m elfatt_deploy}"
+backend=auto
+models="elfatt_vit_tiny,elfatt_vit_small,elfatt_cswin_tiny"
+precisions="fp32,fp16"
+input_shape="1x3x224x224"
+plugin=""
+iterations=100
+warmup=10
+out="parity-out"
+quick=0
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --backend) backend="${2:?--backend needs a value}"; shift 2 ;;
+    --models) models="${2:?--models needs a value}"; shift 2 ;;
+    --precisions) precisions="${2:?--precisions needs a value}"; shift 2 ;;
+    --input-shape) input_shape="${2:?--input-shape needs a value}"; shift 2 ;;
+    --plugin) plugin="${2:?--plugin needs a value}"; shift 2 ;;
+    --iterations) iterations="${2:?--iterations needs a value}"; shift 2 ;;
+    --warmup) warmup="${2:?--warmup needs a value}"; shift 2 ;;
+    --out) out="${2:?--out needs a value}"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if [[ $quick -eq 1 ]]; then
+  # one small shape, few iterations, fp32 only unless --precisions was given explicitly
+  input_shape="1x3x64x64"; iterations=5; warmup=1
+  [[ "$precisions" == "fp32,fp16" ]] && precisions="fp32"
+fi
+case "$backend" in
+  auto)
+    if "$PYTHON" -c "import tensorrt" >/dev/null 2>&1; then backend=tensorrt; else backend=onnxruntime; fi
+    echo "parity.sh: backend auto -> $backend" ;;
+  tensorrt|onnxruntime) ;;
+  *) echo "parity.sh: error: --backend '$backend' must be auto, tensorrt or onnxruntime" >&2; exit 2 ;;
+esac
+for n in "$iterations" "$warmup"; do
+  [[ "$n" =~ ^[0-9]+$ ]] || { echo "parity.sh: error: '$n' is not a non-negative integer (--iterations/--warmup)" >&2; exit 2; }
+done
+
+mkdir -p "$out"
+steps="$out/steps.jsonl"
+: > "$steps"
+failures=0
+plugin_args=()
+[[ -n "$plugin" ]] && plugin_args=(--plugin "$plugin")
+
+# record MODEL PRECISION VARIANT STEP RC [JSON_FILE]
+record() {
+  printf '{"model": "%s", "precision": "%s", "variant": "%s", "step": "%s", "rc": %d, "file": "%s"}\n' \
+    "$1" "$2" "$3" "$4" "$5" "${6:-}" >> "$steps"
+}
+
+# step MODEL PRECISION VARIANT STEP JSON_FILE -- COMMAND...: runs, logs, records; never aborts the suite
+step() {
+  local model="$1" precision="$2" variant="$3" name="$4" file="$5"
+  shift 6
+  local log="$out/$model.$precision.$variant.$name.log" rc=0
+  echo "== $model $precision $variant: $name"
+  "$@" > "$log" 2>&1 || rc=$?
+  tail -n 5 "$log" | sed 's/^/   /'
+  record "$model" "$precision" "$variant" "$name" "$rc" "$file"
+  if [[ $rc -ne 0 ]]; then
+    echo "   FAILED (exit $rc): $*  (log: $log)"
+    failures=$((failures + 1))
+  fi
+  return "$rc"
+}
+
+IFS=',' read -r -a model_list <<< "$models"
+IFS=',' read -r -a precision_list <<< "$precisions"
+for model in "${model_list[@]}"; do
+  for precision in "${precision_list[@]}"; do
+    base="$out/$model.$precision"
+    onnx="$base.onnx"
+    step "$model" "$precision" onnx export "" -- \
+      "${DEPLOY[@]}" export --model "$model" --input-shape "$input_shape" --precision "$precision" -o "$onnx" || continue
+    if [[ "$backend" == onnxruntime ]]; then
+      step "$model" "$precision" onnxruntime validate "$base.onnxruntime.validate.json" -- \
+        "${DEPLOY[@]}" validate "$onnx" --model "$model" --backend onnxruntime --shapes "$input_shape" \
+        --report "$base.onnxruntime.validate.json" || true
+      step "$model" "$precision" onnxruntime bench "$base.onnxruntime.bench.json" -- \
+        "${DEPLOY[@]}" bench --backend onnxruntime --onnx "$onnx" --model "$model" --input-shape "$input_shape" \
+        --iterations "$iterations" --warmup "$warmup" --json "$base.onnxruntime.bench.json" --no-progress || true
+      continue
+    fi
+    for variant in plugin no-plugin; do
+      engine="$base.$variant.engine"
+      build_args=("${plugin_args[@]}")
+      [[ "$variant" == no-plugin ]] && build_args=(--no-plugin)
+      step "$model" "$precision" "$variant" build "" -- \
+        "${DEPLOY[@]}" build "$onnx" -o "$engine" --shapes "$input_shape" --no-progress "${build_args[@]}" || continue
+      step "$model" "$precision" "$variant" validate "$base.$variant.validate.json" -- \
+        "${DEPLOY[@]}" validate "$onnx" --model "$model" --backend tensorrt --engine "$engine" "${plugin_args[@]}" \
+        --shapes "$input_shape" --report "$base.$variant.validate.json" || true
+      step "$model" "$precision" "$variant" bench "$base.$variant.bench.json" -- \
+        "${DEPLOY[@]}" bench --backend tensorrt --engine "$engine" "${plugin_args[@]}" --model "$model" \
+        --input-shape "$input_shape" --iterations "$iterations" --warmup "$warmup" \
+        --json "$base.$variant.bench.json" --no-progress || true
+    done
+  done
+done
+
+# Final table + JSON report (written atomically), from the recorded steps and the bench JSON files.
+"$PYTHON" - "$steps" "$out/parity-report.json" "$backend" "$input_shape" <<'PY'
+import json, os, sys, tempfile
+steps_path, report_path, backend, shape = sys.argv[1:5]
+steps = [json.loads(line) for line in open(steps_path) if line.strip()]
+rows = {}
+for s in steps:
+    key = (s["model"], s["precision"], s["variant"])
+    row = rows.setdefault(key, {"model": key[0], "precision": key[1], "variant": key[2], "steps": {}, "p50_ms": None,
+                                "throughput_per_s": None})
+    row["steps"][s["step"]] = s["rc"]
+    if s["step"] == "bench" and s["rc"] == 0 and s["file"] and os.path.isfile(s["file"]):
+        lat = json.load(open(s["file"]))["latency"]
+        row["p50_ms"], row["throughput_per_s"] = lat["p50_ms"], lat["throughput_per_s"]
+for (model, precision, variant), row in rows.items():
+    row["parity"] = {0: "pass", None: "-"}.get(row["steps"].get("validate"), "FAIL")
+    row["ok"] = all(rc == 0 for rc in row["steps"].values())
+    if variant == "plugin":
+        control = rows.get((model, precision, "no-plugin"), {})
+        if row["p50_ms"] and control.get("p50_ms"):
+            row["speedup_vs_no_plugin"] = control["p50_ms"] / row["p50_ms"]
+table = [("model", "precision", "variant", "parity", "p50 ms", "img/s", "vs no-plugin", "steps")]
+for row in rows.values():
+    table.append((row["model"], row["precision"], row["variant"], row["parity"],
+                  f"{row['p50_ms']:.3f}" if row["p50_ms"] is not None else "-",
+                  f"{row['throughput_per_s']:.1f}" if row["throughput_per_s"] is not None else "-",
+                  f"{row['speedup_vs_no_plugin']:.2f}x" if row.get("speedup_vs_no_plugin") else "-",
+                  " ".join(f"{k}:{'ok' if v == 0 else 'rc=' + str(v)}" for k, v in row["steps"].items())))
+widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+print()
+for i, r in enumerate(table):
+    print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    if i == 0:
+        print("  ".join("-" * w for w in widths))
+report = {"backend": backend, "input_shape": shape, "ok": all(r["ok"] for r in rows.values()) and bool(rows),
+          "rows": list(rows.values())}
+fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(report_path)), suffix=".tmp")
+with os.fdopen(fd, "w") as f:
+    json.dump(report, f, indent=2)
+os.replace(tmp, report_path)
+print(f"\nreport: {report_path}")
+PY
+
+if [[ $failures -ne 0 ]]; then
+  echo "parity.sh: $failures step(s) failed (parity or tooling); see the table and $out/*.log" >&2
+  exit 1
+fi
+echo "parity.sh: all steps passed ($backend)"
