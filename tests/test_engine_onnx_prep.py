@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import onnx
 import pytest
 
@@ -96,3 +98,15 @@ class _FakeParserError:
 def test_parser_error_verbatim():
     text = format_parser_error(_FakeParserError())
     assert text.startswith(str(_FakeParserError())) and "in local function ElfattAttention" in text
+
+
+def test_profile_from_a_shipped_recipe(tmp_path):
+    recipes = sorted((Path(__file__).resolve().parents[1] / "export").glob("*dynamic*.toml"))
+    if not recipes:
+        pytest.skip("no dynamic recipe in export/")
+    from elfatt_deploy.export.recipes import load_recipe
+
+    recipe = load_recipe(recipes[0])
+    plan = prepare_build(_options(tmp_path, elfatt_model(), use_plugin=False, recipe=str(recipes[0])))
+    assert (plan.profile.min, plan.profile.opt, plan.profile.max) == (
+        tuple(recipe.min_shape), tuple(recipe.opt_shape), tuple(recipe.max_shape))
