@@ -52,7 +52,10 @@ def built(nvcc, tmp_path_factory):
     out = tmp_path_factory.mktemp("kernels") / "libelfatt_kernels_shim.so"
     cmd = [nvcc, "-std=c++17", "-O2", "-shared", "-Xcompiler", "-fPIC", "--threads", "2",
            "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror",
-           "-DELFATT_SHIM_WITH_ENQUEUE", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}"]
+           "-DELFATT_SHIM_WITH_ENQUEUE", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
+           # torch.utils.cpp_extension compiles the same sources with these: stay compatible.
+           "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+           "-D__CUDA_NO_HALF2_OPERATORS__"]
     for arch in ARCHS:
         cmd += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
     cmd += [str(KERNELS / s) for s in SOURCES] + ["-o", str(out)]

@@ -162,7 +162,7 @@ def test_binding_compiles_against_torch_headers(tmp_path):
     flags = _torch_include_flags(tmp_path)
     if cxx is None or flags is None:
         pytest.skip("needs g++, the CUDA headers and torch's c10/cuda headers")
-    cmd = [cxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
+    cmd = [cxx, "-std=c++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror",
            "-DTORCH_EXTENSION_NAME=elfatt_cuda_ext", "-DTORCH_API_INCLUDE_EXTENSION_H", *flags,
            f"-I{REPO / 'plugins' / 'kernels' / 'include'}", str(REPO / "plugins" / "torch" / "elfatt_torch.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -128,8 +128,8 @@ def build_extension(verbose: bool = False):
                 name=EXTENSION_NAME,
                 sources=[str(p) for p in source_files()],
                 extra_include_paths=include_dirs,
-                extra_cflags=["-O3", "-std=c++17"],
-                extra_cuda_cflags=["-O3", "-std=c++17", "-lineinfo"],
+                extra_cflags=["-O3"],
+                extra_cuda_cflags=["-O3", "-lineinfo"],
                 with_cuda=True,
                 verbose=verbose,
             )
