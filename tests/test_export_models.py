@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from _export_helpers import (SIZES, attention_layer_count, elfatt_nodes, ort_session, random_image, reduced_model,
+from test_export_helpers import (SIZES, attention_layer_count, elfatt_nodes, ort_session, random_image, reduced_model,
                              torch_reference)
 from _naive_elfatt import rel_l2
 from elfatt_deploy import OP_VERSION, __version__, export_onnx
