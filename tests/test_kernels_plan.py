@@ -90,8 +90,12 @@ def test_valid_params_pass(shim, p):
     (params(dtype=3), ["dtype", "3", "kFLOAT"]),
     (params(dtype=-1), ["dtype", "-1"]),
     (params(b=1 << 40, h=1 << 20, w=1 << 20), ["overflows"]),
+    (params(scale=-0.5), ["scale", "-0.5", ">= 0"]),
+    (params(scale=float("nan")), ["scale", "nan", "finite"]),
+    (params(scale=float("inf")), ["scale", "inf", "finite"]),
 ], ids=["channels-not-divisible", "zero-heads", "neg-global", "neg-local", "neg-window-h", "neg-window-w",
-        "neg-batch", "neg-height", "neg-width", "zero-channels", "dtype-3", "dtype-neg", "overflow"])
+        "neg-batch", "neg-height", "neg-width", "zero-channels", "dtype-3", "dtype-neg", "overflow",
+        "neg-scale", "nan-scale", "inf-scale"])
 def test_invalid_params_name_the_field(shim, p, words):
     status, msg = validate(shim, p)
     assert status == INVALID

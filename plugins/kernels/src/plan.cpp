@@ -144,6 +144,12 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
         setMessage(msg, msgLen, "elfatt: windowW must be >= 0 (0 = whole width), got %d", params.windowW);
         return fail();
     }
+    if (!std::isfinite(params.scale) || params.scale < 0.F)
+    {
+        setMessage(msg, msgLen, "elfatt: scale must be finite and >= 0 (0 = 1/sqrt(d)), got %g",
+            static_cast<double>(params.scale));
+        return fail();
+    }
     if (params.channels < 1)
     {
         setMessage(msg, msgLen,
