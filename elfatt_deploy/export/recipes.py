@@ -68,6 +68,7 @@ class Recipe:
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.name != "path")
 _TYPES = {"model": str, "checkpoint": str, "precision": str, "opset": int, "plugin_only": bool, "dynamic": bool,
           "min_shape": str, "opt_shape": str, "max_shape": str, "model_config": dict}
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: "a table"}
 
 
 def _checked(recipe: Recipe) -> Recipe:
@@ -100,7 +101,7 @@ def load_recipe(path: Union[str, Path]) -> Recipe:
     for key, value in data.items():
         expected = _TYPES[key]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"recipe {str(path)!r}: {key} = {value!r} must be a {expected.__name__}")
+            raise ValueError(f"recipe {str(path)!r}: {key} = {value!r} must be {_TYPE_WORDS[expected]}")
     if "model" not in data:
         raise ValueError(f"recipe {str(path)!r} has no model; add e.g. model = \"elfatt_vit_small\"")
     shapes = {k: data.pop(k, None) for k in ("min_shape", "opt_shape", "max_shape")}
