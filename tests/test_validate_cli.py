@@ -1,0 +1,152 @@
+"""`elfatt-deploy export` then `elfatt-deploy validate` (ONNX Runtime vs PyTorch), and `polygraphy run` on the file."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from elfatt_deploy.cli import main
+from elfatt_deploy.runtime.backends import make_runner
+from elfatt_deploy.validation.metrics import compare_outputs
+from elfatt_deploy.validation.tolerances import default_rtol_l2
+
+RECIPE = """model = "elfatt_vit_tiny"
+precision = "{precision}"
+dynamic = {dynamic}
+opt_shape = "1x3x64x96"
+min_shape = "1x3x64x96"
+max_shape = "{max_shape}"
+[model_config]
+depth = 1
+"""
+
+
+def _export(tmp_path, name, precision="fp32", dynamic=True, extra=()):
+    recipe = tmp_path / f"{name}.toml"
+    recipe.write_text(RECIPE.format(precision=precision, dynamic=str(dynamic).lower(),
+                                    max_shape="2x3x256x256" if dynamic else "1x3x64x96"))
+    out = tmp_path / f"{name}.onnx"
+    assert main(["export", "--recipe", str(recipe), "-o", str(out), *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32_file(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("cli"), "fp32")
+
+
+def test_validate_passes_and_writes_report(fp32_file, tmp_path, capsys):
+    report = tmp_path / "report.json"
+    code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96,2x3x72x104", "--samples", "2",
+                 "--report", str(report)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "output 'logits'" in out and "rel L2 err" in out and "top-1 agree" in out and "PASS" in out
+    data = json.loads(report.read_text())
+    assert data["passed"] is True and data["rtol_l2"] == 1e-5
+    assert len(data["rows"]) == 4 and all(r["rel_l2_error"] <= 1e-5 for r in data["rows"])
+    assert data["settings"]["precision"] == "fp32" and data["environment"]["onnxruntime"]
+
+
+def test_validate_fails_when_tolerance_is_exceeded(fp32_file, capsys):
+    code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--rtol-l2", "1e-12"])
+    assert code == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_validate_detects_a_different_model(fp32_file, capsys):
+    """Other weights (another seed) must not pass: the check can fail."""
+    code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--seed", "7"])
+    assert code == 1
+
+
+def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
+    path = _export(tmp_path, "fp16", precision="fp16")
+    code = main(["validate", str(path), "--shapes", "1x3x64x96,1x3x80x112", "--samples", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "tolerance 5.0e-03" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["validate", "missing.onnx"], "'missing.onnx' does not exist"),
+    (["validate", "{file}", "--model", "elfatt_vit_small"], "differs from the model the file was exported from"),
+    (["validate", "{file}", "--shapes", "1x3x64"], "has 3 dimensions; expected 4"),
+    (["validate", "{file}", "--samples", "0"], "--samples 0 must be >= 1"),
+    (["validate", "{file}", "--rtol-l2", "-1"], "must be a positive number"),
+    (["validate", "{file}", "--providers", "nosuch"], "execution provider 'nosuch' is not available here"),
+    (["validate", "--backend", "tensorrt"], "--backend tensorrt needs --engine PATH"),
+    (["export", "--model", "nosuch", "-o", "x.onnx"], "unknown model 'nosuch'"),
+    (["export", "--model", "elfatt_vit_tiny", "--checkpoint", "none.safetensors", "-o", "x.onnx"], "does not exist"),
+])
+def test_cli_errors_are_clear(fp32_file, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{file}", str(fp32_file)) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_rejects_a_checkpoint_of_another_model(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from elfatt_deploy.models import create_model
+
+    save_file(create_model("elfatt_vit_tiny", depth=1).state_dict(), str(tmp_path / "w.safetensors"))
+    code = main(["export", "--model", "elfatt_vit_small", "--checkpoint", str(tmp_path / "w.safetensors"),
+                 "-o", str(tmp_path / "x.onnx")])
+    assert code == 2
+    assert "but the model expects" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_tensorrt_backend_says_tensorrt_is_missing():
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        with pytest.raises(ValueError, match="TensorRT, which is not installed"):
+            make_runner("tensorrt", engine_path="model.engine")
+    else:
+        pytest.skip("TensorRT is installed here; the runner is tested with the engine tests")
+
+
+def test_backend_factory_errors():
+    with pytest.raises(ValueError, match="unknown backend 'tvm'"):
+        make_runner("tvm")
+    with pytest.raises(ValueError, match="needs an ONNX file"):
+        make_runner("onnxruntime")
+
+
+def test_metrics_and_tolerances():
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    same = compare_outputs(ref.astype(np.float32), ref)
+    assert same.rel_l2_error == 0 and same.top1_agreement == 1.0 and same.cosine_similarity == pytest.approx(1.0)
+    flipped = compare_outputs(ref[::-1].copy(), ref)
+    assert flipped.top1_agreement == 0.0 and flipped.rel_l2_error > 0.5
+    assert not compare_outputs(np.full_like(ref, np.nan), ref).finite
+    with pytest.raises(ValueError, match="differs from the reference shape"):
+        compare_outputs(ref[:1], ref)
+    assert default_rtol_l2("tensorrt", "fp32") == 1e-4 and default_rtol_l2("onnxruntime", "fp16") == 5e-3
+    assert default_rtol_l2("onnxruntime", "fp32", 3e-4) == 3e-4
+
+
+def _polygraphy(*args):
+    exe = shutil.which("polygraphy")
+    cmd = [exe] if exe else [sys.executable, "-m", "polygraphy"]
+    return subprocess.run(cmd + ["run", *map(str, args), "--onnxrt"], capture_output=True, text=True, timeout=300)
+
+
+def test_polygraphy_runs_the_dynamic_file(fp32_file):
+    result = _polygraphy(fp32_file, "--input-shapes", "image:[2,3,72,104]")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout + result.stderr
+
+
+def test_polygraphy_runs_a_static_fp16_file_as_is(tmp_path):
+    path = _export(tmp_path, "static", precision="fp16", dynamic=False)
+    result = _polygraphy(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED" in result.stdout + result.stderr
