@@ -186,14 +186,17 @@ __global__ void __launch_bounds__(kBQ) localTiledKernel(T const* __restrict__ qk
                 s[j] = (j < nk) ? dot : -INFINITY;
                 tileMax = fmaxf(tileMax, s[j]);
             }
-            // nk >= 1, so tileMax and newMax are finite for finite inputs.
+            // nk >= 1, so tileMax is finite unless every logit of the tile overflowed to -inf;
+            // then shift by 0 so that exp2(-inf - -inf) cannot turn runSum and acc into NaN
+            // for good (a later tile with finite logits must still give the reference result).
             float const newMax = fmaxf(runMax, tileMax);
-            float const correction = exp2f(runMax - newMax); // 0 on the first tile
+            float const shift = (newMax == -INFINITY) ? 0.F : newMax;
+            float const correction = exp2f(runMax - shift); // 0 on the first tile
             float tileSum = 0.F;
 #pragma unroll
             for (int32_t j = 0; j < kBK; ++j)
             {
-                s[j] = exp2f(s[j] - newMax); // padded keys: exp2(-inf) = 0
+                s[j] = exp2f(s[j] - shift); // padded keys: exp2(-inf) = 0
                 tileSum += s[j];
             }
             runSum = runSum * correction + tileSum;

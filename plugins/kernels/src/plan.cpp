@@ -81,7 +81,12 @@ bool addRegion(int64_t count, size_t& offset, size_t& cursor) noexcept
 
 int64_t globalOutSharedBytes(int64_t headDim) noexcept
 {
-    // Context d x d plus one softmax(q) row of d per warp.
+    // Context d x d plus one softmax(q) row of d per warp. A head dim this large never
+    // fits in shared memory; returning early keeps d * d from overflowing int64.
+    if (headDim < 0 || headDim > (int64_t{1} << 20))
+    {
+        return std::numeric_limits<int64_t>::max();
+    }
     return static_cast<int64_t>(sizeof(float)) * (headDim * headDim + kGLOBAL_OUT_WARPS * headDim);
 }
 
