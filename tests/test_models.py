@@ -97,3 +97,21 @@ def test_layer_trains(rng):
     layer(x).square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
     assert layer.lepe.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["elfatt_vit_tiny", "elfatt_cswin_tiny"])
+def test_any_image_size_from_1x1_works(name):
+    """Images are zero-padded to whole patches (ViT) or stem strides (CSWin)."""
+    model = create_model(name, num_classes=7).eval()
+    with torch.inference_mode():
+        for size in [(1, 1), (5, 3), (17, 33)]:
+            y = model(torch.randn(1, 3, *size))
+            assert y.shape == (1, 7) and torch.isfinite(y).all()
+
+
+def test_padding_to_whole_patches_is_zero_padding():
+    model = create_model("elfatt_vit_tiny", depth=1).eval()
+    x = torch.randn(1, 3, 40, 50)
+    padded = torch.nn.functional.pad(x, (0, 14, 0, 8))  # 48 x 64
+    with torch.inference_mode():
+        assert torch.equal(model.forward_features(x), model.forward_features(padded))

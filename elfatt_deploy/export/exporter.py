@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import logging
 import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -93,11 +94,24 @@ def _trace_input(shape: Sequence[int], dynamic: bool) -> torch.Tensor:
     return torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(0))
 
 
+@contextlib.contextmanager
+def _log_level(logger: logging.Logger, level: int):
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset: int, output_name: str):
     """torch.onnx.export (dynamo) with our translation; its progress chatter is kept off stdout."""
     chatter = io.StringIO()
+    # The exporter logs a warning for every torchvision op it cannot register when
+    # torchvision is absent: irrelevant for our models, so keep it quiet.
+    registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _log_level(registration_log, logging.ERROR):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=[INPUT_NAME], output_names=[output_name],

@@ -53,7 +53,13 @@ class ElfattViT(nn.Module):
         return pos.permute(0, 2, 3, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] image -> [B, H/16, W/16, C] tokens after the final norm."""
+        """[B, 3, H, W] image -> [B, ceil(H/16), ceil(W/16), C] tokens after the final norm.
+
+        The image is zero-padded at the bottom and right to whole patches, so
+        every size from 1x1 up works (and a dynamic ONNX export runs at any size).
+        """
+        p = self.patch_size
+        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
         x = self.patch_embed(x)
         x = x.permute(0, 2, 3, 1)
         x = x + self._pos_embed(x.shape[1], x.shape[2])
