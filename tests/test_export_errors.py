@@ -1,5 +1,6 @@
 """Bad export requests fail with clear errors, and a failed export leaves no file behind."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,15 @@ def test_failure_mid_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
         export_onnx(tiny, target, "1x3x64x64")
     assert target.read_bytes() == b"previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("version,ok", [("2.5.0a0+872d972e41.nv24.08", False), ("2.4.1", False),
+                                        ("2.6.0", True), ("2.13.0+cpu", True), ("3.0.0", True)])
+def test_exporter_refuses_a_torch_without_custom_translation(version, ok):
+    from elfatt_deploy.export.exporter import check_torch_version
+
+    if ok:
+        check_torch_version(version)
+    else:
+        with pytest.raises(ValueError, match=r"needs torch >= 2\.6.*this is torch " + re.escape(version)):
+            check_torch_version(version)

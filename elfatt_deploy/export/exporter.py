@@ -141,6 +141,27 @@ def _default_opset_version(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
+#: torch.onnx.export(dynamo=True) takes custom_translation_table from this release on.
+MIN_TORCH_FOR_EXPORT = (2, 6)
+
+
+def check_torch_version(version: Optional[str] = None) -> None:
+    """Refuses a torch too old for the exporter, saying what to do instead."""
+    version = torch.__version__ if version is None else version
+    parts = version.split("+")[0].split(".")
+    try:
+        found = (int(parts[0]), int(parts[1]))
+    except (IndexError, ValueError):
+        return  # an unusual local build: let the exporter speak for itself
+    if found < MIN_TORCH_FOR_EXPORT:
+        need = ".".join(map(str, MIN_TORCH_FOR_EXPORT))
+        raise ValueError(
+            f"ONNX export needs torch >= {need} (torch.onnx.export with dynamo=True and a custom translation "
+            f"table); this is torch {version}. Upgrade torch, or export on another machine (tested with 2.13) "
+            "and copy the .onnx file: engines can be built from it anywhere"
+        )
+
+
 def build_onnx_model(
     model: nn.Module,
     input_shape: Union[str, Sequence[int]],
@@ -151,6 +172,7 @@ def build_onnx_model(
     opset: Optional[int] = None,
 ) -> onnx.ModelProto:
     """The exported ModelProto, checked, without writing anything."""
+    check_torch_version()
     check_exportable(model)
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
