@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Parity suite: for each model and precision, export -> build (plugin) -> validate against PyTorch
 # -> bench, plus a plugin-free engine (--no-plugin) as a control; a final table and a JSON report.
-# Exits 1 when any parity check (or any step) fails.
-#
-# Runs in the images of docker/ and outside them. Without TensorRT (or with --backend onnxruntime)
-# it runs the ONNX Runtime mode: export -> validate with onnxruntime -> bench onnxruntime.
+# Exits 1 when any parity check (or any step) fails, 2 on bad arguments or a torch too old to export.
 #
 #   docker/parity.sh [--backend auto|tensorrt|onnxruntime] [--models a,b] [--precisions fp32,fp16]
 #                    [--input-shape 1x3x224x224] [--plugin PATH] [--iterations N] [--warmup N]
-#                    [--out DIR] [--quick]
+#                    [--out DIR] [--quick] [--export-only | --onnx-dir DIR]
 #
+# Without TensorRT (or with --backend onnxruntime): export -> validate -> bench in ONNX Runtime.
+# Exporting needs torch >= 2.6. Where torch is older (JetPack 6's NVIDIA wheel is 2.5), export on
+# another machine with --export-only (writes OUT/<model>-<precision>.onnx, nothing else), copy that
+# directory over and run with --onnx-dir DIR: the export step is skipped, engines are built here.
 # Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy").
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PYTHON="${PYTHON:-python3}"
 read -r -a DEPLOY <<< "${ELFATT_DEPLOY_CMD:-$PYTHON -m elfatt_deploy}"
@@ -26,6 +27,11 @@ iterations=100
 warmup=10
 out="parity-out"
 quick=0
+export_only=0
+onnx_dir=""
+# the oldest torch whose ONNX exporter takes a custom translation table (elfatt_deploy/export/exporter.py,
+# MIN_TORCH_FOR_EXPORT)
+min_torch="2.6"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,6 +44,8 @@ while [[ $# -gt 0 ]]; do
     --warmup) warmup="${2:?--warmup needs a value}"; shift 2 ;;
     --out) out="${2:?--out needs a value}"; shift 2 ;;
     --quick) quick=1; shift ;;
+    --export-only) export_only=1; shift ;;
+    --onnx-dir) onnx_dir="${2:?--onnx-dir needs a value}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -49,15 +57,49 @@ if [[ $quick -eq 1 ]]; then
   [[ "$precisions" == "fp32,fp16" ]] && precisions="fp32"
 fi
 case "$backend" in
-  auto)
-    if "$PYTHON" -c "import tensorrt" >/dev/null 2>&1; then backend=tensorrt; else backend=onnxruntime; fi
-    echo "parity.sh: backend auto -> $backend" ;;
-  tensorrt|onnxruntime) ;;
+  auto|tensorrt|onnxruntime) ;;
   *) echo "parity.sh: error: --backend '$backend' must be auto, tensorrt or onnxruntime" >&2; exit 2 ;;
 esac
 for n in "$iterations" "$warmup"; do
   [[ "$n" =~ ^[0-9]+$ ]] || { echo "parity.sh: error: '$n' is not a non-negative integer (--iterations/--warmup)" >&2; exit 2; }
 done
+if [[ $export_only -eq 1 && -n "$onnx_dir" ]]; then
+  echo "parity.sh: error: --export-only writes ONNX files and --onnx-dir reads them: give one of them" >&2; exit 2
+fi
+if [[ -n "$onnx_dir" && ! -d "$onnx_dir" ]]; then
+  echo "parity.sh: error: --onnx-dir $onnx_dir is not a directory (make it with \`docker/parity.sh --export-only --out DIR\`" \
+    "on a machine with torch >= $min_torch, then copy it here)" >&2
+  exit 2
+fi
+if [[ -z "$onnx_dir" ]]; then
+  # this machine exports: refuse early, with the way out, when its torch cannot
+  if ! torch_msg=$("$PYTHON" - "$min_torch" 2>&1 <<'PY'
+import sys
+need = tuple(int(p) for p in sys.argv[1].split("."))
+try:
+    import torch
+except Exception as exc:
+    sys.exit(f"torch is not importable ({type(exc).__name__}: {exc})")
+version = torch.__version__
+try:
+    found = tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+except ValueError:
+    sys.exit(0)  # an unusual local build: let the exporter speak for itself
+if found < need:
+    sys.exit(f"this is torch {version}")
+PY
+  ); then
+    echo "parity.sh: error: exporting ONNX needs torch >= $min_torch: ${torch_msg:-$PYTHON failed}. Export on another machine" \
+      "(\`docker/parity.sh --export-only --out onnx/\`), copy onnx/ here and run with --onnx-dir onnx/" >&2
+    exit 2
+  fi
+fi
+if [[ $export_only -eq 1 ]]; then
+  backend=export-only
+elif [[ "$backend" == auto ]]; then
+  if "$PYTHON" -c "import tensorrt" >/dev/null 2>&1; then backend=tensorrt; else backend=onnxruntime; fi
+  echo "parity.sh: backend auto -> $backend"
+fi
 
 mkdir -p "$out"
 steps="$out/steps.jsonl"
@@ -93,9 +135,17 @@ IFS=',' read -r -a precision_list <<< "$precisions"
 for model in "${model_list[@]}"; do
   for precision in "${precision_list[@]}"; do
     base="$out/$model.$precision"
-    onnx="$base.onnx"
-    step "$model" "$precision" onnx export "" -- \
-      "${DEPLOY[@]}" export --model "$model" --input-shape "$input_shape" --precision "$precision" -o "$onnx" || continue
+    if [[ -n "$onnx_dir" ]]; then
+      # exported elsewhere (--export-only); a missing file fails this model/precision, not the suite
+      onnx="$onnx_dir/$model-$precision.onnx"
+      step "$model" "$precision" onnx onnx-file "" -- \
+        test -f "$onnx" || { echo "   missing $onnx: export it with \`docker/parity.sh --export-only\`"; continue; }
+    else
+      onnx="$out/$model-$precision.onnx"
+      step "$model" "$precision" onnx export "" -- \
+        "${DEPLOY[@]}" export --model "$model" --input-shape "$input_shape" --precision "$precision" -o "$onnx" || continue
+    fi
+    [[ "$backend" == export-only ]] && continue
     if [[ "$backend" == onnxruntime ]]; then
       step "$model" "$precision" onnxruntime validate "$base.onnxruntime.validate.json" -- \
         "${DEPLOY[@]}" validate "$onnx" --model "$model" --backend onnxruntime --shapes "$input_shape" \
@@ -165,6 +215,10 @@ os.replace(tmp, report_path)
 print(f"\nreport: {report_path}")
 PY
 
+if [[ "$backend" == export-only && $failures -eq 0 ]]; then
+  echo "parity.sh: exported to $out/ (<model>-<precision>.onnx); copy that directory to the target and run" \
+    "docker/parity.sh --onnx-dir DIR there (engines are built on the device)"
+fi
 if [[ $failures -ne 0 ]]; then
   echo "parity.sh: $failures step(s) failed (parity or tooling); see the table and $out/*.log" >&2
   exit 1

@@ -66,6 +66,15 @@ def test_jetson_image_targets_orin():
     assert '-DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS}"' in runs
 
 
+def test_jetson_default_command_takes_onnx_exported_elsewhere():
+    """JetPack 6's torch (2.5) cannot export (needs 2.6): the image's parity run reads mounted ONNX files."""
+    structure, _, _ = _parse(DOCKER / "Dockerfile.jetson")
+    [cmd] = [i["value"] for i in structure if i["instruction"] == "CMD"][-1:]
+    assert "docker/parity.sh" in cmd and '"--onnx-dir", "/onnx"' in cmd and '"--backend", "tensorrt"' in cmd
+    text = (DOCKER / "Dockerfile.jetson").read_text()
+    assert "--export-only" in text and "/onnx" in text
+
+
 def test_parity_script_syntax():
     proc = subprocess.run(["bash", "-n", str(DOCKER / "parity.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -70,7 +70,70 @@ def test_bad_arguments(tmp_path):
     assert "unknown argument" in _run(tmp_path, "--frobnicate").stderr
 
 
-def test_onnxruntime_mode_for_real(tmp_path):
+def _old_torch(tmp_path):
+    """A PYTHONPATH whose `torch` is JetPack 6's NVIDIA wheel version (too old for the exporter)."""
+    fake = tmp_path / "oldtorch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "2.5.0a0+872d972e41.nv24.08"\n')
+    return str(fake.parent)
+
+
+def test_export_only_then_onnx_dir(tmp_path):
+    onnx_dir = tmp_path / "onnx"
+    proc = _run(tmp_path, "--export-only", "--models", "m1,m2", "--precisions", "fp32,fp16", "--out", str(onnx_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert len(calls) == 4 and all(c.startswith("export") for c in calls)
+    assert sorted(p.name for p in onnx_dir.glob("*.onnx")) == ["m1-fp16.onnx", "m1-fp32.onnx", "m2-fp16.onnx", "m2-fp32.onnx"]
+    assert json.loads((onnx_dir / "parity-report.json").read_text())["backend"] == "export-only"
+    assert "--onnx-dir" in proc.stdout
+
+    # on the device: an old torch, no export step; engines are built from the copied files
+    (tmp_path / "calls.txt").unlink()
+    proc = _run(tmp_path, "--backend", "tensorrt", "--onnx-dir", str(onnx_dir), "--models", "m1,m2",
+                "--precisions", "fp16", PYTHONPATH=_old_torch(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert not any(c.startswith("export") for c in calls)
+    builds = [c for c in calls if c.startswith("build")]
+    assert len(builds) == 4 and all(f"build {onnx_dir}/m" in c and "-fp16.onnx" in c for c in builds)
+    assert all(str(onnx_dir) in c for c in calls if c.startswith("validate"))
+    assert json.loads((tmp_path / "out" / "parity-report.json").read_text())["ok"]
+
+
+def test_onnx_dir_missing_file_fails_that_model_only(tmp_path):
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    (onnx_dir / "m1-fp32.onnx").write_text("x")
+    proc = _run(tmp_path, "--backend", "onnxruntime", "--onnx-dir", str(onnx_dir), "--models", "m1,m2", "--precisions", "fp32")
+    assert proc.returncode == 1 and "missing" in proc.stdout and "m2-fp32.onnx" in proc.stdout
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [c.split()[0] for c in calls] == ["validate", "bench"] and "m1-fp32.onnx" in calls[0]
+    report = json.loads((tmp_path / "out" / "parity-report.json").read_text())
+    steps = {(r["model"], r["variant"]): r["steps"] for r in report["rows"]}
+    assert steps[("m1", "onnx")] == {"onnx-file": 0} and steps[("m2", "onnx")] == {"onnx-file": 1}
+    assert not report["ok"]
+
+
+def test_old_torch_without_onnx_dir_is_refused_with_the_way_out(tmp_path):
+    proc = _run(tmp_path, "--backend", "onnxruntime", "--models", "m1", PYTHONPATH=_old_torch(tmp_path))
+    assert proc.returncode == 2 and not (tmp_path / "calls.txt").exists()
+    assert "torch >= 2.6" in proc.stderr and "2.5.0a0" in proc.stderr and "--export-only" in proc.stderr
+    assert "--onnx-dir" in proc.stderr
+    proc = _run(tmp_path, "--export-only", "--onnx-dir", str(tmp_path))
+    assert proc.returncode == 2 and "give one of them" in proc.stderr
+    proc = _run(tmp_path, "--onnx-dir", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "not a directory" in proc.stderr
+
+
+def test_min_torch_matches_the_exporter():
+    from elfatt_deploy.export.exporter import MIN_TORCH_FOR_EXPORT
+
+    assert f'min_torch="{".".join(map(str, MIN_TORCH_FOR_EXPORT))}"' in SCRIPT.read_text()
+
+
+def test_onnxruntime_mode_for_real_across_machines(tmp_path):
+    """The Jetson flow in ONNX Runtime mode: --export-only writes the files, --onnx-dir validates and benches them."""
     from elfatt_deploy.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
@@ -79,9 +142,15 @@ def test_onnxruntime_mode_for_real(tmp_path):
         pytest.skip(f"engineer C's commands have not landed: {', '.join(missing)}")
     env = dict(os.environ, PYTHON=sys.executable)
     env.pop("ELFATT_DEPLOY_CMD", None)
-    proc = subprocess.run(["bash", str(SCRIPT), "--backend", "onnxruntime", "--models", "elfatt_vit_tiny", "--quick",
+    common = ["--models", "elfatt_vit_tiny", "--quick"]
+    proc = subprocess.run(["bash", str(SCRIPT), "--export-only", *common, "--out", str(tmp_path / "onnx")],
+                          capture_output=True, text=True, env=env, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "onnx").glob("*.onnx")] == ["elfatt_vit_tiny-fp32.onnx"]
+    proc = subprocess.run(["bash", str(SCRIPT), "--backend", "onnxruntime", "--onnx-dir", str(tmp_path / "onnx"), *common,
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "parity-report.json").read_text())
     [row] = [r for r in report["rows"] if r["variant"] == "onnxruntime"]
     assert row["parity"] == "pass" and row["p50_ms"] > 0 and row["steps"] == {"validate": 0, "bench": 0}
+    assert not list((tmp_path / "out").glob("*.onnx"))  # nothing exported on the "device"

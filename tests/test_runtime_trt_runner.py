@@ -42,3 +42,17 @@ def test_activate_without_tensorrt_says_so(tmp_path):
     path = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")
     with pytest.raises(RuntimeError, match="needs TensorRT's Python package.*doctor"):
         TrtRunner(path).activate()
+
+
+def test_input_views_are_realigned_for_tensorrt():
+    """TensorRT needs 256-byte aligned tensor addresses (IExecutionContext::setTensorAddress); a view may not be."""
+    torch = pytest.importorskip("torch")
+    from elfatt_deploy.runtime.tensorrt_runner import TENSOR_ADDRESS_ALIGNMENT, aligned
+
+    base = torch.arange(4096, dtype=torch.float32)
+    skip = (-base.data_ptr() % TENSOR_ADDRESS_ALIGNMENT) // base.element_size()
+    ok = base[skip:skip + 1024]
+    assert ok.data_ptr() % TENSOR_ADDRESS_ALIGNMENT == 0 and aligned(ok) is ok
+    view = base[skip + 1:skip + 1025]
+    fixed = aligned(view)
+    assert fixed.data_ptr() != view.data_ptr() and torch.equal(fixed, view) and fixed.is_contiguous()

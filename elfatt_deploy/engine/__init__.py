@@ -10,6 +10,7 @@ One job per module:
 - ``plugin``: finding and loading ``libelfatt_trt_plugin.so`` into the registry.
 - ``progress``: a tqdm-driven ``trt.IProgressMonitor``.
 - ``builder``: ONNX -> strongly typed engine.
+- ``trt_api``: TensorRT version differences (network flags) and the process-wide logger.
 
 Everything except ``builder``, ``progress`` and ``plugin.load_plugin`` runs without TensorRT.
 """

@@ -25,6 +25,7 @@ from .onnx_prep import (
 )
 from .plugin import find_plugin_library, load_plugin
 from .profiles import Profile, resolve_profile
+from .trt_api import get_logger, strongly_typed_network_flags
 
 
 class EngineBuildError(RuntimeError):
@@ -175,7 +176,11 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     for note in plan_info.notes:
         log(f"note: {note}")
 
-    logger = trt.Logger(trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
+    # one logger per process (TensorRT keeps a single logger pointer); the runner shares it
+    logger = get_logger(trt, trt.Logger.VERBOSE if options.verbose else trt.Logger.WARNING)
+    # the builder first: it hands the logger to TensorRT, so that load_library (and the plugin's
+    # logger finder) report into it instead of nowhere
+    builder = trt.Builder(logger)
     plugin = None
     if plan_info.plugin_path is not None:
         plugin = load_plugin(plan_info.plugin_path, registry=trt.get_plugin_registry())
@@ -184,8 +189,7 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     else:
         log(f"plugin: not used ({plan_info.elfatt_node_count} {ELFATT_OP} nodes built from the ONNX function body)")
 
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    network = builder.create_network(strongly_typed_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     override = getattr(getattr(trt, "OnnxParserFlag", None), "ENABLE_PLUGIN_OVERRIDE", None)
     if override is not None and plan_info.plugin_path is not None:
@@ -206,6 +210,9 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     if cache_path is not None:
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        if cache is None:
+            raise EngineBuildError(f"--timing-cache {cache_path}: TensorRT could not read it (its log above says why); "
+                                   "delete it or give a new path")
         if not config.set_timing_cache(cache, ignore_mismatch=False):
             raise EngineBuildError(f"--timing-cache {cache_path} was made by another TensorRT/GPU; delete it or give a new path")
     monitor = make_monitor(trt, options.progress)

@@ -7,6 +7,7 @@ TensorRT without IProgressMonitor :func:`make_progress_monitor` returns None.
 from __future__ import annotations
 
 import sys
+import threading
 
 
 def make_progress_monitor(trt, *, enabled: bool = True, file=None):
@@ -19,29 +20,37 @@ def make_progress_monitor(trt, *, enabled: bool = True, file=None):
     stream = file or sys.stderr
 
     class TqdmProgressMonitor(base):
-        """One tqdm bar per active phase, nested under its parent; Ctrl-C cancels the build."""
+        """One tqdm bar per active phase, nested under its parent; Ctrl-C cancels the build.
+
+        TensorRT calls a progress monitor from several internal threads (NvInfer.h: "must be
+        thread-safe"), so every callback takes a lock; the pybind trampoline must be initialised
+        with ``base.__init__(self)``.
+        """
 
         def __init__(self):
             base.__init__(self)
             self._bars = {}
             self._cancelled = False
+            self._lock = threading.Lock()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             try:
-                depth = len(self._bars)
-                self._bars[phase_name] = tqdm(
-                    total=max(int(num_steps), 0) or None, desc=("  " * depth) + str(phase_name),
-                    position=depth, leave=depth == 0, file=stream, dynamic_ncols=True, disable=None,
-                )
+                with self._lock:
+                    depth = len(self._bars)
+                    self._bars[phase_name] = tqdm(
+                        total=max(int(num_steps), 0) or None, desc=("  " * depth) + str(phase_name),
+                        position=depth, leave=depth == 0, file=stream, dynamic_ncols=True, disable=None,
+                    )
             except KeyboardInterrupt:
                 self._cancelled = True
 
         def step_complete(self, phase_name, step):
             try:
-                bar = self._bars.get(phase_name)
-                if bar is not None:
-                    bar.n = int(step) + 1
-                    bar.refresh()
+                with self._lock:
+                    bar = self._bars.get(phase_name)
+                    if bar is not None:
+                        bar.n = int(step) + 1
+                        bar.refresh()
                 return not self._cancelled
             except KeyboardInterrupt:
                 self._cancelled = True
@@ -49,11 +58,12 @@ def make_progress_monitor(trt, *, enabled: bool = True, file=None):
 
         def phase_finish(self, phase_name):
             try:
-                bar = self._bars.pop(phase_name, None)
-                if bar is not None:
-                    if bar.total:
-                        bar.n = bar.total
-                    bar.close()
+                with self._lock:
+                    bar = self._bars.pop(phase_name, None)
+                    if bar is not None:
+                        if bar.total:
+                            bar.n = bar.total
+                        bar.close()
             except KeyboardInterrupt:
                 self._cancelled = True
 

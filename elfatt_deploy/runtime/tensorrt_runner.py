@@ -22,6 +22,7 @@ from ..engine.engine_file import read_engine_file
 from ..engine.environment import current_environment
 from ..engine.plugin import PluginLoadError, find_plugin_library, load_plugin
 from ..engine.profiles import Profile
+from ..engine.trt_api import get_logger
 from ..shapes import format_shape
 
 
@@ -47,6 +48,23 @@ def torch_dtype(trt, trt_dtype):
     if trt_dtype not in table:
         raise ValueError(f"TensorRT data type {trt_dtype} has no torch equivalent")
     return table[trt_dtype]
+
+
+#: TensorRT needs device tensor addresses aligned to 256 bytes (NvInferRuntime.h, IExecutionContext::setTensorAddress).
+TENSOR_ADDRESS_ALIGNMENT = 256
+
+
+def aligned(tensor):
+    """``tensor`` itself when its data pointer is 256-byte aligned, else an aligned contiguous copy.
+
+    A view into a larger tensor (``batch[1:2]``) can start anywhere; torch's caching allocator hands
+    out blocks aligned to 512 bytes, so a fresh copy satisfies TensorRT.
+    """
+    import torch  # noqa: PLC0415
+
+    if tensor.numel() == 0 or tensor.data_ptr() % TENSOR_ADDRESS_ALIGNMENT == 0:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def check_shape_in_profile(name: str, shape, profile: Profile) -> None:
@@ -77,6 +95,12 @@ class TrtRunner(BaseRunner):
 
         metadata, plan = read_engine_file(self.engine_path)
         trt = _import_tensorrt()
+        # the runtime first: it hands the logger to TensorRT, so that loading the plugin reports into it
+        self._logger = get_logger(trt)  # the process-wide logger, shared with the builder
+        try:
+            self._runtime = trt.Runtime(self._logger)
+        except Exception:  # no usable GPU: the compatibility check below says so in words
+            self._runtime = None
         plugin_info = None
         if (metadata.get("plugin") or {}).get("used"):
             try:
@@ -90,9 +114,9 @@ class TrtRunner(BaseRunner):
 
         self._torch, self._trt = torch, trt
         self.device = torch.device("cuda", self.device_index)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self.device):
+            if self._runtime is None:
+                self._runtime = trt.Runtime(self._logger)
             engine = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:
                 raise RuntimeError(f"TensorRT could not deserialize {self.engine_path}; its log above says why")
@@ -138,7 +162,7 @@ class TrtRunner(BaseRunner):
                 f"input {name!r} has dtype {str(value.dtype).replace('torch.', '')}; the engine takes "
                 f"{str(self.dtypes[name]).replace('torch.', '')} (it was exported at precision {self.metadata.get('precision')})"
             )
-        return value.to(self.device, non_blocking=True).contiguous()
+        return aligned(value.to(self.device, non_blocking=True).contiguous())
 
     def _bind(self, feed: Mapping):
         missing = [n for n in self.input_names if n not in feed]

@@ -110,6 +110,13 @@ def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
         add("plugin", "missing", f"found {path}, but not loaded: TensorRT is not installed")
     else:
         try:
+            from ...engine.trt_api import get_logger  # noqa: PLC0415
+
+            # a runtime hands TensorRT the logger first, so that load_library's complaints are printed
+            runtime = trt.Runtime(get_logger(trt))  # noqa: F841  (kept alive while loading)
+        except Exception:
+            runtime = None  # noqa: F841  (no usable GPU: the GPU row says so)
+        try:
             info = load_plugin(path, registry=trt.get_plugin_registry())
         except (PluginLoadError, OSError) as exc:
             add("plugin", "missing", str(exc))
