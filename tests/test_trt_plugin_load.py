@@ -81,12 +81,24 @@ PRELUDE = textwrap.dedent(
         ]
         return creator.create_plugin("attn", trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD)
 
+    def create_wide(creator):
+        # NumPy's default int64 / float64, as Python callers often pass them.
+        fields = [
+            trt.PluginField("global_heads", np.array([2], np.int64), trt.PluginFieldType.INT64),
+            trt.PluginField("local_heads", np.array([2], np.int64), trt.PluginFieldType.INT64),
+            trt.PluginField("window_h", np.array([7], np.int64), trt.PluginFieldType.INT64),
+            trt.PluginField("window_w", np.array([0], np.int64), trt.PluginFieldType.INT64),
+            trt.PluginField("scale", np.array([0.0], np.float64), trt.PluginFieldType.FLOAT64),
+        ]
+        return creator.create_plugin("attn", trt.PluginFieldCollection(fields), trt.TensorRTPhase.BUILD)
+
     def check_usable():
         c = find()
         assert c is not None, "ElfattAttention creator not in the registry"
         assert count() in (0, 1), f"{count()} ElfattAttention creators registered"
         assert create(c) is not None, "valid fields gave no plugin"
         assert create(c, global_heads=-1) is None, "negative global_heads accepted"
+        assert create_wide(c) is not None, "int64 / float64 fields gave no plugin"
     """
 )
 

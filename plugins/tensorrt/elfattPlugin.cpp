@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <new>
 #include <sstream>
 
@@ -210,6 +211,96 @@ bool validateAttributes(ElfattAttributes const& attrs, std::string& error)
     return true;
 }
 
+namespace
+{
+
+//! What a field slot holds: an int32 attribute or the float scale.
+enum class SlotKind
+{
+    kINT,
+    kFLOAT,
+};
+
+char const* acceptedTypes(SlotKind kind) noexcept
+{
+    return kind == SlotKind::kINT ? "INT32 or INT64" : "FLOAT32 or FLOAT64 (or INT32 / INT64)";
+}
+
+bool typeAccepted(SlotKind kind, PluginFieldType type) noexcept
+{
+    bool const isInt = type == PluginFieldType::kINT32 || type == PluginFieldType::kINT64;
+    bool const isFloat = type == PluginFieldType::kFLOAT32 || type == PluginFieldType::kFLOAT64;
+    return kind == SlotKind::kINT ? isInt : (isInt || isFloat);
+}
+
+//! Reads one scalar field into an int32 (kINT) or float (kFLOAT) slot, converting the types that TensorRT's ONNX
+//! parser and the Python API may produce: ONNX INT attributes arrive as kINT32 (onnx-tensorrt loadFields), Python
+//! callers often pass int64 / float64 NumPy data, an ONNX file written with scale=0 carries an INT attribute.
+//! The type must pass typeAccepted(). Data may be unaligned: memcpy only. Returns false with error set for a value
+//! that does not fit.
+bool readScalar(PluginField const& field, SlotKind kind, void* target, std::string const& name, std::string& error)
+{
+    if (kind == SlotKind::kINT)
+    {
+        int64_t value = 0;
+        if (field.type == PluginFieldType::kINT32)
+        {
+            int32_t v32 = 0;
+            std::memcpy(&v32, field.data, sizeof(v32));
+            value = v32;
+        }
+        else if (field.type == PluginFieldType::kINT64)
+        {
+            std::memcpy(&value, field.data, sizeof(value));
+            if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max())
+            {
+                error = "field '" + name + "' (INT64) is out of the int32 range, got " + std::to_string(value);
+                return false;
+            }
+        }
+        int32_t const out = static_cast<int32_t>(value);
+        std::memcpy(target, &out, sizeof(out));
+        return true;
+    }
+    float out = 0.F;
+    if (field.type == PluginFieldType::kFLOAT32)
+    {
+        std::memcpy(&out, field.data, sizeof(out));
+    }
+    else if (field.type == PluginFieldType::kFLOAT64)
+    {
+        double value = 0.0;
+        std::memcpy(&value, field.data, sizeof(value));
+        // A double outside the float range does not convert (undefined behaviour): reject it as non-finite.
+        if (!std::isfinite(value) || std::fabs(value) > static_cast<double>(std::numeric_limits<float>::max()))
+        {
+            std::ostringstream os;
+            os.precision(17);
+            os << "field '" << name << "' must be finite in the float32 range (0 = 1/sqrt(d)), got " << value
+               << " (FLOAT64)";
+            error = os.str();
+            return false;
+        }
+        out = static_cast<float>(value);
+    }
+    else if (field.type == PluginFieldType::kINT32)
+    {
+        int32_t value = 0;
+        std::memcpy(&value, field.data, sizeof(value));
+        out = static_cast<float>(value);
+    }
+    else // kINT64
+    {
+        int64_t value = 0;
+        std::memcpy(&value, field.data, sizeof(value));
+        out = static_cast<float>(value);
+    }
+    std::memcpy(target, &out, sizeof(out));
+    return true;
+}
+
+} // namespace
+
 bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::string& error)
 {
     if (fc == nullptr)
@@ -227,16 +318,16 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
     struct Slot
     {
         char const* name;
-        PluginFieldType type;
+        SlotKind kind;
         void* target;
         bool seen;
     };
     Slot slots[] = {
-        {kFIELD_GLOBAL_HEADS, PluginFieldType::kINT32, &parsed.globalHeads, false},
-        {kFIELD_LOCAL_HEADS, PluginFieldType::kINT32, &parsed.localHeads, false},
-        {kFIELD_WINDOW_H, PluginFieldType::kINT32, &parsed.windowH, false},
-        {kFIELD_WINDOW_W, PluginFieldType::kINT32, &parsed.windowW, false},
-        {kFIELD_SCALE, PluginFieldType::kFLOAT32, &parsed.scale, false},
+        {kFIELD_GLOBAL_HEADS, SlotKind::kINT, &parsed.globalHeads, false},
+        {kFIELD_LOCAL_HEADS, SlotKind::kINT, &parsed.localHeads, false},
+        {kFIELD_WINDOW_H, SlotKind::kINT, &parsed.windowH, false},
+        {kFIELD_WINDOW_W, SlotKind::kINT, &parsed.windowW, false},
+        {kFIELD_SCALE, SlotKind::kFLOAT, &parsed.scale, false},
     };
     for (int32_t i = 0; i < fc->nbFields; ++i)
     {
@@ -272,9 +363,9 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
             return false;
         }
         slot->seen = true;
-        if (field.type != slot->type)
+        if (!typeAccepted(slot->kind, field.type))
         {
-            error = "field '" + name + "' must have type " + fieldTypeName(slot->type) + ", got "
+            error = "field '" + name + "' must have type " + acceptedTypes(slot->kind) + ", got "
                 + fieldTypeName(field.type) + " (PluginFieldType " + std::to_string(static_cast<int32_t>(field.type))
                 + ")";
             return false;
@@ -289,8 +380,10 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
             error = "field '" + name + "' has null data";
             return false;
         }
-        // Both slot types are 4 bytes; memcpy because the data may be unaligned.
-        std::memcpy(slot->target, field.data, sizeof(int32_t));
+        if (!readScalar(field, slot->kind, slot->target, name, error))
+        {
+            return false;
+        }
     }
     if (!validateAttributes(parsed, error))
     {

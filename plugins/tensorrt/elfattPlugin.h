@@ -66,10 +66,14 @@ struct ElfattAttributes
 };
 
 //! Parses a PluginFieldCollection into attributes. On failure returns false and
-//! sets error to a message naming the field and the rule. Unknown field names,
-//! wrong types, lengths other than 1, null data, duplicates, negative values,
-//! zero heads in total and a non-finite or negative scale are errors; missing
-//! fields keep their default 0; plugin_version / plugin_namespace are ignored.
+//! sets error to a message naming the field and the rule. Integer fields accept
+//! kINT32 (what TensorRT's ONNX parser passes for INT attributes, and what
+//! getFieldsToSerialize writes) and kINT64 (range-checked); scale accepts kFLOAT32,
+//! kFLOAT64 (must fit float32) and, for an ONNX INT attribute such as scale=0,
+//! kINT32 / kINT64. Unknown field names, other types, lengths other than 1, null
+//! data, duplicates, negative values, zero heads in total and a non-finite or
+//! negative scale are errors; missing fields keep their default 0;
+//! plugin_version / plugin_namespace are ignored. Data may be unaligned.
 bool parseFields(nvinfer1::PluginFieldCollection const* fc, ElfattAttributes& attrs, std::string& error);
 
 //! Checks the attribute rules alone (used by parseFields and the constructor).

@@ -376,6 +376,82 @@ void testValidCreate(ElfattPluginCreator& creator)
     check(partial != nullptr && partial->getAttributes().localHeads == 3 && partial->getAttributes().globalHeads == 0
             && partial->getAttributes().scale == 0.F,
         "create.missing_fields_default_to_zero");
+
+    // The fields exactly as TensorRT's ONNX parser builds them (onnx-tensorrt loadFields): only the names the
+    // creator's getFieldNames() lists, in that order, INT attributes as kINT32 and FLOAT as kFLOAT32, length 1,
+    // data in byte buffers (here at odd addresses: the plugin must not assume alignment), no plugin_version.
+    {
+        PluginFieldCollection const* names = creator.getFieldNames();
+        int32_t const ints[4] = {1, 3, 8, 0};
+        float const scale = 0.2F;
+        std::vector<unsigned char> storage(64, 0);
+        std::vector<PluginField> parsed;
+        size_t offset = 1;
+        for (int32_t i = 0; names != nullptr && i < names->nbFields; ++i)
+        {
+            bool const isScale = std::strcmp(names->fields[i].name, "scale") == 0;
+            void const* src = isScale ? static_cast<void const*>(&scale) : static_cast<void const*>(&ints[i]);
+            std::memcpy(storage.data() + offset, src, 4);
+            parsed.emplace_back(names->fields[i].name, storage.data() + offset,
+                isScale ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32, 1);
+            offset += 5;
+        }
+        PluginFieldCollection onnxFc{static_cast<int32_t>(parsed.size()), parsed.data()};
+        gFinder.mLogger.clear();
+        auto p = create(creator, &onnxFc);
+        ElfattAttributes expected;
+        expected.globalHeads = 1;
+        expected.localHeads = 3;
+        expected.windowH = 8;
+        expected.windowW = 0;
+        expected.scale = 0.2F;
+        check(p != nullptr && p->getAttributes() == expected, "create.onnx_parser_fields_unaligned",
+            p ? attrs(p->getAttributes()) : gFinder.mLogger.errors());
+    }
+    // int64 / float64 data (NumPy defaults from the Python API, or a parser that passes ONNX INT as kINT64).
+    {
+        int64_t const i64[4] = {2, 6, 7, 14};
+        double const scale = 0.1;
+        PluginField wide[] = {PluginField("global_heads", &i64[0], PluginFieldType::kINT64, 1),
+            PluginField("local_heads", &i64[1], PluginFieldType::kINT64, 1),
+            PluginField("window_h", &i64[2], PluginFieldType::kINT64, 1),
+            PluginField("window_w", &i64[3], PluginFieldType::kINT64, 1),
+            PluginField("scale", &scale, PluginFieldType::kFLOAT64, 1)};
+        PluginFieldCollection wideFc{5, wide};
+        gFinder.mLogger.clear();
+        auto p = create(creator, &wideFc);
+        ElfattAttributes expected;
+        expected.globalHeads = 2;
+        expected.localHeads = 6;
+        expected.windowH = 7;
+        expected.windowW = 14;
+        expected.scale = static_cast<float>(0.1);
+        check(p != nullptr && p->getAttributes() == expected, "create.int64_and_float64_fields",
+            p ? attrs(p->getAttributes()) : gFinder.mLogger.errors());
+        if (p)
+        {
+            // Serialized back in the canonical types, so the runtime phase sees kINT32 / kFLOAT32.
+            PluginFieldCollection const* ser = p->getFieldsToSerialize();
+            bool canonical = ser != nullptr && ser->nbFields == 5;
+            for (int32_t i = 0; canonical && i < 5; ++i)
+            {
+                canonical = ser->fields[i].type
+                    == (i == 4 ? PluginFieldType::kFLOAT32 : PluginFieldType::kINT32);
+            }
+            check(canonical, "serialize.canonical_types_after_int64_input");
+        }
+    }
+    // An ONNX file written with scale=0 (an INT attribute) reaches the plugin as kINT32.
+    {
+        int32_t heads = 4;
+        int32_t zero = 0;
+        PluginField intScale[] = {PluginField("local_heads", &heads, PluginFieldType::kINT32, 1),
+            PluginField("scale", &zero, PluginFieldType::kINT32, 1)};
+        PluginFieldCollection intScaleFc{2, intScale};
+        auto p = create(creator, &intScaleFc);
+        check(p != nullptr && p->getAttributes().scale == 0.F && p->getAttributes().localHeads == 4,
+            "create.integer_scale_attribute", gFinder.mLogger.errors());
+    }
 }
 
 struct BadCase
@@ -449,14 +525,50 @@ void testBadFields(ElfattPluginCreator& creator)
     {
         Fields f;
         f.build();
-        f.list[4].type = PluginFieldType::kFLOAT64;
-        expectRejected(creator, &f.fc, {"scale_wrong_type", {"'scale'", "type FLOAT32", "FLOAT64"}});
+        f.list[4].type = PluginFieldType::kCHAR;
+        expectRejected(creator, &f.fc, {"scale_wrong_type", {"'scale'", "type FLOAT32", "CHAR"}});
     }
     {
         Fields f;
         f.build();
-        f.list[2].type = PluginFieldType::kINT64;
-        expectRejected(creator, &f.fc, {"window_h_wrong_type", {"'window_h'", "INT32", "INT64"}});
+        f.list[2].type = PluginFieldType::kINT16;
+        expectRejected(creator, &f.fc, {"window_h_wrong_type", {"'window_h'", "INT32", "INT16"}});
+    }
+    {
+        Fields f;
+        f.build();
+        int64_t big = int64_t{1} << 40;
+        f.list[0] = PluginField("global_heads", &big, PluginFieldType::kINT64, 1);
+        expectRejected(creator, &f.fc, {"global_heads_int64_out_of_range", {"'global_heads'", "int32 range",
+                                                                             "1099511627776"}});
+    }
+    {
+        Fields f;
+        f.build();
+        int64_t negative = -4;
+        f.list[3] = PluginField("window_w", &negative, PluginFieldType::kINT64, 1);
+        expectRejected(creator, &f.fc, {"window_w_int64_negative", {"'window_w'", ">= 0", "-4"}});
+    }
+    {
+        Fields f;
+        f.build();
+        double huge = 1e300;
+        f.list[4] = PluginField("scale", &huge, PluginFieldType::kFLOAT64, 1);
+        expectRejected(creator, &f.fc, {"scale_float64_out_of_float_range", {"'scale'", "float32 range"}});
+    }
+    {
+        Fields f;
+        f.build();
+        double nan = std::numeric_limits<double>::quiet_NaN();
+        f.list[4] = PluginField("scale", &nan, PluginFieldType::kFLOAT64, 1);
+        expectRejected(creator, &f.fc, {"scale_float64_nan", {"'scale'", "finite"}});
+    }
+    {
+        Fields f;
+        f.build();
+        f.list[1].type = PluginFieldType::kCHAR;
+        f.list[1].length = 4;
+        expectRejected(creator, &f.fc, {"local_heads_string", {"'local_heads'", "INT32 or INT64", "CHAR"}});
     }
     {
         Fields f;
