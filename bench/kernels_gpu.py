@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -392,17 +391,12 @@ def environment() -> dict:
     return env
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically (elfatt_deploy.atomic), creating the directory first."""
+    from elfatt_deploy.atomic import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def save_plot(rows, path: Path) -> None:
@@ -428,10 +422,13 @@ def save_plot(rows, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    from elfatt_deploy.atomic import atomic_output
+
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     print(f"wrote {path}")
 
 
@@ -462,7 +459,7 @@ def self_test(out_dir: Path) -> int:
     lazy = verify(_StandInModule(skip_last_channel=True), ["float32"], ["auto"], seed=0, device="cpu")
     unwritten = [r for r in lazy if r["case"] in {c.name for c in VERIFY_CASES}]
     assert all(not r["ok"] and r["non_finite"] > 0 for r in unwritten), "NaN poisoning must catch unwritten output"
-    write_atomic(out_dir / "self_test.json", json.dumps({"verification": good}, default=str).encode())
+    write_atomic(out_dir / "self_test.json", json.dumps({"verification": good}, default=str))
     print("self-test passed")
     return 0
 
@@ -530,7 +527,7 @@ def main(argv=None) -> int:
     report["ok"] = bool(ok)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path = args.out / f"kernels_gpu-{stamp}.json"
-    write_atomic(json_path, json.dumps(report, indent=2, default=str).encode())
+    write_atomic(json_path, json.dumps(report, indent=2, default=str))
     print(f"wrote {json_path}")
     if report.get("benchmark"):
         save_plot(report["benchmark"], args.out / f"kernels_gpu-{stamp}.png")

@@ -111,7 +111,7 @@ def _plot(results: list, path: Path, title: str) -> bool:
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install matplotlib)")
         return False
-    from elfatt_deploy.export.atomic import atomic_output
+    from elfatt_deploy.atomic import atomic_output
 
     sizes = [r["size"] for r in results]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
 
     from elfatt_deploy.cli.table import format_table
     from elfatt_deploy.export import export_onnx
-    from elfatt_deploy.export.atomic import atomic_write_text
+    from elfatt_deploy.atomic import atomic_write_text
     from elfatt_deploy.export.model_loading import build_model
 
     out_dir = Path(args.out)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .engine_file import write_atomic, write_engine_file
+from ..atomic import atomic_write_bytes
+from .engine_file import write_engine_file
 from .environment import gpu_info, jetson_release
 from .metadata import build_metadata
 from .onnx_prep import (
@@ -240,7 +241,7 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     )
     write_engine_file(options.output, metadata, memoryview(serialized))
     if cache_path is not None:
-        write_atomic(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     return metadata
 
 

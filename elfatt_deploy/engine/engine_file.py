@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from ..atomic import atomic_write_bytes
 
 ENGINE_MAGIC = b"ELFATTE\x01"
 _LENGTH = struct.Struct("<I")
@@ -84,31 +85,9 @@ def decode_engine(data: bytes, *, source: str = "<bytes>") -> tuple[dict, bytes]
     return metadata, plan
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: the directory {directory} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
 def write_engine_file(path: str | os.PathLike, metadata: Mapping[str, Any], plan_bytes) -> Path:
     """Writes an engine file atomically: either the whole new file exists at ``path`` or nothing changed."""
-    return write_atomic(path, encode_engine(metadata, plan_bytes))
+    return atomic_write_bytes(path, encode_engine(metadata, plan_bytes))
 
 
 def read_engine_file(path: str | os.PathLike) -> tuple[dict, bytes]:

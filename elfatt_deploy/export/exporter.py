@@ -21,10 +21,10 @@ import onnx
 import torch
 from torch import nn
 
+from ..atomic import atomic_write_bytes
 from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
 from ..shapes import check_image_shape, format_shape, parse_shape
-from .atomic import atomic_write_bytes
 from .fp16 import to_half_precision
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, build_function

@@ -7,7 +7,7 @@ import platform
 from typing import Mapping, Optional
 
 from ..cli.table import format_table
-from ..export.atomic import atomic_write_text
+from ..atomic import atomic_write_text
 from ..shapes import format_shape
 from .comparator import ParityResult
 

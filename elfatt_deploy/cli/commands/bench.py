@@ -123,7 +123,7 @@ def run(args) -> int:
     import sys
 
     from ..._version import __version__
-    from ...engine.engine_file import write_atomic
+    from ...atomic import atomic_write_text
     from ...engine.environment import gpu_info
     from ...runtime.bench import gpu_memory, latency_stats, measure
     from ...runtime.jetson import clock_warning, power_state
@@ -176,6 +176,6 @@ def run(args) -> int:
     if memory and memory.get("torch_max_allocated_mb") is not None:
         print(f"GPU memory: {memory['torch_max_allocated_mb']:.1f} MiB peak torch allocations")
     if args.json:
-        write_atomic(args.json, (json.dumps(result, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_text(args.json, json.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -135,7 +135,7 @@ def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
 def run(args) -> int:
     import json
 
-    from ...engine.engine_file import write_atomic
+    from ...atomic import atomic_write_text
     from ..table import format_table
 
     rows = collect(args)
@@ -154,5 +154,5 @@ def run(args) -> int:
         print(f"\nbackend {args.backend}: ready")
     if args.json:
         report = {"backend": args.backend, "ready": not missing, "missing": missing, "checks": rows}
-        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     return 1 if missing else 0
