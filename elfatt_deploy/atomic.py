@@ -18,6 +18,19 @@ from typing import Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 
+def _output_mode(path: Path) -> int:
+    """The mode the output gets: an existing target's, else what a plain ``open(path, "w")`` would give.
+
+    (mkstemp creates its file 0600, which would make every output private to its owner.)
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: PathLike) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces ``path`` in one step."""
@@ -32,6 +45,7 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _output_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
