@@ -133,6 +133,14 @@ def test_metrics_and_tolerances():
     assert default_rtol_l2("onnxruntime", "fp32", 3e-4) == 3e-4
 
 
+def test_metrics_of_torch_tensors_are_computed_in_float64():
+    torch = pytest.importorskip("torch")
+    ref = torch.ones(1000, dtype=torch.float64)
+    out = ref + 1e-9  # below float32 resolution: a float32 detour would report 0
+    assert compare_outputs(out, ref).rel_l2_error == pytest.approx(1e-9, rel=1e-6)
+    assert compare_outputs(ref.to(torch.bfloat16), ref).rel_l2_error == 0
+
+
 def _polygraphy(*args):
     exe = shutil.which("polygraphy")
     cmd = [exe] if exe else [sys.executable, "-m", "polygraphy"]

@@ -23,7 +23,7 @@ class OutputMetrics:
 
 def _as_float64(array) -> np.ndarray:
     if hasattr(array, "detach"):  # torch tensor
-        array = array.detach().cpu().float().numpy()
+        array = array.detach().cpu().double().numpy()  # float64 keeps float64 exact; bf16 has no numpy type
     return np.asarray(array, dtype=np.float64)
 
 
