@@ -21,6 +21,20 @@ def test_bench_argument_errors(capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
+def test_bench_tensorrt_without_tensorrt_is_a_clean_error(tmp_path, capsys):
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        pass
+    else:
+        pytest.skip("TensorRT is installed here; the tensorrt backend is benchmarked in test_engine_tensorrt.py")
+    from elfatt_deploy.engine.engine_file import write_engine_file
+
+    engine = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")
+    assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x32x32"]) == 2
+    assert "TensorRT, which is not installed" in capsys.readouterr().err
+
+
 def test_bench_torch_backend(tmp_path, capsys, rng):
     iterations = int(rng.integers(3, 6))
     out = tmp_path / "bench.json"

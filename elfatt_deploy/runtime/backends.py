@@ -15,12 +15,13 @@ def make_runner(
     engine_path=None,
     plugin: Optional[str] = None,
     providers: Optional[Sequence[str]] = None,
+    cuda_graph: bool = False,
 ):
     """The runner that executes an exported model with ``backend``.
 
     - ``"onnxruntime"``: needs ``onnx_path``; ``providers`` e.g. ``["cuda", "cpu"]`` (default CPU).
     - ``"tensorrt"``: needs ``engine_path``; ``plugin`` is the ElfattAttention plugin library
-      (found automatically when omitted). Needs TensorRT's Python package.
+      (found automatically when omitted); ``cuda_graph`` replays a CUDA graph. Needs TensorRT's Python package.
     """
     if backend == "onnxruntime":
         if onnx_path is None:
@@ -40,5 +41,5 @@ def make_runner(
         except ImportError as exc:
             raise ValueError(f"the tensorrt backend is not available: TensorRT is not installed or its runner could "
                              f"not be imported ({type(exc).__name__}: {exc})") from None
-        return TrtRunner(engine_path, plugin=plugin, name="tensorrt")
+        return TrtRunner(engine_path, plugin=plugin, cuda_graph=cuda_graph, name="tensorrt")
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

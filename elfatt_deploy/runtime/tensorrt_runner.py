@@ -105,8 +105,8 @@ class TrtRunner(BaseRunner):
         if (metadata.get("plugin") or {}).get("used"):
             try:
                 plugin_info = load_plugin(find_plugin_library(self.plugin), registry=trt.get_plugin_registry())
-            except (FileNotFoundError, PluginLoadError) as exc:
-                raise RuntimeError(f"engine {self.engine_path} uses the ElfattAttention plugin: {exc}") from None
+            except (FileNotFoundError, PluginLoadError) as exc:  # same type: the CLI reports a missing file cleanly
+                raise type(exc)(f"engine {self.engine_path} uses the ElfattAttention plugin: {exc}") from None
         env = current_environment(plugin_info["version"] if plugin_info else None, gpu_index=self.device_index)
         self.warnings = require_compatible(metadata, env, engine_path=str(self.engine_path))
         for warning in self.warnings:

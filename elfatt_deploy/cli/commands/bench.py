@@ -98,9 +98,10 @@ def _onnxruntime_case(args, shape):
 def _tensorrt_case(args, shape):
     import torch
 
-    from ...runtime.tensorrt_runner import TrtRunner
+    from ...runtime.backends import make_runner
 
-    runner = TrtRunner(args.engine, plugin=args.plugin, cuda_graph=args.cuda_graph)
+    # make_runner says in a ValueError (a clean CLI error) when TensorRT is missing
+    runner = make_runner("tensorrt", engine_path=args.engine, plugin=args.plugin, cuda_graph=args.cuda_graph)
     runner.activate()
     try:
         if len(runner.input_names) != 1:
