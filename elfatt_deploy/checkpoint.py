@@ -35,7 +35,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # SafetensorError (not a ValueError) for a truncated or foreign file
+            raise ValueError(f"checkpoint {str(path)!r} is not a readable .safetensors file ({exc})") from None
     if suffix not in TORCH_SUFFIXES:
         raise ValueError(
             f"checkpoint {str(path)!r} has the suffix {suffix!r}; use one of "

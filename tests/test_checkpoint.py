@@ -75,6 +75,9 @@ def test_pickled_code_is_refused(tmp_path):
 def test_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tiny(), tmp_path / "none.pt")
+    (tmp_path / "w.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="not a readable .safetensors file"):
+        load_checkpoint(tiny(), tmp_path / "w.safetensors")
     (tmp_path / "w.ckpt").write_bytes(b"x")
     with pytest.raises(ValueError, match="suffix '.ckpt'"):
         load_checkpoint(tiny(), tmp_path / "w.ckpt")
