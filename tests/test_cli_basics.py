@@ -28,6 +28,8 @@ def test_version_flag():
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x224"], "must have 4 dimensions"),
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x4x224x224"], "has 4 channels"),
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1xax2x2"], "'a'"),
+    (["forward", "--model", "elfatt_vit_tiny", "--device", "gpu"], "--device 'gpu' is not a torch device"),
+    (["forward", "--model", "elfatt_vit_tiny", "--device", "cuda:99"], "--device cuda:99"),
 ])
 def test_user_errors_exit_2_with_a_message(capsys, argv, message):
     assert main(argv) == 2

@@ -55,8 +55,9 @@ def _torch_case(args, shape):
 
     from ...checkpoint import load_checkpoint
     from ...models import create_model
+    from ..devices import torch_device
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
     model = create_model(args.model).eval()
     if args.checkpoint:

@@ -22,13 +22,15 @@ def run(args) -> int:
     from ...checkpoint import load_checkpoint
     from ...models import create_model
     from ...shapes import check_image_shape, format_shape, parse_shape
+    from ..devices import torch_device
 
+    device = torch_device(args.device)
     shape = check_image_shape(parse_shape(args.input_shape, what="--input-shape"))
     model = create_model(args.model).eval()
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint)
-    model = model.to(args.device)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)).to(args.device)
+    model = model.to(device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)).to(device)
     with torch.inference_mode():
         start = time.perf_counter()
         y = model(x)

@@ -1,0 +1,20 @@
+"""The ``--device`` flag of the PyTorch commands: checked up front, so a typo or a missing GPU is a clean error."""
+
+from __future__ import annotations
+
+
+def torch_device(name: str):
+    """``torch.device(name)``; ValueError when the name is malformed or the device is not usable here."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}, CUDA "
+                             f"{torch.version.cuda or 'none: a CPU-only build'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
