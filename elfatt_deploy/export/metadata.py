@@ -8,6 +8,7 @@ from typing import Mapping, Union
 import onnx
 
 from .._version import OP_VERSION, __version__
+from ..shapes import format_shape
 
 PREFIX = "elfatt."
 INPUT_NAME = "image"
@@ -28,7 +29,7 @@ def export_metadata(*, model_name: str, model_config: Mapping, precision: str, d
         "input_name": INPUT_NAME,
         "input_layout": INPUT_LAYOUT,
         "input_normalization": json.dumps(dict(normalization), sort_keys=True),
-        "input_shape": "x".join(str(int(d)) for d in input_shape),
+        "input_shape": format_shape(input_shape),
         "output_name": output_name,
         "precision": precision,
         "io_dtype": "float32",
