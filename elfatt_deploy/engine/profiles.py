@@ -88,9 +88,14 @@ def is_dynamic(dim: Dim) -> bool:
     return not isinstance(dim, int) or dim <= 0
 
 
+def _dims_text(dims: Sequence[Dim]) -> str:
+    """ONNX input dims for messages: static sizes, dim_param names, '?' for unnamed dynamic ones."""
+    return "x".join(str(d) if not is_dynamic(d) or (isinstance(d, str) and d) else "?" for d in dims)
+
+
 def check_profile_against_input(profile: Profile, input_name: str, onnx_dims: Sequence[Dim], *, what: str = "--shapes") -> None:
     """Raises ValueError when the profile disagrees with the ONNX input's dims (rank, static sizes)."""
-    dims_text = "x".join(str(d) if not is_dynamic(d) else (str(d) if isinstance(d, str) and d else "?") for d in onnx_dims)
+    dims_text = _dims_text(onnx_dims)
     if len(onnx_dims) != 4:
         raise ValueError(f"the ONNX input {input_name!r} has shape {dims_text} (rank {len(onnx_dims)}); elfatt-deploy builds NCHW image models (rank 4)")
     if not is_dynamic(onnx_dims[1]) and onnx_dims[1] != 3:
@@ -120,9 +125,8 @@ def resolve_profile(input_name: str, onnx_dims: Sequence[Dim], *, shapes: Option
         check_image_shape(static, what=f"ONNX input {input_name!r}")
         return Profile(static, static, static)
     else:
-        dims_text = "x".join(str(d) if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and d else "?") for d in onnx_dims)
         raise ValueError(
-            f"the ONNX input {input_name!r} has dynamic dimensions ({dims_text}); give the optimization profile with "
+            f"the ONNX input {input_name!r} has dynamic dimensions ({_dims_text(onnx_dims)}); give the optimization profile with "
             "--shapes min:1x3x224x224,opt:1x3x224x224,max:4x3x448x448 (or --recipe FILE with min/opt/max shapes)"
         )
     check_profile_against_input(profile, input_name, onnx_dims, what=source)
