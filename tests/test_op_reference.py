@@ -154,6 +154,8 @@ BAD_CALLS = [
     (dict(dtype=torch.int32), "dtype int32 is not supported"),
     (dict(shape=(4, 4, 48)), "must be 4-D"),
     (dict(scale=float("nan")), "must be finite"),
+    (dict(scale=True), "scale=True must be a float"),
+    (dict(scale=None), "scale=None must be a float"),
     (dict(window=7), "must be a pair"),
 ]
 

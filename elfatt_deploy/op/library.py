@@ -39,7 +39,7 @@ def check_op_inputs(
     scale: float,
 ) -> int:
     """Validates the op's inputs against the contract; returns C."""
-    attrs = ElfattAttrs(global_heads, local_heads, window_h, window_w, float(scale))
+    attrs = ElfattAttrs(global_heads, local_heads, window_h, window_w, scale)  # validate_attrs checks its type
     return validate_inputs(
         tuple(qkv.shape),
         dtype_name(qkv.dtype),
