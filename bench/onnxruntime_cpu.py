@@ -166,7 +166,7 @@ def main(argv=None) -> int:
             print(f"exported {args.model} ({kind}) -> {files[kind].stat().st_size / 2**20:.0f} MiB", flush=True)
         results = []
         for size in sizes:
-            row = {"size": size, "tokens": (size // 16) ** 2}
+            row = {"size": size, "tokens": (-(-size // 16)) ** 2}  # the models pad the image to whole 16-pixel patches
             for kind in ("elfatt", "vanilla"):
                 row[kind] = _measure(files[kind], size, args)
                 print(f"  {size}: {kind} {row[kind]['median_ms']:.1f} ms, {row[kind]['peak_mem_mib']:.0f} MiB",
