@@ -211,6 +211,11 @@ report = {"backend": backend, "input_shape": shape, "ok": all(r["ok"] for r in r
 fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(report_path)), suffix=".tmp")
 with os.fdopen(fd, "w") as f:
     json.dump(report, f, indent=2)
+    f.flush()
+    os.fsync(f.fileno())
+umask = os.umask(0)
+os.umask(umask)
+os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the report is an ordinary file
 os.replace(tmp, report_path)
 print(f"\nreport: {report_path}")
 PY

@@ -1,3 +1,6 @@
+import os
+import secrets
+
 import numpy as np
 import pytest
 import torch
@@ -6,9 +9,23 @@ from _elfatt_cases import OP_CASES
 
 
 @pytest.fixture
-def rng():
-    """A fresh generator per test: inputs are new random draws on every run."""
-    return np.random.default_rng()
+def rng(request):
+    """A fresh generator per test: inputs are new random draws on every run.
+
+    The seed is reported with a failure; ELFATT_TEST_SEED=<seed> replays it.
+    """
+    seed = int(os.environ.get("ELFATT_TEST_SEED") or secrets.randbits(63))
+    request.node.elfatt_seed = seed
+    return np.random.default_rng(seed)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    seed = getattr(item, "elfatt_seed", None)
+    if report.failed and seed is not None:
+        report.sections.append(("random inputs", f"replay with ELFATT_TEST_SEED={seed}"))
 
 
 def make_op_inputs(case, rng, dtype=torch.float64):

@@ -39,3 +39,34 @@ def test_user_errors_exit_2_with_a_message(capsys, argv, message):
 def test_forward_runs_a_model(capsys):
     assert main(["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x96x80"]) == 0
     assert "-> output 1x1000" in capsys.readouterr().out
+
+
+def test_tool_failures_exit_1_with_the_message_and_no_traceback(capsys, monkeypatch):
+    """Plugin, engine-build and CUDA-extension failures are ToolkitErrors: `error: ...`, exit 1, no traceback."""
+    from elfatt_deploy.engine.builder import EngineBuildError
+    from elfatt_deploy.engine.plugin import PluginLoadError
+    from elfatt_deploy.errors import ToolkitError
+    from elfatt_deploy.op.cuda_backend import CudaBackendError
+    import elfatt_deploy.cli.commands.models as models_cmd
+
+    for error_type in (PluginLoadError, EngineBuildError, CudaBackendError):
+        assert issubclass(error_type, ToolkitError)
+
+        def failing_run(args, error_type=error_type):
+            raise error_type(f"{error_type.__name__}: what to do")
+
+        monkeypatch.setattr(models_cmd, "run", failing_run)
+        assert main(["models"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"elfatt-deploy models: error: {error_type.__name__}: what to do")
+        assert "Traceback" not in err
+
+
+def test_unknown_kernel_path_is_refused(monkeypatch):
+    from elfatt_deploy.op import cuda_backend
+
+    monkeypatch.setenv("ELFATT_KERNEL_PATH", "tiledd")
+    with pytest.raises(ValueError, match="ELFATT_KERNEL_PATH='tiledd' is not one of default, auto, tiled, generic"):
+        cuda_backend._kernel_path()
+    monkeypatch.setenv("ELFATT_KERNEL_PATH", "Generic")
+    assert cuda_backend._kernel_path() == cuda_backend.KERNEL_PATHS["generic"]

@@ -14,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from .._version import OP_VERSION, __version__
+from ..errors import ToolkitError
 from . import commands as _commands
 
 
@@ -52,6 +53,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (UsageError, ValueError, FileNotFoundError) as exc:
         print(f"elfatt-deploy {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ToolkitError as exc:
+        print(f"elfatt-deploy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -27,9 +27,10 @@ from .onnx_prep import (
 from .plugin import find_plugin_library, load_plugin
 from .profiles import Profile, resolve_profile
 from .trt_api import get_logger, strongly_typed_network_flags
+from ..errors import ToolkitError
 
 
-class EngineBuildError(RuntimeError):
+class EngineBuildError(ToolkitError):
     """TensorRT could not parse the model or build the engine (its messages are in the text)."""
 
 

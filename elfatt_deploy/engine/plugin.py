@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._version import OP_VERSION
+from ..errors import ToolkitError
 
 PLUGIN_NAME = "ElfattAttention"
 PLUGIN_VERSION = OP_VERSION
@@ -29,7 +30,7 @@ ENV_VAR = "ELFATT_PLUGIN_PATH"
 _LOADED: dict[str, object] = {}
 
 
-class PluginLoadError(RuntimeError):
+class PluginLoadError(ToolkitError):
     """The plugin library was not found, or loading it did not register the ElfattAttention creator."""
 
 

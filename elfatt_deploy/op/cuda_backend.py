@@ -29,6 +29,8 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from ..errors import ToolkitError
+
 EXTENSION_NAME = "elfatt_cuda_ext"
 _PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 KERNEL_SOURCES = ("plan.cpp", "global_attention.cu", "local_attention.cu", "enqueue.cu")
@@ -38,7 +40,7 @@ KERNEL_PATHS = {"default": -1, "auto": 0, "tiled": 1, "generic": 2}
 DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
 
 
-class CudaBackendError(RuntimeError):
+class CudaBackendError(ToolkitError):
     """The CUDA extension cannot be built or used; the message says how to fix it."""
 
 
@@ -158,7 +160,10 @@ def is_available() -> bool:
 
 
 def _kernel_path() -> int:
-    return KERNEL_PATHS.get(os.environ.get("ELFATT_KERNEL_PATH", "default"), -1)
+    value = os.environ.get("ELFATT_KERNEL_PATH", "default").strip().lower() or "default"
+    if value not in KERNEL_PATHS:
+        raise ValueError(f"ELFATT_KERNEL_PATH={value!r} is not one of {', '.join(KERNEL_PATHS)}; unset it for the default")
+    return KERNEL_PATHS[value]
 
 
 def cuda_attention(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale, path=None):
