@@ -19,6 +19,17 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture
+def without_tensorrt():
+    """For tests of what users see where TensorRT is missing: skipped where it is installed
+    (there the real paths run in test_engine_tensorrt.py)."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception:
+        return
+    pytest.skip("TensorRT is installed here; the real TensorRT paths run in test_engine_tensorrt.py")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -21,13 +21,7 @@ def test_bench_argument_errors(capsys, argv, match):
     assert match in capsys.readouterr().err
 
 
-def test_bench_tensorrt_without_tensorrt_is_a_clean_error(tmp_path, capsys):
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        pass
-    else:
-        pytest.skip("TensorRT is installed here; the tensorrt backend is benchmarked in test_engine_tensorrt.py")
+def test_bench_tensorrt_without_tensorrt_is_a_clean_error(tmp_path, capsys, without_tensorrt):
     from elfatt_deploy.engine.engine_file import write_engine_file
 
     engine = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")

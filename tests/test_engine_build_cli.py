@@ -20,13 +20,7 @@ def test_build_argument_errors(tmp_path, capsys):
     assert not (tmp_path / "m.engine").exists()
 
 
-def test_build_without_tensorrt_fails_clearly(tmp_path, capsys):
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        pass
-    else:
-        pytest.skip("TensorRT is installed here: the real build is tested in test_engine_tensorrt.py")
+def test_build_without_tensorrt_fails_clearly(tmp_path, capsys, without_tensorrt):
     onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
     assert main(["build", onnx_path, "-o", str(tmp_path / "m.engine"), "--no-plugin"]) == 1
     err = capsys.readouterr().err

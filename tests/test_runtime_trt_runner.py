@@ -32,13 +32,7 @@ def test_activate_errors_before_tensorrt(tmp_path):
         TrtRunner(plain).activate()
 
 
-def test_activate_without_tensorrt_says_so(tmp_path):
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        pass
-    else:
-        pytest.skip("TensorRT is installed here")
+def test_activate_without_tensorrt_says_so(tmp_path, without_tensorrt):
     path = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")
     with pytest.raises(RuntimeError, match="needs TensorRT's Python package.*doctor"):
         TrtRunner(path).activate()

@@ -103,14 +103,9 @@ def test_export_rejects_a_checkpoint_of_another_model(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_tensorrt_backend_says_tensorrt_is_missing():
-    try:
-        import tensorrt  # noqa: F401
-    except Exception:
-        with pytest.raises(ValueError, match="TensorRT, which is not installed"):
-            make_runner("tensorrt", engine_path="model.engine")
-    else:
-        pytest.skip("TensorRT is installed here; the runner is tested with the engine tests")
+def test_tensorrt_backend_says_tensorrt_is_missing(without_tensorrt):
+    with pytest.raises(ValueError, match="TensorRT, which is not installed"):
+        make_runner("tensorrt", engine_path="model.engine")
 
 
 def test_backend_factory_errors():
