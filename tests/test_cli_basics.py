@@ -66,7 +66,8 @@ def test_unknown_kernel_path_is_refused(monkeypatch):
     from elfatt_deploy.op import cuda_backend
 
     monkeypatch.setenv("ELFATT_KERNEL_PATH", "tiledd")
-    with pytest.raises(ValueError, match="ELFATT_KERNEL_PATH='tiledd' is not one of default, auto, tiled, generic"):
+    with pytest.raises(ValueError,
+                       match="ELFATT_KERNEL_PATH='tiledd' is not one of default, auto, tiled, generic, tensorcore"):
         cuda_backend._kernel_path()
     monkeypatch.setenv("ELFATT_KERNEL_PATH", "Generic")
     assert cuda_backend._kernel_path() == cuda_backend.KERNEL_PATHS["generic"]

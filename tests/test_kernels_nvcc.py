@@ -23,7 +23,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "plugins" / "kernels"
-SOURCES = ["src/plan.cpp", "src/global_attention.cu", "src/local_attention.cu", "src/enqueue.cu",
+SOURCES = ["src/plan.cpp", "src/global_attention.cu", "src/local_attention.cu", "src/local_attention_tc.cu",
+           "src/enqueue.cu",
            "tests/kernels_shim.cpp"]
 ARCHS = ("87", "90")
 CUDA_SUCCESS = 0

@@ -16,7 +16,7 @@ CPU users never need nvcc: nothing here runs until a CUDA tensor reaches the op.
 Autograd is unaffected: the op's backward recomputes the reference.
 
 Environment: ``ELFATT_DISABLE_CUDA_KERNELS=1`` keeps the eager reference on CUDA;
-``ELFATT_KERNEL_PATH=auto|tiled|generic`` picks the kernel implementation;
+``ELFATT_KERNEL_PATH=auto|tiled|generic|tensorcore`` picks the kernel implementation;
 ``ELFATT_BUILD_VERBOSE=1`` prints the compiler output of the first build.
 """
 
@@ -33,9 +33,9 @@ from ..errors import ToolkitError
 
 EXTENSION_NAME = "elfatt_cuda_ext"
 _PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
-KERNEL_SOURCES = ("plan.cpp", "global_attention.cu", "local_attention.cu", "enqueue.cu")
+KERNEL_SOURCES = ("plan.cpp", "global_attention.cu", "local_attention.cu", "local_attention_tc.cu", "enqueue.cu")
 BINDING_SOURCE = "elfatt_torch.cpp"
-KERNEL_PATHS = {"default": -1, "auto": 0, "tiled": 1, "generic": 2}
+KERNEL_PATHS = {"default": -1, "auto": 0, "tiled": 1, "generic": 2, "tensorcore": 3}
 #: Where the toolkit is looked for when neither CUDA_HOME/CUDA_PATH nor nvcc on PATH gives one.
 DEFAULT_CUDA_HOME = Path("/usr/local/cuda")
 

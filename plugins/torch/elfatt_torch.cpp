@@ -76,8 +76,8 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
         "); it must be 4-D [B, H, W, 3C]");
     TORCH_CHECK(qkvIn.size(3) % 3 == 0, "elfatt: qkv has ", qkvIn.size(3),
         " channels, which is not divisible by 3; qkv must be [B, H, W, 3C]");
-    TORCH_CHECK(path >= -1 && path <= 2, "elfatt: path=", path,
-        " must be -1 (default), 0 (auto), 1 (tiled) or 2 (generic)");
+    TORCH_CHECK(path >= -1 && path <= 3, "elfatt: path=", path,
+        " must be -1 (default), 0 (auto), 1 (tiled), 2 (generic) or 3 (tensorcore)");
 
     Prepared p;
     elfatt::DataType const dtype = toKernelType(qkvIn.scalar_type());

@@ -10,6 +10,15 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#ifdef ELFATT_HOST_EMULATION
+// Test builds only: runs these very kernels on CPU threads (plugins/kernels/tests/emulation).
+#include "elfatt_host_emulation.h"
+#define ELFATT_DYNAMIC_SHARED(type, name) type* const name = ::elfatt::emulation::dynamicShared<type>()
+#else
+//! Declares the block's dynamic shared memory as an array `name` of `type`.
+#define ELFATT_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 namespace elfatt
 {
 namespace detail
@@ -150,6 +159,21 @@ __device__ __forceinline__ float lepeAt(T const* batchBase, T const* weight, T c
         }
     }
     return acc;
+}
+
+//! Launches kernel<<<grid, block, smemBytes, stream>>>(args...) and returns the launch error.
+//! Every kernel goes through here so that the host emulation can run them too.
+template <typename... Params, typename... Args>
+inline cudaError_t launchKernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smemBytes,
+    cudaStream_t stream, Args... args) noexcept
+{
+#ifdef ELFATT_HOST_EMULATION
+    (void) stream;
+    return ::elfatt::emulation::launch(kernel, grid, block, smemBytes, static_cast<Params>(args)...);
+#else
+    kernel<<<grid, block, smemBytes, stream>>>(static_cast<Params>(args)...);
+    return cudaGetLastError();
+#endif
 }
 
 //! Grid size for a block-stride loop over `items` work items.

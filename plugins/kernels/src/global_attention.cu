@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kOUT_THREADS) globalOutputKernel(T const* __re
     T const* __restrict__ lepeWeight, T const* __restrict__ lepeBias, float const* __restrict__ ctx,
     T* __restrict__ out, Geometry g)
 {
-    extern __shared__ float smem[]; // kSHARED_CTX: ctx [d][d], then softmax(q) [warps][d]
+    ELFATT_DYNAMIC_SHARED(float, smem); // kSHARED_CTX: ctx [d][d], then softmax(q) [warps][d]
     int64_t const d = g.headDim;
     int64_t const tokens = g.height * g.width;
     int64_t const stride = 3 * g.channels;
@@ -316,9 +316,8 @@ cudaError_t launchGlobalHeads(LaunchPlan const& plan, T const* qkv, T const* lep
 
     int64_t const blocksPerDim = (d + kCTX_TILE - 1) / kCTX_TILE;
     int64_t const ctxItems = plan.batch * plan.globalHeads * plan.chunks * blocksPerDim * blocksPerDim;
-    globalContextPartialKernel<T><<<gridFor(ctxItems), kCTX_THREADS, 0, stream>>>(
-        qkv, g, plan.chunks, plan.chunkTokens, ctxPartial, maxPartial, sumPartial);
-    cudaError_t status = cudaGetLastError();
+    cudaError_t status = launchKernel(globalContextPartialKernel<T>, gridFor(ctxItems), kCTX_THREADS, 0, stream, qkv,
+        g, plan.chunks, plan.chunkTokens, ctxPartial, maxPartial, sumPartial);
     if (status != cudaSuccess)
     {
         return status;
@@ -326,9 +325,8 @@ cudaError_t launchGlobalHeads(LaunchPlan const& plan, T const* qkv, T const* lep
 
     int64_t const pairs = plan.batch * plan.globalHeads;
     int64_t const mergeItems = (pairs * d * d + kMERGE_THREADS - 1) / kMERGE_THREADS;
-    globalContextMergeKernel<<<gridFor(mergeItems), kMERGE_THREADS, 0, stream>>>(
-        ctxPartial, maxPartial, sumPartial, ctx, pairs, plan.chunks, d);
-    status = cudaGetLastError();
+    status = launchKernel(globalContextMergeKernel, gridFor(mergeItems), kMERGE_THREADS, 0, stream, ctxPartial,
+        maxPartial, sumPartial, ctx, pairs, plan.chunks, d);
     if (status != cudaSuccess)
     {
         return status;
@@ -341,13 +339,10 @@ cudaError_t launchGlobalHeads(LaunchPlan const& plan, T const* qkv, T const* lep
     if (plan.globalSharedCtx)
     {
         size_t const smemBytes = static_cast<size_t>(globalOutSharedBytes(d));
-        globalOutputKernel<T, true><<<grid, kOUT_THREADS, smemBytes, stream>>>(qkv, weight, bias, ctx, out, g);
+        return launchKernel(globalOutputKernel<T, true>, grid, kOUT_THREADS, smemBytes, stream, qkv, weight, bias, ctx,
+            out, g);
     }
-    else
-    {
-        globalOutputKernel<T, false><<<grid, kOUT_THREADS, 0, stream>>>(qkv, weight, bias, ctx, out, g);
-    }
-    return cudaGetLastError();
+    return launchKernel(globalOutputKernel<T, false>, grid, kOUT_THREADS, 0, stream, qkv, weight, bias, ctx, out, g);
 }
 
 template cudaError_t launchGlobalHeads<float>(

@@ -4,6 +4,7 @@
  */
 #pragma once
 
+#include "common.cuh"
 #include "plan.h"
 
 #include <cuda_runtime_api.h>
@@ -24,6 +25,16 @@ cudaError_t launchGlobalHeads(LaunchPlan const& plan, T const* qkv, T const* lep
 template <typename T>
 cudaError_t launchLocalHeads(
     LaunchPlan const& plan, T const* qkv, T const* lepeWeight, T const* lepeBias, T* out, cudaStream_t stream) noexcept;
+
+//! Local heads on tensor cores (local_attention_tc.cu); instantiated for __half and
+//! __nv_bfloat16 only. The caller checks tensorCoresAvailable first.
+template <typename T>
+cudaError_t launchLocalHeadsTensorCore(LaunchPlan const& plan, Geometry const& g, T const* qkv, T const* lepeWeight,
+    T const* lepeBias, T* out, cudaStream_t stream) noexcept;
+
+//! Whether a device of this compute capability (major * 10 + minor) runs the
+//! tensor-core kernel for dtype: float16 from sm_70, bfloat16 from sm_80.
+bool tensorCoresAvailable(DataType dtype, int32_t computeCapability) noexcept;
 
 } // namespace detail
 } // namespace elfatt

@@ -18,9 +18,16 @@
  * localGenericKernel (any head dim, also the cross-check path):
  *   one warp per query; lanes split the channels, the logit is a warp all-reduce,
  *   the online softmax runs key by key. Output channels are done in groups of 128.
+ *
+ * float16 / bfloat16 with head dim <= 64 go to the tensor-core kernel
+ * (local_attention_tc.cu) on devices that have it, unless a path forces these ones.
  */
 #include "common.cuh"
 #include "launch.h"
+#include "window.cuh"
+
+#include <atomic>
+#include <type_traits>
 
 namespace elfatt
 {
@@ -34,50 +41,6 @@ constexpr int32_t kBK = 32; //!< keys per shared-memory tile
 constexpr int32_t kGENERIC_WARPS = 4;
 constexpr int32_t kGENERIC_PER_LANE = 4; //!< output channels per lane and group
 constexpr float kLOG2E = 1.4426950408889634F;
-
-//! Window (wy, wx) of the grid: rows [r0, r1), columns [c0, c1).
-struct Window
-{
-    int64_t r0;
-    int64_t r1;
-    int64_t c0;
-    int64_t c1;
-    int64_t cols;
-    int64_t size;
-};
-
-__device__ __forceinline__ Window makeWindow(Geometry const& g, int64_t wy, int64_t wx)
-{
-    Window w;
-    w.r0 = wy * g.windowH;
-    w.r1 = min(g.height, w.r0 + g.windowH);
-    w.c0 = wx * g.windowW;
-    w.c1 = min(g.width, w.c0 + g.windowW);
-    w.cols = w.c1 - w.c0;
-    w.size = (w.r1 - w.r0) * w.cols;
-    return w;
-}
-
-//! Row and column of the idx-th token of a window (row-major inside the window).
-__device__ __forceinline__ void windowToken(Window const& w, int64_t idx, int64_t& row, int64_t& col)
-{
-    int64_t r;
-    int64_t c;
-    if (idx <= 0x7fffffff && w.cols <= 0x7fffffff)
-    {
-        int32_t const i32 = static_cast<int32_t>(idx);
-        int32_t const n32 = static_cast<int32_t>(w.cols);
-        r = i32 / n32;
-        c = i32 - r * n32;
-    }
-    else
-    {
-        r = idx / w.cols;
-        c = idx - r * w.cols;
-    }
-    row = w.r0 + r;
-    col = w.c0 + c;
-}
 
 template <typename T, int32_t kD>
 __global__ void __launch_bounds__(kBQ) localTiledKernel(T const* __restrict__ qkv, T const* __restrict__ lepeWeight,
@@ -352,9 +315,41 @@ cudaError_t launchTiled(LaunchPlan const& plan, Geometry const& g, T const* qkv,
 {
     int64_t const tilesPerWindow = (plan.windowH * plan.windowW + kBQ - 1) / kBQ;
     int64_t const items = plan.batch * plan.localHeads * plan.windowsY * plan.windowsX * tilesPerWindow;
-    localTiledKernel<T, kD><<<gridFor(items), kBQ, 0, stream>>>(
-        qkv, weight, bias, out, g, plan.scale * kLOG2E, tilesPerWindow);
-    return cudaGetLastError();
+    return launchKernel(localTiledKernel<T, kD>, gridFor(items), kBQ, 0, stream, qkv, weight, bias, out, g,
+        plan.scale * kLOG2E, tilesPerWindow);
+}
+
+//! Compute capability (major * 10 + minor) of the current device, cached per device; 0 if unknown.
+int32_t currentComputeCapability() noexcept
+{
+    constexpr int32_t kMAX_DEVICES = 64;
+    static std::atomic<int32_t> cache[kMAX_DEVICES]; // zero-initialized: not asked yet
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0)
+    {
+        return 0;
+    }
+    if (device < kMAX_DEVICES)
+    {
+        int32_t const known = cache[device].load(std::memory_order_relaxed);
+        if (known != 0)
+        {
+            return known;
+        }
+    }
+    int major = 0;
+    int minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess
+        || cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess)
+    {
+        return 0;
+    }
+    int32_t const capability = major * 10 + minor;
+    if (device < kMAX_DEVICES)
+    {
+        cache[device].store(capability, std::memory_order_relaxed);
+    }
+    return capability;
 }
 
 } // namespace
@@ -370,7 +365,15 @@ cudaError_t launchLocalHeads(
     Geometry const g = makeGeometry(plan);
     T const* weight = plan.hasLepe ? lepeWeight : nullptr;
     T const* bias = plan.hasLepe ? lepeBias : nullptr;
-    if (plan.localTiled)
+    if constexpr (!std::is_same<T, float>::value)
+    {
+        if (plan.localKernel == LocalKernel::kTENSOR_CORE
+            && tensorCoresAvailable(plan.dtype, currentComputeCapability()))
+        {
+            return launchLocalHeadsTensorCore<T>(plan, g, qkv, weight, bias, out, stream);
+        }
+    }
+    if (plan.localKernel != LocalKernel::kGENERIC) // kTILED, or kTENSOR_CORE on a device without them
     {
         switch (plan.localTiledDim)
         {
@@ -382,9 +385,8 @@ cudaError_t launchLocalHeads(
     }
     int64_t const tilesPerWindow = (plan.windowH * plan.windowW + kGENERIC_WARPS - 1) / kGENERIC_WARPS;
     int64_t const items = plan.batch * plan.localHeads * plan.windowsY * plan.windowsX * tilesPerWindow;
-    localGenericKernel<T><<<gridFor(items), kGENERIC_WARPS * kWARP_SIZE, 0, stream>>>(
-        qkv, weight, bias, out, g, plan.scale, tilesPerWindow);
-    return cudaGetLastError();
+    return launchKernel(localGenericKernel<T>, gridFor(items), kGENERIC_WARPS * kWARP_SIZE, 0, stream, qkv, weight,
+        bias, out, g, plan.scale, tilesPerWindow);
 }
 
 template cudaError_t launchLocalHeads<float>(

@@ -213,7 +213,10 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
 
     // Kernel choices.
     bool const generic = (path == KernelPath::kGENERIC);
-    plan.localTiled = !generic && plan.headDim <= kLOCAL_TILED_MAX_DIM;
+    bool const tiled = !generic && plan.headDim <= kLOCAL_TILED_MAX_DIM;
+    bool const tensorCore = tiled && (path == KernelPath::kAUTO || path == KernelPath::kTENSOR_CORE)
+        && plan.dtype != DataType::kFLOAT;
+    plan.localKernel = tensorCore ? LocalKernel::kTENSOR_CORE : (tiled ? LocalKernel::kTILED : LocalKernel::kGENERIC);
     plan.localTiledDim = plan.headDim <= 16 ? 16 : (plan.headDim <= 32 ? 32 : 64);
     plan.globalSharedCtx = !generic && globalOutSharedBytes(plan.headDim) <= kGLOBAL_OUT_SMEM_LIMIT;
 
@@ -285,6 +288,10 @@ KernelPath defaultKernelPath() noexcept
         if (std::strcmp(value, "tiled") == 0)
         {
             return KernelPath::kTILED;
+        }
+        if (std::strcmp(value, "tensorcore") == 0)
+        {
+            return KernelPath::kTENSOR_CORE;
         }
         return KernelPath::kAUTO;
     }();

@@ -33,6 +33,14 @@ constexpr int64_t kGLOBAL_OUT_SMEM_LIMIT = 48 * 1024;
 //! Warps per block of the global output kernel.
 constexpr int64_t kGLOBAL_OUT_WARPS = 8;
 
+//! Kernel of the local heads.
+enum class LocalKernel : int32_t
+{
+    kGENERIC = 0,     //!< one warp per query, any head dim
+    kTILED = 1,       //!< tiled SIMT kernel, head dim <= kLOCAL_TILED_MAX_DIM
+    kTENSOR_CORE = 2, //!< wmma kernel (float16/bfloat16); kTILED where the device lacks the tensor-core type
+};
+
 struct LaunchPlan
 {
     int64_t batch{0};
@@ -63,8 +71,8 @@ struct LaunchPlan
     size_t workspaceBytes{0};
 
     // Kernel choices.
-    bool localTiled{false};   //!< tiled SIMT kernel (else generic)
-    int32_t localTiledDim{0}; //!< 16, 32 or 64 when localTiled
+    LocalKernel localKernel{LocalKernel::kGENERIC};
+    int32_t localTiledDim{0}; //!< head dim padded to 16, 32 or 64 (kTILED and kTENSOR_CORE)
     bool globalSharedCtx{false};
 };
 

@@ -21,13 +21,18 @@ namespace elfatt
 //!              kGENERIC for a head dim the tiled kernels do not cover.
 //!  - kGENERIC: the plain one-warp-per-query / context-in-global-memory kernels
 //!              that work for every head dim (slow, simple, used as a cross-check).
-//! The environment variable ELFATT_KERNEL_PATH (auto | tiled | generic), read
-//! once per process, sets the path that enqueue() uses.
+//!  - kTENSOR_CORE: local heads with the tensor-core (wmma) kernel for float16
+//!              (sm_70+) and bfloat16 (sm_80+), head dim up to 64; for float32, a
+//!              larger head dim or an older device it behaves as kTILED.
+//! kAUTO picks kTENSOR_CORE's kernels for float16/bfloat16 and kTILED's for float32.
+//! The environment variable ELFATT_KERNEL_PATH (auto | tiled | generic | tensorcore),
+//! read once per process, sets the path that enqueue() uses.
 enum class KernelPath : int32_t
 {
     kAUTO = 0,
     kTILED = 1,
     kGENERIC = 2,
+    kTENSOR_CORE = 3,
 };
 
 //! enqueue() with an explicit kernel path; kAUTO behaves as enqueue() without
