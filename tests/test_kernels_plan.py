@@ -37,7 +37,8 @@ def shim(tmp_path_factory):
     include = _cuda_include()
     out = tmp_path_factory.mktemp("plan") / "libelfatt_plan_shim.so"
     cmd = [cxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-           f"-I{KERNELS / 'include'}", f"-I{include}" if include else f"-I{KERNELS / 'tests' / 'stub'}",
+           f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
+           f"-I{include}" if include else f"-I{KERNELS / 'tests' / 'stub'}",
            str(KERNELS / "src" / "plan.cpp"), str(KERNELS / "tests" / "kernels_shim.cpp"), "-o", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"plan.cpp does not compile warning-free:\n{' '.join(cmd)}\n{proc.stderr}"
@@ -48,6 +49,9 @@ def shim(tmp_path_factory):
     lib.elfattShimWorkspace.restype = ctypes.c_uint64
     lib.elfattShimWorkspace.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
         ctypes.c_float, ctypes.c_int32, ctypes.c_int32]
+    lib.elfattShimLocalKernel.restype = ctypes.c_int32
+    lib.elfattShimLocalKernel.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
+        ctypes.c_float, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
     return lib
 
 
@@ -154,3 +158,27 @@ def test_workspace_grows_with_global_heads_and_head_dim(shim):
     assert ws_heads == sorted(ws_heads) and ws_heads[0] == 0 and ws_heads[1] > 0
     ws_dim = [workspace(shim, params(c=c, g=1, l=1)) for c in (32, 64, 128, 256)]
     assert ws_dim == sorted(ws_dim) and ws_dim[-1] >= 16 * ws_dim[0] // 2
+
+
+# LocalKernel (plan.h) and KernelPath (elfatt_kernels_ext.h) values.
+L_GENERIC, L_TILED, L_TENSOR_CORE = 0, 1, 2
+P_AUTO, P_TILED, P_GENERIC, P_TENSOR_CORE = 0, 1, 2, 3
+
+
+@pytest.mark.parametrize("dtype, c, path, expected", [
+    (K_HALF, 96, P_AUTO, L_TENSOR_CORE), (K_BF16, 96, P_AUTO, L_TENSOR_CORE), (K_FLOAT, 96, P_AUTO, L_TILED),
+    (K_HALF, 96, P_TILED, L_TILED), (K_HALF, 96, P_GENERIC, L_GENERIC), (K_BF16, 96, P_TENSOR_CORE, L_TENSOR_CORE),
+    (K_FLOAT, 96, P_TENSOR_CORE, L_TILED),  # no float32 tensor-core kernel: the SIMT one
+    (K_HALF, 3 * 80, P_AUTO, L_GENERIC),    # d = 80 > 64: only the generic kernel covers it
+    (K_HALF, 3 * 80, P_TENSOR_CORE, L_GENERIC),
+    (K_HALF, 3 * 64, P_AUTO, L_TENSOR_CORE), (K_HALF, 3 * 5, P_AUTO, L_TENSOR_CORE),
+], ids=lambda v: str(v))
+def test_local_kernel_choice(shim, dtype, c, path, expected):
+    """Which local kernel each dtype / head dim / forced path gets (d = C / 3 heads here).
+    kTENSOR_CORE still falls back to the SIMT kernel at launch on a device without the type."""
+    p = params(c=c, g=1, l=2, dtype=dtype)
+    assert shim.elfattShimLocalKernel(*p, path) == expected
+
+
+def test_local_kernel_choice_rejects_bad_params(shim):
+    assert shim.elfattShimLocalKernel(*params(c=100), P_AUTO) == -1

@@ -7,6 +7,7 @@
  * host-side checks, which return before any CUDA call, can run without a GPU).
  */
 #include "elfatt/elfatt_kernels.h"
+#include "plan.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -54,6 +55,23 @@ __attribute__((visibility("default"))) uint64_t elfattShimWorkspace(int64_t batc
     elfatt::AttentionParams const p
         = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
     return static_cast<uint64_t>(elfatt::workspaceSize(p));
+}
+
+//! The local-head kernel makePlan picks for these params and kernel path (LocalKernel as int),
+//! -1 for params it rejects.
+__attribute__((visibility("default"))) int32_t elfattShimLocalKernel(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe, int32_t path)
+{
+    elfatt::AttentionParams const p
+        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
+    elfatt::detail::LaunchPlan plan;
+    if (elfatt::detail::makePlan(p, static_cast<elfatt::KernelPath>(path), plan, nullptr, 0)
+        != elfatt::Status::kSUCCESS)
+    {
+        return -1;
+    }
+    return static_cast<int32_t>(plan.localKernel);
 }
 
 #ifdef ELFATT_SHIM_WITH_ENQUEUE
