@@ -1,0 +1,440 @@
+"""The CUDA kernels themselves, run on the CPU: host emulation under AddressSanitizer and UBSan.
+
+g++ compiles the very kernel sources (plugins/kernels/src/*.cu, as C++ with
+-DELFATT_HOST_EMULATION) together with plugins/kernels/tests/emulation, which maps the
+CUDA features the kernels use onto CPU threads: one std::thread per CUDA thread of a block,
+__shared__ as function-local statics, real barriers for __syncthreads/__syncwarp/shuffles,
+and nvcuda::wmma at tile level. A small program (elfatt_emulate) runs
+elfatt::enqueueWithPath on exact-size heap buffers and the outputs are compared with the
+float64 reference (elfatt_deploy.op.reference) on the same rounded inputs.
+
+What this proves, on every case below: the kernels' indexing (batch, heads, windows,
+stripes, partial edge windows, query/key tiles, 64-wide context blocks, token chunks of
+the global heads), masking of padded keys and channels, the online softmax (tile maxima,
+rescaling, chunk merge), that every output element is written (outputs start as NaN),
+that barriers are present where threads exchange shared memory and reached by all of them
+(a divergent barrier aborts; shared memory is NaN-filled at every block start; each case
+runs in one of three schedules, free threads or one warp at a time in forward or reverse
+warp order, and the last two make a missing __syncthreads between warps show every time),
+that no kernel reads or writes out of bounds (ASan on exact-size buffers and exact-size
+dynamic shared memory, UBSan on static arrays), the wmma usage rules (32-byte aligned
+pointers, ldm multiples of 16 bytes), the kernel each path picks, and the numerics within
+the contract's tolerances. Launch limits (block size, shared memory) are checked as on
+the device.
+
+What it cannot show: real warp scheduling and timing (a race inside a warp, or one that
+needs an interleaving the three schedules do not produce, may pass; shuffles order a
+warp's lanes like a __syncwarp here), device math ulps (expf/exp2f are glibc's), the real
+tensor-core fragment layouts (here every lane holds the whole tile), memory-model
+subtleties (fences, visibility without barriers), and performance. Blocks of one launch
+run one after another, at most ELFATT_EMULATION_MAX_BLOCKS (default 3) of them, over the
+same block-stride loops: the grid-stride logic is exercised, inter-block concurrency is not.
+
+The programs are built once per session (about 11 s on 2 cores; the whole file takes about
+40 s cold, 30 s with the build cached in .pytest_cache under a digest of every input;
+ELFATT_EMULATION_REBUILD=1 forces a build). Skips without g++ or the CUDA headers
+(cuda_fp16.h); see plugins/kernels/tests/emulation/README.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _elfatt_cases import OP_CASES, OpCase
+from _naive_elfatt import rel_l2
+from conftest import make_op_inputs
+from elfatt_deploy.op.reference import elfatt_attention_reference
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = REPO / "plugins" / "kernels"
+EMULATION = KERNELS / "tests" / "emulation"
+
+DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+TYPE_NAMES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
+SHORT = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
+GLOBAL_OUT_SMEM_LIMIT = 48 * 1024  # plan.h kGLOBAL_OUT_SMEM_LIMIT
+RUN_TIMEOUT_S = 300
+
+
+def find_cuda_include() -> Path | None:
+    """The CUDA include directory, found like test_kernels_nvcc.py finds nvcc."""
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(str(Path(nvcc).resolve().parents[1]))
+    roots.append("/usr/local/cuda")
+    for root in roots:
+        if root and (Path(root) / "include" / "cuda_fp16.h").is_file():
+            return Path(root) / "include"
+    return None
+
+
+def compile_flags(cuda_include: Path) -> list[str]:
+    return [
+        "-std=c++20", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-pthread",
+        "-DELFATT_HOST_EMULATION",
+        # torch.utils.cpp_extension and test_kernels_nvcc.py compile the sources with these.
+        "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+        "-D__CUDA_NO_HALF2_OPERATORS__",
+        # Warnings are errors in our files; #pragma unroll is nvcc's, unknown to g++. -isystem keeps
+        # the CUDA headers' own warnings out.
+        "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
+        "-isystem", str(cuda_include), f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}", f"-I{EMULATION}",
+    ]
+
+
+def _digest(cxx: str, flags: list[str], cuda_include: Path, sources: list[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
+    h.update("\0".join(flags).encode())
+    for name in ("cuda_runtime_api.h", "cuda_fp16.hpp", "cuda_bf16.hpp"):
+        stat = (cuda_include / name).stat() if (cuda_include / name).exists() else None
+        h.update(f"{name}:{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    inputs = set(sources)
+    for folder in (KERNELS / "src", KERNELS / "include", EMULATION):
+        inputs.update(p for p in folder.rglob("*") if p.is_file() and p.suffix in {".h", ".cuh", ".cu", ".cpp"})
+    for path in sorted(inputs):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:20]
+
+
+@dataclass
+class Emulator:
+    program: Path
+    selftest: Path
+    seconds: float
+    cached: bool
+
+
+def _build(cxx: str, flags: list[str], kernel_sources: list[Path], out_dir: Path) -> tuple[Path, Path]:
+    runtime = EMULATION / "emulation_runtime.cpp"
+    jobs = [(src, ["-x", "c++"]) for src in kernel_sources]
+    jobs += [(KERNELS / "src" / "plan.cpp", []), (runtime, []), (EMULATION / "emulate_main.cpp", []),
+             (EMULATION / "emulation_selftest.cpp", [])]
+    jobs.sort(key=lambda job: -job[0].stat().st_size)  # biggest first: the two cores finish together
+
+    def compile_one(job):
+        src, lang = job
+        obj = out_dir / (src.name + ".o")
+        proc = subprocess.run([cxx, *flags, *lang, "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        return src, obj, proc
+
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(compile_one, jobs))
+    errors = [f"{src.relative_to(REPO)}:\n{proc.stderr}" for src, _, proc in results if proc.returncode != 0]
+    if errors:
+        pytest.fail("host-emulation build failed (g++ " + " ".join(flags) + "):\n" + "\n".join(errors)[-20000:])
+    objects = {src.name: obj for src, obj, _ in results}
+    program, selftest = out_dir / "elfatt_emulate", out_dir / "elfatt_emulation_selftest"
+    link = [cxx, "-fsanitize=address,undefined", "-pthread"]
+    libs = ["-ldl"]  # dladdr (part of libc since glibc 2.34)
+    shared = [objects[s.name] for s in kernel_sources] + [objects["plan.cpp"], objects[runtime.name]]
+    for target, objs in ((program, shared + [objects["emulate_main.cpp"]]),
+                         (selftest, [objects["emulation_selftest.cpp"], objects[runtime.name]])):
+        proc = subprocess.run([*link, *map(str, objs), *libs, "-o", str(target)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"host-emulation link failed:\n{proc.stderr[-20000:]}")
+    return program, selftest
+
+
+@pytest.fixture(scope="module")
+def emulator(request, tmp_path_factory) -> Emulator:
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ not found: the host emulation of the CUDA kernels needs it")
+    cuda_include = find_cuda_include()
+    if cuda_include is None:
+        pytest.skip("CUDA headers (cuda_fp16.h) not found under CUDA_HOME, CUDA_PATH, nvcc's root or "
+                    "/usr/local/cuda: the host emulation compiles the kernels against them")
+    flags = compile_flags(cuda_include)
+    kernel_sources = sorted((KERNELS / "src").glob("*.cu"))
+    digest = _digest(cxx, flags, cuda_include, kernel_sources)
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("elfatt_emulation") if cache is not None else tmp_path_factory.mktemp("elfatt_emulation")
+    root = Path(root)
+    final = root / digest
+    rebuild = bool(os.environ.get("ELFATT_EMULATION_REBUILD"))
+    if (final / "elfatt_emulate").is_file() and (final / "elfatt_emulation_selftest").is_file() and not rebuild:
+        return Emulator(final / "elfatt_emulate", final / "elfatt_emulation_selftest", 0.0, True)
+    work = tmp_path_factory.mktemp("emulation_build")
+    start = time.monotonic()
+    program, selftest = _build(cxx, flags, kernel_sources, work)
+    seconds = time.monotonic() - start
+    # Publish atomically (a staging folder renamed into place), keep only this digest (~10 MB).
+    staging = root / f".{digest}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for binary in (program, selftest):
+        shutil.copy2(binary, staging / binary.name)
+    for old in root.iterdir():
+        stale_staging = old.name.startswith(".") and time.time() - old.stat().st_mtime > 3600
+        if (old.name != digest and not old.name.startswith(".")) or stale_staging or (old == final and rebuild):
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        staging.rename(final)
+    except OSError:  # another session published the same digest first: use that one
+        shutil.rmtree(staging, ignore_errors=True)
+    return Emulator(final / "elfatt_emulate", final / "elfatt_emulation_selftest", seconds, False)
+
+
+def emulation_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ELFATT_EMULATION_", "ELFATT_KERNEL_PATH"))}
+    env.update(ELFATT_EMULATION_TRACE="1", ASAN_OPTIONS="detect_leaks=0", UBSAN_OPTIONS="print_stacktrace=1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Run:
+    out: torch.Tensor | None
+    proc: subprocess.CompletedProcess
+    ref: torch.Tensor | None = None
+
+    @property
+    def kernels(self) -> list[str]:
+        return re.findall(r"^host emulation: launch (\S+(?:, \S+)?) grid=", self.proc.stderr, re.M)
+
+
+def run_case(emulator: Emulator, case: OpCase, dtype: torch.dtype, path: str, work: Path, rng,
+             bias: bool = True, env: dict[str, str] | None = None) -> Run:
+    """Random inputs rounded to dtype -> the emulated kernels, and the float64 reference on the same inputs."""
+    qkv, weight, lepe_bias = make_op_inputs(case, rng, dtype)
+    if not bias:
+        lepe_bias = None
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("qkv", "lepe_weight", "lepe_bias", "out"):
+        (work / f"{name}.bin").unlink(missing_ok=True)
+    for name, tensor in (("qkv", qkv), ("lepe_weight", weight), ("lepe_bias", lepe_bias)):
+        if tensor is not None:
+            tensor.contiguous().view(torch.uint8).numpy().tofile(work / f"{name}.bin")
+    args = [case.batch, case.height, case.width, case.channels, case.global_heads, case.local_heads,
+            case.window_h, case.window_w, repr(float(case.scale)), DTYPES[dtype], int(case.lepe), path, work]
+    proc = subprocess.run([str(emulator.program), *map(str, args)], capture_output=True, text=True,
+                          env=env or emulation_env(), timeout=RUN_TIMEOUT_S)
+    if proc.returncode != 0:
+        return Run(None, proc)
+    raw = torch.from_numpy(np.fromfile(work / "out.bin", dtype=np.uint8))
+    out = raw.view(dtype).reshape(case.batch, case.height, case.width, case.channels)
+    f64 = lambda t: None if t is None else t.double()  # noqa: E731
+    ref = elfatt_attention_reference(f64(qkv), f64(weight), f64(lepe_bias), case.global_heads, case.local_heads,
+                                     case.window_h, case.window_w, case.scale)
+    return Run(out, proc, ref)
+
+
+def assert_matches(run: Run, dtype: torch.dtype, what: str = "") -> float:
+    assert run.proc.returncode == 0, (
+        f"{what}: elfatt_emulate exited {run.proc.returncode}\n{run.proc.stderr[-12000:]}")
+    out = run.out.double()
+    unwritten = int(torch.isnan(out).sum())
+    assert unwritten == 0, f"{what}: {unwritten} of {out.numel()} output elements are NaN (never written?)"
+    err = rel_l2(out.numpy(), run.ref.numpy())
+    assert err <= TOLERANCE[dtype], f"{what}: relative L2 error {err:.3g} > {TOLERANCE[dtype]:g}"
+    return err
+
+
+def expected_kernels(case: OpCase, dtype: torch.dtype, path: str, sm: int = 90) -> list[str]:
+    """Which kernels plan.cpp / the launchers pick (the names the emulation traces)."""
+    t, d = TYPE_NAMES[dtype], case.head_dim
+    kd = 16 if d <= 16 else (32 if d <= 32 else 64)
+    names = []
+    if case.global_heads:
+        shared = path != "generic" and 4 * (d * d + 8 * d) <= GLOBAL_OUT_SMEM_LIMIT
+        names.append(f"globalOutputKernel<{t}, {'true' if shared else 'false'}>")
+    if case.local_heads:
+        tensor_cores = (dtype == torch.float16 and sm >= 70) or (dtype == torch.bfloat16 and sm >= 80)
+        if path == "generic" or d > 64:
+            names.append(f"localGenericKernel<{t}>")
+        elif path in ("auto", "tensorcore") and tensor_cores:
+            names.append(f"localTensorCoreKernel<{t}, {kd}>")
+        else:
+            names.append(f"localTiledKernel<{t}, {kd}>")
+    return names
+
+
+# ------------------------------------------------------------------------------------------------
+# The case grid: the binding-independent cases plus the shapes that stress the kernels' tiling.
+# ------------------------------------------------------------------------------------------------
+EXTRA_CASES = [
+    OpCase("row-stripes-1x0", 1, 6, 9, 16, 1, 1, 1, 0),
+    OpCase("col-stripes-0x2", 2, 7, 5, 32, 1, 1, 0, 2),
+    OpCase("d24", 2, 5, 7, 24, 1, 2, 3, 3),
+    OpCase("d20-unaligned-rows", 1, 5, 6, 20, 1, 1, 3, 4),  # d % 8 != 0: no 16-byte loads
+    OpCase("d48", 1, 6, 6, 48, 1, 1, 4, 5, scale=0.3),
+    OpCase("d80-generic-local", 1, 5, 6, 80, 1, 1, 3, 4),  # > 64: generic local kernel; 2 ctx blocks of 64
+    OpCase("d128-ctx-not-in-smem", 1, 4, 5, 128, 1, 1, 2, 2, lepe=False),  # 69 KB ctx: global-memory path
+    OpCase("big-windows", 1, 10, 13, 32, 0, 1, 9, 0),  # 117-token windows: 2 query tiles, 4 key tiles
+    OpCase("sharp-softmax", 1, 6, 7, 32, 1, 1, 6, 7, scale=3.0),  # tile maxima move a lot
+    OpCase("chunks-23x23", 1, 23, 23, 16, 1, 1, 7, 7),  # 529 tokens: 3 global-head chunks, the last shorter
+    OpCase("chunks-global-only", 2, 17, 16, 16, 1, 0, 0, 0),  # 2 x 272 tokens: 2 chunks per batch item
+]
+ALL_CASES = OP_CASES + EXTRA_CASES
+PATHS = ("generic", "tiled", "auto")
+ROTATION = (torch.float32, torch.float16, torch.bfloat16)
+# free: all threads of a block run concurrently; forward / reverse: one warp at a time in warp
+# order, so a missing __syncthreads between warps shows every time (see the emulation README).
+SCHEDULES = ("free", "forward", "reverse")
+# The generic local kernel does 5 warp shuffles per (query, key): the emulation's slowest path.
+GENERIC_MAX_PAIRS = 6000
+
+
+def _local_pairs(case: OpCase) -> int:
+    wh = case.height if case.window_h == 0 else min(case.window_h, case.height)
+    ww = case.width if case.window_w == 0 else min(case.window_w, case.width)
+    total = 0
+    for r0 in range(0, case.height, wh):
+        for c0 in range(0, case.width, ww):
+            total += ((min(r0 + wh, case.height) - r0) * (min(c0 + ww, case.width) - c0)) ** 2
+    return case.batch * case.local_heads * total
+
+
+def _grid():
+    """Every case on every explicit path (auto on every third case). Along each path the dtype
+    and the schedule rotate so that every (dtype, schedule) pair comes up within 9 cases."""
+    params, seen = [], {}
+    for i, case in enumerate(ALL_CASES):
+        for path in PATHS + ("tensorcore",):
+            if path == "generic" and _local_pairs(case) > GENERIC_MAX_PAIRS:
+                continue
+            if path == "auto" and i % 3 != 0:
+                continue  # auto runs tiled's kernels for float32 and tensorcore's for 16-bit types
+            k = seen[path] = seen.get(path, -1) + 1
+            dtype = (torch.float16, torch.bfloat16)[k % 2] if path == "tensorcore" else ROTATION[k % 3]
+            schedule = SCHEDULES[(k + k // 3) % 3]
+            test_id = f"{case.id}-{path}-{SHORT[dtype]}-{schedule}"
+            params.append(pytest.param(case, path, dtype, schedule, id=test_id))
+    return params
+
+
+def test_emulation_builds(emulator):
+    how = "cached build" if emulator.cached else f"built in {emulator.seconds:.1f} s"
+    print(f"host emulation: {how}: {emulator.program}")
+    assert emulator.program.is_file() and emulator.selftest.is_file()
+
+
+@pytest.mark.parametrize("case, path, dtype, schedule", _grid())
+def test_kernels_match_reference(emulator, tmp_path, rng, case, path, dtype, schedule):
+    run = run_case(emulator, case, dtype, path, tmp_path, rng, env=emulation_env(ELFATT_EMULATION_SCHEDULE=schedule))
+    assert_matches(run, dtype, f"{case.id} on path {path}, {dtype}")
+    for name in expected_kernels(case, dtype, path):
+        assert name in run.kernels, f"path {path} should run {name}; ran {run.kernels}"
+
+
+@pytest.mark.parametrize("dtype, path", [(torch.float32, "tiled"), (torch.float16, "tensorcore"),
+                                         (torch.bfloat16, "generic")])
+def test_lepe_without_bias(emulator, tmp_path, rng, dtype, path):
+    case = OpCase("no-bias", 2, 5, 6, 16, 1, 1, 3, 4)
+    assert_matches(run_case(emulator, case, dtype, path, tmp_path, rng, bias=False), dtype, "LePE without bias")
+
+
+@pytest.mark.parametrize("max_blocks", [1, 64])
+def test_emulated_grid_size(emulator, tmp_path, rng, max_blocks):
+    """One block doing every work item, and (nearly) the full grid: same results."""
+    case = OpCase("grid", 2, 7, 9, 16, 1, 1, 3, 4)
+    env = emulation_env(ELFATT_EMULATION_MAX_BLOCKS=str(max_blocks))
+    for dtype, path in ((torch.float32, "generic"), (torch.bfloat16, "tensorcore")):
+        run = run_case(emulator, case, dtype, path, tmp_path / path, rng, env=env)
+        assert_matches(run, dtype, f"ELFATT_EMULATION_MAX_BLOCKS={max_blocks}, path {path}")
+        grids = re.findall(r"grid=(\d+) \(emulated (\d+)\)", run.proc.stderr)
+        assert grids and all(int(e) == min(int(g), max_blocks) for g, e in grids), grids
+
+
+@pytest.mark.parametrize("sm, dtype, kernel", [
+    (75, torch.bfloat16, "localTiledKernel<__nv_bfloat16, 32>"),  # no bfloat16 tensor cores before sm_80
+    (70, torch.float16, "localTensorCoreKernel<__half, 32>"),
+    (87, torch.bfloat16, "localTensorCoreKernel<__nv_bfloat16, 32>"),  # Jetson Orin
+])
+def test_tensor_core_path_follows_the_device(emulator, tmp_path, rng, sm, dtype, kernel):
+    case = OpCase("sm", 1, 6, 7, 32, 0, 2, 3, 4)
+    run = run_case(emulator, case, dtype, "tensorcore", tmp_path, rng, env=emulation_env(ELFATT_EMULATION_SM=str(sm)))
+    assert_matches(run, dtype, f"sm_{sm}")
+    assert run.kernels == [kernel]
+
+
+# ------------------------------------------------------------------------------------------------
+# The harness can fail: broken params, a wrong output, and broken kernels are all caught.
+# ------------------------------------------------------------------------------------------------
+def test_invalid_params_are_rejected(emulator, tmp_path):
+    # C = 50 is not divisible by 3 heads.
+    proc = subprocess.run([str(emulator.program), "1", "4", "4", "50", "1", "2", "2", "2", "0", "0", "0", "auto",
+                           str(tmp_path)], capture_output=True, text=True, env=emulation_env(), timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "divisible" in proc.stderr and "cudaErrorInvalidValue" in proc.stderr, proc.stderr
+
+
+def test_comparison_fails_on_a_wrong_output(emulator, tmp_path, rng):
+    case = OpCase("perturbed", 1, 5, 6, 16, 1, 1, 3, 3)
+    run = run_case(emulator, case, torch.float32, "tiled", tmp_path, rng)
+    assert_matches(run, torch.float32, "unperturbed")
+    flat = run.out.view(-1)
+    worst = int(torch.argmax(run.ref.abs().view(-1)))
+    flat[worst] = flat[worst] * 1.01  # 1 % on one element of 180
+    with pytest.raises(AssertionError, match="relative L2 error"):
+        assert_matches(run, torch.float32, "perturbed")
+    flat[worst] = float("nan")
+    with pytest.raises(AssertionError, match="NaN"):
+        assert_matches(run, torch.float32, "unwritten")
+
+
+def test_emulation_selftest(emulator):
+    """Shuffles, wmma, block-stride grids and launch checks of the emulation itself."""
+    for max_blocks, schedule in (("3", "free"), ("2", "forward"), ("5", "reverse")):
+        env = emulation_env(ELFATT_EMULATION_MAX_BLOCKS=max_blocks, ELFATT_EMULATION_SCHEDULE=schedule,
+                            ELFATT_EMULATION_TRACE="0")
+        proc = subprocess.run([str(emulator.selftest), "positive"], capture_output=True, text=True, timeout=120,
+                              env=env)
+        assert proc.returncode == 0 and "selftest: all passed" in proc.stdout, proc.stdout + proc.stderr
+
+
+BROKEN = [  # (self-test, schedule, what stderr must say)
+    ("divergent", "free", r"divergent block barrier: .* at __syncthreads\(\) at .*emulation_selftest\.cpp:\d+ while .* "
+                  r"wait at __syncthreads\(\) at .*emulation_selftest\.cpp:\d+ \[in divergentSyncthreads"),
+    ("lost-lane", "free", r"barrier timeout \(divergent __syncthreads/__syncwarp\?\).*31 of 32 threads of the warp"
+                          r".*lostLane"),
+    ("early-exit", "forward", r"deadlock \(divergent __syncthreads\?\): warp 1 finished the kernel.*earlyExit"),
+    ("early-exit-free", "free", r"barrier timeout .* 32 of 64 threads of the block waited 0.3 s .*earlyExit"),
+    ("shared-overflow", "free", r"index 64 out of bounds for type 'float \[64\]'|global-buffer-overflow"),
+    ("global-overflow", "free", r"AddressSanitizer: heap-buffer-overflow"),
+    ("wmma-misaligned", "free", r"load_matrix_sync: pointer 0x[0-9a-f]+ is not 256-bit \(32-byte\) aligned"),
+    ("wmma-ldm", "free", r"ldm = 20 is not a multiple of 8"),
+]
+
+
+@pytest.mark.parametrize("name, schedule, message", BROKEN, ids=[name for name, _, _ in BROKEN])
+def test_emulation_catches_broken_kernels(emulator, name, schedule, message):
+    env = emulation_env(ELFATT_EMULATION_BARRIER_TIMEOUT_S="0.3", ELFATT_EMULATION_SCHEDULE=schedule)
+    proc = subprocess.run([str(emulator.selftest), name.removesuffix("-free")], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode != 0, f"{name} was not caught:\n{proc.stdout}{proc.stderr}"
+    assert re.search(message, proc.stderr), proc.stderr[-6000:]
+
+
+def test_unwritten_shared_memory_reads_as_nan(emulator):
+    proc = subprocess.run([str(emulator.selftest), "unwritten-shared"], capture_output=True, text=True, timeout=120,
+                          env=emulation_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "status=0 nan static=32 dynamic=32" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("schedule, wrong", [("forward", 32), ("reverse", 0)])
+def test_missing_barrier_between_warps_shows_in_warp_order(emulator, schedule, wrong):
+    """Warp 1 writes what warp 0 reads without a __syncthreads: one warp at a time in warp order
+    makes warp 0 read before warp 1 wrote, every time (reverse order happens to be benign); with
+    the barrier both orders are right."""
+    env = emulation_env(ELFATT_EMULATION_SCHEDULE=schedule)
+    for name, expected in (("cross-warp", wrong), ("cross-warp-barrier", 0)):
+        proc = subprocess.run([str(emulator.selftest), name], capture_output=True, text=True, timeout=120, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert f"wrong={expected}" in proc.stdout, (name, proc.stdout)
