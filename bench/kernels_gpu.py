@@ -11,7 +11,8 @@ Verification: the extension (built from plugins/ by elfatt_deploy.op.cuda_backen
 against the eager reference run in float64 on the same GPU, over a grid of
 shapes (partial windows, stripes, whole-axis windows, global-only, local-only,
 LePE on/off, head dims 16/32/64 and generic ones, B up to 8, H or W = 1).
-rel-L2 limit: 1e-5 for float32, 2e-3 for float16/bfloat16. The output is
+rel-L2 limit: 1e-5 for float32, 2e-3 for float16/bfloat16 (or 1.25x the error of
+the exact answer rounded to the dtype, where that is larger). The output is
 poisoned with NaN first, so an element the kernels never write fails the check.
 
 Benchmark (fp16, B=8): CSWin-T stages 1-3 at 512x512, ViT-S/16 at 1024x1024 with
@@ -170,6 +171,7 @@ def verify(module, dtypes, paths, seed, device="cuda") -> list[dict]:
     import torch
 
     from elfatt_deploy.op.reference import elfatt_attention_reference
+    from elfatt_deploy.validation.tolerances import op_rtol_l2
 
     gen = torch.Generator(device=device).manual_seed(seed)
     rows = []
@@ -184,7 +186,9 @@ def verify(module, dtypes, paths, seed, device="cuda") -> list[dict]:
             torch.cuda.synchronize()
         unwritten = int((~torch.isfinite(out)).sum().item())
         err = rel_l2(out, ref) if unwritten == 0 else float("nan")
-        limit = TOLERANCE[dname] * case.tol_factor
+        # The contract's limit, or 1.25x the error of the exact answer merely rounded to dtype where that
+        # is larger (small bfloat16 outputs; elfatt_deploy.validation.tolerances.op_rtol_l2).
+        limit = op_rtol_l2(dname, rel_l2(ref.to(_dtype(dname)), ref)) * case.tol_factor
         ok = unwritten == 0 and err <= limit
         rows.append(dict(case=case.name, dtype=dname, path=path, rel_l2=err, limit=limit,
                          non_finite=unwritten, ok=ok, shape=[case.batch, case.height, case.width, case.channels],
@@ -206,7 +210,7 @@ def print_verify(rows) -> bool:
     print(f"{'case':<{width}}  dtype     path     rel-L2     limit   result")
     for r in rows:
         status = "ok" if r["ok"] else ("UNWRITTEN/NaN x%d" % r["non_finite"] if r["non_finite"] else "FAIL")
-        print(f"{r['case']:<{width}}  {r['dtype']:<8}  {r['path']:<7}  {r['rel_l2']:.2e}  {r['limit']:.0e}  {status}")
+        print(f"{r['case']:<{width}}  {r['dtype']:<8}  {r['path']:<7}  {r['rel_l2']:.2e}  {r['limit']:.1e}  {status}")
     print(f"verification: {len(rows) - len(failed)}/{len(rows)} passed")
     return not failed
 

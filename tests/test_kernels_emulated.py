@@ -56,6 +56,7 @@ from _elfatt_cases import OP_CASES, OpCase
 from _naive_elfatt import rel_l2
 from conftest import make_op_inputs
 from elfatt_deploy.op.reference import elfatt_attention_reference
+from elfatt_deploy.validation.tolerances import op_rtol_l2
 
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "plugins" / "kernels"
@@ -64,7 +65,7 @@ EMULATION = KERNELS / "tests" / "emulation"
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 TYPE_NAMES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
 SHORT = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-3}
+SHORT_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 GLOBAL_OUT_SMEM_LIMIT = 48 * 1024  # plan.h kGLOBAL_OUT_SMEM_LIMIT
 RUN_TIMEOUT_S = 300
 
@@ -241,7 +242,11 @@ def assert_matches(run: Run, dtype: torch.dtype, what: str = "") -> float:
     unwritten = int(torch.isnan(out).sum())
     assert unwritten == 0, f"{what}: {unwritten} of {out.numel()} output elements are NaN (never written?)"
     err = rel_l2(out.numpy(), run.ref.numpy())
-    assert err <= TOLERANCE[dtype], f"{what}: relative L2 error {err:.3g} > {TOLERANCE[dtype]:g}"
+    # The contract's limit, or 1.25x the error of the exact answer merely rounded to dtype where
+    # that is larger (small bfloat16 outputs, see elfatt_deploy.validation.tolerances.op_rtol_l2).
+    rounding = rel_l2(run.ref.to(dtype).double().numpy(), run.ref.numpy())
+    limit = op_rtol_l2(SHORT_NAMES[dtype], rounding)
+    assert err <= limit, f"{what}: relative L2 error {err:.3g} > {limit:.3g}"
     return err
 
 

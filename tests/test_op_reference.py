@@ -10,6 +10,7 @@ import torch
 from _naive_elfatt import naive_elfatt, rel_l2
 from conftest import make_op_inputs
 from elfatt_deploy import elfatt_attention
+from elfatt_deploy.validation.tolerances import op_rtol_l2
 
 
 def run_op(case, qkv, w, b):
@@ -43,8 +44,11 @@ def test_half_types_match_float64_reference(op_case, rng, dtype):
     out = run_op(op_case, qkv, w, b)
     assert out.dtype == dtype
     # The reference sees the same (rounded) inputs: what remains is accumulation
-    # and output rounding, which the contract bounds at 2e-3.
-    assert rel_l2(out.float().numpy(), naive(op_case, qkv, w, b)) <= 2e-3
+    # and output rounding, which the contract bounds at 2e-3 (op_rtol_l2: or 1.25x the
+    # error of the exact answer merely rounded to dtype, for small bfloat16 outputs).
+    ref = naive(op_case, qkv, w, b)
+    rounding = rel_l2(torch.from_numpy(ref).to(dtype).double().numpy(), ref)
+    assert rel_l2(out.float().numpy(), ref) <= op_rtol_l2(str(dtype).removeprefix("torch."), rounding)
 
 
 def test_global_heads_ignore_window(rng):
@@ -175,3 +179,24 @@ def test_invalid_input_is_rejected_with_a_named_value(kwargs, message):
 def test_op_rejects_invalid_input_when_called_directly():
     with pytest.raises(ValueError, match="not divisible by 3"):
         torch.ops.elfatt.attention(torch.zeros(1, 2, 2, 10), None, None, 1, 0, 0, 0, 0.0)
+
+
+def test_op_tolerance_rule():
+    """op_rtol_l2: the contract's limits, widened only to 1.25x an unavoidable rounding error."""
+    assert op_rtol_l2("float32") == 1e-5
+    assert op_rtol_l2("float16", 1e-4) == 2e-3
+    assert op_rtol_l2("bfloat16", 1.5e-3) == 2e-3
+    assert op_rtol_l2("bfloat16", 2.4e-3) == pytest.approx(3e-3)
+    with pytest.raises(ValueError, match="float64"):
+        op_rtol_l2("float64")
+    with pytest.raises(ValueError, match="rounding_error"):
+        op_rtol_l2("float16", float("nan"))
+
+
+def test_small_bfloat16_outputs_need_the_rounding_allowance(rng):
+    """Why the rule exists: a 48-element bfloat16 output of the exact answer alone exceeds 2e-3
+    relative L2 in a few percent of draws, so a fixed 2e-3 would fail correct kernels at random."""
+    x = torch.from_numpy(rng.standard_normal((4000, 48)))
+    err = ((x.to(torch.bfloat16).double() - x).norm(dim=1) / x.norm(dim=1))
+    assert (err > 2e-3).double().mean() > 0.005
+    assert float(err.mean()) < 2e-3
