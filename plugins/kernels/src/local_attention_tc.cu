@@ -25,6 +25,9 @@
  *      kernel learns the row of each element once, by loading a tile whose entries
  *      are their own row numbers into a fragment of the same type; rescaling a row
  *      (online softmax correction, final 1 / sum) then needs no trip through memory.
+ *      This relies on one guarantee only: fragments of the same type share their
+ *      element mapping, whether loaded or produced by mma_sync; CUDA's own WMMA GEMM
+ *      sample relies on it too (c.x[i] = alpha * acc.x[i] + beta * c.x[i]).
  *   4. Epilogue: normalized O goes through shared memory and is written
  *      channel-contiguous, with LePE inside the window and the bias added in float32.
  * No N x N or N x window intermediate ever reaches global memory; qkv is read once per
