@@ -60,34 +60,23 @@ __global__ void __launch_bounds__(kBQ) localTiledKernel(T const* __restrict__ qk
 
     for (int64_t item = blockIdx.x; item < items; item += gridDim.x)
     {
-        int64_t rest = item;
-        int64_t const tile = rest % tilesPerWindow;
-        rest /= tilesPerWindow;
-        int64_t const wx = rest % g.windowsX;
-        rest /= g.windowsX;
-        int64_t const wy = rest % g.windowsY;
-        rest /= g.windowsY;
-        int64_t const head = rest % g.localHeads;
-        int64_t const b = rest / g.localHeads;
-
-        Window const w = makeWindow(g, wy, wx);
-        int64_t const qBegin = tile * kBQ;
+        LocalItem const it = decodeLocalItem(g, item, tilesPerWindow);
+        Window const& w = it.w;
+        int64_t const b = it.b;
+        int64_t const qBegin = it.tile * kBQ;
         if (qBegin >= w.size)
         {
             continue; // block-uniform: this partial window has fewer query tiles
         }
         int32_t const nq = static_cast<int32_t>(min(static_cast<int64_t>(kBQ), w.size - qBegin));
-        int64_t const ch = g.globalChannels + head * d; // first channel of this head
+        int64_t const ch = g.globalChannels + it.head * d; // first channel of this head
         T const* base = qkv + b * tokens * stride;
 
         // Query tile -> shared (zero padded) -> registers, pre-scaled by scale * log2(e).
         __syncthreads(); // the previous item is done with shared memory
         if (tid < nq)
         {
-            int64_t row;
-            int64_t col;
-            windowToken(w, qBegin + tid, row, col);
-            sRowOff[tid] = row * g.width + col;
+            sRowOff[tid] = windowTokenIndex(w, qBegin + tid, g.width);
         }
         __syncthreads();
         for (int32_t e = tid; e < kBQ * kD; e += kBQ)
@@ -114,10 +103,7 @@ __global__ void __launch_bounds__(kBQ) localTiledKernel(T const* __restrict__ qk
             __syncthreads(); // everyone is done with the previous key tile and sRowOff
             if (tid < nk)
             {
-                int64_t row;
-                int64_t col;
-                windowToken(w, kBegin + tid, row, col);
-                sRowOff[tid] = row * g.width + col;
+                sRowOff[tid] = windowTokenIndex(w, kBegin + tid, g.width);
             }
             __syncthreads();
             for (int32_t e = tid; e < kBK * kD; e += kBQ)
@@ -194,27 +180,10 @@ __global__ void __launch_bounds__(kBQ) localTiledKernel(T const* __restrict__ qk
         __syncthreads();
         if (tid < nq)
         {
-            int64_t row;
-            int64_t col;
-            windowToken(w, qBegin + tid, row, col);
-            sRowOff[tid] = row * g.width + col;
+            sRowOff[tid] = windowTokenIndex(w, qBegin + tid, g.width);
         }
         __syncthreads();
-        int64_t const count = static_cast<int64_t>(nq) * d;
-        for (int64_t e = tid; e < count; e += kBQ)
-        {
-            int32_t const t = static_cast<int32_t>(e / d);
-            int32_t const c = static_cast<int32_t>(e - static_cast<int64_t>(t) * d);
-            float value = sQO[t * (kD + 1) + c];
-            int64_t const tokenIndex = sRowOff[t];
-            if (lepeWeight != nullptr)
-            {
-                int64_t const row = tokenIndex / g.width;
-                int64_t const col = tokenIndex - row * g.width;
-                value += lepeAt(base, lepeWeight, lepeBias, g, row, col, ch + c, w.r0, w.r1, w.c0, w.c1);
-            }
-            out[(b * tokens + tokenIndex) * g.channels + ch + c] = fromFloat<T>(value);
-        }
+        storeLocalRows(sQO, kD + 1, sRowOff, nq, kBQ, base, lepeWeight, lepeBias, out, g, b, ch, w);
     }
 }
 
@@ -232,23 +201,15 @@ __global__ void __launch_bounds__(kGENERIC_WARPS* kWARP_SIZE) localGenericKernel
 
     for (int64_t item = blockIdx.x; item < items; item += gridDim.x)
     {
-        int64_t rest = item;
-        int64_t const tile = rest % tilesPerWindow;
-        rest /= tilesPerWindow;
-        int64_t const wx = rest % g.windowsX;
-        rest /= g.windowsX;
-        int64_t const wy = rest % g.windowsY;
-        rest /= g.windowsY;
-        int64_t const head = rest % g.localHeads;
-        int64_t const b = rest / g.localHeads;
-
-        Window const w = makeWindow(g, wy, wx);
-        int64_t const qIndex = tile * kGENERIC_WARPS + warp;
+        LocalItem const it = decodeLocalItem(g, item, tilesPerWindow);
+        Window const& w = it.w;
+        int64_t const b = it.b;
+        int64_t const qIndex = it.tile * kGENERIC_WARPS + warp;
         if (qIndex >= w.size)
         {
             continue; // warp-uniform; this kernel has no block barriers
         }
-        int64_t const ch = g.globalChannels + head * d;
+        int64_t const ch = g.globalChannels + it.head * d;
         T const* base = qkv + b * tokens * stride;
         int64_t qRow;
         int64_t qCol;

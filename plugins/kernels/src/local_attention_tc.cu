@@ -225,34 +225,23 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
 
     for (int64_t item = blockIdx.x; item < items; item += gridDim.x)
     {
-        int64_t rest = item;
-        int64_t const tile = rest % tilesPerWindow;
-        rest /= tilesPerWindow;
-        int64_t const wx = rest % g.windowsX;
-        rest /= g.windowsX;
-        int64_t const wy = rest % g.windowsY;
-        rest /= g.windowsY;
-        int64_t const head = rest % g.localHeads;
-        int64_t const b = rest / g.localHeads;
-
-        Window const w = makeWindow(g, wy, wx);
-        int64_t const qBegin = tile * kTC_BQ;
+        LocalItem const it = decodeLocalItem(g, item, tilesPerWindow);
+        Window const& w = it.w;
+        int64_t const b = it.b;
+        int64_t const qBegin = it.tile * kTC_BQ;
         if (qBegin >= w.size)
         {
             continue; // block-uniform: this partial window has fewer query tiles
         }
         int32_t const nq = static_cast<int32_t>(min(static_cast<int64_t>(kTC_BQ), w.size - qBegin));
-        int64_t const ch = g.globalChannels + head * d; // first channel of this head
+        int64_t const ch = g.globalChannels + it.head * d; // first channel of this head
         T const* base = qkv + b * tokens * stride;
 
         // 1. Query tile -> shared -> fragments.
         __syncthreads(); // the previous item is done with shared memory
         if (tid < nq)
         {
-            int64_t row;
-            int64_t col;
-            windowToken(w, qBegin + tid, row, col);
-            sQueryOff[tid] = row * g.width + col;
+            sQueryOff[tid] = windowTokenIndex(w, qBegin + tid, g.width);
         }
         __syncthreads();
         loadRows<T, kD, kTC_BQ>(sQ, base, sQueryOff, nq, ch, d, stride, vec8);
@@ -269,6 +258,18 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
         {
             wmma::fill_fragment(oFrag[n], 0.F);
         }
+        //! O[r][:] *= sRowScale[r] for the warp's 16 rows, in registers.
+        auto const scaleRows = [&]() {
+#pragma unroll
+            for (int32_t n = 0; n < kDT; ++n)
+            {
+#pragma unroll
+                for (int32_t i = 0; i < oFrag[n].num_elements; ++i)
+                {
+                    oFrag[n].x[i] *= sRowScale[static_cast<int32_t>(rowOf.x[i])];
+                }
+            }
+        };
         float runMax = -INFINITY; // of row myRow; both lanes of the row hold the same values
         float runSum = 0.F;
 
@@ -279,10 +280,7 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
             __syncthreads(); // every warp is done with sQ / the previous sK, sV and sKeyOff
             if (tid < nk)
             {
-                int64_t row;
-                int64_t col;
-                windowToken(w, kBegin + tid, row, col);
-                sKeyOff[tid] = row * g.width + col;
+                sKeyOff[tid] = windowTokenIndex(w, kBegin + tid, g.width);
             }
             __syncthreads();
             loadRows<T, kD, kTC_BK>(sK, base, sKeyOff, nk, g.channels + ch, d, stride, vec8);
@@ -345,15 +343,7 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
             __syncwarp();
 
             // O = diag(correction) O + P V.
-#pragma unroll
-            for (int32_t n = 0; n < kDT; ++n)
-            {
-#pragma unroll
-                for (int32_t i = 0; i < oFrag[n].num_elements; ++i)
-                {
-                    oFrag[n].x[i] *= sRowScale[static_cast<int32_t>(rowOf.x[i])];
-                }
-            }
+            scaleRows();
 #pragma unroll
             for (int32_t k = 0; k < kKT; ++k)
             {
@@ -384,15 +374,7 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
             sRowScale[myRow] = 1.F / runSum;
         }
         __syncwarp();
-#pragma unroll
-        for (int32_t n = 0; n < kDT; ++n)
-        {
-#pragma unroll
-            for (int32_t i = 0; i < oFrag[n].num_elements; ++i)
-            {
-                oFrag[n].x[i] *= sRowScale[static_cast<int32_t>(rowOf.x[i])];
-            }
-        }
+        scaleRows();
 
         // 4. Epilogue: O -> shared -> channel-contiguous stores (+ LePE in the window).
         __syncthreads(); // every warp is done with the key/value tiles: the region becomes sO
@@ -403,21 +385,7 @@ __device__ __forceinline__ void tensorCoreBody(T const* __restrict__ qkv, T cons
                 sO + warp * kTC_M * Layout::kLDO + n * kTC_M, oFrag[n], Layout::kLDO, wmma::mem_row_major);
         }
         __syncthreads();
-        int64_t const count = static_cast<int64_t>(nq) * d;
-        for (int64_t e = tid; e < count; e += kTC_THREADS)
-        {
-            int32_t const t = static_cast<int32_t>(e / d);
-            int32_t const c = static_cast<int32_t>(e - static_cast<int64_t>(t) * d);
-            float value = sO[t * Layout::kLDO + c];
-            int64_t const tokenIndex = sQueryOff[t];
-            if (lepeWeight != nullptr)
-            {
-                int64_t const row = tokenIndex / g.width;
-                int64_t const col = tokenIndex - row * g.width;
-                value += lepeAt(base, lepeWeight, lepeBias, g, row, col, ch + c, w.r0, w.r1, w.c0, w.c1);
-            }
-            out[(b * tokens + tokenIndex) * g.channels + ch + c] = fromFloat<T>(value);
-        }
+        storeLocalRows(sO, Layout::kLDO, sQueryOff, nq, kTC_THREADS, base, lepeWeight, lepeBias, out, g, b, ch, w);
     }
 }
 
