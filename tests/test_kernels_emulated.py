@@ -65,7 +65,6 @@ EMULATION = KERNELS / "tests" / "emulation"
 DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 TYPE_NAMES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
 SHORT = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
-SHORT_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 GLOBAL_OUT_SMEM_LIMIT = 48 * 1024  # plan.h kGLOBAL_OUT_SMEM_LIMIT
 RUN_TIMEOUT_S = 300
 
@@ -245,7 +244,7 @@ def assert_matches(run: Run, dtype: torch.dtype, what: str = "") -> float:
     # The contract's limit, or 1.25x the error of the exact answer merely rounded to dtype where
     # that is larger (small bfloat16 outputs, see elfatt_deploy.validation.tolerances.op_rtol_l2).
     rounding = rel_l2(run.ref.to(dtype).double().numpy(), run.ref.numpy())
-    limit = op_rtol_l2(SHORT_NAMES[dtype], rounding)
+    limit = op_rtol_l2(str(dtype).removeprefix("torch."), rounding)
     assert err <= limit, f"{what}: relative L2 error {err:.3g} > {limit:.3g}"
     return err
 
