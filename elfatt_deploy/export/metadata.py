@@ -8,13 +8,14 @@ from typing import Mapping, Union
 import onnx
 
 from .._version import OP_VERSION, __version__
+from ..preprocess import DEFAULT_NORMALIZATION
 from ..shapes import format_shape
 
 PREFIX = "elfatt."
 INPUT_NAME = "image"
 INPUT_LAYOUT = "NCHW"
 #: What the models expect of their input; the caller applies it before the graph.
-INPUT_NORMALIZATION = {"scale": "1/255", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+INPUT_NORMALIZATION = DEFAULT_NORMALIZATION.to_metadata()  # elfatt_deploy/preprocess.py is the one definition
 PRECISIONS = ("fp32", "fp16")
 
 
