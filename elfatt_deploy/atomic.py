@@ -5,6 +5,10 @@ timing caches, JSON reports, benchmark results). A failure at any point leaves
 no file at the target, and an existing target untouched; the temporary file is
 removed. The data is flushed to disk before the rename, so a crash cannot leave
 an empty file under the target's name either.
+
+``check_output_path`` is the up-front check every command runs on each of its
+output paths (``-o``, ``--report``, ``--json``, ...) before it starts any work, so
+that a path it cannot write is refused in a second, not after a long export.
 """
 
 from __future__ import annotations
@@ -13,9 +17,54 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
+
+from .errors import InputError
 
 PathLike = Union[str, os.PathLike]
+
+
+def _flag(what: Optional[str]) -> str:
+    return f"{what} " if what else ""
+
+
+def _check_directory(path: Path, what: Optional[str]) -> Path:
+    """The directory ``path`` will be written in; it must exist and take a new file."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.exists():
+        raise FileNotFoundError(f"cannot write {_flag(what)}{str(path)!r}: the output directory {str(directory)!r} does "
+                                f"not exist; create it first (mkdir -p {directory})")
+    if not directory.is_dir():
+        raise InputError(f"cannot write {_flag(what)}{str(path)!r}: {str(directory)!r} is not a directory")
+    try:  # a probe, not os.access: that says yes to root on read-only mounts and to ACL-denied writes
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write {_flag(what)}{str(path)!r}: the directory {str(directory)!r} is not writable "
+                         f"({exc.strerror or exc}); write somewhere else or fix its permissions") from None
+    os.close(fd)
+    os.unlink(probe)
+    return directory
+
+
+def check_output_path(path: PathLike, *, what: Optional[str] = None, suffix: Optional[str] = None) -> Path:
+    """Checks, before any work, that ``path`` can be written as an output file; returns it as a Path.
+
+    ``what`` names the flag in messages (``"-o"``, ``"--report"``), ``suffix`` the required
+    extension (``".onnx"``). Refused: an empty path, a directory, another suffix (InputError),
+    a directory that does not exist (FileNotFoundError) or that takes no new file (InputError).
+    """
+    if path is None or not str(path).strip():
+        raise InputError(f"{_flag(what)}output path is empty; give a file name")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        example = path / f"output{suffix or ''}"
+        raise InputError(f"{_flag(what)}{str(path)!r} is a directory; give a file name, e.g. {example}")
+    if suffix is not None and path.suffix.lower() != suffix.lower():
+        raise InputError(f"{_flag(what)}{str(path)!r} must end in {suffix}, e.g. {path.with_suffix(suffix).name}")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{_flag(what)}{str(path)!r} exists and is not a regular file; give another path")
+    _check_directory(path, what)
+    return path
 
 
 def _output_mode(path: Path) -> int:
@@ -37,9 +86,12 @@ def atomic_output(path: PathLike) -> Iterator[Path]:
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise FileNotFoundError(f"cannot write {str(path)!r}: the output directory {str(directory)!r} does not exist; "
-                                "create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        _check_directory(path, None)  # raises, naming the directory
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError:
+        _check_directory(path, None)  # says why in words
+        raise
     os.close(fd)
     try:
         yield Path(tmp)

@@ -6,13 +6,16 @@ Exit codes of every ``elfatt-deploy`` command (docs/cli.md lists them with the m
 - 1: a check failed (a parity tolerance or a benchmark threshold was exceeded);
 - 2: bad input or usage (``InputError``, ``ValueError``, ``FileNotFoundError``, argparse errors);
 - 3: the environment lacks something the command needs (``ToolkitError`` and its subclasses:
-  TensorRT, OpenVINO, a GPU, the plugin library, a CUDA extension that does not build).
+  TensorRT, OpenVINO, a GPU, the plugin library, a CUDA extension that does not build);
+- 4: internal error: an exception the toolkit did not expect (a bug). The CLI prints one line,
+  ``internal error: ...``, and how to see the traceback (``--debug`` or ``ELFATT_DEBUG=1``).
 """
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_ENVIRONMENT = 3
+EXIT_INTERNAL = 4
 
 
 class InputError(ValueError):

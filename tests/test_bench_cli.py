@@ -25,7 +25,7 @@ def test_bench_tensorrt_without_tensorrt_is_a_clean_error(tmp_path, capsys, with
     from elfatt_deploy.engine.engine_file import write_engine_file
 
     engine = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "plugin": {"used": False}}, b"plan")
-    assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x32x32"]) == 2
+    assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x32x32"]) == 3
     assert "TensorRT, which is not installed" in capsys.readouterr().err
 
 

@@ -41,11 +41,11 @@ def test_forward_runs_a_model(capsys):
     assert "-> output 1x1000" in capsys.readouterr().out
 
 
-def test_tool_failures_exit_1_with_the_message_and_no_traceback(capsys, monkeypatch):
-    """Plugin, engine-build and CUDA-extension failures are ToolkitErrors: `error: ...`, exit 1, no traceback."""
+def test_tool_failures_exit_3_with_the_message_and_no_traceback(capsys, monkeypatch):
+    """Plugin, engine-build and CUDA-extension failures are ToolkitErrors: `error: ...`, exit 3, no traceback."""
     from elfatt_deploy.engine.builder import EngineBuildError
     from elfatt_deploy.engine.plugin import PluginLoadError
-    from elfatt_deploy.errors import ToolkitError
+    from elfatt_deploy.errors import EXIT_ENVIRONMENT, ToolkitError
     from elfatt_deploy.op.cuda_backend import CudaBackendError
     import elfatt_deploy.cli.commands.models as models_cmd
 
@@ -56,7 +56,7 @@ def test_tool_failures_exit_1_with_the_message_and_no_traceback(capsys, monkeypa
             raise error_type(f"{error_type.__name__}: what to do")
 
         monkeypatch.setattr(models_cmd, "run", failing_run)
-        assert main(["models"]) == 1
+        assert main(["models"]) == EXIT_ENVIRONMENT == 3
         err = capsys.readouterr().err
         assert err.startswith(f"elfatt-deploy models: error: {error_type.__name__}: what to do")
         assert "Traceback" not in err

@@ -36,7 +36,7 @@ def test_doctor_tensorrt_exit_code_follows_what_is_missing(tmp_path, capsys, mon
     rc = main(["doctor", "--backend", "tensorrt", "--json", str(tmp_path / "d.json")])
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "d.json").read_text())
-    assert "plugin" in report["missing"] and rc == 1  # the plugin cannot be found at that path
+    assert "plugin" in report["missing"] and rc == 3  # the plugin cannot be found at that path: environment
     assert str(tmp_path / "nowhere.so") in out  # every path tried is printed
     if not _have("tensorrt"):
         assert "TensorRT" in report["missing"] and "NOT ready" in out
@@ -47,9 +47,9 @@ def test_doctor_plugin_found_but_not_loadable(tmp_path, capsys):
         pytest.skip("TensorRT installed: a real load is tested in test_engine_tensorrt.py")
     fake = tmp_path / "libelfatt_trt_plugin.so"
     fake.write_bytes(b"\x7fELF")
-    rc = main(["doctor", "--plugin", str(fake)])
+    rc = main(["doctor", "--plugin", str(fake)])  # --plugin asks about the tensorrt backend
     out = capsys.readouterr().out
-    assert rc == 1 and f"found {fake}, but not loaded: TensorRT is not installed" in out
+    assert rc == 3 and f"found {fake}, but not loaded: TensorRT is not installed" in out
 
 
 def test_cuobjdump_parsing_and_verdict():

@@ -22,7 +22,7 @@ def test_build_argument_errors(tmp_path, capsys):
 
 def test_build_without_tensorrt_fails_clearly(tmp_path, capsys, without_tensorrt):
     onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
-    assert main(["build", onnx_path, "-o", str(tmp_path / "m.engine"), "--no-plugin"]) == 1
+    assert main(["build", onnx_path, "-o", str(tmp_path / "m.engine"), "--no-plugin"]) == 3
     err = capsys.readouterr().err
     assert "TensorRT's Python package is not importable" in err and "docker/README.md" in err
     assert not (tmp_path / "m.engine").exists()

@@ -104,7 +104,9 @@ def test_export_rejects_a_checkpoint_of_another_model(tmp_path, capsys):
 
 
 def test_tensorrt_backend_says_tensorrt_is_missing(without_tensorrt):
-    with pytest.raises(ValueError, match="TensorRT, which is not installed"):
+    from elfatt_deploy.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="TensorRT, which is not installed"):
         make_runner("tensorrt", engine_path="model.engine")
 
 

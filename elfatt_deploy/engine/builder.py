@@ -24,7 +24,7 @@ from .onnx_prep import (
     remove_elfatt_functions,
     single_image_input,
 )
-from .plugin import find_plugin_library, load_plugin
+from .plugin import PluginNotFoundError, find_plugin_library, load_plugin
 from .profiles import Profile, resolve_profile
 from .trt_api import get_logger, strongly_typed_network_flags
 from ..errors import ToolkitError
@@ -170,7 +170,11 @@ def _tensorrt():
 
 def build_engine(options: BuildOptions, *, log=print) -> dict:
     """Builds and writes the engine file; returns its metadata."""
-    plan_info = prepare_build(options)
+    try:
+        plan_info = prepare_build(options)
+    except PluginNotFoundError:
+        _tensorrt()  # a missing TensorRT is said first: without it a plugin is of no use
+        raise
     trt = _tensorrt()
     gpu = gpu_info()
     if gpu is None:

@@ -34,6 +34,11 @@ class PluginLoadError(ToolkitError):
     """The plugin library was not found, or loading it did not register the ElfattAttention creator."""
 
 
+class PluginNotFoundError(PluginLoadError, FileNotFoundError):
+    """The search found no plugin library (an environment problem: exit 3; an explicit path that does
+    not exist stays a plain FileNotFoundError, bad input)."""
+
+
 def repo_root() -> Optional[Path]:
     """The repository checkout this package runs from (an editable install), if any."""
     root = Path(__file__).resolve().parents[2]
@@ -79,7 +84,7 @@ def candidate_paths(*, env: Optional[dict] = None, root: Optional[Path] = None, 
 
 
 def find_plugin_library(explicit: Optional[str | os.PathLike] = None, **search) -> Path:
-    """Returns the plugin library path; raises FileNotFoundError listing everything tried."""
+    """Returns the plugin library path; raises PluginNotFoundError (a FileNotFoundError) listing everything tried."""
     if explicit:
         path = Path(explicit).expanduser()
         if path.is_dir():
@@ -96,7 +101,7 @@ def find_plugin_library(explicit: Optional[str | os.PathLike] = None, **search) 
             if path.is_file() or (not path.is_absolute() and path.name == str(path)):  # find_library gives a bare name
                 return path
         tried.append(f"  {description}: " + (", ".join(str(p) for p in paths) if paths else "nothing there"))
-    raise FileNotFoundError(
+    raise PluginNotFoundError(
         f"could not find {PLUGIN_LIBRARY_NAME}. Tried, in order:\n" + "\n".join(tried) + "\n"
         "Build it (cmake -S plugins -B plugins/build -DELFATT_BUILD_TRT_PLUGIN=ON && cmake --build plugins/build -j), "
         f"then pass --plugin PATH or set {ENV_VAR}; or build a plugin-free engine with --no-plugin"

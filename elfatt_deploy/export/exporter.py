@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_output_path
 from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
 from ..shapes import check_image_shape, format_shape, parse_shape
@@ -227,11 +227,7 @@ def export_onnx(
     Polygraphy with the TensorRT plugin). ``opset`` defaults to 18.
     The file is written atomically: on any error no file is left at ``path``.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".onnx":
-        raise ValueError(f"output path {str(path)!r} must end in .onnx")
-    if path.is_dir():
-        raise ValueError(f"output path {str(path)!r} is a directory; give a file name ending in .onnx")
+    path = check_output_path(path, what="output path", suffix=".onnx")
     proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
                              plugin_only=plugin_only, opset=opset)
     atomic_write_bytes(path, proto.SerializeToString())

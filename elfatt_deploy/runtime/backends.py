@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional, Sequence
 
+from ..errors import MissingDependencyError
+
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
@@ -34,12 +36,13 @@ def make_runner(
             raise ValueError("the tensorrt backend needs an engine file (--engine PATH); build one with "
                              "`elfatt-deploy build`")
         if importlib.util.find_spec("tensorrt") is None:
-            raise ValueError("the tensorrt backend needs TensorRT, which is not installed here (Python `import "
-                             "tensorrt` fails); use --backend onnxruntime, or run on a machine with TensorRT")
+            raise MissingDependencyError("the tensorrt backend needs TensorRT, which is not installed here (Python "
+                                         "`import tensorrt` fails); use --backend onnxruntime, or run on a machine "
+                                         "with TensorRT")
         try:
             from .tensorrt_runner import TrtRunner
         except ImportError as exc:
-            raise ValueError(f"the tensorrt backend is not available: TensorRT is not installed or its runner could "
-                             f"not be imported ({type(exc).__name__}: {exc})") from None
+            raise MissingDependencyError(f"the tensorrt backend is not available: TensorRT is not installed or its "
+                                         f"runner could not be imported ({type(exc).__name__}: {exc})") from None
         return TrtRunner(engine_path, plugin=plugin, cuda_graph=cuda_graph, name="tensorrt")
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

@@ -29,6 +29,7 @@ def add_arguments(parser) -> None:
 def _check_args(args):
     from pathlib import Path
 
+    from ...atomic import check_output_path
     from ...shapes import check_image_shape, parse_shape
 
     if args.iterations < 1:
@@ -44,9 +45,7 @@ def _check_args(args):
         if value and flag in (needed, "checkpoint") and not Path(value).is_file():
             raise FileNotFoundError(f"--{flag} {value} does not exist")
     if args.json:
-        parent = Path(args.json).parent
-        if str(parent) and not parent.is_dir():
-            raise FileNotFoundError(f"--json {args.json}: the directory {parent} does not exist")
+        check_output_path(args.json, what="--json")
     return shape
 
 

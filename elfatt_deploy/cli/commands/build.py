@@ -40,17 +40,11 @@ def options_from_args(args):
 
 
 def run(args) -> int:
-    import sys
+    from ...engine.builder import build_engine
 
-    from ...engine.builder import EngineBuildError, build_engine
-    from ...engine.plugin import PluginLoadError
-
+    # EngineBuildError / PluginLoadError (ToolkitErrors) become `error: ...`, exit 3, in the CLI's main
     options = options_from_args(args)
-    try:
-        meta = build_engine(options)
-    except (EngineBuildError, PluginLoadError) as exc:
-        print(f"elfatt-deploy build: error: {exc}", file=sys.stderr)
-        return 1
+    meta = build_engine(options)
     prof = meta["profiles"][0]
     plugin = meta["plugin"]
     print(f"wrote {options.output}: TensorRT {meta['tensorrt_version']}, {meta['gpu']['name']}, precision "

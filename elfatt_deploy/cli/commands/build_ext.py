@@ -53,11 +53,8 @@ def run(args) -> int:
         if build_dir is not None and build_dir.is_dir():
             shutil.rmtree(build_dir)
             print(f"removed cached build {build_dir}")
-    try:
-        module = cuda_backend.build_extension(verbose=args.verbose)
-    except cuda_backend.CudaBackendError as exc:
-        print(f"elfatt-deploy build-ext: error: {exc}", file=sys.stderr)
-        return 1
+    # CudaBackendError (a ToolkitError) becomes `error: ...`, exit 3, in the CLI's main
+    module = cuda_backend.build_extension(verbose=args.verbose)
     print(f"built {cuda_backend.EXTENSION_NAME} (kernels v{module.version()}): {module.__file__}")
     if args.check:
         return _smoke_check(module)

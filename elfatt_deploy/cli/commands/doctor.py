@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 NAME = "doctor"
-HELP = "report CUDA, TensorRT, ONNX Runtime, PyTorch, GPU and plugin status; exit 1 when the chosen backend lacks something"
+HELP = ("report CUDA, TensorRT, ONNX Runtime, PyTorch, GPU and plugin status, and which backends are ready; "
+        "with --backend, exit 3 when that backend lacks something")
 
 BACKEND_NEEDS = {
     "tensorrt": ("TensorRT", "GPU", "plugin"),
@@ -13,9 +14,11 @@ BACKEND_NEEDS = {
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--backend", choices=sorted(BACKEND_NEEDS), default="tensorrt",
-                        help="backend whose needs decide the exit code (default tensorrt)")
-    parser.add_argument("--plugin", help="plugin library to check (default search as in `build`)")
+    parser.add_argument("--backend", choices=sorted(BACKEND_NEEDS), default=None,
+                        help="the backend you mean to use: exit 3 when it lacks something (default: report every "
+                             "backend and exit 0; --plugin implies tensorrt)")
+    parser.add_argument("--plugin", help="plugin library to check (default search as in `build`; implies --backend "
+                                         "tensorrt)")
     parser.add_argument("--no-plugin", action="store_true", help="tensorrt: plugin-free engines only; the plugin is not needed")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
@@ -132,27 +135,42 @@ def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
         add("plugin archs", "ok" if ok else "missing", message)
 
 
+def _missing(backend: str, args, status: dict) -> list[str]:
+    needs = [n for n in BACKEND_NEEDS[backend] if not (n == "plugin" and args.no_plugin)]
+    if backend == "tensorrt" and not args.no_plugin:
+        needs.append("plugin archs")
+    return [n for n in needs if status.get(n) == "missing"]
+
+
 def run(args) -> int:
     import json
 
-    from ...atomic import atomic_write_text
+    from ...atomic import atomic_write_text, check_output_path
+    from ...errors import EXIT_ENVIRONMENT, EXIT_OK
     from ..table import format_table
 
+    if args.json:
+        check_output_path(args.json, what="--json")
+    asked = args.backend or ("tensorrt" if args.plugin else None)
     rows = collect(args)
     print(format_table(["component", "status", "detail"], [[r["component"], r["status"], r["detail"]] for r in rows]))
     for row in rows:
         if row.get("more"):
             print(f"\n{row['component']}: {row['more']}")
-    needs = [n for n in BACKEND_NEEDS[args.backend] if not (n == "plugin" and args.no_plugin)]
-    if args.backend == "tensorrt" and not args.no_plugin:
-        needs.append("plugin archs")
     status = {r["component"]: r["status"] for r in rows}
-    missing = [n for n in needs if status.get(n) == "missing"]
-    if missing:
-        print(f"\nbackend {args.backend}: NOT ready; missing: {', '.join(missing)} (see the rows above)")
-    else:
-        print(f"\nbackend {args.backend}: ready")
+    backends = {b: _missing(b, args, status) for b in sorted(BACKEND_NEEDS)}
+    print()
+    for backend in ([asked] if asked else sorted(backends)):
+        missing = backends[backend]
+        if missing:
+            print(f"backend {backend}: NOT ready; missing: {', '.join(missing)} (see the rows above)")
+        else:
+            print(f"backend {backend}: ready")
     if args.json:
-        report = {"backend": args.backend, "ready": not missing, "missing": missing, "checks": rows}
+        missing = backends[asked] if asked else []
+        report = {"backend": asked, "ready": not missing, "missing": missing,
+                  "backends": {b: {"ready": not m, "missing": m} for b, m in backends.items()}, "checks": rows}
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    return 1 if missing else 0
+    if asked and backends[asked]:
+        return EXIT_ENVIRONMENT
+    return EXIT_OK

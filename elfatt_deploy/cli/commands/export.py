@@ -52,10 +52,12 @@ def _settings(args):
 def run(args) -> int:
     import time
 
+    from ...atomic import check_output_path
     from ...export.exporter import elfatt_layers, export_onnx
     from ...export.model_loading import DEFAULT_SEED, build_model
     from ...shapes import format_shape
 
+    check_output_path(args.output, what="-o", suffix=".onnx")
     recipe = _settings(args)
     seed = DEFAULT_SEED if args.seed is None else args.seed
     model = build_model(recipe.model, checkpoint=recipe.checkpoint, config=recipe.model_config, seed=seed)

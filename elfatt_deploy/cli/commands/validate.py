@@ -54,6 +54,7 @@ def _metadata(args) -> dict:
 
 
 def run(args) -> int:
+    from ...atomic import check_output_path
     from ...export.model_loading import DEFAULT_SEED, build_model
     from ...models.registry import get_entry
     from ...runtime.backends import make_runner
@@ -69,6 +70,8 @@ def run(args) -> int:
         raise ValueError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     if args.samples < 1:
         raise ValueError(f"--samples {args.samples} must be >= 1")
+    if args.report:
+        check_output_path(args.report, what="--report")
     meta = _metadata(args)
     name = args.model or meta.get("model_name")
     if not name:
