@@ -59,6 +59,37 @@ __device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float x)
     return __float2bfloat16_rn(x);
 }
 
+//! Bits of a 16-bit element and back (for packing two elements into one 32-bit register).
+__device__ __forceinline__ uint16_t toRaw(__half x)
+{
+    return static_cast<__half_raw>(x).x;
+}
+__device__ __forceinline__ uint16_t toRaw(__nv_bfloat16 x)
+{
+    return static_cast<__nv_bfloat16_raw>(x).x;
+}
+
+template <typename T>
+__device__ __forceinline__ T fromRaw(uint16_t bits);
+template <>
+__device__ __forceinline__ __half fromRaw<__half>(uint16_t bits)
+{
+    __half_raw raw;
+    raw.x = bits;
+    __half value;
+    value = raw;
+    return value;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 fromRaw<__nv_bfloat16>(uint16_t bits)
+{
+    __nv_bfloat16_raw raw;
+    raw.x = bits;
+    __nv_bfloat16 value;
+    value = raw;
+    return value;
+}
+
 //! Read-only load of one element, widened to float.
 template <typename T>
 __device__ __forceinline__ float loadFloat(T const* ptr)

@@ -214,7 +214,8 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
     // Kernel choices.
     bool const generic = (path == KernelPath::kGENERIC);
     bool const tiled = !generic && plan.headDim <= kLOCAL_TILED_MAX_DIM;
-    bool const tensorCore = tiled && (path == KernelPath::kAUTO || path == KernelPath::kTENSOR_CORE)
+    bool const tensorCore = tiled
+        && (path == KernelPath::kAUTO || path == KernelPath::kTENSOR_CORE || path == KernelPath::kFUSED)
         && plan.dtype != DataType::kFLOAT;
     plan.localKernel = tensorCore ? LocalKernel::kTENSOR_CORE : (tiled ? LocalKernel::kTILED : LocalKernel::kGENERIC);
     plan.localTiledDim = plan.headDim <= 16 ? 16 : (plan.headDim <= 32 ? 32 : 64);
@@ -292,6 +293,10 @@ KernelPath defaultKernelPath() noexcept
         if (std::strcmp(value, "tensorcore") == 0)
         {
             return KernelPath::kTENSOR_CORE;
+        }
+        if (std::strcmp(value, "fused") == 0)
+        {
+            return KernelPath::kFUSED;
         }
         return KernelPath::kAUTO;
     }();

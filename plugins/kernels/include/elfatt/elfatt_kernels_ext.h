@@ -24,8 +24,10 @@ namespace elfatt
 //!  - kTENSOR_CORE: local heads with the tensor-core (wmma) kernel for float16
 //!              (sm_70+) and bfloat16 (sm_80+), head dim up to 64; for float32, a
 //!              larger head dim or an older device it behaves as kTILED.
+//!  - kFUSED:   kernels v2 (float16/bfloat16 on sm_80+, inline-PTX mma.sync and cp.async;
+//!              docs/kernels.md). Until they land this path runs kTENSOR_CORE's kernels.
 //! kAUTO picks kTENSOR_CORE's kernels for float16/bfloat16 and kTILED's for float32.
-//! The environment variable ELFATT_KERNEL_PATH (auto | tiled | generic | tensorcore),
+//! The environment variable ELFATT_KERNEL_PATH (auto | tiled | generic | tensorcore | fused),
 //! read once per process, sets the path that enqueue() uses.
 enum class KernelPath : int32_t
 {
@@ -33,6 +35,7 @@ enum class KernelPath : int32_t
     kTILED = 1,
     kGENERIC = 2,
     kTENSOR_CORE = 3,
+    kFUSED = 4,
 };
 
 //! enqueue() with an explicit kernel path; kAUTO behaves as enqueue() without

@@ -103,6 +103,16 @@ void syncThreads(std::source_location const& where) noexcept;
 void syncWarp(unsigned mask, std::source_location const& where) noexcept;
 //! Warp exchange: every lane gives value and gets the value of lane srcLane (all lanes take part).
 uint64_t warpExchange(unsigned mask, uint64_t value, int32_t srcLane, std::source_location const& where) noexcept;
+//! Largest deposit of one lane in warpGather.
+constexpr size_t kWARP_GATHER_BYTES = 64;
+//! Warp rendezvous of a warp-wide instruction (mma.sync, ldmatrix): every lane deposits `bytes`
+//! (<= kWARP_GATHER_BYTES) bytes from `mine`; once all 32 lanes arrived, each gets all 32
+//! deposits in `all` (lane-major, 32 * bytes). `what` names the instruction: lanes of one warp
+//! at two different instructions abort ("divergent warp-wide instruction").
+void warpGather(void const* mine, size_t bytes, void* all, char const* what, std::source_location const& where) noexcept;
+//! Whether [ptr, ptr + bytes) lies in the launched block's shared memory (dynamic, or one of the
+//! kernel's static __shared__ arrays).
+bool isShared(void const* ptr, size_t bytes) noexcept;
 //! Lane index (threadIdx.x % 32) of the calling emulated thread; aborts outside a kernel.
 int32_t currentLane(char const* what) noexcept;
 //! Compute capability the emulation reports (ELFATT_EMULATION_SM, default 90), e.g. 90 or 87.

@@ -4,7 +4,7 @@
  *   elfatt_emulate B H W C globalHeads localHeads windowH windowW scale dtype hasLepe path DIR
  *
  * dtype: 0 float32, 1 float16, 2 bfloat16; hasLepe: 0 or 1; path: auto | tiled | generic |
- * tensorcore. DIR holds qkv.bin [B,H,W,3C], and with hasLepe lepe_weight.bin [C,1,3,3] and
+ * tensorcore | fused. DIR holds qkv.bin [B,H,W,3C], and with hasLepe lepe_weight.bin [C,1,3,3] and
  * (optional: without it the bias pointer is null) lepe_bias.bin [C], as raw elements of dtype.
  * Runs elfatt::enqueueWithPath on exact-size heap buffers (AddressSanitizer flags any access
  * past them), with out and the workspace filled with 0xFF bytes (NaN) first, and writes
@@ -55,7 +55,7 @@ struct Buffer
     std::fprintf(stderr,
         "elfatt_emulate: %s\n"
         "usage: elfatt_emulate B H W C globalHeads localHeads windowH windowW scale dtype(0 f32|1 f16|2 bf16) "
-        "hasLepe(0|1) path(auto|tiled|generic|tensorcore) DIR\n",
+        "hasLepe(0|1) path(auto|tiled|generic|tensorcore|fused) DIR\n",
         message);
     std::exit(2);
 }
@@ -102,6 +102,10 @@ elfatt::KernelPath parsePath(std::string const& text)
     if (text == "tensorcore")
     {
         return elfatt::KernelPath::kTENSOR_CORE;
+    }
+    if (text == "fused")
+    {
+        return elfatt::KernelPath::kFUSED;
     }
     usage(("unknown path '" + text + "'").c_str());
 }

@@ -6,6 +6,7 @@
  * because the emulation links no CUDA library. See elfatt_host_emulation.h.
  */
 #include "elfatt_host_emulation.h"
+#include "emulation_ptx.h"
 
 #include <atomic>
 #include <chrono>
@@ -371,6 +372,7 @@ enum class Site
     kBLOCK_START, //!< after shared memory was poisoned for the next block
     kSYNCWARP,
     kSHUFFLE,
+    kWARP_INSTRUCTION, //!< mma.sync / ldmatrix (warpGather)
 };
 
 char const* siteName(Site site)
@@ -382,6 +384,7 @@ char const* siteName(Site site)
     case Site::kBLOCK_START: return "the start of the block";
     case Site::kSYNCWARP: return "__syncwarp()";
     case Site::kSHUFFLE: return "__shfl_*_sync()";
+    case Site::kWARP_INSTRUCTION: return "a warp-wide instruction (mma.sync / ldmatrix)";
     }
     return "?";
 }
@@ -536,6 +539,13 @@ struct Warp
 {
     Barrier barrier;
     uint64_t slots[2][32]{}; //!< shuffle exchange, double buffered (one barrier per shuffle)
+    //! warpGather deposits, double buffered like slots: lane, then bytes (+ the instruction's name).
+    struct Deposit
+    {
+        unsigned char bytes[kWARP_GATHER_BYTES];
+        char const* what;
+    };
+    Deposit deposits[2][32]{};
 };
 
 } // namespace
@@ -652,6 +662,7 @@ namespace
 {
 
 thread_local uint64_t tShuffleCount = 0;
+thread_local uint64_t tGatherCount = 0;
 
 std::mutex gFailMutex;
 
@@ -878,6 +889,53 @@ uint64_t warpExchange(unsigned mask, uint64_t value, int32_t srcLane, std::sourc
     return slots[srcLane];
 }
 
+void warpGather(void const* mine, size_t bytes, void* all, char const* what, std::source_location const& where) noexcept
+{
+    if (bytes > kWARP_GATHER_BYTES)
+    {
+        failf("warpGather: %zu bytes per lane exceed %zu", bytes, kWARP_GATHER_BYTES);
+    }
+    Warp& warp = currentWarp(0xffffffffU, what);
+    unsigned const lane = tThreadIdx.x % 32;
+    // Same double-buffering argument as warpExchange, with its own parity counter.
+    Warp::Deposit (&deposits)[32] = warp.deposits[tGatherCount++ & 1];
+    std::memcpy(deposits[lane].bytes, mine, bytes);
+    deposits[lane].what = what;
+    warp.barrier.arriveAndWait(Site::kWARP_INSTRUCTION, &where);
+    for (unsigned other = 0; other < 32; ++other)
+    {
+        if (std::strcmp(deposits[other].what, what) != 0)
+        {
+            failf("divergent warp-wide instruction: lane %u is at %s while lane %u is at %s (every lane of the "
+                  "warp must execute the same .sync.aligned instruction)",
+                lane, what, other, deposits[other].what);
+        }
+        std::memcpy(static_cast<unsigned char*>(all) + other * bytes, deposits[other].bytes, bytes);
+    }
+}
+
+bool isShared(void const* ptr, size_t bytes) noexcept
+{
+    LaunchState const& launch = currentLaunch("isShared");
+    auto const inside = [&](void const* base, size_t size) {
+        uintptr_t const p = reinterpret_cast<uintptr_t>(ptr);
+        uintptr_t const b = reinterpret_cast<uintptr_t>(base);
+        return p >= b && bytes <= size && p - b <= size - bytes;
+    };
+    if (launch.dynamicSmemBytes > 0 && inside(launch.dynamicSmem, launch.dynamicSmemBytes))
+    {
+        return true;
+    }
+    for (StaticShared const& shared : launch.kernel->shared)
+    {
+        if (inside(shared.address, shared.bytes))
+        {
+            return true;
+        }
+    }
+    return false;
+}
+
 cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t smemBytes,
     std::function<void()> const& body) noexcept
 {
@@ -940,6 +998,7 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
             info.name.c_str(), grid, launch.emulatedGrid, block, smemBytes, info.staticSharedBytes, scheduleName());
     }
     poisonShared(launch);
+    ptx::resetCounts();
 
     std::function<void(unsigned)> const worker = [&launch, &body](unsigned tid) {
         tLaunch = &launch;
@@ -947,6 +1006,7 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
         tBlockDim = dim3(launch.block, 1, 1);
         tGridDim = dim3(launch.emulatedGrid, 1, 1);
         tShuffleCount = 0;
+        tGatherCount = 0;
         Scheduler& scheduler = launch.scheduler;
         if (scheduler.serial())
         {
@@ -966,6 +1026,7 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
             }
             tBlockIdx = uint3{b, 0, 0};
             body();
+            ptx::endOfBlock(); // no cp.async may outlive its block
         }
         if (scheduler.serial())
         {
@@ -978,6 +1039,10 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
         tLaunch = nullptr;
     };
     workerPool().run(block, worker);
+    if (traceLaunches())
+    {
+        std::fprintf(stderr, "host emulation: counted %s %s\n", info.name.c_str(), ptx::formatCounts().c_str());
+    }
     ::operator delete(launch.dynamicSmem, std::align_val_t{128});
     return cudaSuccess;
 }
