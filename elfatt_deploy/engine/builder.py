@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import atomic_write_bytes
+from ..export.inline import is_inlined
 from .engine_file import write_engine_file
 from .environment import gpu_info, jetson_release
 from .metadata import build_metadata
@@ -111,6 +112,12 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
         removed = remove_elfatt_functions(model)
         if nodes:
             plugin_path = find_plugin_library(options.plugin)
+        elif is_inlined(model):
+            raise ValueError(
+                f"{onnx_path} is an inlined export (`export --inline`: the attention is in standard ONNX ops, there "
+                f"are no {ELFATT_OP} nodes for the plugin), so it builds without the plugin only: add --no-plugin, "
+                "or export without --inline to build with the plugin"
+            )
         else:
             notes.append(f"{onnx_path} has no {ELFATT_OP} nodes: the engine does not use the plugin")
     else:

@@ -4,7 +4,8 @@ torch.export traces the model (``torch.onnx.export(..., dynamo=True)``); the
 custom translation (translation.py) turns each ``elfatt::attention`` call into
 one node; then the model-local function (onnx_function.py) is attached unless
 ``plugin_only``, the metadata is set, the file is checked with
-``onnx.checker.check_model(full_check=True)`` and written atomically.
+``onnx.checker.check_model(full_check=True)``, inlined into standard ops with
+``inline`` (inline.py) and written atomically.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
 from ..shapes import check_image_shape, format_shape, parse_shape
 from .fp16 import to_half_precision
+from .inline import inline_elfatt_functions
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, build_function
 from .translation import custom_translation_table
@@ -170,10 +172,15 @@ def build_onnx_model(
     precision: str = "fp32",
     plugin_only: bool = False,
     opset: Optional[int] = None,
+    inline: bool = False,
 ) -> onnx.ModelProto:
     """The exported ModelProto, checked, without writing anything."""
     check_torch_version()
     check_exportable(model)
+    if plugin_only and inline:
+        raise ValueError("plugin_only and inline contradict each other: a plugin-only file has no function body to "
+                         "inline; choose one (--plugin-only for TensorRT with the plugin, --inline for OpenVINO and "
+                         "other tools that ignore ONNX functions)")
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     opset = _check_opset(opset)
@@ -201,11 +208,14 @@ def build_onnx_model(
         model_name=getattr(model, "model_name", type(model).__name__),
         model_config=getattr(model, "model_config", {}),
         precision=precision, dynamic=dynamic, input_shape=shape, output_name=output_name, plugin_only=plugin_only,
+        inlined=inline,
     ))
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ValueError(f"the exported model fails onnx.checker (full_check): {exc}") from exc
+    if inline:  # checked again, after inlining
+        proto = inline_elfatt_functions(proto)
     return proto
 
 
@@ -217,6 +227,7 @@ def export_onnx(
     precision: str = "fp32",
     plugin_only: bool = False,
     opset: Optional[int] = None,
+    inline: bool = False,
 ) -> Path:
     """Exports ``model`` to ``path``; returns the path.
 
@@ -224,11 +235,13 @@ def export_onnx(
     traced shape; with ``dynamic`` the file accepts any batch, height and
     width. ``precision="fp16"`` writes an FP16 graph with float32 I/O
     (fp16.py). ``plugin_only`` leaves out the function body (for trtexec /
-    Polygraphy with the TensorRT plugin). ``opset`` defaults to 18.
+    Polygraphy with the TensorRT plugin). ``inline`` writes the function body
+    inlined into standard ops instead of the custom nodes (for OpenVINO and
+    other tools that ignore ONNX functions; inline.py). ``opset`` defaults to 18.
     The file is written atomically: on any error no file is left at ``path``.
     """
     path = check_output_path(path, what="output path", suffix=".onnx")
     proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
-                             plugin_only=plugin_only, opset=opset)
+                             plugin_only=plugin_only, opset=opset, inline=inline)
     atomic_write_bytes(path, proto.SerializeToString())
     return path

@@ -20,7 +20,8 @@ PRECISIONS = ("fp32", "fp16")
 
 
 def export_metadata(*, model_name: str, model_config: Mapping, precision: str, dynamic: bool,
-                    input_shape, output_name: str, plugin_only: bool, normalization: Mapping = INPUT_NORMALIZATION) -> dict:
+                    input_shape, output_name: str, plugin_only: bool, inlined: bool = False,
+                    normalization: Mapping = INPUT_NORMALIZATION) -> dict:
     """The metadata of one export, as strings."""
     values = {
         "model_name": model_name,
@@ -36,6 +37,7 @@ def export_metadata(*, model_name: str, model_config: Mapping, precision: str, d
         "io_dtype": "float32",
         "dynamic": json.dumps(bool(dynamic)),
         "plugin_only": json.dumps(bool(plugin_only)),
+        "inlined": json.dumps(bool(inlined)),  # export --inline: standard ops only (export/inline.py)
     }
     return {PREFIX + k: v for k, v in values.items()}
 

@@ -8,6 +8,7 @@ A recipe is named by what it builds, e.g. ``elfatt_vit_small-fp16-dynamic-224-10
     dynamic = true                   # one file for every batch / height / width
     opset = 18
     plugin_only = false              # true: no function body (trtexec / Polygraphy with the plugin)
+    inline = false                   # true: the function body inlined into standard ops (OpenVINO, ...)
     min_shape = "1x3x224x224"        # TensorRT optimization profile; opt_shape is also the traced shape
     opt_shape = "1x3x512x512"
     max_shape = "2x3x1024x1024"
@@ -50,6 +51,7 @@ class Recipe:
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
     plugin_only: bool = False
+    inline: bool = False
     dynamic: bool = True
     model_config: dict = field(default_factory=dict)
     #: the file it was read from (None for a recipe built in code)
@@ -66,8 +68,8 @@ class Recipe:
 
 #: Keys a recipe file may contain.
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.name != "path")
-_TYPES = {"model": str, "checkpoint": str, "precision": str, "opset": int, "plugin_only": bool, "dynamic": bool,
-          "min_shape": str, "opt_shape": str, "max_shape": str, "model_config": dict}
+_TYPES = {"model": str, "checkpoint": str, "precision": str, "opset": int, "plugin_only": bool, "inline": bool,
+          "dynamic": bool, "min_shape": str, "opt_shape": str, "max_shape": str, "model_config": dict}
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: "a table"}
 
 
@@ -78,6 +80,10 @@ def _checked(recipe: Recipe) -> Recipe:
         raise ValueError(f"{where}: precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}")
     if isinstance(recipe.opset, bool) or not isinstance(recipe.opset, int) or not MIN_OPSET <= recipe.opset <= MAX_OPSET:
         raise ValueError(f"{where}: opset {recipe.opset!r} must be an int from {MIN_OPSET} to {MAX_OPSET}")
+    if recipe.plugin_only and recipe.inline:
+        raise ValueError(f"{where}: plugin_only and inline are both set (--plugin-only, --inline); a plugin-only file "
+                         "has no function body to inline: choose one (--no-plugin-only or --no-inline override a "
+                         "recipe)")
     profile = make_profile(recipe.min_shape, recipe.opt_shape, recipe.max_shape, what=where)
     if not recipe.dynamic and not profile.is_static:
         raise ValueError(f"{where}: dynamic = false but min/opt/max shapes differ ({profile.describe()}); "

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"), help="graph precision (default fp32)")
     parser.add_argument("--plugin-only", action=argparse.BooleanOptionalAction, default=None,
                         help="leave out the ONNX function body (for trtexec / Polygraphy with the TensorRT plugin)")
+    parser.add_argument("--inline", action=argparse.BooleanOptionalAction, default=None,
+                        help="inline the ElfattAttention function into standard ONNX ops: no custom nodes or domain "
+                             "(for OpenVINO and other tools that ignore ONNX functions; TensorRT without the plugin)")
     parser.add_argument("--opset", type=int, help="default-domain ONNX opset, 18-21 (default 18)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the random weights when no checkpoint is given "
                                                                "(default 0; validate uses the same)")
@@ -32,7 +35,7 @@ def _settings(args):
 
     shape = parse_shape(args.input_shape, rank=4, what="--input-shape") if args.input_shape else None
     overrides = dict(model=args.model, checkpoint=args.checkpoint, precision=args.precision, opset=args.opset,
-                     plugin_only=args.plugin_only, dynamic=args.dynamic, opt_shape=shape)
+                     plugin_only=args.plugin_only, inline=args.inline, dynamic=args.dynamic, opt_shape=shape)
     if args.recipe:
         recipe = load_recipe(args.recipe)
         if shape is not None:
@@ -63,11 +66,17 @@ def run(args) -> int:
     model = build_model(recipe.model, checkpoint=recipe.checkpoint, config=recipe.model_config, seed=seed)
     start = time.perf_counter()
     path = export_onnx(model, args.output, recipe.opt_shape, dynamic=recipe.dynamic, precision=recipe.precision,
-                       plugin_only=recipe.plugin_only, opset=recipe.opset)
+                       plugin_only=recipe.plugin_only, opset=recipe.opset, inline=recipe.inline)
     elapsed = time.perf_counter() - start
     weights = recipe.checkpoint or f"random weights (seed {seed}; pass --checkpoint for trained ones)"
     kind = "dynamic batch/height/width" if recipe.dynamic else f"static {format_shape(recipe.opt_shape)}"
-    body = "no function body (plugin only)" if recipe.plugin_only else "with the ElfattAttention function body"
+    layers = len(elfatt_layers(model))
+    if recipe.plugin_only:
+        body = f"{layers} ElfattAttention nodes, no function body (plugin only)"
+    elif recipe.inline:
+        body = f"{layers} attention layers inlined into standard ops (no custom nodes)"
+    else:
+        body = f"{layers} ElfattAttention nodes with the function body"
     print(f"wrote {path} in {elapsed:.1f} s: {recipe.model}, {recipe.precision}, {kind}, opset {recipe.opset}, "
-          f"{len(elfatt_layers(model))} ElfattAttention nodes, {body}; weights: {weights}")
+          f"{body}; weights: {weights}")
     return 0

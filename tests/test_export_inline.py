@@ -1,0 +1,127 @@
+"""`export --inline`: the same model with the ElfattAttention function inlined into standard ONNX ops."""
+
+import json
+
+import onnx
+import pytest
+
+from test_engine_onnx_fixture import elfatt_model, save
+from test_export_helpers import elfatt_nodes, ort_session, random_image, reduced_model, torch_reference
+from _naive_elfatt import rel_l2
+from elfatt_deploy import export_onnx
+from elfatt_deploy.cli import main
+from elfatt_deploy.engine.builder import BuildOptions, prepare_build
+from elfatt_deploy.export.model_loading import build_model
+from elfatt_deploy.export.inline import inline_elfatt_functions, is_inlined
+from elfatt_deploy.export.recipes import load_recipe
+
+
+@pytest.fixture(scope="module")
+def vit_pair(tmp_path_factory):
+    """The default and the inlined export of one reduced ViT (both dynamic, traced at 64x96); the
+    weights are validate's default ones (seed 0)."""
+    model = build_model("elfatt_vit_tiny", config={"depth": 1})
+    tmp = tmp_path_factory.mktemp("inline")
+    default = export_onnx(model, tmp / "default.onnx", "1x3x64x96")
+    inlined = export_onnx(model, tmp / "inlined.onnx", "1x3x64x96", inline=True)
+    return model, default, inlined
+
+
+def test_inlined_file_has_standard_ops_only(vit_pair):
+    _, default_path, inlined_path = vit_pair
+    default, inlined = onnx.load(str(default_path)), onnx.load(str(inlined_path))
+    onnx.checker.check_model(inlined, full_check=True)  # in a fresh process too: no schema to register
+    assert {n.domain for n in inlined.graph.node} == {""}
+    assert [(o.domain, o.version) for o in inlined.opset_import] == [
+        (o.domain, o.version) for o in default.opset_import if o.domain == ""]
+    assert not inlined.functions and inlined.ir_version == default.ir_version
+    body_nodes = len(default.functions[0].node)
+    assert len(inlined.graph.node) == len(default.graph.node) - 1 + body_nodes
+    # body nodes are named after their call site, names are unique
+    (call,) = elfatt_nodes(default)
+    names = [n.name for n in inlined.graph.node]
+    assert len(set(names)) == len(names)
+    assert sum(name.startswith(call.name + "/") for name in names) == body_nodes
+    # metadata kept, plus the inlined flag
+    meta, meta_default = ({p.key: p.value for p in m.metadata_props} for m in (inlined, default))
+    assert meta.pop("elfatt.inlined") == "true" and meta_default.pop("elfatt.inlined") == "false"
+    assert meta == meta_default and is_inlined(inlined) and not is_inlined(default)
+    assert [i.name for i in inlined.graph.input] == ["image"] and [o.name for o in inlined.graph.output] == ["logits"]
+
+
+def test_inlined_file_computes_what_the_default_file_computes(vit_pair, rng):
+    model, default_path, inlined_path = vit_pair
+    default, inlined = ort_session(default_path), ort_session(inlined_path)
+    for shape in [(1, 3, 64, 96), (2, 3, 72, 104)]:  # 4x6 and 5x7 patches: partial 7x7 windows
+        image = random_image(rng, shape)
+        reference = torch_reference(model, image)
+        (a,) = default.run(None, {"image": image})
+        (b,) = inlined.run(None, {"image": image})
+        assert rel_l2(b, reference) <= 1e-5 and rel_l2(b, a.astype("float64")) <= 1e-6, shape
+
+
+def test_validate_runs_an_inlined_file(vit_pair, capsys):
+    model, _, inlined_path = vit_pair
+    code = main(["validate", str(inlined_path), "--shapes", "1x3x64x96", "--samples", "1"])
+    assert code == 0, capsys.readouterr()
+    assert main(["validate", str(inlined_path), "--shapes", "1x3x64x96", "--samples", "1", "--seed", "5"]) == 1
+
+
+def test_inline_keeps_a_file_without_elfatt_nodes():
+    proto = elfatt_model()
+    proto.graph.node.pop()  # drop the ElfattAttention node: a vanilla-twin-like graph
+    proto.graph.output[0].name = "qkv"
+    del proto.functions[:]
+    inlined = inline_elfatt_functions(proto, check=False)
+    assert [n.op_type for n in inlined.graph.node] == ["Transpose"] and is_inlined(inlined)
+
+
+def test_plugin_only_file_cannot_be_inlined():
+    with pytest.raises(ValueError, match="plugin-only export.*re-export without --plugin-only"):
+        inline_elfatt_functions(elfatt_model(with_function=False))
+
+
+def test_plugin_only_and_inline_contradict(tmp_path):
+    with pytest.raises(ValueError, match="plugin_only and inline contradict"):
+        export_onnx(reduced_model("vit", depth=1), tmp_path / "x.onnx", "1x3x64x64", plugin_only=True, inline=True)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_recipe_inline_key(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('model = "elfatt_vit_tiny"\nopt_shape = "1x3x64x64"\ndynamic = false\ninline = true\n')
+    assert load_recipe(recipe).inline is True
+    recipe.write_text('model = "elfatt_vit_tiny"\nopt_shape = "1x3x64x64"\ndynamic = false\ninline = "yes"\n')
+    with pytest.raises(ValueError, match="inline = 'yes' must be true or false"):
+        load_recipe(recipe)
+    recipe.write_text('model = "elfatt_vit_tiny"\nopt_shape = "1x3x64x64"\ndynamic = false\ninline = true\n'
+                      'plugin_only = true\n')
+    with pytest.raises(ValueError, match="plugin_only and inline are both set"):
+        load_recipe(recipe)
+
+
+def test_cli_export_inline(tmp_path, capsys):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('model = "elfatt_vit_tiny"\nopt_shape = "1x3x64x64"\ndynamic = false\ninline = true\n'
+                      "[model_config]\ndepth = 1\n")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--recipe", str(recipe), "-o", str(out)]) == 0
+    assert "1 attention layers inlined into standard ops" in capsys.readouterr().out
+    proto = onnx.load(str(out))
+    assert is_inlined(proto) and not elfatt_nodes(proto)
+    assert json.loads({p.key: p.value for p in proto.metadata_props}["elfatt.model_config"])["depth"] == 1
+    # the flag overrides the recipe
+    assert main(["export", "--recipe", str(recipe), "--no-inline", "-o", str(tmp_path / "n.onnx")]) == 0
+    assert len(elfatt_nodes(onnx.load(str(tmp_path / "n.onnx")))) == 1
+    assert main(["export", "--recipe", str(recipe), "--plugin-only", "-o", str(tmp_path / "p.onnx")]) == 2
+    assert "plugin_only and inline are both set" in capsys.readouterr().err
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_builder_takes_an_inlined_file_without_the_plugin_only(tmp_path):
+    # (the fixture's body is an Identity, whose shape differs from the declared output: no checker)
+    path = save(inline_elfatt_functions(elfatt_model(dims=(1, 3, 32, 32)), check=False), tmp_path / "m.onnx")
+    plan = prepare_build(BuildOptions(onnx_path=path, output=tmp_path / "m.engine", use_plugin=False))
+    assert plan.plugin_path is None and plan.elfatt_node_count == 0 and plan.profile.is_static
+    with pytest.raises(ValueError, match=r"inlined export .*add --no-plugin, or export without --inline"):
+        prepare_build(BuildOptions(onnx_path=path, output=tmp_path / "m.engine", plugin="lib.so"))
