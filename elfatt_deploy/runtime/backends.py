@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 from ..errors import MissingDependencyError
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 def make_runner(
@@ -18,10 +18,15 @@ def make_runner(
     plugin: Optional[str] = None,
     providers: Optional[Sequence[str]] = None,
     cuda_graph: bool = False,
+    device: Optional[str] = None,
+    inference_precision: Optional[str] = "f32",
 ):
     """The runner that executes an exported model with ``backend``.
 
     - ``"onnxruntime"``: needs ``onnx_path``; ``providers`` e.g. ``["cuda", "cpu"]`` (default CPU).
+    - ``"openvino"``: needs ``onnx_path`` (our default file is inlined in memory; ``export --inline`` writes
+      that form); ``device`` CPU (default), GPU, NPU, AUTO; ``inference_precision`` f32 (default), bf16, f16.
+      Needs the ``openvino`` extra (MissingDependencyError otherwise).
     - ``"tensorrt"``: needs ``engine_path``; ``plugin`` is the ElfattAttention plugin library
       (found automatically when omitted); ``cuda_graph`` replays a CUDA graph. Needs TensorRT's Python package.
     """
@@ -31,6 +36,14 @@ def make_runner(
         from .onnxruntime_runner import make_onnxruntime_runner
 
         return make_onnxruntime_runner(onnx_path, providers=providers, name="onnxruntime")
+    if backend == "openvino":
+        if onnx_path is None:
+            raise ValueError("the openvino backend needs an ONNX file (onnx_path)")
+        from .openvino_runner import OpenVinoRunner, import_openvino, resolve_device
+
+        # a missing OpenVINO or device is reported now, before the caller builds anything else
+        device = resolve_device(import_openvino().Core(), device)
+        return OpenVinoRunner(onnx_path, device=device, inference_precision=inference_precision, name="openvino")
     if backend == "tensorrt":
         if engine_path is None:
             raise ValueError("the tensorrt backend needs an engine file (--engine PATH); build one with "

@@ -8,6 +8,10 @@ from typing import Optional
 DEFAULT_RTOL_L2 = {
     ("onnxruntime", "fp32"): 1e-5,
     ("onnxruntime", "fp16"): 5e-3,
+    # OpenVINO with INFERENCE_PRECISION_HINT f32 (the runner's default): measured 3.7e-7 (fp32) and
+    # 4.9e-4 (fp16 file) on ViT-T; the fp16 limit is the op contract's 2e-3
+    ("openvino", "fp32"): 1e-5,
+    ("openvino", "fp16"): 2e-3,
     ("tensorrt", "fp32"): 1e-4,
     ("tensorrt", "fp16"): 5e-3,
 }

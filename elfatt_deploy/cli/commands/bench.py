@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 NAME = "bench"
-HELP = "measure latency percentiles, throughput and GPU memory of a model on tensorrt, onnxruntime or torch"
+HELP = "measure latency percentiles, throughput and GPU memory of a model on tensorrt, onnxruntime, openvino or torch"
 
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
+BACKENDS = ("tensorrt", "onnxruntime", "openvino", "torch")
 
 
 def add_arguments(parser) -> None:
+    from ...runtime.openvino_runner import INFERENCE_PRECISIONS
+
     parser.add_argument("--backend", required=True, choices=BACKENDS)
     parser.add_argument("--engine", help="engine file (tensorrt backend)")
-    parser.add_argument("--onnx", help="ONNX file (onnxruntime backend)")
+    parser.add_argument("--onnx", help="ONNX file (onnxruntime and openvino backends)")
     parser.add_argument("--model", help="model name (torch backend; a label for the others)")
     parser.add_argument("--checkpoint", help="weights for the torch backend")
     parser.add_argument("--input-shape", required=True, help="N x 3 x H x W, e.g. 1x3x224x224")
@@ -21,7 +23,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--plugin", help="libelfatt_trt_plugin.so (tensorrt backend; default search as in `build`)")
     parser.add_argument("--cuda-graph", action="store_true", help="tensorrt: replay a CUDA graph")
     parser.add_argument("--providers", help="onnxruntime providers, comma-separated (default: CPU)")
-    parser.add_argument("--device", default=None, help="torch backend device (default cuda when available, else cpu)")
+    parser.add_argument("--device", default=None, help="torch: cpu, cuda, cuda:N (default cuda when available, else "
+                                                       "cpu); openvino: CPU (default), GPU, NPU, AUTO")
+    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                        help="openvino: INFERENCE_PRECISION_HINT (default f32, the file's arithmetic)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="torch backend dtype")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -37,7 +42,7 @@ def _check_args(args):
     if args.warmup < 0:
         raise ValueError(f"--warmup {args.warmup} must be >= 0")
     shape = check_image_shape(parse_shape(args.input_shape, what="--input-shape"))
-    needed = {"tensorrt": "engine", "onnxruntime": "onnx", "torch": "model"}[args.backend]
+    needed = {"tensorrt": "engine", "onnxruntime": "onnx", "openvino": "onnx", "torch": "model"}[args.backend]
     if not getattr(args, needed):
         raise ValueError(f"--backend {args.backend} needs --{needed}")
     for flag in ("engine", "onnx", "checkpoint"):
@@ -95,6 +100,31 @@ def _onnxruntime_case(args, shape):
     return (lambda: runner.infer(feed, check_inputs=False)), None, {"providers": providers or "default"}, runner.deactivate
 
 
+def _openvino_case(args, shape):
+    import numpy as np
+    from polygraphy.datatype import DataType
+
+    from ...runtime.backends import make_runner
+
+    runner = make_runner("openvino", onnx_path=args.onnx, device=args.device,
+                         inference_precision=args.inference_precision)
+    runner.activate()
+    try:
+        meta = runner.get_input_metadata(use_numpy_dtypes=False)
+        if len(meta) != 1:
+            raise ValueError(f"{args.onnx} has {len(meta)} inputs; bench feeds one image input")
+        (name, (dtype, _)), = meta.items()
+        feed = {name: np.random.default_rng(0).standard_normal(shape).astype(DataType.to_dtype(dtype, "numpy"))}
+        runner.infer(feed)  # compiles for this shape and checks it before timing
+    except BaseException:
+        runner.deactivate()
+        raise
+    info = dict(runner.info, compile_s=max(runner.compile_seconds.values()),
+                num_streams=str(runner.compiled_property("NUM_STREAMS", (tuple(shape),))),
+                inference_num_threads=str(runner.compiled_property("INFERENCE_NUM_THREADS", (tuple(shape),))))
+    return (lambda: runner.infer(feed, check_inputs=False)), None, info, runner.deactivate
+
+
 def _tensorrt_case(args, shape):
     import torch
 
@@ -132,7 +162,8 @@ def run(args) -> int:
     from ..table import format_table
 
     shape = _check_args(args)
-    case = {"torch": _torch_case, "onnxruntime": _onnxruntime_case, "tensorrt": _tensorrt_case}[args.backend]
+    case = {"torch": _torch_case, "onnxruntime": _onnxruntime_case, "openvino": _openvino_case,
+            "tensorrt": _tensorrt_case}[args.backend]
     try:
         import torch
     except ImportError:
@@ -147,7 +178,8 @@ def run(args) -> int:
     try:
         times = measure(fn, iterations=args.iterations, warmup=args.warmup, sync=sync,
                         progress=not args.no_progress, desc=f"bench {args.backend}")
-        memory = gpu_memory(torch) if args.backend != "onnxruntime" or (args.providers or "").lower().find("cuda") >= 0 else {}
+        on_gpu = args.backend in ("torch", "tensorrt") or "cuda" in (args.providers or "").lower()
+        memory = gpu_memory(torch) if on_gpu else {}
     finally:
         close()
     stats = latency_stats(times, batch=shape[0])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 NAME = "validate"
-HELP = "compare an exported model (ONNX Runtime) or engine (TensorRT) with PyTorch; exit 1 when a tolerance is exceeded"
+HELP = ("compare an exported model (ONNX Runtime, OpenVINO) or engine (TensorRT) with PyTorch; exit 1 when a tolerance "
+        "is exceeded")
 
 DEFAULT_SHAPES = "1x3x224x224,2x3x200x264"
 
@@ -13,9 +14,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", help="model name (default: from the ONNX metadata)")
     parser.add_argument("--checkpoint", help="the weights the file was exported with (default: the random weights "
                                              "of `export` without a checkpoint, seed --seed)")
-    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    from ...runtime.backends import BACKENDS
+    from ...runtime.openvino_runner import INFERENCE_PRECISIONS
+
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     parser.add_argument("--providers", help="ONNX Runtime execution providers in priority order, e.g. cuda,cpu "
                                             "(default cpu)")
+    parser.add_argument("--device", help="OpenVINO device for --backend openvino: CPU (default), GPU, NPU, AUTO")
+    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                        help="OpenVINO's INFERENCE_PRECISION_HINT for --backend openvino (default f32; OpenVINO "
+                             "would otherwise compute in bf16 on CPUs with bf16 units and in f16 on GPUs)")
     parser.add_argument("--engine", help="TensorRT engine file (for --backend tensorrt)")
     parser.add_argument("--plugin", help="ElfattAttention TensorRT plugin library (for --backend tensorrt; "
                                          "found automatically when omitted)")
@@ -27,7 +35,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16"),
                         help="precision of the deployed model, for the default tolerance (default: ONNX metadata)")
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
-                                                      "fp16 5e-3; tensorrt fp32 1e-4, fp16 5e-3)")
+                                                      "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3; tensorrt fp32 "
+                                                      "1e-4, fp16 5e-3)")
     parser.add_argument("--report", help="write a JSON report here (atomically)")
     parser.add_argument("--verbose", action="store_true", help="show Polygraphy's per-inference log")
 
@@ -64,8 +73,11 @@ def run(args) -> int:
     from ...validation.report import format_parity_tables, write_report
     from ...validation.tolerances import default_rtol_l2
 
-    if args.backend == "onnxruntime" and not args.onnx:
+    if args.backend in ("onnxruntime", "openvino") and not args.onnx:
         raise ValueError("give the .onnx file to validate (elfatt-deploy validate model.onnx ...)")
+    if args.device and args.backend != "openvino":
+        raise ValueError(f"--device {args.device} is for --backend openvino; --backend {args.backend} takes "
+                         + ("--providers" if args.backend == "onnxruntime" else "the engine's GPU"))
     if args.backend == "tensorrt" and not args.engine:
         raise ValueError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     if args.samples < 1:
@@ -91,7 +103,7 @@ def run(args) -> int:
     reference = TorchRunner(model, [input_name], [output_name], name="pytorch")
     providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
-                          providers=providers)
+                          providers=providers, device=args.device, inference_precision=args.inference_precision)
     result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=seed,
                         rtol_l2=rtol, verbose=args.verbose)
     weights = args.checkpoint or f"random weights, seed {seed}"
@@ -104,7 +116,8 @@ def run(args) -> int:
     if args.report:
         write_report(args.report, result, {
             "onnx": args.onnx, "engine": args.engine, "plugin": args.plugin, "backend": args.backend,
-            "providers": providers, "model": name, "checkpoint": args.checkpoint, "precision": precision,
+            "providers": providers, "device": getattr(backend, "info", {}).get("device"),
+            "openvino": getattr(backend, "info", None), "model": name, "checkpoint": args.checkpoint, "precision": precision,
             "shapes": [list(s) for s in shapes], "samples": args.samples, "seed": seed,
         })
         print(f"report: {args.report}")
