@@ -122,6 +122,16 @@ def test_missing_openvino_names_the_extra(monkeypatch):
     assert info.value.extra == "openvino"
 
 
+def test_cli_reports_missing_openvino_as_an_environment_error(tiny_vit, monkeypatch, capsys):
+    from elfatt_deploy.errors import EXIT_ENVIRONMENT
+
+    _, default, _ = tiny_vit
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert main(["validate", str(default), "--backend", "openvino", "--samples", "1"]) == EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert "needs OpenVINO Runtime, which is not installed here" in err and "elfatt-deploy[openvino]" in err
+
+
 def test_runner_argument_errors(tmp_path):
     with pytest.raises(InputError, match="inference precision 'fp8' is not one of f32, bf16, f16"):
         OpenVinoRunner("m.onnx", inference_precision="fp8")
