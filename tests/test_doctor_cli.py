@@ -49,7 +49,34 @@ def test_doctor_plugin_found_but_not_loadable(tmp_path, capsys):
     fake.write_bytes(b"\x7fELF")
     rc = main(["doctor", "--plugin", str(fake)])  # --plugin asks about the tensorrt backend
     out = capsys.readouterr().out
-    assert rc == 3 and f"found {fake}, but not loaded: TensorRT is not installed" in out
+    assert rc == 3 and f"found {fake} (not a readable ELF shared library" in out and "TensorRT is not installed" in out
+    assert "no libelfatt_trt_plugin_vc.so beside" in out  # doctor knows both builds
+    (tmp_path / "libelfatt_trt_plugin_vc.so").write_bytes(b"\x7fELF")
+    main(["doctor", "--plugin", str(fake), "--json", str(tmp_path / "d.json")])
+    checks = {c["component"]: c for c in json.loads((tmp_path / "d.json").read_text())["checks"]}
+    other = checks["plugin (other build)"]
+    assert str(tmp_path / "libelfatt_trt_plugin_vc.so") in other.get("more", other["detail"])
+
+
+def test_doctor_checks_an_engine(tmp_path, capsys, rng):
+    from elfatt_deploy.engine.engine_file import write_engine_file
+
+    plain = tmp_path / "trtexec.plan"
+    plain.write_bytes(rng.integers(0, 256, 100, dtype="uint8").tobytes())
+    main(["doctor", "--backend", "onnxruntime", "--engine", str(plain), "--json", str(tmp_path / "a.json")])
+    checks = {c["component"]: c for c in json.loads((tmp_path / "a.json").read_text())["checks"]}
+    full = lambda row: row.get("more", row["detail"])  # noqa: E731  (long details are printed below the table)
+    assert checks["engine"]["status"] == "warn" and "without a sidecar" in full(checks["engine"])
+    built = write_engine_file(tmp_path / "m.engine", {"tensorrt_version": "10.3.0", "precision": "fp16",
+                                                      "gpu": {"name": "Orin", "compute_capability": "8.7"},
+                                                      "plugin": {"used": True, "version": "1"}}, b"plan")
+    rc = main(["doctor", "--backend", "tensorrt", "--engine", str(built), "--json", str(tmp_path / "b.json")])
+    report = json.loads((tmp_path / "b.json").read_text())
+    checks = {c["component"]: c for c in report["checks"]}
+    assert "with sidecar m.engine.json (plan hash matches)" in full(checks["engine"])
+    assert "built with TensorRT 10.3.0 for Orin (sm_87), precision fp16" in full(checks["engine compat"])
+    if not _have("tensorrt"):  # cannot run here: the engine's requirements are reported, and the exit code says so
+        assert checks["engine compat"]["status"] == "missing" and rc == 3 and "engine compat" in report["missing"]
 
 
 def test_cuobjdump_parsing_and_verdict():

@@ -1,3 +1,5 @@
+"""Engine files: raw plan + sidecar, a plan alone, and the old header format (read-only)."""
+
 import json
 import os
 import struct
@@ -5,14 +7,18 @@ import struct
 import pytest
 
 from elfatt_deploy.engine.engine_file import (
-    ENGINE_MAGIC,
+    SOURCE_LEGACY,
+    SOURCE_NONE,
+    SOURCE_SIDECAR,
     EngineFileError,
-    decode_engine,
-    encode_engine,
+    load_engine,
     read_engine_file,
     read_engine_metadata,
+    sha256_bytes,
+    sidecar_path,
     write_engine_file,
 )
+from elfatt_deploy.engine.legacy_header import ENGINE_MAGIC
 
 
 def _meta(rng):
@@ -21,80 +27,133 @@ def _meta(rng):
             "note": "ünïcode ✓"}
 
 
-def test_round_trip(tmp_path, rng):
-    meta = _meta(rng)
-    plan = rng.integers(0, 256, size=int(rng.integers(1, 5000)), dtype="uint8").tobytes()
+def _plan(rng, n=None):
+    return rng.integers(0, 256, size=int(n or rng.integers(1, 5000)), dtype="uint8").tobytes()
+
+
+def legacy_bytes(metadata, plan):
+    """An engine file as elfatt-deploy 0.1 wrote it (magic, length, JSON, plan)."""
+    header = json.dumps(metadata, sort_keys=True).encode()
+    return ENGINE_MAGIC + struct.pack("<I", len(header)) + header + plan
+
+
+def test_plan_is_written_verbatim_with_a_sidecar(tmp_path, rng):
+    meta, plan = _meta(rng), _plan(rng)
     path = write_engine_file(tmp_path / "m.engine", meta, plan)
-    got_meta, got_plan = read_engine_file(path)
-    assert got_meta == meta and got_plan == plan
-    assert read_engine_metadata(path) == meta
-    raw = path.read_bytes()
-    assert raw.startswith(ENGINE_MAGIC)
-    (n,) = struct.unpack_from("<I", raw, len(ENGINE_MAGIC))
-    assert json.loads(raw[len(ENGINE_MAGIC) + 4 : len(ENGINE_MAGIC) + 4 + n]) == meta
-    assert os.listdir(tmp_path) == ["m.engine"]  # no temp file left behind
+    assert path.read_bytes() == plan  # exactly what TensorRT serialized: trtexec / Triton / DeepStream load it
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["plan"] == {"sha256": sha256_bytes(plan), "bytes": len(plan)}
+    engine = load_engine(path)
+    assert engine.source == SOURCE_SIDECAR and engine.plan == plan and not engine.warnings
+    assert {k: engine.metadata[k] for k in meta} == meta
+    assert read_engine_file(path) == (engine.metadata, plan) and read_engine_metadata(path) == engine.metadata
+    assert sorted(os.listdir(tmp_path)) == ["m.engine", "m.engine.json"]  # no temp file left behind
 
 
-def test_overwrite_is_atomic_on_failure(tmp_path, rng):
+def test_stale_sidecar_never_describes_a_new_plan(tmp_path, rng, monkeypatch):
+    path = write_engine_file(tmp_path / "m.engine", _meta(rng), _plan(rng))
+    old_side = sidecar_path(path).read_text()
+    new_plan = _plan(rng, 64)
+    path.write_bytes(new_plan)  # e.g. trtexec --saveEngine over it, or a copy without its sidecar
+    with pytest.raises(EngineFileError, match=r"describes another plan .*delete the sidecar to run the plan unchecked"):
+        load_engine(path)
+    # a rebuild removes the old sidecar before replacing the plan: a crash in between leaves no stale sidecar
+    calls = []
+    import elfatt_deploy.engine.engine_file as ef
+
+    real = ef.atomic_write_bytes
+
+    def crash_after_plan(target, data):
+        real(target, data)
+        calls.append(sidecar_path(target).exists())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ef, "atomic_write_bytes", crash_after_plan)
+    with pytest.raises(KeyboardInterrupt):
+        write_engine_file(path, {"a": 1}, new_plan)
+    monkeypatch.undo()
+    assert calls == [False] and not sidecar_path(path).exists() and old_side
+    engine = load_engine(path)
+    assert engine.source == SOURCE_NONE and engine.plan == new_plan
+
+
+def test_plan_without_sidecar_loads_with_a_warning(tmp_path, rng):
+    path = tmp_path / "trtexec.plan"
+    plan = _plan(rng)
+    path.write_bytes(plan)
+    engine = load_engine(path)
+    assert engine.source == SOURCE_NONE and engine.plan == plan and engine.metadata == {} and not engine.checkable
+    assert len(engine.warnings) == 1 and "cannot be checked" in engine.warnings[0]
+
+
+def test_old_header_format_still_loads(tmp_path, rng):
+    meta, plan = _meta(rng), _plan(rng)
+    path = tmp_path / "old.engine"
+    path.write_bytes(legacy_bytes(meta, plan))
+    sidecar_path(path).write_text("{}")
+    engine = load_engine(path)
+    assert engine.source == SOURCE_LEGACY and engine.metadata == meta and engine.plan == plan
+    assert any("old elfatt-deploy header format" in w for w in engine.warnings)
+    assert any("is ignored" in w for w in engine.warnings)
+
+
+def test_failed_write_changes_nothing(tmp_path, rng):
     path = write_engine_file(tmp_path / "m.engine", _meta(rng), b"old plan")
-    before = path.read_bytes()
+    before = (path.read_bytes(), sidecar_path(path).read_text())
     with pytest.raises(TypeError):
         write_engine_file(path, {"bad": object()}, b"new plan")  # JSON encoding fails before any write
     with pytest.raises(ValueError, match="empty"):
         write_engine_file(path, {}, b"")
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["m.engine"]
+    assert (path.read_bytes(), sidecar_path(path).read_text()) == before
+    assert sorted(os.listdir(tmp_path)) == ["m.engine", "m.engine.json"]
 
 
-def test_missing_directory(tmp_path):
+def test_missing_directory_and_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_engine_file(tmp_path / "nope" / "m.engine", {}, b"plan")
+    with pytest.raises(FileNotFoundError, match="elfatt-deploy build"):
+        load_engine(tmp_path / "none.engine")
+    (tmp_path / "empty.engine").write_bytes(b"")
+    with pytest.raises(EngineFileError, match="empty"):
+        load_engine(tmp_path / "empty.engine")
 
 
-@pytest.mark.parametrize("cut", ["magic", "length", "header", "plan"])
-def test_truncated(tmp_path, rng, cut):
-    data = encode_engine(_meta(rng), b"PLANBYTES")
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid UTF-8 JSON"),
+    ('{"format": "something else"}', "not an elfatt-deploy engine sidecar"),
+    ('{"format": "elfatt-deploy engine sidecar", "format_version": 99}', "newer than this elfatt-deploy reads"),
+])
+def test_bad_sidecar(tmp_path, rng, content, match):
+    path = tmp_path / "m.engine"
+    path.write_bytes(_plan(rng))
+    sidecar_path(path).write_text(content)
+    with pytest.raises(EngineFileError, match=match) as info:
+        load_engine(path)
+    assert str(sidecar_path(path)) in str(info.value)
+
+
+@pytest.mark.parametrize("cut", ["length", "header", "plan"])
+def test_truncated_old_format(tmp_path, rng, cut):
+    data = legacy_bytes(_meta(rng), b"PLANBYTES")
     header_len = struct.unpack_from("<I", data, len(ENGINE_MAGIC))[0]
-    end = {"magic": 4, "length": len(ENGINE_MAGIC) + 2, "header": len(ENGINE_MAGIC) + 4 + header_len // 2,
+    end = {"length": len(ENGINE_MAGIC) + 2, "header": len(ENGINE_MAGIC) + 4 + header_len // 2,
            "plan": len(ENGINE_MAGIC) + 4 + header_len}[cut]
     path = tmp_path / "t.engine"
     path.write_bytes(data[:end])
-    with pytest.raises(EngineFileError, match="truncated|too short") as info:
-        read_engine_file(path)
+    with pytest.raises(EngineFileError, match="truncated") as info:
+        load_engine(path)
     assert str(path) in str(info.value)
-    with pytest.raises(EngineFileError):
-        read_engine_metadata(path) if cut != "plan" else decode_engine(data[:end])
 
 
-def test_corrupt_header(tmp_path):
-    body = b"{not json"
+def test_corrupt_old_header(tmp_path):
     path = tmp_path / "c.engine"
-    path.write_bytes(ENGINE_MAGIC + struct.pack("<I", len(body)) + body + b"plan")
-    with pytest.raises(EngineFileError, match="not valid UTF-8 JSON"):
-        read_engine_file(path)
-    body = b"[1, 2]"
-    path.write_bytes(ENGINE_MAGIC + struct.pack("<I", len(body)) + body + b"plan")
-    with pytest.raises(EngineFileError, match="not an object"):
-        read_engine_file(path)
+    for body, match in ((b"{not json", "not valid UTF-8 JSON"), (b"[1, 2]", "not an object")):
+        path.write_bytes(ENGINE_MAGIC + struct.pack("<I", len(body)) + body + b"plan")
+        with pytest.raises(EngineFileError, match=match):
+            load_engine(path)
     path.write_bytes(ENGINE_MAGIC + struct.pack("<I", 0xFFFFFFFF) + b"x" * 64)
     with pytest.raises(EngineFileError, match="header length"):
-        read_engine_file(path)
-
-
-def test_plain_plan_refused(tmp_path, rng):
-    path = tmp_path / "plain.engine"
-    path.write_bytes(b"ftrt" + rng.integers(0, 256, 200, dtype="uint8").tobytes())
-    with pytest.raises(EngineFileError, match="not an elfatt-deploy engine.*elfatt-deploy build"):
-        read_engine_file(path)
-
-
-def test_other_header_version(tmp_path):
-    path = tmp_path / "v9.engine"
+        load_engine(path)
     path.write_bytes(ENGINE_MAGIC[:-1] + b"\x09" + struct.pack("<I", 2) + b"{}plan")
     with pytest.raises(EngineFileError, match="format version 9"):
-        read_engine_file(path)
-
-
-def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="elfatt-deploy build"):
-        read_engine_file(tmp_path / "none.engine")
+        load_engine(path)

@@ -38,15 +38,20 @@ def test_prepare_with_plugin_strips_function(tmp_path):
     plan = prepare_build(_options(tmp_path, elfatt_model(), plugin=str(lib), shapes="min:1x3x32x32,opt:1x3x64x64,max:2x3x64x64"))
     parsed = onnx.load_from_string(plan.model_bytes)
     assert not elfatt_functions(parsed) and plan.functions_removed == 1 and plan.elfatt_node_count == 1
-    assert plan.plugin_path == lib and plan.profile.max == (2, 3, 64, 64)
+    assert plan.plugin_candidates == [lib] and plan.expected_plugin_layers == 1 and plan.profile.max == (2, 3, 64, 64)
     assert plan.onnx_props["precision"] == "fp32"
     assert elfatt_functions(onnx.load(str(tmp_path / "m.onnx")))  # the file itself is untouched
 
 
 def test_prepare_without_plugin_keeps_function(tmp_path):
     plan = prepare_build(_options(tmp_path, elfatt_model(dims=(1, 3, 32, 32)), use_plugin=False))
-    assert len(elfatt_functions(onnx.load_from_string(plan.model_bytes))) == 1
-    assert plan.plugin_path is None and plan.profile.is_static
+    parsed = onnx.load_from_string(plan.model_bytes)
+    # kept, under a name no plugin creator has, and the nodes lose plugin_namespace / plugin_version
+    assert [f.name for f in elfatt_functions(parsed)] == ["ElfattAttentionFunctionBody"]
+    node = [n for n in parsed.graph.node if n.domain == "elfatt"][0]
+    assert node.op_type == "ElfattAttentionFunctionBody" and not {"plugin_namespace", "plugin_version"} & {
+        a.name for a in node.attribute}
+    assert plan.plugin_candidates == [] and plan.expected_plugin_layers == 0 and plan.profile.is_static
 
 
 def test_no_plugin_on_plugin_only_file(tmp_path):

@@ -1,10 +1,13 @@
-"""Real engines: build a tiny model with and without the plugin, run it, compare with ONNX Runtime.
+"""Real engines: build a tiny model with and without the plugin, run it, compare with ONNX Runtime; the
+raw plan loads in Polygraphy and trtexec, and without its sidecar.
 
 Needs TensorRT, a CUDA GPU, the plugin library (docker/Dockerfile builds all three) and
 `elfatt-deploy export`; skipped elsewhere with the reason.
 """
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +20,9 @@ if not torch.cuda.is_available():
     pytest.skip("no CUDA GPU visible", allow_module_level=True)
 
 from elfatt_deploy.cli import main  # noqa: E402
-from elfatt_deploy.engine.engine_file import read_engine_file, write_engine_file  # noqa: E402
-from elfatt_deploy.engine.plugin import find_plugin_library  # noqa: E402
+from elfatt_deploy.engine.engine_file import load_engine, read_engine_file, sidecar_path, write_engine_file  # noqa: E402
+from elfatt_deploy.engine.plugin import find_plugin_library, load_plugin  # noqa: E402
+from elfatt_deploy.engine.tools import find_trtexec  # noqa: E402
 from elfatt_deploy.runtime.tensorrt_runner import TrtRunner  # noqa: E402
 
 SHAPE = (1, 3, 64, 96)
@@ -48,14 +52,22 @@ def _ort(onnx_path, x):
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+def _build_in_fresh_process(argv):
+    proc = subprocess.run([sys.executable, "-m", "elfatt_deploy", *argv], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("use_plugin", [True, False], ids=["plugin", "no-plugin"])
 def test_build_and_run(tmp_path, onnx_file, plugin_path, use_plugin, rng):
     engine = tmp_path / "tiny.engine"
     argv = ["build", str(onnx_file), "-o", str(engine), "--shapes", "min:1x3x32x32,opt:1x3x64x96,max:2x3x128x128",
             "--no-progress"]
-    argv += ["--plugin", str(plugin_path)] if use_plugin else ["--no-plugin"]
-    assert main(argv) == 0
+    if use_plugin:
+        assert main(argv + ["--plugin", str(plugin_path)]) == 0
+    else:  # a fresh process: no plugin registered by an earlier test can leak into the engine
+        _build_in_fresh_process(argv + ["--no-plugin"])
     meta, plan = read_engine_file(engine)
+    assert engine.read_bytes() == plan and sidecar_path(engine).is_file()
     assert meta["tensorrt_version"] == trt.__version__ and meta["plugin"]["used"] == use_plugin and plan
     assert meta["gpu"]["compute_capability"] == "{}.{}".format(*torch.cuda.get_device_capability())
     x = rng.standard_normal(SHAPE).astype(np.float32)
@@ -95,8 +107,61 @@ def test_mismatched_engine_refused(tmp_path, onnx_file, plugin_path):
 
 
 def test_plugin_loads_in_a_fresh_process(plugin_path):
-    code = ("import tensorrt as trt; from elfatt_deploy.engine.plugin import load_plugin, find_creator; "
-            f"import json; print(json.dumps(load_plugin({str(plugin_path)!r})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["how"] == "registry.load_library"
+    code = ("import tensorrt as trt; from elfatt_deploy.engine.plugin import load_plugin; "
+            "import json, sys; print(json.dumps(load_plugin(sys.argv[1])))")
+    vc = plugin_path.with_name("libelfatt_trt_plugin_vc.so")
+    for lib, how in ((plugin_path, "ctypes.CDLL (static registration)"), (vc, "registry.load_library (getCreators)")):
+        if not lib.is_file():
+            continue
+        proc = subprocess.run([sys.executable, "-c", code, str(lib)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout.strip().splitlines()[-1])["how"] == how
+
+
+RUN_ENGINE = """
+import sys, numpy as np
+from elfatt_deploy.runtime.tensorrt_runner import TrtRunner
+with TrtRunner(sys.argv[1]) as r:
+    x = np.load(sys.argv[2])
+    np.save(sys.argv[3], next(iter(r.infer({r.input_names[0]: x}).values())))
+"""
+
+
+def test_no_plugin_engine_runs_where_no_plugin_is_loaded(tmp_path, onnx_file, plugin_path, rng):
+    """The review's bug: a --no-plugin build in a process that has loaded the plugin must not contain it."""
+    load_plugin(plugin_path)
+    engine = tmp_path / "np.engine"
+    assert main(["build", str(onnx_file), "-o", str(engine), "--shapes", "x".join(map(str, SHAPE)), "--no-plugin",
+                 "--no-progress"]) == 0
+    assert load_engine(engine).metadata["plugin"] == {"used": False}
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    env = dict(os.environ, ELFATT_PLUGIN_PATH=str(tmp_path / "no-plugin-here.so"))
+    proc = subprocess.run([sys.executable, "-c", RUN_ENGINE, str(engine), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), _ort(onnx_file, x), rtol=1e-3, atol=1e-3)
+
+
+def test_raw_plan_loads_in_polygraphy_trtexec_and_without_sidecar(tmp_path, onnx_file, plugin_path, rng):
+    engine = tmp_path / "p.engine"
+    assert main(["build", str(onnx_file), "-o", str(engine), "--shapes", "x".join(map(str, SHAPE)), "--plugin",
+                 str(plugin_path), "--no-progress"]) == 0
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    bare = tmp_path / "bare.plan"
+    shutil.copy(engine, bare)  # as trtexec --saveEngine / Polygraphy would leave it: no sidecar
+    with TrtRunner(engine, plugin=plugin_path) as a, TrtRunner(bare, plugin=plugin_path) as b:
+        assert any("no sidecar" in w for w in b.warnings)
+        name = a.input_names[0]
+        np.testing.assert_array_equal(next(iter(a.infer({name: x}).values())), next(iter(b.infer({name: x}).values())))
+    polygraphy = shutil.which("polygraphy")
+    if polygraphy:
+        proc = subprocess.run([polygraphy, "run", str(engine), "--model-type", "engine", "--trt", "--plugins",
+                               str(plugin_path), "--input-shapes", f"{name}:{list(SHAPE)}"], capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trtexec = find_trtexec()
+    if trtexec:
+        proc = subprocess.run([trtexec, f"--loadEngine={engine}", f"--staticPlugins={plugin_path}", "--iterations=2",
+                               "--warmUp=0", "--duration=0"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0 and "PASSED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]

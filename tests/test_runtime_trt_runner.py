@@ -26,9 +26,17 @@ def test_is_a_polygraphy_runner():
 def test_activate_errors_before_tensorrt(tmp_path):
     with pytest.raises(FileNotFoundError, match="elfatt-deploy build"):
         TrtRunner(tmp_path / "none.engine").activate()
+    stale = write_engine_file(tmp_path / "stale.engine", {"tensorrt_version": "10.3.0"}, b"plan one")
+    stale.write_bytes(b"plan two")
+    with pytest.raises(ValueError, match="describes another plan"):
+        TrtRunner(stale).activate()
+
+
+def test_plan_without_sidecar_reaches_tensorrt(tmp_path, without_tensorrt):
+    """A trtexec/Polygraphy plan is not refused for lacking metadata: the runner gets as far as TensorRT."""
     plain = tmp_path / "plain.engine"
     plain.write_bytes(b"ftrt" + b"\0" * 100)
-    with pytest.raises(ValueError, match="not an elfatt-deploy engine"):
+    with pytest.raises(RuntimeError, match="needs TensorRT's Python package"):
         TrtRunner(plain).activate()
 
 

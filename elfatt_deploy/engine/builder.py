@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..atomic import atomic_write_bytes
+from ..errors import MissingDependencyError, ToolkitError
 from ..export.inline import is_inlined
-from .engine_file import write_engine_file
+from .engine_file import sha256_file, write_engine_file
 from .environment import gpu_info, jetson_release
 from .metadata import build_metadata
 from .onnx_prep import (
@@ -22,13 +23,13 @@ from .onnx_prep import (
     elfatt_nodes,
     load_model,
     metadata_props,
+    prepare_function_body_build,
     remove_elfatt_functions,
     single_image_input,
 )
-from .plugin import PluginNotFoundError, find_plugin_library, load_plugin
+from .plugin import PluginNotFoundError, find_plugin_libraries, load_first_plugin
 from .profiles import Profile, resolve_profile
-from .trt_api import get_logger, strongly_typed_network_flags
-from ..errors import ToolkitError
+from .trt_api import get_logger, network_io, plugin_layer_names, strongly_typed_network_flags
 
 
 class EngineBuildError(ToolkitError):
@@ -47,6 +48,10 @@ class BuildOptions:
     timing_cache: Optional[Path] = None
     progress: bool = True
     verbose: bool = False
+    #: Overrides the precision the sidecar records (read from the ONNX otherwise), e.g. "int8-qdq".
+    precision: Optional[str] = None
+    #: More sidecar keys (e.g. calibration info); may not replace the builder's own (metadata.CORE_KEYS).
+    extra_metadata: dict = field(default_factory=dict)
 
     def command(self) -> list[str]:
         cmd = ["elfatt-deploy", "build", str(self.onnx_path), "-o", str(self.output)]
@@ -71,10 +76,19 @@ class BuildPlan:
     input_spec: object
     profile: Profile
     onnx_props: dict
-    plugin_path: Optional[Path]
+    plugin_candidates: list[Path]
     elfatt_node_count: int
     functions_removed: int
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def uses_plugin(self) -> bool:
+        return bool(self.plugin_candidates)
+
+    @property
+    def expected_plugin_layers(self) -> int:
+        """Plugin layers the parsed network must have: one per elfatt node with the plugin, none without."""
+        return self.elfatt_node_count if self.uses_plugin else 0
 
 
 def _load_recipe(path):
@@ -107,11 +121,11 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
     nodes = elfatt_nodes(model)
     notes = []
     removed = 0
-    plugin_path = None
+    candidates: list[Path] = []
     if options.use_plugin:
         removed = remove_elfatt_functions(model)
         if nodes:
-            plugin_path = find_plugin_library(options.plugin)
+            candidates = find_plugin_libraries(options.plugin)
         elif is_inlined(model):
             raise ValueError(
                 f"{onnx_path} is an inlined export (`export --inline`: the attention is in standard ONNX ops, there "
@@ -127,12 +141,13 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
                 "function), so a plugin-free engine cannot be built from it: drop --no-plugin, or re-export without "
                 "--plugin-only"
             )
+        prepare_function_body_build(model)
     return BuildPlan(
         model_bytes=model.SerializeToString(),
         input_spec=spec,
         profile=profile,
         onnx_props=metadata_props(model),
-        plugin_path=plugin_path,
+        plugin_candidates=candidates,
         elfatt_node_count=len(nodes),
         functions_removed=removed,
         notes=notes,
@@ -168,7 +183,7 @@ def _tensorrt():
     try:
         import tensorrt as trt  # noqa: PLC0415
     except Exception as exc:
-        raise EngineBuildError(
+        raise MissingDependencyError(
             f"TensorRT's Python package is not importable here ({type(exc).__name__}: {exc}); build engines on the "
             "target machine (JetPack, or an NGC TensorRT container: see docker/README.md)"
         ) from None
@@ -176,7 +191,7 @@ def _tensorrt():
 
 
 def build_engine(options: BuildOptions, *, log=print) -> dict:
-    """Builds and writes the engine file; returns its metadata."""
+    """Builds and writes the engine (raw plan + sidecar, engine_file.py); returns the sidecar's metadata."""
     try:
         plan_info = prepare_build(options)
     except PluginNotFoundError:
@@ -185,7 +200,7 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     trt = _tensorrt()
     gpu = gpu_info()
     if gpu is None:
-        raise EngineBuildError("no CUDA GPU is visible: an engine is built on the GPU it will run on")
+        raise MissingDependencyError("no CUDA GPU is visible: an engine is built on the GPU it will run on")
     for note in plan_info.notes:
         log(f"note: {note}")
 
@@ -195,8 +210,10 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     # logger finder) report into it instead of nowhere
     builder = trt.Builder(logger)
     plugin = None
-    if plan_info.plugin_path is not None:
-        plugin = load_plugin(plan_info.plugin_path, registry=trt.get_plugin_registry())
+    if plan_info.uses_plugin:
+        plugin = load_first_plugin(plan_info.plugin_candidates, registry=trt.get_plugin_registry())
+        for skipped in plugin.get("skipped", []):
+            log(f"note: plugin candidate skipped: {skipped}")
         log(f"plugin: {plugin['path']} ({plugin['how']}); {plan_info.elfatt_node_count} {ELFATT_OP} nodes, "
             f"{plan_info.functions_removed} elfatt local function(s) removed before parsing")
     else:
@@ -204,14 +221,12 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
 
     network = builder.create_network(strongly_typed_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    override = getattr(getattr(trt, "OnnxParserFlag", None), "ENABLE_PLUGIN_OVERRIDE", None)
-    if override is not None and plan_info.plugin_path is not None:
-        parser.set_flag(override)
     if not parser.parse(plan_info.model_bytes, str(Path(options.onnx_path).resolve())):
         errors = [format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(
             f"TensorRT's ONNX parser rejected {options.onnx_path} ({len(errors)} error(s)):\n  " + "\n  ".join(errors)
         )
+    check_plugin_layers(trt, network, plan_info, options.onnx_path)
 
     config = builder.create_builder_config()
     if options.workspace_mb:
@@ -248,13 +263,41 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
         profiles=[p],
         onnx_props=plan_info.onnx_props,
         source_onnx=str(Path(options.onnx_path).resolve()),
+        source_onnx_sha256=sha256_file(options.onnx_path),
         build_command=options.command(),
         workspace_mb=options.workspace_mb,
+        io=network_io(trt, network),
+        precision=options.precision,
+        extra=options.extra_metadata,
     )
     write_engine_file(options.output, metadata, memoryview(serialized))
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     return metadata
+
+
+def check_plugin_layers(trt, network, plan_info: BuildPlan, onnx_path) -> None:
+    """The parsed network must hold exactly one plugin layer per elfatt node with the plugin, and none without.
+
+    Which importer TensorRT's parser picks for a node that has both a plugin creator and a local function
+    changed between versions (docs/op-spec.md); this check makes a wrong pick a clear build error on every
+    version instead of an engine that fails to deserialize elsewhere."""
+    found = plugin_layer_names(trt, network)
+    expected = plan_info.expected_plugin_layers
+    if len(found) == expected:
+        return
+    shown = ", ".join(repr(n) for n in found[:8]) + (" ..." if len(found) > 8 else "")
+    if plan_info.uses_plugin:
+        raise EngineBuildError(
+            f"TensorRT parsed {onnx_path} into {len(found)} plugin layer(s) ({shown or 'none'}), but the model has "
+            f"{expected} {ELFATT_OP} node(s): some nodes were not imported through the plugin. Check the parser "
+            "messages above (run with --verbose), or report it with the TensorRT version"
+        )
+    raise EngineBuildError(
+        f"the --no-plugin build of {onnx_path} contains {len(found)} plugin layer(s) ({shown}): TensorRT imported "
+        "them through a registered plugin instead of the ONNX function body, so the engine would need the plugin. "
+        "Build it in a process that has not loaded the plugin, or report it with the TensorRT version"
+    )
 
 
 def make_monitor(trt, enabled: bool):

@@ -91,7 +91,9 @@ def rebuild_command(metadata: Mapping, engine_path: Optional[str] = None) -> str
     recorded = metadata.get("build_command")
     if isinstance(recorded, list) and recorded:
         return shlex.join(str(a) for a in recorded)
-    onnx = metadata.get("source_onnx") or "MODEL.onnx"
+    from .metadata import source_onnx_path  # noqa: PLC0415
+
+    onnx = source_onnx_path(metadata) or "MODEL.onnx"
     return shlex.join(["elfatt-deploy", "build", str(onnx), "-o", str(engine_path or "MODEL.engine")])
 
 
@@ -110,3 +112,15 @@ def require_compatible(metadata: Mapping, env: Mapping, *, engine_path: Optional
         )
         raise EngineIncompatibleError(f"{where} cannot run here: {lines}.{advice}")
     return [i for i in issues if i.severity == "warning"]
+
+
+def plugin_library_warning(metadata: Mapping, plugin_info: Optional[Mapping]) -> Optional[str]:
+    """A note when the loaded plugin library is not the file the engine was built with (same plugin version,
+    so it loads; a rebuilt library may still differ in its kernels)."""
+    recorded = (metadata.get("plugin") or {}).get("library_sha256")
+    loaded = (plugin_info or {}).get("sha256")
+    if not recorded or not loaded or recorded == loaded:
+        return None
+    return (f"the plugin library {plugin_info.get('path')} is not the one the engine was built with (SHA-256 "
+            f"{loaded[:12]}... vs {recorded[:12]}... recorded); same plugin version, so it runs, but results and speed "
+            "may differ from the build's")

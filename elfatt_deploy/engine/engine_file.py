@@ -1,113 +1,176 @@
-"""The ``.engine`` file: a metadata header followed by the TensorRT plan.
+"""Engine files: the TensorRT plan exactly as TensorRT serialized it, and a JSON sidecar beside it.
 
-Layout (all integers little-endian)::
+``model.engine`` holds the bytes of ``IBuilder.build_serialized_network`` and nothing else, so
+``trtexec --loadEngine``, Triton's TensorRT backend, DeepStream's nvinfer and Polygraphy load it as
+it is. ``model.engine.json`` records what the plan cannot say about itself (TensorRT version, GPU,
+plugin, precision, profiles, model, source ONNX; engine/metadata.py) and the plan's SHA-256, so a
+sidecar left over from an earlier build is never taken to describe a new plan.
 
-    8 bytes   magic  b"ELFATTE\\x01"  (the last byte is the header format version)
-    4 bytes   n      length of the JSON header in bytes (uint32)
-    n bytes   UTF-8 JSON object (the engine metadata)
-    rest      the serialized TensorRT plan, as ``IHostMemory`` gave it
+Writing: the old sidecar is removed first, then the plan and then the sidecar are each written
+atomically. A crash in between leaves a plan without a sidecar (it runs, unchecked), never a
+sidecar describing the wrong plan.
 
-Like the ultralytics ``.engine`` files (length + JSON + plan) with a magic marker
-in front, so that a plain TensorRT plan (from trtexec, Polygraphy ...) is
-recognised and refused with a clear message instead of being misread.
+Reading (:func:`load_engine`) accepts three kinds of file:
+
+- a plan with its sidecar: the sidecar's plan hash must match (else EngineFileError);
+- a plan alone (trtexec ``--saveEngine``, Polygraphy): loads, with a warning that nothing can be checked;
+- the old elfatt-deploy header format (legacy_header.py): read-only, loads with its embedded metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_write_text
+from .legacy_header import ENGINE_MAGIC, EngineFileError, decode_engine, has_legacy_header
 
-ENGINE_MAGIC = b"ELFATTE\x01"
-_LENGTH = struct.Struct("<I")
-#: Larger headers are refused as corrupt (a real one is a few KiB).
-MAX_HEADER_BYTES = 16 * 1024 * 1024
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = "elfatt-deploy engine sidecar"
+SIDECAR_VERSION = 1
+
+#: Where the metadata came from.
+SOURCE_SIDECAR = "sidecar"
+SOURCE_LEGACY = "legacy header"
+SOURCE_NONE = "none"
+
+__all__ = [
+    "ENGINE_MAGIC",
+    "EngineFile",
+    "EngineFileError",
+    "load_engine",
+    "read_engine_file",
+    "read_engine_metadata",
+    "sha256_bytes",
+    "sha256_file",
+    "sidecar_path",
+    "write_engine_file",
+]
 
 
-class EngineFileError(ValueError):
-    """The file is not a readable elfatt-deploy engine (truncated, corrupt, plain plan ...)."""
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    """``model.engine`` -> ``model.engine.json`` (the name Triton, DeepStream and trtexec ignore)."""
+    path = Path(engine_path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def encode_engine(metadata: Mapping[str, Any], plan: bytes | bytearray | memoryview) -> bytes:
-    """Returns the bytes of an engine file holding ``metadata`` and ``plan``."""
+def sha256_bytes(data) -> str:
+    return hashlib.sha256(memoryview(data)).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class EngineFile:
+    """A loaded engine: the plan bytes, the metadata ({} when there is none) and where it came from."""
+
+    path: Path
+    plan: bytes
+    metadata: dict
+    source: str  # SOURCE_SIDECAR, SOURCE_LEGACY or SOURCE_NONE
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def checkable(self) -> bool:
+        """Whether the metadata allows the compatibility checks (engine/compat.py)."""
+        return bool(self.metadata)
+
+
+def _sidecar_text(metadata: Mapping[str, Any], plan: bytes) -> str:
     if not isinstance(metadata, Mapping):
         raise TypeError(f"engine metadata must be a mapping, got {type(metadata).__name__}")
-    plan = bytes(plan)
-    if not plan:
-        raise ValueError("the TensorRT plan is empty: the engine build failed, nothing to write")
-    header = json.dumps(metadata, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    if len(header) > MAX_HEADER_BYTES:
-        raise ValueError(f"engine metadata is {len(header)} bytes of JSON; at most {MAX_HEADER_BYTES} are allowed")
-    return ENGINE_MAGIC + _LENGTH.pack(len(header)) + header + plan
-
-
-def decode_engine(data: bytes, *, source: str = "<bytes>") -> tuple[dict, bytes]:
-    """Splits engine file bytes into ``(metadata, plan)``; raises EngineFileError on bad input."""
-    data = bytes(data)
-    if not data.startswith(ENGINE_MAGIC):
-        if data[: len(ENGINE_MAGIC) - 1] == ENGINE_MAGIC[:-1]:
-            raise EngineFileError(
-                f"{source}: engine header format version {data[len(ENGINE_MAGIC) - 1]} is not supported by this "
-                f"elfatt-deploy (it reads version {ENGINE_MAGIC[-1]}); rebuild the engine with `elfatt-deploy build`"
-            )
-        if len(data) < len(ENGINE_MAGIC):
-            raise EngineFileError(f"{source}: the file is {len(data)} bytes long, too short to be an engine (truncated?)")
-        raise EngineFileError(
-            f"{source}: not an elfatt-deploy engine (no {ENGINE_MAGIC[:-1].decode()} header). If it is a plain "
-            "TensorRT plan (trtexec --saveEngine, Polygraphy), rebuild it with `elfatt-deploy build MODEL.onnx -o "
-            "MODEL.engine` so that it carries the metadata the runner checks, or run it with trtexec/Polygraphy"
-        )
-    offset = len(ENGINE_MAGIC)
-    if len(data) < offset + _LENGTH.size:
-        raise EngineFileError(f"{source}: truncated engine file: it ends inside the header length field")
-    (length,) = _LENGTH.unpack_from(data, offset)
-    offset += _LENGTH.size
-    if length > MAX_HEADER_BYTES:
-        raise EngineFileError(f"{source}: corrupt engine file: header length {length} exceeds {MAX_HEADER_BYTES}")
-    if len(data) < offset + length:
-        raise EngineFileError(
-            f"{source}: truncated engine file: the header says {length} bytes of metadata but only "
-            f"{len(data) - offset} follow"
-        )
-    try:
-        metadata = json.loads(data[offset : offset + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineFileError(f"{source}: corrupt engine file: the metadata header is not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(metadata, dict):
-        raise EngineFileError(f"{source}: corrupt engine file: the metadata header is a JSON {type(metadata).__name__}, not an object")
-    plan = data[offset + length :]
-    if not plan:
-        raise EngineFileError(f"{source}: truncated engine file: the metadata header is followed by no TensorRT plan")
-    return metadata, plan
+    record = dict(metadata)
+    record["format"] = SIDECAR_FORMAT
+    record["format_version"] = SIDECAR_VERSION
+    record["plan"] = {"sha256": sha256_bytes(plan), "bytes": len(plan)}
+    return json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def write_engine_file(path: str | os.PathLike, metadata: Mapping[str, Any], plan_bytes) -> Path:
-    """Writes an engine file atomically: either the whole new file exists at ``path`` or nothing changed."""
-    return atomic_write_bytes(path, encode_engine(metadata, plan_bytes))
+    """Writes ``path`` (the raw plan) and ``path.json`` (the sidecar), each atomically; returns ``path``.
+
+    The metadata is encoded before anything is touched (a bad value changes nothing), and an old
+    sidecar is removed before the new plan replaces the old one.
+    """
+    plan = bytes(plan_bytes)
+    if not plan:
+        raise ValueError("the TensorRT plan is empty: the engine build failed, nothing to write")
+    path = Path(path)
+    text = _sidecar_text(metadata, plan)
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the directory {path.parent} does not exist; create it first")
+    side = sidecar_path(path)
+    side.unlink(missing_ok=True)
+    atomic_write_bytes(path, plan)
+    atomic_write_text(side, text)
+    return path
 
 
-def read_engine_file(path: str | os.PathLike) -> tuple[dict, bytes]:
-    """Reads an engine file written by :func:`write_engine_file`; returns ``(metadata, plan_bytes)``."""
+def _read_sidecar(side: Path, plan: bytes, engine: Path) -> dict:
+    try:
+        metadata = json.loads(side.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineFileError(f"{side}: the sidecar of {engine} is not valid UTF-8 JSON ({exc}); delete it to run the "
+                              "plan unchecked, or rebuild the engine with `elfatt-deploy build`") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != SIDECAR_FORMAT:
+        raise EngineFileError(f"{side} is not an elfatt-deploy engine sidecar (no \"format\": \"{SIDECAR_FORMAT}\"); "
+                              "move it away to run the plan unchecked")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > SIDECAR_VERSION:
+        raise EngineFileError(f"{side}: sidecar format version {version!r} is newer than this elfatt-deploy reads "
+                              f"({SIDECAR_VERSION}); upgrade elfatt-deploy")
+    recorded = (metadata.get("plan") or {}).get("sha256")
+    actual = sha256_bytes(plan)
+    if recorded != actual:
+        raise EngineFileError(
+            f"{side} describes another plan than {engine} (plan SHA-256 {actual[:16]}..., the sidecar records "
+            f"{str(recorded)[:16]}...): the engine was replaced after the sidecar was written. Rebuild it with "
+            "`elfatt-deploy build`, or delete the sidecar to run the plan unchecked"
+        )
+    return metadata
+
+
+def load_engine(path: str | os.PathLike) -> EngineFile:
+    """Reads an engine of any of the three kinds (module docstring); raises FileNotFoundError / EngineFileError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"engine file {path} does not exist; build one with `elfatt-deploy build MODEL.onnx -o {path}`")
-    return decode_engine(path.read_bytes(), source=str(path))
+    data = path.read_bytes()
+    if not data:
+        raise EngineFileError(f"{path} is empty (0 bytes): not a TensorRT plan; rebuild it with `elfatt-deploy build`")
+    side = sidecar_path(path)
+    if has_legacy_header(data):
+        metadata, plan = decode_engine(data, source=str(path))
+        warnings = [f"{path} is in the old elfatt-deploy header format, which only elfatt-deploy reads; rebuild it "
+                    "with `elfatt-deploy build` for a plain plan that trtexec, Triton and DeepStream load"]
+        if side.exists():
+            warnings.append(f"{side} is ignored: the old format carries its metadata inside the file")
+        return EngineFile(path, plan, metadata, SOURCE_LEGACY, warnings)
+    if side.is_file():
+        return EngineFile(path, data, _read_sidecar(side, data, path), SOURCE_SIDECAR)
+    return EngineFile(path, data, {}, SOURCE_NONE, [
+        f"{path} has no sidecar ({side.name}): a plan from trtexec or Polygraphy, or one copied without it. It runs, "
+        "but its TensorRT version, GPU and plugin version cannot be checked against this machine"
+    ])
+
+
+def read_engine_file(path: str | os.PathLike) -> tuple[dict, bytes]:
+    """``(metadata, plan)`` of an engine; metadata is {} for a plan without a sidecar."""
+    engine = load_engine(path)
+    return engine.metadata, engine.plan
 
 
 def read_engine_metadata(path: str | os.PathLike) -> dict:
-    """Reads only the metadata header (does not load the plan into memory)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"engine file {path} does not exist")
-    with path.open("rb") as f:
-        head = f.read(len(ENGINE_MAGIC) + _LENGTH.size)
-        if len(head) == len(ENGINE_MAGIC) + _LENGTH.size and head.startswith(ENGINE_MAGIC):
-            (length,) = _LENGTH.unpack_from(head, len(ENGINE_MAGIC))
-            if length <= MAX_HEADER_BYTES:
-                body = f.read(length + 1)
-                return decode_engine(head + body, source=str(path))[0]
-    return decode_engine(head, source=str(path))[0]
+    """The metadata only ({} for a plan without a sidecar); checks the sidecar's plan hash like load_engine."""
+    return load_engine(path).metadata
+

@@ -1,15 +1,20 @@
-"""The metadata an engine carries in its header (see engine_file.py)."""
+"""The metadata an engine's sidecar records (engine_file.py writes it next to the plan)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from .._version import OP_VERSION, __version__
 from .onnx_prep import InputSpec
 from .profiles import Profile
 
-FORMAT_NAME = "elfatt-deploy engine"
+#: Keys build_metadata owns; ``extra`` may not replace them (int8 adds e.g. "calibration").
+CORE_KEYS = frozenset({
+    "format", "format_version", "plan", "toolkit_version", "op_version", "created", "tensorrt_version", "gpu",
+    "jetson", "plugin", "precision", "strongly_typed", "input", "io", "profiles", "model", "source_onnx",
+    "build_command", "workspace_mb",
+})
 
 
 def precision_from_onnx(props: Mapping[str, str], input_spec: InputSpec) -> str:
@@ -18,6 +23,16 @@ def precision_from_onnx(props: Mapping[str, str], input_spec: InputSpec) -> str:
         if props.get(key):
             return str(props[key])
     return {"float16": "fp16", "float32": "fp32", "bfloat16": "bf16"}.get(input_spec.dtype, input_spec.dtype)
+
+
+def plugin_record(plugin: Optional[Mapping]) -> dict:
+    """``{"used": False}``, or the plugin's name, version, namespace, library file name, path and SHA-256."""
+    if not plugin:
+        return {"used": False}
+    path = str(plugin.get("path", ""))
+    return {"used": True, "name": "ElfattAttention", "version": str(plugin.get("version", OP_VERSION)),
+            "namespace": "", "library": path.rsplit("/", 1)[-1], "library_path": path,
+            "library_sha256": plugin.get("sha256"), "library_tensorrt_major": plugin.get("tensorrt_major")}
 
 
 def build_metadata(
@@ -32,28 +47,43 @@ def build_metadata(
     source_onnx: str,
     build_command: list[str],
     workspace_mb: Optional[int],
+    io: Sequence[Mapping] = (),
+    source_onnx_sha256: Optional[str] = None,
+    precision: Optional[str] = None,
+    extra: Optional[Mapping] = None,
     created: Optional[str] = None,
 ) -> dict:
-    """The header dict. ``plugin`` is ``{"path": ..., "how": ...}`` when the plugin is used, else None."""
-    return {
-        "format": FORMAT_NAME,
+    """The sidecar dict. ``plugin`` is load_plugin's result (path, version, sha256) when the plugin is used,
+    else None; ``io`` lists the network's tensors ({name, mode, dtype, shape} with -1 for dynamic dims);
+    ``precision`` overrides the one read from the ONNX (e.g. "int8-qdq"); ``extra`` adds keys of its own."""
+    metadata = {
         "toolkit_version": __version__,
         "op_version": OP_VERSION,
         "created": created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "tensorrt_version": tensorrt_version,
         "gpu": dict(gpu) if gpu else None,
         "jetson": dict(jetson) if jetson else None,
-        "plugin": (
-            {"used": True, "name": "ElfattAttention", "version": plugin.get("version", OP_VERSION), "namespace": "",
-             "library_hint": str(plugin.get("path", ""))}
-            if plugin else {"used": False}
-        ),
-        "precision": precision_from_onnx(onnx_props, input_spec),
+        "plugin": plugin_record(plugin),
+        "precision": precision or precision_from_onnx(onnx_props, input_spec),
         "strongly_typed": True,
         "input": input_spec.to_dict(),
+        "io": [dict(t) for t in io],
         "profiles": [p.to_dict() for p in profiles],
         "model": dict(onnx_props),
-        "source_onnx": source_onnx,
+        "source_onnx": {"path": source_onnx, "sha256": source_onnx_sha256},
         "build_command": list(build_command),
         "workspace_mb": workspace_mb,
     }
+    clash = sorted(set(extra or {}) & CORE_KEYS)
+    if clash:
+        raise ValueError(f"extra engine metadata may not replace {', '.join(clash)}")
+    metadata.update(extra or {})
+    return metadata
+
+
+def source_onnx_path(metadata: Mapping) -> Optional[str]:
+    """The source ONNX path of a sidecar (``source_onnx`` was a plain string in the old header format)."""
+    value = metadata.get("source_onnx")
+    if isinstance(value, Mapping):
+        return value.get("path")
+    return value or None

@@ -94,3 +94,34 @@ def remove_elfatt_functions(model: onnx.ModelProto) -> int:
         del model.functions[:]
         model.functions.extend(keep)
     return removed
+
+
+#: The op type the no-plugin path gives the elfatt nodes and their function: a name no plugin creator has.
+FUNCTION_BODY_OP = ELFATT_OP + "FunctionBody"
+PLUGIN_ATTRIBUTES = ("plugin_version", "plugin_namespace")
+
+
+def prepare_function_body_build(model: onnx.ModelProto) -> int:
+    """Makes (in place) every elfatt node resolve to its local function on every TensorRT parser; returns the
+    number of nodes changed.
+
+    The parser of TensorRT >= 10.15 imports a node that carries ``plugin_namespace`` as a plugin when a creator
+    of its name is registered, and 10.7 .. 10.14 prefer a registered plugin over a local function outright
+    (docs/op-spec.md). In a process where the plugin is loaded, a "plugin-free" engine would then contain the
+    plugin. So the no-plugin path strips ``plugin_namespace`` / ``plugin_version`` from the nodes and renames the
+    nodes and their function to :data:`FUNCTION_BODY_OP`, which no creator is registered under.
+    """
+    changed = 0
+    for node in elfatt_nodes(model):
+        keep = [a for a in node.attribute if a.name not in PLUGIN_ATTRIBUTES]
+        del node.attribute[:]
+        node.attribute.extend(keep)
+        node.op_type = FUNCTION_BODY_OP
+        changed += 1
+    for function in elfatt_functions(model):
+        if function.name == ELFATT_OP:
+            function.name = FUNCTION_BODY_OP
+            keep = [a for a in function.attribute if a not in PLUGIN_ATTRIBUTES]
+            del function.attribute[:]
+            function.attribute.extend(keep)
+    return changed

@@ -10,6 +10,9 @@ Read from the pybind definitions (python/src/infer/pyCore.cpp, NvInfer.h) of Ten
   differs from one already provided ... the existing value will be used instead"): every builder,
   runtime and parser of this process gets the same ``trt.Logger``, whose ``min_severity`` is set
   per use.
+- Network inspection (``num_layers`` / ``get_layer`` / ``LayerType.PLUGIN_V3``, ``num_inputs`` /
+  ``get_input``, ``ITensor.name/dtype/shape``) and the registry's ``all_creators`` with each
+  creator's ``name`` / ``plugin_version`` / ``plugin_namespace`` are the same in all four.
 """
 
 from __future__ import annotations
@@ -48,3 +51,35 @@ def get_logger(trt, min_severity: Optional[object] = None):
     elif min_severity is not None:
         _LOGGER.min_severity = min_severity
     return _LOGGER
+
+
+def _enum_name(value) -> str:
+    """``DataType.FLOAT`` -> "FLOAT" (pybind enums have ``.name``; str() gives "DataType.FLOAT")."""
+    return str(getattr(value, "name", None) or str(value).rsplit(".", 1)[-1])
+
+
+def plugin_layer_names(trt, network) -> list[str]:
+    """Names of the network's plugin layers (``LayerType.PLUGIN``, ``PLUGIN_V2``, ``PLUGIN_V3``)."""
+    layer_type = trt.LayerType
+    plugin_types = {getattr(layer_type, name) for name in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3") if hasattr(layer_type, name)}
+    names = []
+    for index in range(network.num_layers):
+        layer = network.get_layer(index)
+        if layer.type in plugin_types:
+            names.append(layer.name)
+    return names
+
+
+def network_io(trt, network) -> list[dict]:
+    """The network's inputs and outputs: ``{name, mode, dtype, shape}``, -1 for dynamic dimensions.
+
+    Recorded in the sidecar, so that the Triton and DeepStream writers know the engine's tensors
+    without TensorRT."""
+    tensors = []
+    for mode, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for index in range(count):
+            tensor = get(index)
+            tensors.append({"name": tensor.name, "mode": mode, "dtype": _enum_name(tensor.dtype),
+                            "shape": [int(d) for d in tensor.shape]})
+    return tensors

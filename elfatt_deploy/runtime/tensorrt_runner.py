@@ -1,9 +1,10 @@
 """Runs an elfatt-deploy engine with TensorRT: a Polygraphy runner backed by torch CUDA memory.
 
-``TrtRunner(engine_path)`` reads the engine's metadata header, refuses an engine
-built for another TensorRT, GPU or plugin version (saying how to rebuild it),
-loads the plugin when the engine uses it, and runs ``execute_async_v3`` on a
-torch CUDA stream. ``run({name: tensor})`` takes torch CUDA tensors or numpy
+``TrtRunner(engine_path)`` reads the engine and its sidecar (engine/engine_file.py), refuses an
+engine built for another TensorRT, GPU or plugin version (saying how to rebuild it), loads the
+plugin when the engine uses it, and runs ``execute_async_v3`` on a torch CUDA stream. A plan
+without a sidecar (trtexec, Polygraphy) runs with a warning that nothing could be checked; the
+plugin is then loaded when it can be found, since the plan may need it. ``run({name: tensor})`` takes torch CUDA tensors or numpy
 arrays and returns torch CUDA tensors; Polygraphy's ``infer`` returns numpy.
 No pycuda / cuda-python: torch owns every device buffer and the stream.
 """
@@ -17,10 +18,10 @@ from typing import Mapping, Optional
 
 from polygraphy.backend.base import BaseRunner
 
-from ..engine.compat import require_compatible
-from ..engine.engine_file import read_engine_file
+from ..engine.compat import plugin_library_warning, require_compatible
+from ..engine.engine_file import load_engine
 from ..engine.environment import current_environment
-from ..engine.plugin import PluginLoadError, find_plugin_library, load_plugin
+from ..engine.plugin import PLUGIN_NAME, PluginLoadError, find_plugin_libraries, load_first_plugin
 from ..engine.profiles import Profile
 from ..engine.trt_api import get_logger
 from ..shapes import format_shape
@@ -90,10 +91,32 @@ class TrtRunner(BaseRunner):
         self.warnings: list = []
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        print(f"warning: {message}")
+
+    def _load_plugin(self, trt, engine) -> Optional[dict]:
+        """The plugin, as the sidecar requires it; for a plan without one, whatever can be found (or None)."""
+        needed = (engine.metadata.get("plugin") or {}).get("used")
+        if engine.checkable and not needed:
+            return None
+        try:
+            return load_first_plugin(find_plugin_libraries(self.plugin), registry=trt.get_plugin_registry())
+        except (FileNotFoundError, PluginLoadError) as exc:  # same type: the CLI reports a missing file cleanly
+            if needed:
+                raise type(exc)(f"engine {self.engine_path} uses the {PLUGIN_NAME} plugin: {exc}") from None
+            self._warn(f"{self.engine_path}: no {PLUGIN_NAME} plugin loaded ({str(exc).splitlines()[0]}); a plan that "
+                       "uses it will fail to deserialize")
+            return None
+
     def activate_impl(self):
         import torch  # noqa: PLC0415
 
-        metadata, plan = read_engine_file(self.engine_path)
+        engine = load_engine(self.engine_path)
+        self.warnings = []
+        for message in engine.warnings:
+            self._warn(message)
+        metadata, plan = engine.metadata, engine.plan
         trt = _import_tensorrt()
         # the runtime first: it hands the logger to TensorRT, so that loading the plugin reports into it
         self._logger = get_logger(trt)  # the process-wide logger, shared with the builder
@@ -101,16 +124,14 @@ class TrtRunner(BaseRunner):
             self._runtime = trt.Runtime(self._logger)
         except Exception:  # no usable GPU: the compatibility check below says so in words
             self._runtime = None
-        plugin_info = None
-        if (metadata.get("plugin") or {}).get("used"):
-            try:
-                plugin_info = load_plugin(find_plugin_library(self.plugin), registry=trt.get_plugin_registry())
-            except (FileNotFoundError, PluginLoadError) as exc:  # same type: the CLI reports a missing file cleanly
-                raise type(exc)(f"engine {self.engine_path} uses the ElfattAttention plugin: {exc}") from None
-        env = current_environment(plugin_info["version"] if plugin_info else None, gpu_index=self.device_index)
-        self.warnings = require_compatible(metadata, env, engine_path=str(self.engine_path))
-        for warning in self.warnings:
-            print(f"warning: {self.engine_path}: {warning.message}")
+        plugin_info = self._load_plugin(trt, engine)
+        if engine.checkable:
+            env = current_environment(plugin_info["version"] if plugin_info else None, gpu_index=self.device_index)
+            for issue in require_compatible(metadata, env, engine_path=str(self.engine_path)):
+                self._warn(f"{self.engine_path}: {issue.message}")
+            library_note = plugin_library_warning(metadata, plugin_info)
+            if library_note:
+                self._warn(f"{self.engine_path}: {library_note}")
 
         self._torch, self._trt = torch, trt
         self.device = torch.device("cuda", self.device_index)
@@ -119,7 +140,10 @@ class TrtRunner(BaseRunner):
                 self._runtime = trt.Runtime(self._logger)
             engine = self._runtime.deserialize_cuda_engine(plan)
             if engine is None:
-                raise RuntimeError(f"TensorRT could not deserialize {self.engine_path}; its log above says why")
+                hint = "" if metadata else (
+                    f" (it has no sidecar: if it uses the {PLUGIN_NAME} plugin, pass --plugin; if it was built with "
+                    "another TensorRT or on another GPU, rebuild it here)")
+                raise RuntimeError(f"TensorRT could not deserialize {self.engine_path}; its log above says why{hint}")
             self.engine = engine
             self.context = engine.create_execution_context()
             if self.context is None:

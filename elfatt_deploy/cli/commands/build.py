@@ -8,8 +8,11 @@ HELP = "build a strongly typed TensorRT engine from an exported ONNX file (needs
 
 def add_arguments(parser) -> None:
     parser.add_argument("onnx", help="ONNX file from `elfatt-deploy export`")
-    parser.add_argument("-o", "--output", required=True, help="engine file to write (metadata header + TensorRT plan)")
-    parser.add_argument("--plugin", help="libelfatt_trt_plugin.so (default: $ELFATT_PLUGIN_PATH, plugins/build/**, system path)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="engine to write: the plain TensorRT plan (trtexec, Triton and DeepStream load it as is), "
+                             "with its metadata in OUTPUT.json beside it")
+    parser.add_argument("--plugin", help="plugin library, libelfatt_trt_plugin.so or libelfatt_trt_plugin_vc.so "
+                                         "(default: $ELFATT_PLUGIN_PATH, plugins/build/**, system path)")
     parser.add_argument("--no-plugin", action="store_true",
                         help="build a plugin-free engine from the ONNX function body (a control for parity and speed)")
     parser.add_argument("--shapes", help="optimization profile, min:1x3x224x224,opt:1x3x224x224,max:4x3x448x448 (or one static shape)")
@@ -41,13 +44,14 @@ def options_from_args(args):
 
 def run(args) -> int:
     from ...engine.builder import build_engine
+    from ...engine.engine_file import sidecar_path
 
     # EngineBuildError / PluginLoadError (ToolkitErrors) become `error: ...`, exit 3, in the CLI's main
     options = options_from_args(args)
     meta = build_engine(options)
     prof = meta["profiles"][0]
     plugin = meta["plugin"]
-    print(f"wrote {options.output}: TensorRT {meta['tensorrt_version']}, {meta['gpu']['name']}, precision "
+    print(f"wrote {options.output} (and {sidecar_path(options.output).name}): TensorRT {meta['tensorrt_version']}, {meta['gpu']['name']}, precision "
           f"{meta['precision']}, plugin {'v' + plugin['version'] if plugin['used'] else 'not used'}, input "
           f"{meta['input']['name']} min {prof['min']} opt {prof['opt']} max {prof['max']}")
     return 0

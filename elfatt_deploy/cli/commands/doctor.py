@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
                              "backend and exit 0; --plugin implies tensorrt)")
     parser.add_argument("--plugin", help="plugin library to check (default search as in `build`; implies --backend "
                                          "tensorrt)")
+    parser.add_argument("--engine", help="also check an engine: its sidecar and whether it can run here (with "
+                                         "--backend tensorrt, a part of the verdict)")
     parser.add_argument("--no-plugin", action="store_true", help="tensorrt: plugin-free engines only; the plugin is not needed")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
 
@@ -95,37 +97,85 @@ def collect(args) -> list[dict]:
         add(label, "ok" if module else "missing", version)
 
     _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict)
+    if getattr(args, "engine", None):
+        from ..._version import OP_VERSION as plugin_version
+
+        loaded = any(r["component"] == "plugin" and r["status"] == "ok" for r in rows)
+        _engine_rows(args, add, plugin_version if loaded else None)
     return rows
 
 
+def _probe_library(path) -> dict:
+    """Loads one plugin library in a fresh Python process (registration is process-wide, and the two libraries
+    register the same creator, so each is checked on its own); returns load_plugin's result or {"error": ...}."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\n"
+            "from elfatt_deploy.engine.plugin import load_plugin\n"
+            "from elfatt_deploy.engine.trt_api import get_logger\n"
+            "import tensorrt as trt\n"
+            "runtime = trt.Runtime(get_logger(trt))  # hands TensorRT the logger before loading\n"
+            "try:\n"
+            "    print(json.dumps(load_plugin(sys.argv[1])))\n"
+            "except Exception as exc:\n"
+            "    print(json.dumps({'error': f'{type(exc).__name__}: {exc}'}))\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"error": f"could not run the load check ({exc})"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"the load check exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
 def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
-    from ...engine.plugin import PluginLoadError, find_plugin_library, load_plugin
+    from pathlib import Path
+
+    from ...engine.plugin import (
+        PLUGIN_LIBRARY_NAME,
+        VC_LIBRARY_NAME,
+        find_plugin_libraries,
+        library_info,
+    )
 
     if args.no_plugin:
         add("plugin", "info", "not checked (--no-plugin)")
         return
     try:
-        path = find_plugin_library(args.plugin)
+        candidates = find_plugin_libraries(args.plugin)
     except FileNotFoundError as exc:
         add("plugin", "missing", exc)
         return
-    if trt is None:
-        add("plugin", "missing", f"found {path}, but not loaded: TensorRT is not installed")
+    first = Path(candidates[0])
+    # the pair: the library the search found, and the other build beside it
+    other_name = VC_LIBRARY_NAME if first.name != VC_LIBRARY_NAME else PLUGIN_LIBRARY_NAME
+    pair = [(first, "plugin")]
+    if (first.parent / other_name).is_file():
+        pair.append((first.parent / other_name, "plugin (other build)"))
     else:
-        try:
-            from ...engine.trt_api import get_logger  # noqa: PLC0415
-
-            # a runtime hands TensorRT the logger first, so that load_library's complaints are printed
-            runtime = trt.Runtime(get_logger(trt))  # noqa: F841  (kept alive while loading)
-        except Exception:
-            runtime = None  # noqa: F841  (no usable GPU: the GPU row says so)
-        try:
-            info = load_plugin(path, registry=trt.get_plugin_registry())
-        except (PluginLoadError, OSError) as exc:
-            add("plugin", "missing", str(exc))
+        add("plugin (other build)", "info", f"no {other_name} beside {first} (cmake builds both)")
+    for path, component in pair:
+        info = library_info(path)
+        what = (f"{info.style} build, TensorRT {info.tensorrt_major or '?'}, {info.machine or '?'}" if info.style
+                else info.error)
+        status_if_bad = "missing" if component == "plugin" else "warn"
+        if trt is None:
+            add(component, status_if_bad if component == "plugin" else "info",
+                f"found {path} ({what}), but not loaded: TensorRT is not installed")
+            continue
+        result = _probe_library(path)
+        if "error" in result:
+            add(component, status_if_bad, f"{path} ({what}): {result['error']}")
         else:
-            add("plugin", "ok", f"{info['path']}: creator ElfattAttention v{info['version']} registered ({info['how']})")
-    archs = library_archs(path)
+            add(component, "ok", f"{result['path']} ({what}): creator ElfattAttention v{result['version']} registered "
+                                 f"({result['how']}) in a fresh process")
+    if len(candidates) > 1:
+        add("plugin candidates", "info", "also found, tried in this order if the first fails: "
+            + ", ".join(str(c) for c in candidates[1:]))
+    archs = library_archs(first)
     if "error" in archs:
         add("plugin archs", "warn", archs["error"])
     elif gpu is None:
@@ -139,7 +189,36 @@ def _missing(backend: str, args, status: dict) -> list[str]:
     needs = [n for n in BACKEND_NEEDS[backend] if not (n == "plugin" and args.no_plugin)]
     if backend == "tensorrt" and not args.no_plugin:
         needs.append("plugin archs")
+    if backend == "tensorrt" and getattr(args, "engine", None):
+        needs += ["engine", "engine compat"]
     return [n for n in needs if status.get(n) == "missing"]
+
+
+def _engine_rows(args, add, plugin_version):
+    from ...engine.compat import check_compatibility
+    from ...engine.engine_file import EngineFileError, load_engine, sidecar_path
+    from ...engine.environment import current_environment
+
+    try:
+        engine = load_engine(args.engine)
+    except (FileNotFoundError, EngineFileError) as exc:
+        add("engine", "missing", exc)
+        return
+    kind = {"sidecar": f"TensorRT plan with sidecar {sidecar_path(engine.path).name} (plan hash matches)",
+            "none": "TensorRT plan without a sidecar", "legacy header": "old elfatt-deploy header format"}[engine.source]
+    add("engine", "ok" if engine.checkable else "warn",
+        f"{engine.path}: {kind}" + ("".join(f"; {w}" for w in engine.warnings) if engine.warnings else ""))
+    if not engine.checkable:
+        add("engine compat", "warn", "not checked: no metadata")
+        return
+    meta = engine.metadata
+    issues = check_compatibility(meta, current_environment(plugin_version))
+    summary = (f"built with TensorRT {meta.get('tensorrt_version')} for {(meta.get('gpu') or {}).get('name', '?')} "
+               f"(sm_{str((meta.get('gpu') or {}).get('compute_capability', '?')).replace('.', '')}), precision "
+               f"{meta.get('precision')}, plugin {'used' if (meta.get('plugin') or {}).get('used') else 'not used'}")
+    errors = [i for i in issues if i.severity == "error"]
+    detail = summary + "".join(f"; {i.severity}: {i.message}" for i in issues)
+    add("engine compat", "missing" if errors else ("warn" if issues else "ok"), detail)
 
 
 def run(args) -> int:
