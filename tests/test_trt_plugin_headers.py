@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = REPO / "plugins" / "tensorrt"
 KERNELS_INCLUDE = REPO / "plugins" / "kernels" / "include"
 PLAN_CPP = REPO / "plugins" / "kernels" / "src" / "plan.cpp"
-PLUGIN_SOURCES = ["elfattPlugin.cpp", "elfattPluginLogger.cpp", "elfattPluginRegistration.cpp"]
+#: The plugin classes and logging (both libraries), then each library's one registration source.
+OBJECT_SOURCES = ["elfattPlugin.cpp", "elfattPluginLogger.cpp"]
+STATIC_SOURCE, VC_SOURCE = "elfattPluginStaticRegistration.cpp", "elfattPluginCreators.cpp"
+PLUGIN_SOURCES = OBJECT_SOURCES + [STATIC_SOURCE, VC_SOURCE]
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 SYSTEM_TRT_INCLUDES = [
     "/usr/include/x86_64-linux-gnu",
@@ -217,57 +221,102 @@ def _newest_trt11() -> Path:
 
 @pytest.fixture(scope="module")
 def simulated_build(tmp_path_factory):
-    """libelfatt_trt_plugin.so (kernels stubbed) linked against a stand-in libnvinfer, plus the scenario runner."""
+    """Both plugin libraries (kernels stubbed) linked against a stand-in libnvinfer, plus the scenario runner.
+
+    Linked as plugins/tensorrt/CMakeLists.txt links them: the same objects, one registration source and one
+    version script per library."""
     include = _newest_trt11()
     assert CUDA is not None and GXX is not None
     d = tmp_path_factory.mktemp("trt_sim")
     flags = _flags(include)
     _check(_run([GXX, *flags, "-shared", "-fPIC", str(PLUGIN_DIR / "tests/fakeNvinfer.cpp"), "-o",
                  str(d / "libnvinfer.so"), "-ldl"]), "building the stand-in libnvinfer")
-    lib = d / "libelfatt_trt_plugin.so"
-    srcs = [str(PLUGIN_DIR / s) for s in PLUGIN_SOURCES] + [str(PLUGIN_DIR / "tests/kernelStubs.cpp")]
-    # Same visibility/link flags as plugins/tensorrt/CMakeLists.txt.
-    _check(_run([GXX, *flags, *WARNINGS, "-shared", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
-                 *srcs, "-L", str(d), "-lnvinfer", "-L", str(CUDA[1]), "-lcudart", f"-Wl,-rpath,{CUDA[1]}",
-                 f"-Wl,--version-script={PLUGIN_DIR / 'elfatt_trt_plugin.map'}", "-Wl,--exclude-libs,ALL",
-                 "-Wl,--no-undefined", "-o", str(lib)]), "linking libelfatt_trt_plugin.so")
+    objects = []
+    for src in OBJECT_SOURCES + ["tests/kernelStubs.cpp"]:
+        obj = d / (Path(src).name + ".o")
+        _check(_run([GXX, *flags, *WARNINGS, "-c", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+                     str(PLUGIN_DIR / src), "-o", str(obj)]), f"compiling {src}")
+        objects.append(str(obj))
+    libs = {}
+    for name, source, script in (("libelfatt_trt_plugin.so", STATIC_SOURCE, "elfatt_trt_plugin.map"),
+                                 ("libelfatt_trt_plugin_vc.so", VC_SOURCE, "elfatt_trt_plugin_vc.map")):
+        libs[name] = d / name
+        _check(_run([GXX, *flags, *WARNINGS, "-shared", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+                     str(PLUGIN_DIR / source), *objects, "-L", str(d), "-lnvinfer", f"-Wl,-rpath,{d}", "-L",
+                     str(CUDA[1]), "-lcudart", f"-Wl,-rpath,{CUDA[1]}", f"-Wl,--version-script={PLUGIN_DIR / script}",
+                     "-Wl,--exclude-libs,ALL", "-Wl,--no-undefined", "-o", str(libs[name])]), f"linking {name}")
     runner = d / "registrationTest"
     _check(_run([GXX, *flags, str(PLUGIN_DIR / "tests/registrationTest.cpp"), "-L", str(d), "-lnvinfer",
                  f"-Wl,-rpath,{d}", "-ldl", "-o", str(runner)]), "building the scenario runner")
-    return lib, runner
+    return libs["libelfatt_trt_plugin.so"], libs["libelfatt_trt_plugin_vc.so"], runner, d / "libnvinfer.so"
 
 
-def test_shared_library_exports_only_entry_points(simulated_build):
-    lib, _ = simulated_build
+def _exports(lib) -> set[str]:
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) not found")
     proc = _run([nm, "-D", "--defined-only", str(lib)])
     _check(proc, "nm -D")
-    symbols = {line.split()[-1] for line in proc.stdout.splitlines() if line.strip()}
-    assert symbols == {"getCreators", "setLoggerFinder"}, proc.stdout
+    return {line.split()[-1] for line in proc.stdout.splitlines() if line.strip()}
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    ["dlopen", "loadlibrary", "dlopen_then_loadlibrary", "loadlibrary_then_dlopen", "loadlibrary_twice",
-     "deregister_library", "two_copies"],
-)
+def test_each_library_exports_exactly_its_style(simulated_build):
+    static, vc, _, _ = simulated_build
+    assert _exports(static) == set(), "the static-registration library exports nothing"
+    assert _exports(vc) == {"getCreators", "setLoggerFinder"}
+
+
+STATIC_SCENARIOS = ["dlopen_lazy_local", "dlopen_now_local", "dlopen_lazy_global", "dlopen_now_global", "preloaded",
+                    "unload_static", "two_static_copies", "loadlibrary_static"]
+VC_SCENARIOS = ["dlopen_vc", "loadlibrary_vc", "loadlibrary_vc_twice", "deregister_vc", "serialized_copy"]
+MIXED_SCENARIOS = ["static_then_vc", "vc_then_static"]
+
+
+@pytest.mark.parametrize("scenario", STATIC_SCENARIOS + VC_SCENARIOS + MIXED_SCENARIOS)
 def test_registration_scenarios_with_stand_in_registry(simulated_build, scenario, tmp_path):
-    """Each load order ends with one usable creator (stand-in registry; the real one is tested in
-    test_trt_plugin_load.py where TensorRT is installed)."""
-    lib, runner = simulated_build
-    args = [str(runner), str(lib), scenario]
-    if scenario == "two_copies":
-        copy = tmp_path / "libelfatt_trt_plugin_copy.so"
-        shutil.copy(lib, copy)
-        args.append(str(copy))
-    proc = _run(args)
+    """Every load path against the stand-in registry (the real one: test_trt_plugin_load.py, with TensorRT)."""
+    static, vc, runner, _ = simulated_build
+    args = [str(runner), str(static), str(vc), scenario]
+    env = dict(os.environ)
+    if scenario == "two_static_copies":
+        args.append(str(shutil.copy(static, tmp_path / "libelfatt_trt_plugin_copy.so")))
+    elif scenario == "serialized_copy":
+        args.append(str(shutil.copy(vc, tmp_path / "embedded-plugin-library.so")))
+    elif scenario == "preloaded":
+        env["LD_PRELOAD"] = str(static)
+    proc = _run(args, env=env)
     assert proc.returncode == 0 and "SUMMARY 0 failed" in proc.stdout, proc.stdout + proc.stderr
-    if scenario in ("dlopen", "two_copies"):
+    if scenario.startswith("dlopen_") and scenario != "dlopen_vc":
         assert "(static registration)" in proc.stderr
-    if "loadlibrary" in scenario:
-        assert "handed the creator ElfattAttention version 1 over" in proc.stderr, proc.stderr
+    if scenario == "loadlibrary_static":
+        assert "getCreators could not be loaded" in proc.stderr, proc.stderr
+    if scenario in ("two_static_copies", "vc_then_static"):
+        assert "registerCreator:" not in proc.stderr, proc.stderr  # the second load registers nothing: no registry error
+        assert "static registration skipped" in proc.stderr
+
+
+CTYPES_CHECK = """
+import ctypes, sys
+fake = ctypes.CDLL(sys.argv[1], mode=ctypes.RTLD_GLOBAL)   # libnvinfer, as `import tensorrt` loads it
+fake.fakeNvinferCountCreators.restype = ctypes.c_int32
+ctypes.CDLL(sys.argv[2])                                   # what Polygraphy --plugins and load_plugin do
+print(fake.fakeNvinferCountCreators(b"ElfattAttention"))
+"""
+
+
+@pytest.mark.parametrize("which,expected", [("static", 1), ("vc", 0)])
+def test_python_ctypes_loads_the_static_library(simulated_build, which, expected):
+    static, vc, _, nvinfer = simulated_build
+    proc = _run([sys.executable, "-c", CTYPES_CHECK, str(nvinfer), str(static if which == "static" else vc)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(expected), proc.stdout + proc.stderr
+
+
+def test_python_loader_reads_each_library_kind(simulated_build):
+    from elfatt_deploy.engine.plugin import STYLE_GET_CREATORS, STYLE_STATIC, library_info
+
+    static, vc, _, _ = simulated_build
+    assert library_info(static).style == STYLE_STATIC and library_info(vc).style == STYLE_GET_CREATORS
 
 
 # ---- CMake ------------------------------------------------------------------------------------------------------

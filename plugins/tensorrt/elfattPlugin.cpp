@@ -151,7 +151,8 @@ bool ElfattAttributes::operator==(ElfattAttributes const& other) const noexcept
 {
     // Bitwise compare of scale: a round trip must restore the exact bits.
     return globalHeads == other.globalHeads && localHeads == other.localHeads && windowH == other.windowH
-        && windowW == other.windowW && std::memcmp(&scale, &other.scale, sizeof(scale)) == 0;
+        && windowW == other.windowW && std::memcmp(&scale, &other.scale, sizeof(scale)) == 0
+        && hasLepe == other.hasLepe;
 }
 
 std::string ElfattAttributes::toString() const
@@ -328,6 +329,7 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
         {kFIELD_WINDOW_H, SlotKind::kINT, &parsed.windowH, false},
         {kFIELD_WINDOW_W, SlotKind::kINT, &parsed.windowW, false},
         {kFIELD_SCALE, SlotKind::kFLOAT, &parsed.scale, false},
+        {kFIELD_HAS_LEPE, SlotKind::kINT, &parsed.hasLepe, false},
     };
     for (int32_t i = 0; i < fc->nbFields; ++i)
     {
@@ -354,7 +356,7 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
         {
             error = "unknown field '" + name + "' (expected " + kFIELD_GLOBAL_HEADS + ", " + kFIELD_LOCAL_HEADS + ", "
                 + kFIELD_WINDOW_H + ", " + kFIELD_WINDOW_W + ", " + kFIELD_SCALE + ", and optionally "
-                + kFIELD_PLUGIN_VERSION + ", " + kFIELD_PLUGIN_NAMESPACE + ")";
+                + kFIELD_HAS_LEPE + ", " + kFIELD_PLUGIN_VERSION + ", " + kFIELD_PLUGIN_NAMESPACE + ")";
             return false;
         }
         if (slot->seen)
@@ -389,6 +391,12 @@ bool parseFields(PluginFieldCollection const* fc, ElfattAttributes& attrs, std::
     {
         return false;
     }
+    if (slots[5].seen && parsed.hasLepe != 0 && parsed.hasLepe != 1)
+    {
+        error = std::string("field '") + kFIELD_HAS_LEPE + "' must be 0 or 1 (whether the LePE inputs are given), got "
+            + std::to_string(parsed.hasLepe);
+        return false;
+    }
     attrs = parsed;
     return true;
 }
@@ -421,8 +429,21 @@ ElfattPlugin::ElfattPlugin(ElfattPlugin const& other)
     , nvinfer1::IPluginV3OneRuntime()
     , mLayerName(other.mLayerName)
     , mAttrs(other.mAttrs)
-    , mNbInputs(other.mNbInputs)
 {
+}
+
+bool ElfattPlugin::recordInputCount(int32_t nbInputs, std::string& error)
+{
+    int32_t const hasLepe = nbInputs == kNB_INPUTS_LEPE ? 1 : 0;
+    if (mAttrs.hasLepe >= 0 && mAttrs.hasLepe != hasLepe)
+    {
+        error = std::string("got ") + std::to_string(nbInputs) + " input(s), but " + kFIELD_HAS_LEPE + "="
+            + std::to_string(mAttrs.hasLepe) + " (from the engine's fields or an earlier call) says "
+            + (mAttrs.hasLepe == 1 ? "3 (qkv, lepe_weight, lepe_bias)" : "1 (qkv)");
+        return false;
+    }
+    mAttrs.hasLepe = hasLepe;
+    return true;
 }
 
 std::string ElfattPlugin::where(char const* method) const
@@ -635,7 +656,28 @@ int32_t ElfattPlugin::configurePlugin(
                 return 1;
             }
         }
-        mNbInputs = nbInputs;
+        // The kernels must accept every shape of the profile: check its bounds now, so that a profile the kernels
+        // cannot run (e.g. a max shape whose sizes overflow) fails the build here instead of at run time.
+        bool const hasLepe = nbInputs == kNB_INPUTS_LEPE;
+        char const* const boundNames[] = {"min", "max"};
+        Dims const* const bounds[] = {&in[kQKV_INDEX].min, &in[kQKV_INDEX].max};
+        for (int32_t b = 0; b < 2; ++b)
+        {
+            elfatt::AttentionParams params;
+            if (bounds[b]->nbDims == kQKV_RANK && bounds[b]->d[0] >= 0
+                && !makeParams(*bounds[b], in[kQKV_INDEX].desc.type, hasLepe, params, error))
+            {
+                logError(where("configurePlugin") + "the optimization profile's " + boundNames[b] + " shape "
+                    + dimsToString(*bounds[b]) + " is not one the kernels can run: " + error
+                    + "; build with a smaller --shapes range");
+                return 1;
+            }
+        }
+        if (!recordInputCount(nbInputs, error))
+        {
+            logError(where("configurePlugin") + error);
+            return 1;
+        }
         return 0;
     }
     catch (std::exception const& e)
@@ -804,12 +846,15 @@ size_t ElfattPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int
             return 0;
         }
         // The largest problem of the profile: the kernels' workspace grows with B, H and W, so the size for the
-        // max shapes covers every smaller one.
+        // max shapes covers every smaller one. Invalid max-shape parameters were already refused by configurePlugin,
+        // which TensorRT calls first and whose failure fails the build; this error is logged as well, should a
+        // builder ever ask without configuring.
         elfatt::AttentionParams params;
         if (!makeParams(inputs[kQKV_INDEX].max, inputs[kQKV_INDEX].desc.type, nbInputs == kNB_INPUTS_LEPE, params,
                 error))
         {
-            logError(where("getWorkspaceSize") + error);
+            logError(where("getWorkspaceSize") + "the optimization profile's max shape "
+                + dimsToString(inputs[kQKV_INDEX].max) + " is not one the kernels can run: " + error);
             return 0;
         }
         return elfatt::workspaceSize(params);
@@ -886,7 +931,11 @@ int32_t ElfattPlugin::onShapeChange(
                 + dimsToString(in[kQKV_INDEX].dims));
             return 1;
         }
-        mNbInputs = nbInputs;
+        if (!recordInputCount(nbInputs, error))
+        {
+            logError(where("onShapeChange") + error);
+            return 1;
+        }
         return 0;
     }
     catch (std::exception const& e)
@@ -910,12 +959,13 @@ int32_t ElfattPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
             logError(where("enqueue") + "null tensor descriptions or pointer arrays");
             return 1;
         }
-        if (mNbInputs != kNB_INPUTS_NO_LEPE && mNbInputs != kNB_INPUTS_LEPE)
+        if (mAttrs.hasLepe != 0 && mAttrs.hasLepe != 1)
         {
-            logError(where("enqueue") + "called before onShapeChange/configurePlugin told the input count");
+            logError(where("enqueue") + "called before onShapeChange/configurePlugin told the input count, and the "
+                "engine's fields carry no has_lepe (an engine from an older plugin: rebuild it)");
             return 1;
         }
-        bool const hasLepe = mNbInputs == kNB_INPUTS_LEPE;
+        bool const hasLepe = mAttrs.hasLepe == 1;
         elfatt::AttentionParams params;
         std::string error;
         if (!makeParams(inputDesc[kQKV_INDEX].dims, inputDesc[kQKV_INDEX].type, hasLepe, params, error))
@@ -964,6 +1014,11 @@ PluginFieldCollection const* ElfattPlugin::getFieldsToSerialize() noexcept
         mSerialFields.emplace_back(kFIELD_WINDOW_H, &mAttrs.windowH, PluginFieldType::kINT32, 1);
         mSerialFields.emplace_back(kFIELD_WINDOW_W, &mAttrs.windowW, PluginFieldType::kINT32, 1);
         mSerialFields.emplace_back(kFIELD_SCALE, &mAttrs.scale, PluginFieldType::kFLOAT32, 1);
+        if (mAttrs.hasLepe == 0 || mAttrs.hasLepe == 1)
+        {
+            // The input count, so that the runtime plugin does not depend on onShapeChange having run on it.
+            mSerialFields.emplace_back(kFIELD_HAS_LEPE, &mAttrs.hasLepe, PluginFieldType::kINT32, 1);
+        }
         mSerialFc.nbFields = static_cast<int32_t>(mSerialFields.size());
         mSerialFc.fields = mSerialFields.data();
         return &mSerialFc;

@@ -39,6 +39,8 @@ constexpr char const* kFIELD_LOCAL_HEADS = "local_heads";
 constexpr char const* kFIELD_WINDOW_H = "window_h";
 constexpr char const* kFIELD_WINDOW_W = "window_w";
 constexpr char const* kFIELD_SCALE = "scale";
+//! Serialized with the fields once the input count is known (not an ONNX attribute): 1 = LePE inputs given.
+constexpr char const* kFIELD_HAS_LEPE = "has_lepe";
 //! String attributes the ONNX parser may pass on; accepted and ignored.
 constexpr char const* kFIELD_PLUGIN_VERSION = "plugin_version";
 constexpr char const* kFIELD_PLUGIN_NAMESPACE = "plugin_namespace";
@@ -59,6 +61,9 @@ struct ElfattAttributes
     int32_t windowH{0};
     int32_t windowW{0};
     float scale{0.F};
+    //! -1 while unknown (a plugin made from an ONNX node), 0 or 1 once configurePlugin / onShapeChange saw the
+    //! inputs or the engine's serialized fields said so.
+    int32_t hasLepe{-1};
 
     bool operator==(ElfattAttributes const& other) const noexcept;
     //! "global_heads=..., local_heads=..., ..." (for messages and metadata).
@@ -73,7 +78,9 @@ struct ElfattAttributes
 //! kINT32 / kINT64. Unknown field names, other types, lengths other than 1, null
 //! data, duplicates, negative values, zero heads in total and a non-finite or
 //! negative scale are errors; missing fields keep their default 0;
-//! plugin_version / plugin_namespace are ignored. Data may be unaligned.
+//! plugin_version / plugin_namespace are ignored. has_lepe (written by
+//! getFieldsToSerialize, not an ONNX attribute) must be 0 or 1 when present.
+//! Data may be unaligned.
 bool parseFields(nvinfer1::PluginFieldCollection const* fc, ElfattAttributes& attrs, std::string& error);
 
 //! Checks the attribute rules alone (used by parseFields and the constructor).
@@ -139,11 +146,11 @@ private:
     //! Builds kernel params for the given qkv dims and type.
     bool makeParams(nvinfer1::Dims const& qkvDims, nvinfer1::DataType type, bool hasLepe,
         elfatt::AttentionParams& params, std::string& error) const;
+    //! Records the input count in mAttrs.hasLepe, or checks it against the one already known.
+    bool recordInputCount(int32_t nbInputs, std::string& error);
 
     std::string mLayerName;
     ElfattAttributes mAttrs;
-    //! 1 or 3 once configurePlugin/onShapeChange saw the inputs; -1 before.
-    int32_t mNbInputs{-1};
     std::string mMetadata;
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialFc{};

@@ -613,6 +613,92 @@ void testBadFields(ElfattPluginCreator& creator)
     }
 }
 
+//! Copies a serialized field collection as TensorRT does (names and data), for a runtime-phase createPlugin.
+struct SerializedCopy
+{
+    std::vector<std::string> names;
+    std::vector<std::vector<char>> blobs;
+    std::vector<PluginField> fields;
+    PluginFieldCollection fc{};
+
+    explicit SerializedCopy(PluginFieldCollection const& ser)
+    {
+        for (int32_t i = 0; i < ser.nbFields; ++i)
+        {
+            names.emplace_back(ser.fields[i].name);
+            blobs.emplace_back(static_cast<char const*>(ser.fields[i].data),
+                static_cast<char const*>(ser.fields[i].data) + 4 * ser.fields[i].length);
+        }
+        for (int32_t i = 0; i < ser.nbFields; ++i)
+        {
+            fields.emplace_back(names[i].c_str(), blobs[i].data(), ser.fields[i].type, ser.fields[i].length);
+        }
+        fc.nbFields = static_cast<int32_t>(fields.size());
+        fc.fields = fields.data();
+    }
+};
+
+//! has_lepe is serialized once configurePlugin saw the inputs: the runtime plugin runs without onShapeChange.
+void testHasLepeSerialization(ElfattPluginCreator& creator)
+{
+    Fields f;
+    auto plugin = create(creator, f.build());
+    if (!plugin)
+    {
+        return;
+    }
+    check(plugin->getFieldsToSerialize()->nbFields == 5, "serialize.no_has_lepe_before_configure");
+    std::vector<DynamicPluginTensorDesc> in = {dyn({-1, 8, 8, 48}, {1, 8, 8, 48}, {1, 8, 8, 48}, {2, 8, 8, 48}),
+        dyn({16, 1, 3, 3}, {16, 1, 3, 3}, {16, 1, 3, 3}, {16, 1, 3, 3}), dyn({16}, {16}, {16}, {16})};
+    std::vector<DynamicPluginTensorDesc> out = {dyn({-1, 8, 8, 16}, {1, 8, 8, 16}, {1, 8, 8, 16}, {2, 8, 8, 16})};
+    gFinder.mLogger.clear();
+    if (plugin->configurePlugin(in.data(), 3, out.data(), 1) != 0)
+    {
+        check(false, "serialize.has_lepe_configure", gFinder.mLogger.errors());
+        return;
+    }
+    PluginFieldCollection const* ser = plugin->getFieldsToSerialize();
+    bool found = false;
+    for (int32_t i = 0; ser != nullptr && i < ser->nbFields; ++i)
+    {
+        if (std::strcmp(ser->fields[i].name, "has_lepe") == 0)
+        {
+            int32_t v = -1;
+            std::memcpy(&v, ser->fields[i].data, sizeof(v));
+            found = v == 1 && ser->fields[i].type == PluginFieldType::kINT32 && ser->fields[i].length == 1;
+        }
+    }
+    check(ser != nullptr && ser->nbFields == 6 && found, "serialize.has_lepe_after_configure");
+    SerializedCopy copy(*ser);
+    auto restored = create(creator, &copy.fc, TensorRTPhase::kRUNTIME);
+    check(restored != nullptr && restored->getAttributes() == plugin->getAttributes()
+            && restored->getAttributes().hasLepe == 1,
+        "serialize.has_lepe_round_trip");
+    if (restored)
+    {
+        // No onShapeChange on this object: enqueue still knows the LePE inputs are there.
+        PluginTensorDesc inDesc[3] = {desc({2, 8, 8, 48}), desc({16, 1, 3, 3}), desc({16})};
+        PluginTensorDesc outDesc[1] = {desc({2, 8, 8, 16})};
+        void const* inputs[3] = {reinterpret_cast<void*>(0x10), reinterpret_cast<void*>(0x11),
+            reinterpret_cast<void*>(0x12)};
+        void* outputs[1] = {reinterpret_cast<void*>(0x20)};
+        elfatt::test::lastEnqueue() = elfatt::test::EnqueueRecord{};
+        gFinder.mLogger.clear();
+        check(restored->enqueue(inDesc, outDesc, inputs, outputs, reinterpret_cast<void*>(0x1000), nullptr) == 0
+                && elfatt::test::lastEnqueue().params.hasLepe && elfatt::test::lastEnqueue().lepeBias == inputs[2],
+            "enqueue.has_lepe_from_serialized_fields", gFinder.mLogger.errors());
+    }
+    int32_t two = 2;
+    Fields g;
+    g.build();
+    g.list.emplace_back("has_lepe", &two, PluginFieldType::kINT32, 1);
+    g.fc.nbFields = static_cast<int32_t>(g.list.size());
+    g.fc.fields = g.list.data();
+    gFinder.mLogger.clear();
+    check(create(creator, &g.fc) == nullptr && contains(gFinder.mLogger.errors(), "'has_lepe' must be 0 or 1") && contains(gFinder.mLogger.errors(), "got 2"),
+        "reject.has_lepe_out_of_range", gFinder.mLogger.errors());
+}
+
 void testSerialization(ElfattPluginCreator& creator)
 {
     Fields f;
@@ -635,21 +721,8 @@ void testSerialization(ElfattPluginCreator& creator)
         return;
     }
     // Copy the serialized bytes, as TensorRT does, then restore from the copy in the runtime phase.
-    std::vector<std::string> names;
-    std::vector<std::vector<char>> blobs;
-    std::vector<PluginField> copy;
-    for (int32_t i = 0; i < ser->nbFields; ++i)
-    {
-        names.emplace_back(ser->fields[i].name);
-        blobs.emplace_back(static_cast<char const*>(ser->fields[i].data),
-            static_cast<char const*>(ser->fields[i].data) + 4 * ser->fields[i].length);
-    }
-    for (int32_t i = 0; i < ser->nbFields; ++i)
-    {
-        copy.emplace_back(names[i].c_str(), blobs[i].data(), ser->fields[i].type, ser->fields[i].length);
-    }
-    PluginFieldCollection restoredFc{static_cast<int32_t>(copy.size()), copy.data()};
-    auto restored = create(creator, &restoredFc, TensorRTPhase::kRUNTIME);
+    SerializedCopy copy(*ser);
+    auto restored = create(creator, &copy.fc, TensorRTPhase::kRUNTIME);
     check(restored != nullptr && restored->getAttributes() == plugin->getAttributes(), "serialize.round_trip",
         restored ? attrs(restored->getAttributes()) + " vs " + attrs(plugin->getAttributes()) : "restore failed");
 
@@ -674,6 +747,7 @@ void testSerialization(ElfattPluginCreator& creator)
     check(attachedPlugin != nullptr && attachedPlugin != plugin.get()
             && attachedPlugin->getAttributes() == plugin->getAttributes(),
         "attachToContext.clone_equal");
+    testHasLepeSerialization(creator);
 }
 
 void testOutputShapes(ElfattPluginCreator& creator)
@@ -891,8 +965,31 @@ void testConfigureAndWorkspace(ElfattPluginCreator& creator)
     gFinder.mLogger.clear();
     check(plugin->configurePlugin(in.data(), 3, out.data(), 1) == 0, "configure.valid_3_inputs",
         gFinder.mLogger.errors());
-    check(plugin->configurePlugin(in.data(), 1, out.data(), 1) == 0, "configure.valid_1_input",
-        gFinder.mLogger.errors());
+    {
+        auto fresh = create(creator, f.build());
+        check(fresh && fresh->configurePlugin(in.data(), 1, out.data(), 1) == 0, "configure.valid_1_input",
+            gFinder.mLogger.errors());
+        gFinder.mLogger.clear();
+        check(fresh && fresh->configurePlugin(in.data(), 3, out.data(), 1) != 0
+                && contains(gFinder.mLogger.errors(), "has_lepe=0"),
+            "configure.reject_changed_input_count", gFinder.mLogger.errors());
+    }
+    {
+        // A profile whose max shape the kernels cannot run (sizes overflow) fails the build in configurePlugin
+        // (getWorkspaceSize cannot fail a build: its 0 would let it succeed and fail at run time).
+        auto fresh = create(creator, f.build());
+        auto huge = in;
+        huge[0].max = dims({int64_t{1} << 22, int64_t{1} << 22, int64_t{1} << 22, c3});
+        gFinder.mLogger.clear();
+        check(fresh && fresh->configurePlugin(huge.data(), 3, out.data(), 1) != 0
+                && contains(gFinder.mLogger.errors(), "profile's max shape [4194304, 4194304, 4194304, 192]")
+                && contains(gFinder.mLogger.errors(), "smaller --shapes"),
+            "configure.reject_unrunnable_max_shape", gFinder.mLogger.errors());
+        gFinder.mLogger.clear();
+        check(fresh && fresh->getWorkspaceSize(huge.data(), 3, out.data(), 1) == 0
+                && contains(gFinder.mLogger.errors(), "getWorkspaceSize: the optimization profile's max shape"),
+            "workspace.unrunnable_max_shape_logged", gFinder.mLogger.errors());
+    }
     {
         auto bad = in;
         bad[1].desc.type = DataType::kHALF;
@@ -1022,17 +1119,21 @@ void testRuntime(ElfattPluginCreator& creator)
             && r.workspace == ws && r.stream == stream,
         "enqueue.pointers_passed");
 
-    // One input: no LePE pointers.
+    // One input: no LePE pointers (another plugin: the input count of one is fixed once known).
+    auto plugin1 = create(creator, f.build());
     PluginTensorDesc in1[1] = {desc({1, 3, 3, 48}, DataType::kBF16)};
     PluginTensorDesc out1[1] = {desc({1, 3, 3, 16}, DataType::kBF16)};
-    check(plugin->onShapeChange(in1, 1, out1, 1) == 0, "onShapeChange.valid_1_input", gFinder.mLogger.errors());
-    check(plugin->enqueue(in1, out1, inputs, outputs, ws, stream) == 0 && !r.params.hasLepe
+    check(plugin1->onShapeChange(in1, 1, out1, 1) == 0, "onShapeChange.valid_1_input", gFinder.mLogger.errors());
+    check(plugin1->enqueue(in1, out1, inputs, outputs, ws, stream) == 0 && !r.params.hasLepe
             && r.lepeWeight == nullptr && r.lepeBias == nullptr && r.params.dtype == elfatt::DataType::kBF16,
         "enqueue.no_lepe");
+    gFinder.mLogger.clear();
+    check(plugin->onShapeChange(in1, 1, out1, 1) != 0 && contains(gFinder.mLogger.errors(), "has_lepe=1"),
+        "onShapeChange.reject_changed_input_count", gFinder.mLogger.errors());
 
     elfatt::test::setEnqueueResult(cudaErrorInvalidValue);
     gFinder.mLogger.clear();
-    check(plugin->enqueue(in1, out1, inputs, outputs, ws, stream) != 0
+    check(plugin1->enqueue(in1, out1, inputs, outputs, ws, stream) != 0
             && contains(gFinder.mLogger.errors(), "cudaErrorInvalidValue"),
         "enqueue.kernel_error_logged", gFinder.mLogger.errors());
     elfatt::test::setEnqueueResult(cudaSuccess);
@@ -1058,8 +1159,8 @@ void testRuntime(ElfattPluginCreator& creator)
     {
         PluginTensorDesc empty[1] = {desc({0, 5, 6, 48}, DataType::kFLOAT)};
         PluginTensorDesc emptyOut[1] = {desc({0, 5, 6, 16}, DataType::kFLOAT)};
-        check(plugin->onShapeChange(empty, 1, emptyOut, 1) == 0
-                && plugin->enqueue(empty, emptyOut, inputs, outputs, ws, stream) == 0 && r.params.batch == 0,
+        check(plugin1->onShapeChange(empty, 1, emptyOut, 1) == 0
+                && plugin1->enqueue(empty, emptyOut, inputs, outputs, ws, stream) == 0 && r.params.batch == 0,
             "enqueue.empty_batch_passed_to_kernels", gFinder.mLogger.errors());
     }
 }

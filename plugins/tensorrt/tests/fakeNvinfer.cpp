@@ -5,7 +5,7 @@
  * whose loadLibrary models the documented behaviour of TensorRT's: dlopen the
  * library, call its setLoggerFinder() and getCreators(), refuse the library when
  * one of its creators' name/version/namespace is already registered, else
- * register them. Built against the TensorRT 11 headers (the registry interface
+ * register them; a library without getCreators is refused, as TensorRT does. Built against the TensorRT 11 headers (the registry interface
  * differs between versions).
  */
 #include <NvInferRuntime.h>
@@ -197,4 +197,18 @@ extern "C" __attribute__((visibility("default"))) IPluginRegistry* getPluginRegi
 extern "C" __attribute__((visibility("default"))) ILogger* getLogger() noexcept
 {
     return &gLogger;
+}
+
+//! For tests that load the plugin from Python (ctypes, as Polygraphy --plugins does): how many creators of this
+//! name are registered.
+extern "C" __attribute__((visibility("default"))) int32_t fakeNvinferCountCreators(char const* name) noexcept
+{
+    int32_t nb = 0;
+    IPluginCreatorInterface* const* all = registry().getAllCreators(&nb);
+    int32_t count = 0;
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        count += std::strcmp(static_cast<IPluginCreatorV3One const*>(all[i])->getPluginName(), name) == 0 ? 1 : 0;
+    }
+    return count;
 }

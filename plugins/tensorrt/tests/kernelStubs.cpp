@@ -76,6 +76,17 @@ Status validateParams(AttentionParams const& params, char* msg, size_t msgLen) n
         }
         return Status::kINVALID_ARGUMENT;
     }
+    int64_t elements = 0;
+    if (__builtin_mul_overflow(params.batch, params.height, &elements)
+        || __builtin_mul_overflow(elements, params.width, &elements)
+        || __builtin_mul_overflow(elements, 3 * params.channels, &elements))
+    {
+        if (msg != nullptr && msgLen > 0)
+        {
+            std::snprintf(msg, msgLen, "stub validateParams: batch x height x width x 3C overflows int64");
+        }
+        return Status::kINVALID_ARGUMENT;
+    }
     return Status::kSUCCESS;
 }
 
