@@ -1,0 +1,47 @@
+"""``elfatt-deploy deepstream``: a DeepStream Gst-nvinfer config for an engine."""
+
+from __future__ import annotations
+
+NAME = "deepstream"
+HELP = "write a DeepStream nvinfer [property] config (engine, plugin, preprocessing) for an engine"
+
+
+def _size(text: str):
+    from ...shapes import parse_shape
+
+    return parse_shape(text, rank=2, what="--input-size")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("engine", help="engine from `elfatt-deploy build` (with its .json sidecar)")
+    parser.add_argument("-o", "--output", required=True, help="config file to write, e.g. config_infer_elfatt.txt")
+    parser.add_argument("--onnx", help="ONNX for nvinfer's rebuilds (default: the engine's source ONNX; a plugin-only "
+                                       "copy is written beside the config when it has the elfatt function)")
+    parser.add_argument("--plugin", help="libelfatt_trt_plugin.so for custom-lib-path (default: the plugin search)")
+    parser.add_argument("--batch-size", type=int, help="nvinfer batch-size (default: the profile's opt batch)")
+    parser.add_argument("--input-size", type=_size, metavar="HxW", help="infer-dims height x width (default: the profile's opt)")
+    parser.add_argument("--network-type", default="other", choices=["other", "classifier"],
+                        help="other (default): logits as tensor meta; classifier: needs --labels")
+    parser.add_argument("--labels", help="labels file for --network-type classifier")
+    parser.add_argument("--gpu-id", type=int, default=0, help="gpu-id (default 0)")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ...atomic import check_output_path
+    from ...serving.deepstream import DeepStreamOptions, write_config
+
+    output = check_output_path(args.output, what="-o")
+    written = write_config(DeepStreamOptions(
+        engine=Path(args.engine), output=output, onnx=Path(args.onnx) if args.onnx else None,
+        plugin=Path(args.plugin) if args.plugin else None, batch_size=args.batch_size,
+        input_size=tuple(args.input_size) if args.input_size else None, network_type=args.network_type,
+        labels=Path(args.labels) if args.labels else None, gpu_id=args.gpu_id,
+    ))
+    print(f"wrote {written['config']}")
+    if written["onnx"] is not None:
+        print(f"  onnx-file: {written['onnx']}")
+    if written["plugin"] is not None:
+        print(f"  custom-lib-path: {written['plugin']}")
+    return 0

@@ -1,0 +1,104 @@
+"""What a serving config needs to know about an engine: its tensors, profile and GPU.
+
+From the sidecar (engine/engine_file.py) when there is one, which needs no TensorRT; for a plan
+without a sidecar (trtexec, Polygraphy) by deserializing it with TensorRT, where TensorRT and a
+GPU are present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from ..engine.engine_file import EngineFile, load_engine
+from ..engine.profiles import Profile
+from ..errors import InputError
+
+
+@dataclass
+class EngineInfo:
+    path: Path
+    inputs: list[dict]  # {name, dtype (TensorRT name, e.g. "FLOAT"), shape (-1 = dynamic)}
+    outputs: list[dict]
+    profile: Profile  # of the (single) image input
+    compute_capability: Optional[str]
+    tensorrt_version: Optional[str]
+    uses_plugin: Optional[bool]  # None: unknown (no sidecar)
+    metadata: dict = field(default_factory=dict)
+    plan: bytes = field(default=b"", repr=False)  # the raw plan
+
+    @property
+    def input(self) -> dict:
+        return self.inputs[0]
+
+
+def _from_sidecar(engine: EngineFile) -> EngineInfo:
+    meta = engine.metadata
+    io = meta.get("io") or []
+    profiles = meta.get("profiles") or []
+    if not io or not profiles:
+        raise InputError(
+            f"{engine.path}: its metadata lists no network inputs/outputs (an engine from an older elfatt-deploy); "
+            "rebuild it with `elfatt-deploy build` to write a serving config for it"
+        )
+    return EngineInfo(
+        path=engine.path,
+        inputs=[t for t in io if t.get("mode") == "input"],
+        outputs=[t for t in io if t.get("mode") == "output"],
+        profile=Profile.from_dict(profiles[0]),
+        compute_capability=(meta.get("gpu") or {}).get("compute_capability"),
+        tensorrt_version=meta.get("tensorrt_version"),
+        uses_plugin=bool((meta.get("plugin") or {}).get("used")),
+        metadata=meta,
+        plan=engine.plan,
+    )
+
+
+def _from_tensorrt(engine: EngineFile, plugin: Optional[str]) -> EngineInfo:
+    """Deserializes the plan (loading the plugin when it can be found) and reads its I/O tensors."""
+    from ..engine.environment import gpu_info  # noqa: PLC0415
+    from ..engine.plugin import PluginLoadError, find_plugin_libraries, load_first_plugin  # noqa: PLC0415
+    from ..engine.trt_api import _enum_name, get_logger  # noqa: PLC0415
+
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except Exception:
+        raise InputError(
+            f"{engine.path} has no sidecar ({engine.path.name}.json), so its inputs and outputs are unknown without "
+            "TensorRT: keep the sidecar beside the plan, or run this where TensorRT and a GPU can read it"
+        ) from None
+    runtime = trt.Runtime(get_logger(trt))
+    try:
+        load_first_plugin(find_plugin_libraries(plugin), registry=trt.get_plugin_registry())
+    except (FileNotFoundError, PluginLoadError):
+        pass  # a plan without the plugin deserializes without it; one with it fails below, saying so
+    cuda_engine = runtime.deserialize_cuda_engine(engine.plan)
+    if cuda_engine is None:
+        raise InputError(f"TensorRT could not deserialize {engine.path} (its log above says why; pass --plugin if it "
+                         "uses the ElfattAttention plugin)")
+    inputs, outputs, profile = [], [], None
+    for index in range(cuda_engine.num_io_tensors):
+        name = cuda_engine.get_tensor_name(index)
+        record = {"name": name, "dtype": _enum_name(cuda_engine.get_tensor_dtype(name)),
+                  "shape": [int(d) for d in cuda_engine.get_tensor_shape(name)]}
+        if cuda_engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            inputs.append(record)
+            if profile is None:
+                profile = Profile(*(tuple(int(d) for d in s) for s in cuda_engine.get_tensor_profile_shape(name, 0)))
+        else:
+            outputs.append(record)
+    gpu = gpu_info()
+    return EngineInfo(engine.path, inputs, outputs, profile, gpu["compute_capability"] if gpu else None,
+                      trt.__version__, None, plan=engine.plan)
+
+
+def describe_engine(path, *, plugin: Optional[str] = None) -> EngineInfo:
+    """The EngineInfo of an engine file; raises InputError / FileNotFoundError / EngineFileError on bad input."""
+    engine = load_engine(path)
+    info = _from_sidecar(engine) if engine.checkable else _from_tensorrt(engine, plugin)
+    if len(info.inputs) != 1:
+        raise InputError(f"{engine.path} has {len(info.inputs)} inputs; the serving configs are written for one image input")
+    if not info.outputs:
+        raise InputError(f"{engine.path} has no outputs")
+    return info

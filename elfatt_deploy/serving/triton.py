@@ -1,0 +1,291 @@
+"""A Triton Inference Server model repository for one or more engines of one model.
+
+Layout written under ``REPO`` (docs/serving.md)::
+
+    REPO/README.md                      the exact tritonserver commands
+    REPO/NAME/config.pbtxt              platform "tensorrt_plan", I/O, batching, instances, parameters
+    REPO/NAME/1/model.plan              one engine; or model.sm87.plan, model.sm90.plan ... with cc_model_filenames
+    REPO/NAME/plugins/<cpu>/libelfatt_trt_plugin.so   the plugin (static registration: what plugins= dlopens)
+
+Triton ignores subdirectories of a model that are not numerically named, so the plugin can live
+beside the plans without being taken for a version. Batching follows the profile: a dynamic batch
+dimension gives ``max_batch_size`` = the profile's max batch and dims without it; a static one
+gives ``max_batch_size: 0`` and the full dims. The config is checked by parsing it with Triton's
+own schema (tritonclient's model_config_pb2) in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..atomic import atomic_output, atomic_write_text
+from ..errors import InputError
+from ..engine.profiles import Profile
+from .engine_info import EngineInfo, describe_engine
+
+#: TensorRT DataType name -> Triton data_type (model_config.proto).
+TRITON_DTYPES = {"FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT8": "TYPE_INT8",
+                 "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8"}
+INSTANCE_KINDS = ("KIND_GPU", "KIND_AUTO")
+
+
+@dataclass
+class TritonOptions:
+    engines: Sequence[Path]
+    repository: Path
+    name: str
+    version: int = 1
+    instances: int = 1
+    kind: str = "KIND_GPU"
+    dynamic_batching: bool = False
+    max_queue_delay_us: int = 100
+    plugins: Sequence[Path] = field(default_factory=list)  # static-registration libraries, one per CPU architecture
+
+
+def _check_options(options: TritonOptions) -> None:
+    name = options.name
+    if not name or "/" in name or name in (".", "..") or name.startswith("."):
+        raise InputError(f"--name {name!r} must be a plain directory name (Triton's model name), e.g. --name vit_small")
+    if options.version < 1:
+        raise InputError(f"--version {options.version} must be >= 1 (Triton ignores version 0 and non-numbers)")
+    if options.instances < 1:
+        raise InputError(f"--instances {options.instances} must be >= 1")
+    if options.kind not in INSTANCE_KINDS:
+        raise InputError(f"--kind {options.kind!r} must be one of {', '.join(INSTANCE_KINDS)} (TensorRT runs on GPUs)")
+    if options.max_queue_delay_us < 0:
+        raise InputError(f"--max-queue-delay-us {options.max_queue_delay_us} must be >= 0")
+    if not options.engines:
+        raise InputError("give at least one engine")
+    repo = Path(options.repository)
+    if repo.exists() and not repo.is_dir():
+        raise InputError(f"-o {repo} exists and is not a directory; give the model repository directory")
+
+
+def _dims(shape: Sequence[int], profile: Profile, *, drop_batch: bool, is_input: bool) -> list[int]:
+    """Triton dims: a dimension fixed by the profile keeps its size, a dynamic one is -1."""
+    dims = [int(d) for d in shape]
+    if is_input:
+        dims = [lo if lo == hi else -1 for lo, hi in zip(profile.min, profile.max)]
+    return dims[1:] if drop_batch else dims
+
+
+def batch_layout(info: EngineInfo) -> tuple[int, dict[str, list[int]]]:
+    """``(max_batch_size, {tensor name: dims})`` for one engine, from its profile (module docstring)."""
+    profile = info.profile
+    dynamic_batch = profile.min[0] != profile.max[0]
+    dims = {}
+    for tensor in info.inputs + info.outputs:
+        shape = tensor["shape"]
+        if dynamic_batch and (not shape or shape[0] not in (-1,)):
+            raise InputError(f"{info.path}: tensor {tensor['name']!r} has shape {shape}, whose first dimension is not "
+                             "the dynamic batch; Triton's batching needs it to be")
+        dims[tensor["name"]] = _dims(shape, profile, drop_batch=dynamic_batch, is_input=tensor in info.inputs)
+    return (profile.max[0] if dynamic_batch else 0), dims
+
+
+def _dtype(tensor: dict, path: Path) -> str:
+    try:
+        return TRITON_DTYPES[tensor["dtype"]]
+    except KeyError:
+        raise InputError(f"{path}: tensor {tensor['name']!r} has TensorRT type {tensor['dtype']}, which has no "
+                         "Triton data_type here") from None
+
+
+def plan_filename(info: EngineInfo, several: bool) -> str:
+    if not several:
+        return "model.plan"
+    return f"model.sm{str(info.compute_capability).replace('.', '')}.plan"
+
+
+def _parameters(infos: list[EngineInfo], filenames: list[str]) -> dict[str, str]:
+    """Our metadata as Triton ``parameters`` (strings; the TensorRT backend reads only its own keys)."""
+    first = infos[0].metadata
+    model = first.get("model") or {}
+    params = {
+        "elfatt.toolkit_version": str(first.get("toolkit_version", "")),
+        "elfatt.model_name": str(model.get("elfatt.model_name", "")),
+        "elfatt.model_config": str(model.get("elfatt.model_config", "")),
+        "elfatt.input_normalization": str(model.get("elfatt.input_normalization", "")),
+        "elfatt.precision": str(first.get("precision", "")),
+        "elfatt.plugin": json.dumps(first.get("plugin") or {"used": None}, sort_keys=True),
+    }
+    for info, filename in zip(infos, filenames):
+        meta = info.metadata
+        params[f"elfatt.plan.{filename}"] = json.dumps({
+            "tensorrt_version": info.tensorrt_version, "compute_capability": info.compute_capability,
+            "gpu": (meta.get("gpu") or {}).get("name"), "jetson": (meta.get("jetson") or {}).get("jetpack"),
+            "plan_sha256": (meta.get("plan") or {}).get("sha256"), "sidecar": bool(meta),
+        }, sort_keys=True)
+    return {k: v for k, v in params.items() if v}
+
+
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal (protobuf's own escaping; UTF-8 kept as is)."""
+    from google.protobuf import text_encoding  # noqa: PLC0415  (protobuf comes with onnx)
+
+    return '"' + text_encoding.CEscape(str(text), as_utf8=True) + '"'
+
+
+
+def render_config(name: str, infos: list[EngineInfo], filenames: list[str], options: TritonOptions) -> str:
+    """config.pbtxt for engines that share their I/O (checked by the caller)."""
+    max_batch, dims = batch_layout(infos[0])
+    info = infos[0]
+    lines = [f"# written by elfatt-deploy triton from {', '.join(str(i.path) for i in infos)}",
+             f"name: {_quote(name)}", 'platform: "tensorrt_plan"', f"max_batch_size: {max_batch}"]
+    if len(infos) == 1:
+        lines.append(f"default_model_filename: {_quote(filenames[0])}")
+    for section, tensors in (("input", info.inputs), ("output", info.outputs)):
+        lines.append(f"{section} [")
+        entries = []
+        for tensor in tensors:
+            entries.append("  {\n"
+                           f"    name: {_quote(tensor['name'])}\n"
+                           f"    data_type: {_dtype(tensor, info.path)}\n"
+                           f"    dims: [ {', '.join(str(d) for d in dims[tensor['name']])} ]\n"
+                           "  }")
+        lines.append(",\n".join(entries))
+        lines.append("]")
+    lines.append(f"instance_group [\n  {{\n    count: {options.instances}\n    kind: {options.kind}\n  }}\n]")
+    if options.dynamic_batching:
+        if max_batch == 0:
+            raise InputError("--dynamic-batching needs an engine whose profile has a dynamic batch dimension "
+                             f"(this one's is fixed at {info.profile.min[0]}); rebuild with --shapes min:1x...,max:Nx...")
+        lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {options.max_queue_delay_us}\n}}")
+    if len(infos) > 1:
+        lines.append("cc_model_filenames [")
+        lines.append(",\n".join(f"  {{\n    key: {_quote(i.compute_capability)}\n    value: {_quote(f)}\n  }}"
+                                for i, f in zip(infos, filenames)))
+        lines.append("]")
+    for key, value in _parameters(infos, filenames).items():
+        lines.append(f"parameters {{\n  key: {_quote(key)}\n  value: {{\n    string_value: {_quote(value)}\n  }}\n}}")
+    return "\n".join(lines) + "\n"
+
+
+def _check_same_io(infos: list[EngineInfo]) -> None:
+    ref, ref_layout = infos[0], batch_layout(infos[0])
+    for info in infos[1:]:
+        for what, a, b in (("inputs", ref.inputs, info.inputs), ("outputs", ref.outputs, info.outputs)):
+            if [(t["name"], t["dtype"]) for t in a] != [(t["name"], t["dtype"]) for t in b]:
+                raise InputError(f"{info.path} and {ref.path} have different {what} ({[t['name'] for t in b]} vs "
+                                 f"{[t['name'] for t in a]}): one Triton model serves engines of one model only")
+        if batch_layout(info) != ref_layout:
+            raise InputError(f"{info.path} and {ref.path} have different profiles ({info.profile.describe()} vs "
+                             f"{ref.profile.describe()}): build them with the same --shapes for one Triton model")
+    ccs = [i.compute_capability for i in infos]
+    if None in ccs:
+        missing = infos[ccs.index(None)].path
+        raise InputError(f"{missing}: its compute capability is unknown (no sidecar), so it cannot be one of several "
+                         "engines told apart by cc_model_filenames; keep its sidecar")
+    if len(set(ccs)) != len(ccs):
+        raise InputError(f"two engines were built for the same compute capability ({', '.join(ccs)}): give one engine "
+                         "per GPU architecture (e.g. 8.7 for Orin, 9.0 for H100)")
+
+
+def _plugin_copies(options: TritonOptions, infos: list[EngineInfo], model_dir: Path) -> list[tuple[Path, Path]]:
+    """(source, destination) of the plugin libraries to copy, one per CPU architecture."""
+    from ..engine.plugin import PLUGIN_LIBRARY_NAME, STYLE_STATIC, find_plugin_library, library_info  # noqa: PLC0415
+
+    needed = [i.uses_plugin for i in infos]
+    if not any(n is None or n for n in needed):
+        if options.plugins:
+            raise InputError("--plugin given, but none of the engines uses the ElfattAttention plugin (their sidecars "
+                             "say so); drop --plugin")
+        return []
+    sources = [Path(p) for p in options.plugins]
+    if not sources:
+        try:
+            sources = [find_plugin_library()]
+        except FileNotFoundError as exc:
+            if all(needed):
+                raise FileNotFoundError(f"the engines use the ElfattAttention plugin, which Triton must load: {exc}") from None
+            return []  # no sidecar says so: the plan may not need it
+    copies, machines = [], set()
+    for source in sources:
+        info = library_info(source)
+        if info.style != STYLE_STATIC:
+            raise InputError(
+                f"--plugin {source}: Triton's plugins= option dlopens the library, so it needs "
+                f"{PLUGIN_LIBRARY_NAME} (static registration), not "
+                + ("a getCreators build" if info.style else f"this file ({info.error})")
+            )
+        if info.machine in machines:
+            raise InputError(f"two --plugin libraries for the same CPU ({info.machine}); give one per architecture")
+        machines.add(info.machine)
+        copies.append((source, model_dir / "plugins" / str(info.machine) / PLUGIN_LIBRARY_NAME))
+    return copies
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def write_readme(repo: Path, name: str, infos: list[EngineInfo], plugins: list[Path], max_batch: int) -> str:
+    repo = repo.resolve()
+    plugin_arg = ";".join(str(p.resolve()) for p in plugins)
+    versions = sorted({i.tensorrt_version for i in infos if i.tensorrt_version})
+    shape = "x".join(str(d) for d in infos[0].profile.opt)
+    lines = [f"# Triton model repository: {name}", "",
+             "Written by `elfatt-deploy triton`. Engines run only with the TensorRT version they were built with "
+             f"({', '.join(versions) or 'unknown: no sidecar'}): use the Triton release whose TensorRT is that version "
+             "(x86: the NGC `tritonserver` container of that release; Jetson: the Triton release for JetPack whose "
+             "TensorRT matches, e.g. TensorRT 10.3 on JetPack 6.1/6.2).", "",
+             "## Start the server", ""]
+    if plugins:
+        lines += ["The TensorRT backend loads the ElfattAttention plugin with `plugins=` (a `;`-separated list; it "
+                  "dlopens each file, so this is the static-registration build):", "", "```sh",
+                  f"tritonserver --model-repository={repo} \\", f"    --backend-config=tensorrt,plugins=\"{plugin_arg}\"",
+                  "```", "", "or preloads it into the server process:", "", "```sh",
+                  f"LD_PRELOAD={plugin_arg.split(';')[0]} tritonserver --model-repository={repo}", "```", "",
+                  "In a container, mount the repository at the same path (or rewrite the paths above):", "", "```sh",
+                  f"docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 -v {repo}:{repo} \\",
+                  "    nvcr.io/nvidia/tritonserver:<release>-py3 \\",
+                  f"    tritonserver --model-repository={repo} --backend-config=tensorrt,plugins=\"{plugin_arg}\"",
+                  "```", "",
+                  "Pick the library of the server's CPU (`plugins/x86_64/` or `plugins/aarch64/`)." if len(plugins) > 1
+                  else ""]
+    else:
+        lines += ["```sh", f"tritonserver --model-repository={repo}", "```", ""]
+    lines += ["## Check it", "", "```sh", f"curl -s localhost:8000/v2/models/{name}/ready && echo ready",
+              f"curl -s localhost:8000/v2/models/{name}/config",
+              f"perf_analyzer -m {name} --shape {infos[0].input['name']}:"
+              f"{','.join(str(d) for d in (infos[0].profile.opt[1:] if max_batch else infos[0].profile.opt))}",
+              "```", "",
+              f"The input is float NCHW, normalized as the model expects (`elfatt.input_normalization` in "
+              f"config.pbtxt's parameters); the profile's opt shape is {shape}.", ""]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def write_repository(options: TritonOptions) -> dict:
+    """Writes the repository; returns {"config": path, "plans": [...], "plugins": [...], "readme": path}."""
+    _check_options(options)
+    infos = [describe_engine(p, plugin=(options.plugins[0] if options.plugins else None)) for p in options.engines]
+    several = len(infos) > 1
+    if several:
+        _check_same_io(infos)
+    filenames = [plan_filename(i, several) for i in infos]
+    config = render_config(options.name, infos, filenames, options)  # every check before the first write
+    repo = Path(options.repository)
+    model_dir = repo / options.name
+    copies = _plugin_copies(options, infos, model_dir)
+    version_dir = model_dir / str(options.version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    plans = []
+    for info, filename in zip(infos, filenames):
+        target = version_dir / filename
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(info.plan)  # the raw plan (an old-format file is unwrapped: Triton needs the plain plan)
+        plans.append(target)
+    for source, target in copies:
+        _copy_atomic(source, target)
+    config_path = atomic_write_text(model_dir / "config.pbtxt", config)
+    readme = atomic_write_text(repo / "README.md", write_readme(repo, options.name, infos, [t for _, t in copies],
+                                                                  batch_layout(infos[0])[0]))
+    return {"config": config_path, "plans": plans, "plugins": [t for _, t in copies], "readme": readme}
+

@@ -1,0 +1,92 @@
+"""elfatt-deploy deepstream: the nvinfer [property] config, read back as nvinfer reads a key file."""
+
+import configparser
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from _serving_fixtures import fake_engine, static_plugin_library, vc_plugin_library
+from test_engine_onnx_fixture import elfatt_model, save
+from elfatt_deploy.cli import main
+from elfatt_deploy.errors import InputError
+from elfatt_deploy.preprocess import DEFAULT_NORMALIZATION
+from elfatt_deploy.serving.deepstream import DeepStreamOptions, write_config
+
+
+def read_property(path):
+    parser = configparser.ConfigParser(comment_prefixes=("#",), interpolation=None)
+    parser.optionxform = str  # nvinfer keys are case-sensitive
+    parser.read(path)
+    return dict(parser["property"])
+
+
+def test_config_keys_and_preprocessing(tmp_path, rng):
+    onnx_path = save(elfatt_model(), tmp_path / "m.onnx")  # has the elfatt function: a plugin-only copy is written
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, source_onnx=onnx_path, batch=(1, 2, 8))
+    lib = static_plugin_library(tmp_path)
+    out = tmp_path / "ds" / "config_infer.txt"
+    out.parent.mkdir()
+    written = write_config(DeepStreamOptions(engine=engine, output=out, plugin=lib, input_size=(384, 640)))
+    prop = read_property(out)
+    assert prop["model-engine-file"] == str(engine.resolve()) and prop["custom-lib-path"] == str(lib.resolve())
+    assert prop["infer-dims"] == "3;384;640" and prop["batch-size"] == "2" and prop["network-mode"] == "2"  # fp16
+    assert prop["network-type"] == "100" and prop["output-tensor-meta"] == "1" and prop["model-color-format"] == "0"
+    assert prop["output-blob-names"] == "logits"
+    copy = written["onnx"]
+    assert prop["onnx-file"] == str(copy.resolve()) and copy.parent == out.parent and copy.name == "m.plugin-only.onnx"
+    model = onnx.load(str(copy))
+    assert not [f for f in model.functions if f.domain == "elfatt"]
+    assert [n.op_type for n in model.graph.node if n.domain == "elfatt"] == ["ElfattAttention"]
+    # nvinfer's y = net-scale-factor * (x - offsets[c]) against the models' normalization
+    scale = float(prop["net-scale-factor"])
+    offsets = np.array([float(v) for v in prop["offsets"].split(";")]).reshape(1, 3, 1, 1)
+    x = rng.integers(0, 256, size=(1, 3, 5, 7)).astype(np.float64)
+    ref = DEFAULT_NORMALIZATION.apply(x).astype(np.float64)
+    got = scale * (x - offsets)
+    _, worst = DEFAULT_NORMALIZATION.single_scale()
+    assert np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-3)) <= worst + 1e-6
+    text = out.read_text()
+    assert f"{worst * 100:.2f} %" in text  # the approximation is stated in the file
+
+
+def test_plugin_free_engine_and_plugin_only_onnx(tmp_path, rng):
+    plugin_only = save(elfatt_model(with_function=False), tmp_path / "p.onnx")
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False, precision="fp32", source_onnx=plugin_only)
+    out = tmp_path / "c.txt"
+    written = write_config(DeepStreamOptions(engine=engine, output=out))
+    prop = read_property(out)
+    assert "custom-lib-path" not in prop and prop["network-mode"] == "0" and written["plugin"] is None
+    assert prop["onnx-file"] == str(Path(plugin_only).resolve())  # already plugin-only: used as it is
+    assert prop["infer-dims"] == "3;512;512" and prop["batch-size"] == "4"  # the profile's opt shape
+
+
+def test_bad_input(tmp_path, rng):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)
+    lib = static_plugin_library(tmp_path)
+    out = tmp_path / "c.txt"
+    cases = [
+        (dict(batch_size=9), "outside the engine's profile"),
+        (dict(input_size=(100, 224)), "outside the engine's profile"),
+        (dict(network_type="classifier"), "needs --labels"),
+        (dict(plugin=vc_plugin_library(tmp_path)), "custom-lib-path dlopens the library"),
+    ]
+    for kw, match in cases:
+        kw.setdefault("plugin", lib)
+        with pytest.raises(InputError, match=match):
+            write_config(DeepStreamOptions(engine=engine, output=out, **kw))
+    assert not out.exists()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(10)))
+    write_config(DeepStreamOptions(engine=engine, output=out, plugin=lib, network_type="classifier", labels=labels))
+    prop = read_property(out)
+    assert prop["network-type"] == "1" and prop["labelfile-path"] == str(labels.resolve())
+
+
+def test_cli(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)
+    assert main(["deepstream", str(engine), "-o", str(tmp_path / "c.txt"), "--input-size", "300x400"]) == 0
+    assert read_property(tmp_path / "c.txt")["infer-dims"] == "3;300;400"
+    assert main(["deepstream", str(engine), "-o", str(tmp_path / "nodir" / "c.txt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
