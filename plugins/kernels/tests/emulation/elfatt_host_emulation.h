@@ -42,6 +42,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "emulation_trace.h"
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -422,6 +424,70 @@ void checkPointer(void const* ptr, unsigned ldm, char const* what) noexcept
     }
 }
 
+//! Tracing build: the lane's device accesses of a 16-bit a/b tile load (ldmatrix: 16-byte rows of
+//! 8 x 8 matrices; lane l of instruction j reads row l % 8 of matrix 4 j + l / 8, the matrices
+//! ordered by 8-row group, then 16-byte column chunk of the tile as it lies in memory).
+template <typename T>
+void traceTileRows(void const* site, void const* ptr, unsigned ldm, int memRows, int memCols, bool write) noexcept
+{
+    if (!::elfatt::emulation::trace::tracing())
+    {
+        return;
+    }
+    int32_t const lane = ::elfatt::emulation::detail::currentLane("wmma (trace)");
+    int const perChunk = 16 / static_cast<int>(sizeof(T));
+    int const groups = memRows / 8;
+    int const matrices = groups * (memCols / perChunk);
+    for (int j = 0; j * 4 < matrices; ++j)
+    {
+        int const matrix = 4 * j + lane / 8;
+        if (matrix >= matrices)
+        {
+            break;
+        }
+        int const row = 8 * (matrix % groups) + lane % 8;
+        int const col = perChunk * (matrix / groups);
+        ::elfatt::emulation::trace::traceAccessAt(
+            site, static_cast<char const*>(ptr) + (static_cast<size_t>(row) * ldm + col) * sizeof(T), 16, write);
+    }
+}
+
+//! Tracing build: the lane's device accesses of an accumulator tile load/store (the mma.m16n8
+//! C/D layout: lane l holds rows 8 g + l / 4 and columns 8 t + 2 (l % 4) .. + 1 of every 8 x 8 piece).
+template <typename T>
+void traceAccumulator(
+    void const* site, void const* ptr, unsigned ldm, int rows, int cols, bool rowMajor, bool write) noexcept
+{
+    if (!::elfatt::emulation::trace::tracing())
+    {
+        return;
+    }
+    int32_t const lane = ::elfatt::emulation::detail::currentLane("wmma (trace)");
+    for (int g = 0; g < rows / 8; ++g)
+    {
+        for (int t = 0; t < cols / 8; ++t)
+        {
+            int const r = 8 * g + lane / 4;
+            int const c = 8 * t + 2 * (lane % 4);
+            if (rowMajor)
+            {
+                ::elfatt::emulation::trace::traceAccessAt(site,
+                    static_cast<char const*>(ptr) + (static_cast<size_t>(r) * ldm + c) * sizeof(T), 2 * sizeof(T),
+                    write);
+            }
+            else
+            {
+                for (int e = 0; e < 2; ++e)
+                {
+                    ::elfatt::emulation::trace::traceAccessAt(site,
+                        static_cast<char const*>(ptr) + (static_cast<size_t>(c + e) * ldm + r) * sizeof(T),
+                        sizeof(T), write);
+                }
+            }
+        }
+    }
+}
+
 template <typename T>
 void checkArch(char const* what) noexcept
 {
@@ -452,10 +518,17 @@ struct fragment
 
     static constexpr int kRows = emulation_detail::TileShape<Use, M, N, K>::kRows;
     static constexpr int kCols = emulation_detail::TileShape<Use, M, N, K>::kCols;
+#ifdef ELFATT_EMULATION_TRACING
+    //! Tracing build: the per-lane count of the device, so that the kernels' elementwise loops
+    //! over x[] make as many accesses per lane as on the device (the values are then wrong: the
+    //! tracing build measures accesses, not numerics).
+    static constexpr int num_elements = kRows * kCols / 32;
+#else
     static constexpr int num_elements = kRows * kCols;
+#endif
     using element_type = T;
     using storage_element_type = T;
-    T x[num_elements]; //!< the whole logical tile, row-major (emulation only)
+    T x[kRows * kCols]; //!< the whole logical tile, row-major (emulation only)
 };
 
 template <class Use, int M, int N, int K, class T, class Layout>
@@ -469,13 +542,15 @@ inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& frag, std::type_ide
 
 //! matrix_a / matrix_b: the layout comes from the fragment type.
 template <class Use, int M, int N, int K, class T, class Layout>
-inline void load_matrix_sync(
+ELFATT_EMULATION_UNTRACED inline void load_matrix_sync(
     fragment<Use, M, N, K, T, Layout>& frag, std::type_identity_t<T> const* ptr, unsigned ldm) noexcept
 {
     static_assert(!std::is_same_v<Use, accumulator>, "accumulator loads take a layout_t argument");
     emulation_detail::checkArch<T>("wmma::load_matrix_sync");
     emulation_detail::checkPointer<T>(ptr, ldm, "wmma::load_matrix_sync");
     using Frag = fragment<Use, M, N, K, T, Layout>;
+    constexpr bool kROW = std::is_same_v<Layout, row_major>;
+    emulation_detail::traceTileRows<T>(__builtin_return_address(0), ptr, ldm, kROW ? Frag::kRows : Frag::kCols, kROW ? Frag::kCols : Frag::kRows, false);
     for (int r = 0; r < Frag::kRows; ++r)
     {
         for (int c = 0; c < Frag::kCols; ++c)
@@ -488,10 +563,11 @@ inline void load_matrix_sync(
 }
 
 template <int M, int N, int K, class T>
-inline void load_matrix_sync(
+ELFATT_EMULATION_UNTRACED inline void load_matrix_sync(
     fragment<accumulator, M, N, K, T>& frag, std::type_identity_t<T> const* ptr, unsigned ldm, layout_t layout) noexcept
 {
     emulation_detail::checkPointer<T>(ptr, ldm, "wmma::load_matrix_sync (accumulator)");
+    emulation_detail::traceAccumulator<T>(__builtin_return_address(0), ptr, ldm, M, N, layout == mem_row_major, false);
     for (int r = 0; r < M; ++r)
     {
         for (int c = 0; c < N; ++c)
@@ -504,10 +580,11 @@ inline void load_matrix_sync(
 }
 
 template <int M, int N, int K, class T>
-inline void store_matrix_sync(
+ELFATT_EMULATION_UNTRACED inline void store_matrix_sync(
     std::type_identity_t<T>* ptr, fragment<accumulator, M, N, K, T> const& frag, unsigned ldm, layout_t layout) noexcept
 {
     emulation_detail::checkPointer<T>(ptr, ldm, "wmma::store_matrix_sync");
+    emulation_detail::traceAccumulator<T>(__builtin_return_address(0), ptr, ldm, M, N, layout == mem_row_major, true);
     int32_t const lane = ::elfatt::emulation::detail::currentLane("wmma::store_matrix_sync");
     for (int e = lane; e < M * N; e += 32) // element e is written by lane e % 32 only
     {
@@ -522,11 +599,12 @@ inline void store_matrix_sync(
 // Plain loops over the lane's own fragments: optimized and left out of ASan's instrumentation,
 // since every lane repeats the whole tile product (the emulation's main cost in wmma kernels).
 template <int M, int N, int K, class TAB, class LayoutA, class LayoutB, class TC, class TD>
-[[gnu::optimize("O2"), gnu::no_sanitize_address]] inline void mma_sync(fragment<accumulator, M, N, K, TD>& d,
+[[gnu::optimize("O2"), gnu::no_sanitize_address, gnu::no_sanitize_thread, gnu::noinline]] inline void mma_sync(fragment<accumulator, M, N, K, TD>& d,
     fragment<matrix_a, M, N, K, TAB, LayoutA> const& a, fragment<matrix_b, M, N, K, TAB, LayoutB> const& b,
     fragment<accumulator, M, N, K, TC> const& c) noexcept
 {
     emulation_detail::checkArch<TAB>("wmma::mma_sync");
+    ::elfatt::emulation::trace::traceMmaAt(__builtin_return_address(0), M, N, K, static_cast<int32_t>(sizeof(TAB)));
     float wa[M * K];
     float wb[K * N];
     for (int e = 0; e < M * K; ++e)

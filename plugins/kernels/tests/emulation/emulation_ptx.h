@@ -172,7 +172,7 @@ struct CopyState
 
 inline thread_local CopyState tCopies;
 
-inline void land(std::vector<PendingCopy> const& group) noexcept
+ELFATT_EMULATION_UNTRACED inline void land(std::vector<PendingCopy> const& group) noexcept
 {
     for (PendingCopy const& copy : group)
     {
@@ -202,6 +202,7 @@ inline void mma16816(float (&d)[4], uint32_t const (&a)[4], uint32_t const (&b)[
     std::memcpy(mine.c, c, sizeof(mine.c));
     detail::MmaRegisters all[32];
     e::warpGather(&mine, sizeof(mine), all, kBF16 ? "mma.sync.m16n8k16.bf16" : "mma.sync.m16n8k16.f16", where);
+    ::elfatt::emulation::trace::traceMmaAt(__builtin_return_address(0), 16, 8, 16, 2);
     detail::mmaCompute(all, lane, kBF16, d); // d may alias c: c was copied first
     if (lane == 0)
     {
@@ -209,8 +210,9 @@ inline void mma16816(float (&d)[4], uint32_t const (&a)[4], uint32_t const (&b)[
     }
 }
 
-//! ldmatrix.sync.aligned.m8n8.x{count}{.trans}.shared.b16.
-inline void ldmatrix(uint32_t* r, void const* rowAddress, int32_t count, bool trans,
+//! ldmatrix.sync.aligned.m8n8.x{count}{.trans}.shared.b16. (Tracing build: the lane's device access is
+//! the 16-byte row at its own address, for lanes 0 .. 8 count - 1; the gathers below are not traced.)
+ELFATT_EMULATION_UNTRACED inline void ldmatrix(uint32_t* r, void const* rowAddress, int32_t count, bool trans,
     std::source_location const where = std::source_location::current()) noexcept
 {
     namespace e = ::elfatt::emulation::detail;
@@ -222,6 +224,10 @@ inline void ldmatrix(uint32_t* r, void const* rowAddress, int32_t count, bool tr
         int32_t trans;
     };
     Deposit const mine{static_cast<unsigned char const*>(rowAddress), count, trans ? 1 : 0};
+    if (lane < 8 * count)
+    {
+        ::elfatt::emulation::trace::traceAccessAt(__builtin_return_address(0), rowAddress, 16, false);
+    }
     Deposit all[32];
     e::warpGather(&mine, sizeof(mine), all, trans ? "ldmatrix.trans" : "ldmatrix", where);
     for (int32_t m = 0; m < count; ++m)
@@ -265,8 +271,9 @@ inline void ldmatrix(uint32_t* r, void const* rowAddress, int32_t count, bool tr
     }
 }
 
-//! cp.async.cg.shared.global [dst], [src], cpSize, srcBytes.
-inline void cpAsync(void* dst, void const* src, uint32_t cpSize, uint32_t srcBytes) noexcept
+//! cp.async.cg.shared.global [dst], [src], cpSize, srcBytes. (Tracing build: srcBytes read from global
+//! memory and 16 bytes written to shared memory, both at the cp.async; the landing is not traced.)
+ELFATT_EMULATION_UNTRACED inline void cpAsync(void* dst, void const* src, uint32_t cpSize, uint32_t srcBytes) noexcept
 {
     namespace e = ::elfatt::emulation::detail;
     if (cpSize != 16 || srcBytes > cpSize)
@@ -281,6 +288,11 @@ inline void cpAsync(void* dst, void const* src, uint32_t cpSize, uint32_t srcByt
     {
         e::fail("cp.async: source %p is not a 16-byte aligned global address", src);
     }
+    if (srcBytes > 0)
+    {
+        ::elfatt::emulation::trace::traceAccessAt(__builtin_return_address(0), src, srcBytes, false);
+    }
+    ::elfatt::emulation::trace::traceAccessAt(__builtin_return_address(0), dst, 16, true);
     detail::PendingCopy copy{static_cast<unsigned char*>(dst), {}};
     std::memset(copy.data, 0, sizeof(copy.data)); // zero fill past srcBytes
     if (srcBytes > 0)
@@ -300,7 +312,7 @@ inline void cpAsyncCommit() noexcept
     countOp(Op::kCOMMIT);
 }
 
-inline void cpAsyncWait(int32_t pending) noexcept
+ELFATT_EMULATION_UNTRACED inline void cpAsyncWait(int32_t pending) noexcept
 {
     (void) ::elfatt::emulation::detail::currentLane("cp.async.wait_group");
     while (static_cast<int64_t>(detail::tCopies.committed.size()) > pending)

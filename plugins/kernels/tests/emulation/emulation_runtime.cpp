@@ -7,6 +7,7 @@
  */
 #include "elfatt_host_emulation.h"
 #include "emulation_ptx.h"
+#include "emulation_trace.h"
 
 #include <atomic>
 #include <chrono>
@@ -29,6 +30,11 @@ namespace elfatt
 {
 namespace emulation
 {
+namespace trace
+{
+Hooks const* gHooks = nullptr;
+} // namespace trace
+
 namespace detail
 {
 namespace
@@ -556,6 +562,7 @@ struct LaunchState
     unsigned block{0};
     unsigned grid{0};
     unsigned emulatedGrid{0};
+    std::vector<unsigned> blockList; //!< the blocks to run, in order (tracing build: a sample of the real grid)
     void* dynamicSmem{nullptr};
     size_t dynamicSmemBytes{0};
     Barrier blockBarrier;
@@ -854,6 +861,10 @@ int32_t currentLane(char const* what) noexcept
 
 void syncThreads(std::source_location const& where) noexcept
 {
+    if (trace::gHooks != nullptr)
+    {
+        trace::gHooks->sync(trace::Sync::kBLOCK, __builtin_return_address(0));
+    }
     currentLaunch("__syncthreads").blockBarrier.arriveAndWait(Site::kSYNCTHREADS, &where);
 }
 
@@ -874,11 +885,19 @@ Warp& currentWarp(unsigned mask, char const* what)
 
 void syncWarp(unsigned mask, std::source_location const& where) noexcept
 {
+    if (trace::gHooks != nullptr)
+    {
+        trace::gHooks->sync(trace::Sync::kWARP, __builtin_return_address(0));
+    }
     currentWarp(mask, "__syncwarp").barrier.arriveAndWait(Site::kSYNCWARP, &where);
 }
 
 uint64_t warpExchange(unsigned mask, uint64_t value, int32_t srcLane, std::source_location const& where) noexcept
 {
+    if (trace::gHooks != nullptr)
+    {
+        trace::gHooks->sync(trace::Sync::kSHUFFLE, __builtin_return_address(0));
+    }
     Warp& warp = currentWarp(mask, "__shfl_*_sync");
     unsigned const lane = tThreadIdx.x % 32;
     // Double buffered: a lane can write this buffer again only two shuffles later, after the
@@ -978,6 +997,10 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
     launch.grid = grid;
     launch.emulatedGrid = grid < maxBlocks() ? grid : maxBlocks();
     launch.dynamicSmemBytes = smemBytes;
+    for (unsigned b = 0; b < launch.emulatedGrid; ++b)
+    {
+        launch.blockList.push_back(b);
+    }
     // Exactly smemBytes (ASan flags any access past it), 128-byte aligned.
     launch.dynamicSmem = ::operator new(smemBytes, std::align_val_t{128}, std::nothrow);
     if (launch.dynamicSmem == nullptr)
@@ -999,6 +1022,21 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
     }
     poisonShared(launch);
     ptx::resetCounts();
+    trace::LaunchInfo traced{info.name.c_str(), grid, block, smemBytes, info.staticSharedBytes, {}};
+    if (trace::gHooks != nullptr)
+    {
+        // Tracing build: the tracer may pick a sample of the real grid (gridDim.x = grid).
+        traced.shared.push_back(trace::SharedRange{launch.dynamicSmem, smemBytes});
+        for (StaticShared const& shared : info.shared)
+        {
+            traced.shared.push_back(trace::SharedRange{shared.address, shared.bytes});
+        }
+        if (trace::gHooks->selectBlocks(traced, launch.blockList))
+        {
+            launch.emulatedGrid = grid;
+        }
+        trace::gHooks->launchBegin(traced);
+    }
 
     std::function<void(unsigned)> const worker = [&launch, &body](unsigned tid) {
         tLaunch = &launch;
@@ -1013,18 +1051,22 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
             std::unique_lock<std::mutex> lock(scheduler.mutex());
             scheduler.waitTurn(tid / 32, lock, [] { return true; }, "to start");
         }
-        for (unsigned b = 0; b < launch.emulatedGrid; ++b)
+        for (size_t i = 0; i < launch.blockList.size(); ++i)
         {
-            if (b > 0)
+            if (i > 0)
             {
                 launch.blockBarrier.arriveAndWait(Site::kBLOCK_END, nullptr);
                 if (tid == 0)
                 {
+                    if (trace::gHooks != nullptr)
+                    {
+                        trace::gHooks->blockEnd(launch.blockList[i - 1]);
+                    }
                     poisonShared(launch);
                 }
                 launch.blockBarrier.arriveAndWait(Site::kBLOCK_START, nullptr);
             }
-            tBlockIdx = uint3{b, 0, 0};
+            tBlockIdx = uint3{launch.blockList[i], 0, 0};
             body();
             ptx::endOfBlock(); // no cp.async may outlive its block
         }
@@ -1038,10 +1080,21 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
         }
         tLaunch = nullptr;
     };
-    workerPool().run(block, worker);
+    if (!launch.blockList.empty())
+    {
+        workerPool().run(block, worker);
+    }
     if (traceLaunches())
     {
         std::fprintf(stderr, "host emulation: counted %s %s\n", info.name.c_str(), ptx::formatCounts().c_str());
+    }
+    if (trace::gHooks != nullptr)
+    {
+        if (!launch.blockList.empty())
+        {
+            trace::gHooks->blockEnd(launch.blockList.back());
+        }
+        trace::gHooks->launchEnd();
     }
     ::operator delete(launch.dynamicSmem, std::align_val_t{128});
     return cudaSuccess;

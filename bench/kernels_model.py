@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""Performance model of the CUDA kernels, measured without a GPU.
+
+    python bench/kernels_model.py                       # every case, v1 and v2 where it exists
+    python bench/kernels_model.py --quick --json out.json
+    python bench/kernels_model.py --measured bench/results/kernels_gpu-....json
+
+For each case (op shape) and kernel version it runs the kernels in the host emulation's
+tracing build (bench/kernels_trace.py) on a sample of blocks of every launch, and derives
+from the trace: global-memory sectors (requested by the warp instructions, and the
+compulsory footprint), shared-memory wavefronts with bank conflicts, tensor-core FLOPs
+(wmma / mma calls), FP32 FMAs and exponentials, barriers, shuffles and launches. From
+``nvcc -Xptxas -v`` (sm_87 and sm_90) it takes registers, shared memory and spills, hence
+occupancy; from the nvdisasm listing the instruction mix. It then predicts each launch's
+time on H100 SXM, H200 and Jetson AGX Orin 64GB (MAXN) as the largest of its ceilings plus
+launch overhead (bench/kernels_devices.py: published figures with their sources, and the
+model's assumptions, printed with the results), and prints v1, v2, the memory floor (qkv
+read once, output written once, at peak bandwidth) and vanilla attention with
+FlashAttention-2 side by side. ``--json`` writes the figures, ``--measured`` puts the
+times of a real GPU run (bench/kernels_gpu.py's JSON) beside them.
+
+Kernel versions: v1 = path ``tensorcore`` (today's kernels), v2 = path ``fused``
+(KernelPath 4), modelled when the library accepts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+for entry in (ROOT, BENCH):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from kernels_devices import ASSUMPTIONS, DEVICES, Device, fa2_tflops, occupancy  # noqa: E402
+from kernels_trace import KERNELS, LaunchTrace, Problem, build_tracer, run_tracer, source_lines  # noqa: E402
+
+from elfatt_deploy.atomic import atomic_write_text  # noqa: E402
+from elfatt_deploy.errors import InputError, MissingDependencyError, ToolkitError  # noqa: E402
+
+VERSIONS = {"v1": "tensorcore", "v2": "fused"}
+TARGETS = [  # the issue's targets for v2 (model): fraction of the floor
+    ("vit_s 128x128 B=1", ("H100-SXM", "Orin-AGX-64GB-MAXN"), 0.60),
+    ("vit_s 64x64 B=8", ("H100-SXM", "Orin-AGX-64GB-MAXN"), 0.60),
+    ("vit_s 64x64 B=1", ("H100-SXM", "Orin-AGX-64GB-MAXN"), 0.45),
+]
+#: The review's estimates for v1 on an H100 (issue 10): case -> (floor us, low us, high us).
+REVIEW = {"vit_s 64x64 B=1": (3.8, 75, 90), "vit_s 128x128 B=1": (15, 140, 170), "vit_s 64x64 B=8": (30, 220, 280)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    problem: Problem
+
+
+def vit_s(h: int, w: int, b: int) -> Case:
+    return Case(f"vit_s {h}x{w} B={b}", Problem(b, h, w, 384, 3, 3, 7, 7))
+
+
+def cswin_t(size: int, stage: int) -> Case:
+    side = size // 4 // 2 ** (stage - 1)
+    dim, heads, stripe = {1: (64, 2, 1), 2: (128, 4, 2), 3: (256, 8, 7)}[stage]
+    return Case(f"cswin_t {size} stage{stage} ({side}x{side})",
+                Problem(1, side, side, dim, heads // 2, heads // 2, stripe, 0))
+
+
+def all_cases() -> list[Case]:
+    cases = [vit_s(64, 64, 1), vit_s(128, 128, 1), vit_s(64, 64, 8)]
+    cases += [cswin_t(size, stage) for size in (512, 1024) for stage in (1, 2, 3)]
+    return cases
+
+
+def quick_cases() -> list[Case]:
+    return [vit_s(64, 64, 1), cswin_t(512, 3)]
+
+
+# ------------------------------------------------------------------------------------------------
+# ptxas -v and the SASS instruction mix
+# ------------------------------------------------------------------------------------------------
+
+OBSERVED_SASS = ("LDG", "STG", "LDS", "STS", "LDSM", "LDGSTS", "HMMA", "FFMA", "MUFU", "BAR", "SHFL")
+
+
+def find_tool(name: str) -> str | None:
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and (Path(root) / "bin" / name).is_file():
+            return str(Path(root) / "bin" / name)
+    found = shutil.which(name)
+    if found:
+        return found
+    try:  # the nvidia-cuda-nvdisasm wheel
+        import nvidia  # type: ignore
+
+        for base in nvidia.__path__:
+            for candidate in Path(base).glob(f"cu*/bin/{name}"):
+                return str(candidate)
+    except ImportError:
+        pass
+    return None
+
+
+def short_kernel_name(demangled: str) -> str:
+    name = demangled
+    for cut in ("(anonymous namespace)::", "elfatt::detail::", "elfatt::"):
+        name = name.replace(cut, "")
+    name = name.removeprefix("void ")
+    return name.split("(")[0].strip()
+
+
+def demangle(names: list[str]) -> list[str]:
+    tool = shutil.which("c++filt")
+    if tool is None:
+        return names
+    proc = subprocess.run([tool], input="\n".join(names), capture_output=True, text=True)
+    out = proc.stdout.splitlines()
+    return out if len(out) == len(names) else names
+
+
+@dataclasses.dataclass
+class KernelResources:
+    registers: int
+    static_smem: int
+    spill_stores: int
+    spill_loads: int
+    stack: int
+    sass_total: int = 0
+    sass_observed: int = 0
+
+    @property
+    def issue_ratio(self) -> float | None:
+        return self.sass_total / self.sass_observed if self.sass_observed else None
+
+
+def compile_resources(cache: Path, archs=(87, 90)) -> dict[int, dict[str, KernelResources]]:
+    """arch -> kernel short name -> resources, from nvcc -cubin -Xptxas -v (and nvdisasm when found)."""
+    nvcc = find_tool("nvcc")
+    if nvcc is None:
+        raise MissingDependencyError("nvcc not found (CUDA_HOME, PATH, /usr/local/cuda/bin): the model reads "
+                                     "registers and shared memory from ptxas -v")
+    nvdisasm = find_tool("nvdisasm")
+    sources = sorted((KERNELS / "src").glob("*.cu"))
+    import hashlib
+
+    h = hashlib.sha256(subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.encode())
+    for folder in (KERNELS / "src", KERNELS / "include"):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                h.update(path.name.encode() + path.read_bytes())
+    h.update(str(bool(nvdisasm)).encode())
+    key = cache / f"resources-{h.hexdigest()[:20]}.json"
+    if key.is_file():
+        raw = json.loads(key.read_text())
+        return {int(a): {k: KernelResources(**v) for k, v in d.items()} for a, d in raw.items()}
+    out: dict[int, dict[str, KernelResources]] = {}
+    common = ["-std=c++17", "-O2", "-cubin", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
+              "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+              "-D__CUDA_NO_HALF2_OPERATORS__", "-Xptxas", "-v"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs:
+            table: dict[str, KernelResources] = {}
+            for src in sources:
+                cubin = Path(tmp) / f"{src.stem}.sm{arch}.cubin"
+                proc = subprocess.run([nvcc, *common, f"-arch=sm_{arch}", str(src), "-o", str(cubin)],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise ToolkitError(f"nvcc -cubin sm_{arch} {src.name} failed:\n{proc.stderr[-4000:]}")
+                mangled, props = [], []
+                current = None
+                for line in proc.stderr.splitlines():
+                    m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+'", line)
+                    if m:
+                        current = {"name": m.group(1)}
+                        mangled.append(m.group(1))
+                        props.append(current)
+                        continue
+                    if current is None:
+                        continue
+                    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+                    if m:
+                        current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
+                                       spill_loads=int(m.group(3)))
+                    m = re.search(r"Used (\d+) registers", line)
+                    if m:
+                        current["registers"] = int(m.group(1))
+                        s = re.search(r"(\d+) bytes smem", line)
+                        current["static_smem"] = int(s.group(1)) if s else 0
+                mix: dict[str, tuple[int, int]] = {}
+                if nvdisasm:
+                    listing = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True).stdout
+                    for section in re.split(r"\n\.text\.", listing)[1:]:
+                        fn = section.split(":", 1)[0]
+                        ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", section)
+                        observed = sum(1 for op in ops if op in OBSERVED_SASS)
+                        mix[fn] = (len(ops), observed)
+                for name, p in zip(demangle(mangled), props):
+                    total, observed = mix.get(p["name"], (0, 0))
+                    table[short_kernel_name(name)] = KernelResources(
+                        p.get("registers", 0), p.get("static_smem", 0), p.get("spill_stores", 0),
+                        p.get("spill_loads", 0), p.get("stack", 0), total, observed)
+            out[arch] = table
+    key.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(key, json.dumps({a: {k: dataclasses.asdict(v) for k, v in d.items()} for a, d in out.items()}))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The time model
+# ------------------------------------------------------------------------------------------------
+
+def observed_instructions(t: dict) -> float:
+    return (t["gld_instr"] + t["gst_instr"] + t["lds_instr"] + t["sts_instr"] + t["fma_instr"] + t["exp_instr"]
+            + t["hmma16816"] + t["bar"] + t["shfl"])
+
+
+def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device) -> dict:
+    lim = device.limits
+    grid = trace.grid
+    smem = trace.dynamic_smem + (res.static_smem if res else trace.static_smem)
+    registers = res.registers if res else 64
+    per_sm, limiter = occupancy(lim, trace.block, registers, smem)
+    if per_sm < 1:
+        return {"kernel": trace.kernel, "error": "does not fit on an SM", "time_us": float("inf")}
+    busiest = -(-grid // device.sms)                    # blocks the busiest SM runs
+    share = busiest / grid                              # its share of the launch's work
+    resident = min(per_sm, busiest)
+    active_sms = min(device.sms, grid)
+    clock = device.clock_ghz * 1e9
+    t = trace.totals
+    ratio = res.issue_ratio if res and res.issue_ratio else 1.0
+    issued = observed_instructions(t) * ratio
+    ceilings = {
+        "tensor": share * t["mma_flops"] / (device.tensor_tflops * 1e12 * device.tensor_fraction / device.sms),
+        "fp32": share * 2 * t["fma_lanes"] / (device.fp32_tflops * 1e12 / device.sms),
+        "sfu": share * t["exp_lanes"] / (lim.sfu_lanes * clock),
+        "shared": share * (t["lds_wavefronts"] + t["sts_wavefronts"]) / (lim.shared_wavefronts_per_clock * clock),
+        "issue": share * issued / (lim.schedulers * clock),
+    }
+    dram_bytes = 32.0 * (trace.dram_read_sectors + trace.dram_write_sectors)
+    bw = device.dram_gbs * 1e9 * device.dram_fraction
+    bytes_per_load = t["gld_bytes"] / t["gld_instr"] if t["gld_instr"] else 512.0
+    in_flight = active_sms * resident * (trace.block // 32) * bytes_per_load * 2
+    latency_bw = in_flight / (device.dram_latency_ns * 1e-9)
+    ceilings["dram"] = dram_bytes / bw
+    ceilings["latency"] = dram_bytes / latency_bw if latency_bw > 0 else 0.0
+    bound = max(ceilings, key=ceilings.get)
+    time_us = ceilings[bound] * 1e6 + device.launch_us
+    return {"kernel": trace.kernel, "grid": grid, "block": trace.block, "blocks_per_sm": per_sm,
+            "occupancy_limit": limiter, "registers": registers, "smem_bytes": smem,
+            "spills": (res.spill_stores + res.spill_loads) if res else None, "issue_ratio": ratio,
+            "dram_bytes": dram_bytes, "ceilings_us": {k: v * 1e6 for k, v in ceilings.items()}, "bound": bound,
+            "time_us": time_us}
+
+
+def fa2_prediction(problem: Problem, device: Device) -> float:
+    n, heads, d = problem.height * problem.width, problem.heads, problem.head_dim
+    flops = 4.0 * problem.batch * heads * n * n * d
+    compute = flops / (fa2_tflops(device, n) * 1e12)
+    memory = problem.floor_bytes() / (device.dram_gbs * 1e9)
+    return max(compute, memory) * 1e6 + device.launch_us
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the cases
+# ------------------------------------------------------------------------------------------------
+
+def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> list[LaunchTrace] | None:
+    try:
+        return run_tracer(program, case.problem, VERSIONS[version], per_kind, work)
+    except ToolkitError as error:
+        if version == "v2" and "enqueueWithPath returned" in str(error):
+            return None  # the library does not have kernels v2 (KernelPath 4) yet
+        raise
+
+
+def line_table(program: Path, traces: list[LaunchTrace]) -> list[dict]:
+    """The per-instruction table of every launch, added up per source line and kind."""
+    lines = source_lines(program, [pc["pc"] for tr in traces for pc in tr.pcs])
+    table: dict[tuple, dict] = {}
+    for tr in traces:
+        for pc in tr.pcs:
+            key = (tr.kernel, lines.get(pc["pc"], hex(pc["pc"])), pc["kind"])
+            row = table.setdefault(key, {"kernel": key[0], "where": key[1], "kind": key[2], "instr": 0.0,
+                                         "lanes": 0.0, "sectors": 0.0, "wavefronts": 0.0, "ideal": 0.0,
+                                         "flops": 0.0})
+            for k in ("instr", "lanes", "sectors", "wavefronts", "ideal", "flops"):
+                row[k] += pc[k]
+    return sorted(table.values(), key=lambda r: -(r["wavefronts"] + r["sectors"] + r["instr"]))
+
+
+def trace_summary(traces: list[LaunchTrace]) -> list[dict]:
+    out = []
+    for tr in traces:
+        t = tr.totals
+        out.append({"kernel": tr.kernel, "grid": tr.grid, "block": tr.block, "traced_blocks": tr.traced_blocks,
+                    "kinds": tr.kinds,
+                    "global_load_sectors": t["gld_sectors"], "global_store_sectors": t["gst_sectors"],
+                    "dram_read_sectors": tr.dram_read_sectors, "dram_write_sectors": tr.dram_write_sectors,
+                    "per_block_unique_read_sectors": tr.per_block_unique_read,
+                    "shared_wavefronts": t["lds_wavefronts"] + t["sts_wavefronts"],
+                    "shared_ideal_wavefronts": t["lds_ideal"] + t["sts_ideal"],
+                    "tensor_flops": t["mma_flops"], "fp32_fma_lanes": t["fma_lanes"], "exp_lanes": t["exp_lanes"],
+                    "warp_instructions_observed": observed_instructions(t), "buffers": tr.buffers})
+    return out
+
+
+def load_measured(path: Path) -> dict[tuple[str, str, str], float]:
+    """(case, kernel, device) -> measured us from a JSON of bench/kernels_gpu.py.
+
+    Accepts any list of records with a case name, a kernel / path name and a time (us or ms): the
+    keys ``measured_us``, ``us``, ``median_us``, ``time_us`` or ``ms``, ``median_ms``."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--measured {str(path)!r}: no such file; give the JSON bench/kernels_gpu.py wrote")
+    except json.JSONDecodeError as error:
+        raise InputError(f"--measured {str(path)!r} is not JSON ({error}); give the JSON bench/kernels_gpu.py wrote")
+    device = ""
+    if isinstance(data, dict):
+        env = data.get("environment") or {}
+        device = str(env.get("gpu") or env.get("device") or data.get("device") or "")
+    found: dict[tuple[str, str, str], float] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            case = node.get("case")
+            kernel = node.get("kernel") or node.get("path") or node.get("version")
+            us = next((float(node[k]) for k in ("measured_us", "us", "median_us", "time_us") if
+                       isinstance(node.get(k), (int, float))), None)
+            if us is None:
+                ms = next((float(node[k]) for k in ("ms", "median_ms") if isinstance(node.get(k), (int, float))), None)
+                us = None if ms is None else 1000.0 * ms
+            if isinstance(case, str) and kernel and us is not None:
+                kernel = {"tensorcore": "v1", "fused": "v2"}.get(str(kernel), str(kernel))
+                found[(case, kernel, str(node.get("device") or device))] = us
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(data)
+    if not found:
+        raise InputError(f"--measured {str(path)!r} holds no record with 'case', 'kernel' (or 'path') and a time "
+                         "('measured_us', 'us', 'median_us' or 'ms'); see bench/kernels_model.py --help")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two cases, 1 block per kind (CI: under a minute)")
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file (atomically)")
+    parser.add_argument("--measured", type=Path, help="JSON of a GPU run of bench/kernels_gpu.py: measured beside predicted")
+    parser.add_argument("--cases", help="comma-separated case names to run (default: all, or the quick ones)")
+    parser.add_argument("--versions", default="v1,v2", help="kernel versions (v1 = tensorcore, v2 = fused)")
+    parser.add_argument("--per-kind", type=int, default=None, help="blocks traced per kind of block (default 2, quick 1)")
+    parser.add_argument("--cache", type=Path, default=None, help="build cache (default ~/.cache/elfatt-deploy/kernels_model)")
+    args = parser.parse_args(argv)
+
+    versions = [v.strip() for v in args.versions.split(",") if v.strip()]
+    bad = [v for v in versions if v not in VERSIONS]
+    if bad:
+        parser.error(f"--versions {args.versions!r}: unknown {bad}; use v1 and/or v2")
+    per_kind = args.per_kind or (1 if args.quick else 2)
+    if per_kind < 1:
+        parser.error(f"--per-kind {per_kind}: must be >= 1")
+    cases = quick_cases() if args.quick else all_cases()
+    if args.cases:
+        wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+        known = {c.name: c for c in all_cases()}
+        missing = [w for w in wanted if w not in known]
+        if missing:
+            parser.error(f"--cases: unknown {missing}; known: {', '.join(known)}")
+        cases = [known[w] for w in wanted]
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {str(args.json)!r}: the directory {str(args.json.parent)!r} does not exist")
+    measured = load_measured(args.measured) if args.measured else {}
+
+    start = time.monotonic()
+    try:
+        from kernels_trace import default_cache
+
+        cache = args.cache or default_cache()
+        program = build_tracer(cache)
+        resources = compile_resources(cache)
+    except ToolkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
+    built = time.monotonic() - start
+
+    rows, details = [], []
+    with tempfile.TemporaryDirectory(prefix="kernels_model-") as tmp:
+        for case in cases:
+            floor_bytes = case.problem.floor_bytes()
+            for version in versions:
+                traces = model_case(program, case, version, per_kind, Path(tmp) / f"{case.name}-{version}".replace(" ", "_"))
+                if traces is None:
+                    details.append({"case": case.name, "kernel": version, "available": False})
+                    continue
+                entry = {"case": case.name, "kernel": version, "available": True, "launches": len(traces),
+                         "trace": trace_summary(traces), "lines": line_table(program, traces), "devices": {}}
+                for dev in DEVICES.values():
+                    arch = dev.limits.sm
+                    launches = [predict_launch(tr, resources.get(arch, {}).get(tr.kernel), dev) for tr in traces]
+                    predicted = sum(l["time_us"] for l in launches)
+                    floor_us = floor_bytes / (dev.dram_gbs * 1e9) * 1e6
+                    row = {"case": case.name, "kernel": version, "device": dev.name, "predicted_us": predicted,
+                           "floor_us": floor_us, "fraction_of_floor": floor_us / predicted,
+                           "launches": len(traces), "bound": [l["bound"] for l in launches],
+                           "fa2_us": fa2_prediction(case.problem, dev)}
+                    m = measured.get((case.name, version, dev.name)) or next(
+                        (v for (c, k, d), v in measured.items() if c == case.name and k == version), None)
+                    if m is not None:
+                        row["measured_us"] = m
+                    rows.append(row)
+                    entry["devices"][dev.name] = launches
+                details.append(entry)
+    elapsed = time.monotonic() - start
+
+    print_table(rows)
+    print_targets(rows)
+    print_review(rows)
+    print("\nassumptions:")
+    for a in ASSUMPTIONS:
+        print(f"  - {a}")
+    print(f"\nbuilt in {built:.1f} s, traced in {elapsed - built:.1f} s ({per_kind} block(s) per kind); "
+          f"load {os.getloadavg()[0]:.2f}")
+    if args.json:
+        report = {"cases": rows, "details": details, "assumptions": ASSUMPTIONS,
+                  "devices": {d.name: {**dataclasses.asdict(d), "limits": dataclasses.asdict(d.limits)}
+                              for d in DEVICES.values()},
+                  "settings": {"quick": args.quick, "per_kind": per_kind, "versions": versions},
+                  "environment": {"machine": platform.machine(), "python": platform.python_version(),
+                                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                  "cxx": subprocess.run(["g++", "--version"], capture_output=True,
+                                                        text=True).stdout.splitlines()[0],
+                                  "nvcc": (subprocess.run([find_tool("nvcc"), "--version"], capture_output=True,
+                                                          text=True).stdout.strip().splitlines() or [""])[-1],
+                                  "nvdisasm": bool(find_tool("nvdisasm"))},
+                  "targets": [{"case": c, "devices": list(d), "min_fraction": f} for c, d, f in TARGETS]}
+        atomic_write_text(args.json, json.dumps(report, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    has_measured = any("measured_us" in r for r in rows)
+    width = max(len(r["case"]) for r in rows)
+    head = f"{'case':<{width}}  {'device':<19} {'kernel':<6} {'predicted':>10} {'floor':>8} {'of floor':>8} {'FA2':>9}"
+    print(head + ("  measured" if has_measured else "") + "  bound (per launch)")
+    for r in rows:
+        line = (f"{r['case']:<{width}}  {r['device']:<19} {r['kernel']:<6} {r['predicted_us']:>8.1f}us "
+                f"{r['floor_us']:>6.1f}us {r['fraction_of_floor']:>8.3f} {r['fa2_us']:>7.1f}us")
+        if has_measured:
+            line += f"  {r['measured_us']:>6.1f}us" if "measured_us" in r else "        --"
+        print(line + "  " + ",".join(r["bound"]))
+
+
+def print_targets(rows: list[dict]) -> None:
+    print("\nv2 targets (issue 10, model):")
+    for case, devices, minimum in TARGETS:
+        for device in devices:
+            r = next((r for r in rows if r["case"] == case and r["device"] == device and r["kernel"] == "v2"), None)
+            if r is None:
+                print(f"  {case} on {device}: >= {minimum:.2f} of the floor: not modelled (no v2 run)")
+            else:
+                verdict = "met" if r["fraction_of_floor"] >= minimum else "MISSED"
+                print(f"  {case} on {device}: >= {minimum:.2f} of the floor: {r['fraction_of_floor']:.3f} {verdict} "
+                      f"(bound: {','.join(r['bound'])})")
+
+
+def print_review(rows: list[dict]) -> None:
+    print("\nv1 on H100-SXM against the review's estimates (issue 10):")
+    for case, (floor, lo, hi) in REVIEW.items():
+        r = next((r for r in rows if r["case"] == case and r["device"] == "H100-SXM" and r["kernel"] == "v1"), None)
+        if r is not None:
+            print(f"  {case}: model {r['predicted_us']:.1f} us (floor {r['floor_us']:.1f}), review {lo}-{hi} us "
+                  f"(floor {floor})")
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (InputError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,401 @@
+"""The host emulation's tracing build: build it, run it on a sample of blocks, add up what it saw.
+
+Used by bench/kernels_model.py (the performance model of the CUDA kernels) and its test.
+The tracing build compiles the kernel sources of plugins/kernels/src as C++ (as the host
+emulation does) with gcc's ``-fsanitize=thread`` instrumentation but without libtsan: the
+tracer (plugins/kernels/tests/emulation/emulation_trace.cpp) implements the callbacks and
+sees every load and store of kernel code. See that file for what a trace holds.
+
+Sampling: each launch's blocks are put into kinds (for the kernels whose work-item order
+is known here: the window / tile / chunk geometry that makes a block differ from another;
+otherwise one kind), and up to ``per_kind`` blocks of each kind, spread over the kind, are
+traced with weight (blocks of the kind) / (blocks traced of it). Totals over the grid are
+the weighted sums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from elfatt_deploy.errors import MissingDependencyError, ToolkitError
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNELS = ROOT / "plugins" / "kernels"
+EMULATION = KERNELS / "tests" / "emulation"
+
+#: Code generation of the instrumented kernel sources: -O1 without vectorization, store merging
+#: or loop-to-memset/memcpy rewriting, so that each access of the source stays one access of
+#: its own width (what a GPU thread issues), and nothing becomes an uninstrumented library call.
+KERNEL_CODEGEN = ["-O1", "-fno-tree-vectorize", "-fno-tree-slp-vectorize", "-fno-store-merging",
+                  "-fno-tree-loop-distribute-patterns", "-fsanitize=thread",
+                  "--param=tsan-instrument-func-entry-exit=0"]
+WRAPPED_MATH = ("fmaf", "expf", "exp2f")
+DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def find_cuda_include() -> Path | None:
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        roots.append(str(Path(nvcc).resolve().parents[1]))
+    roots.append("/usr/local/cuda")
+    for root in roots:
+        if root and (Path(root) / "include" / "cuda_fp16.h").is_file():
+            return Path(root) / "include"
+    return None
+
+
+def _flags(cuda_include: Path) -> list[str]:
+    return ["-std=c++20", "-g", "-pthread", "-DELFATT_HOST_EMULATION", "-DELFATT_EMULATION_TRACING",
+            "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+            "-D__CUDA_NO_HALF2_OPERATORS__", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
+            "-isystem", str(cuda_include), f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}", f"-I{EMULATION}"]
+
+
+def _sources() -> list[Path]:
+    files = set()
+    for folder in (KERNELS / "src", KERNELS / "include", EMULATION):
+        files.update(p for p in folder.rglob("*") if p.is_file() and p.suffix in {".h", ".cuh", ".cu", ".cpp"})
+    return sorted(files)
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "elfatt-deploy" / "kernels_model"
+
+
+def build_tracer(cache: Path | None = None, jobs: int | None = None) -> Path:
+    """The elfatt_trace program for the current kernel sources (built once per source digest)."""
+    cxx = shutil.which("g++")
+    if cxx is None:
+        raise MissingDependencyError("g++ not found: the performance model runs the kernels in the host emulation's "
+                                     "tracing build, which g++ (>= 12) compiles; install g++")
+    cuda_include = find_cuda_include()
+    if cuda_include is None:
+        raise MissingDependencyError("CUDA headers (cuda_fp16.h) not found under CUDA_HOME, CUDA_PATH, nvcc's root "
+                                     "or /usr/local/cuda; the tracing build compiles the kernels against them")
+    flags = _flags(cuda_include)
+    h = hashlib.sha256()
+    h.update(subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.encode())
+    h.update("\0".join(flags + KERNEL_CODEGEN).encode())
+    for path in _sources():
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    digest = h.hexdigest()[:20]
+    cache = Path(cache or default_cache())
+    program = cache / digest / "elfatt_trace"
+    if program.is_file():
+        return program
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
+    kernel_sources = sorted((KERNELS / "src").glob("*.cu"))
+    units = [(src, ["-x", "c++", *KERNEL_CODEGEN]) for src in kernel_sources]
+    units += [(KERNELS / "src" / "plan.cpp", ["-O2"]), (EMULATION / "emulation_runtime.cpp", ["-O2"]),
+              (EMULATION / "emulation_trace.cpp", ["-O2"]), (EMULATION / "trace_main.cpp", ["-O2"])]
+    units.sort(key=lambda unit: -unit[0].stat().st_size)
+
+    def compile_one(unit):
+        src, extra = unit
+        obj = work / (src.name + ".o")
+        proc = subprocess.run([cxx, *flags, *extra, "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        return obj, proc, src
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs or max(1, os.cpu_count() or 1)) as pool:
+            results = list(pool.map(compile_one, units))
+        errors = [f"{src.relative_to(ROOT)}:\n{proc.stderr}" for _, proc, src in results if proc.returncode != 0]
+        if errors:
+            raise ToolkitError("the tracing build of the host emulation failed to compile:\n" + "\n".join(errors)[-8000:])
+        wrap = "-Wl," + ",".join(f"--wrap={name}" for name in WRAPPED_MATH)
+        link = [cxx, "-pthread", *[str(obj) for obj, _, _ in results], "-ldl", wrap, "-o", str(work / "elfatt_trace")]
+        proc = subprocess.run(link, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolkitError(f"the tracing build of the host emulation failed to link:\n{proc.stderr[-8000:]}")
+        program.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(work / "elfatt_trace", program.with_suffix(".tmp"))
+        os.replace(program.with_suffix(".tmp"), program)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return program
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One call of the op: the arguments of enqueue."""
+
+    batch: int
+    height: int
+    width: int
+    channels: int
+    global_heads: int
+    local_heads: int
+    window_h: int
+    window_w: int
+    dtype: str = "float16"
+    lepe: bool = True
+
+    @property
+    def heads(self) -> int:
+        return self.global_heads + self.local_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.channels // self.heads
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.height * self.width
+
+    def floor_bytes(self) -> int:
+        """Read qkv once and write the output once (+ the LePE weights and bias)."""
+        e = ELEMENT_BYTES[self.dtype]
+        lepe = 10 * self.channels * e if self.lepe else 0
+        return self.tokens * 4 * self.channels * e + lepe
+
+    def args(self, path: str) -> list[str]:
+        return [str(v) for v in (self.batch, self.height, self.width, self.channels, self.global_heads,
+                                 self.local_heads, self.window_h, self.window_w, 0.0, DTYPE_CODES[self.dtype],
+                                 int(self.lepe), path)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Kinds of blocks (work items) per kernel
+# ------------------------------------------------------------------------------------------------
+
+def _windows(p: Problem) -> tuple[int, int, int, int]:
+    wh = p.height if p.window_h == 0 or p.window_h > p.height else p.window_h
+    ww = p.width if p.window_w == 0 or p.window_w > p.width else p.window_w
+    return wh, ww, -(-p.height // wh), -(-p.width // ww)
+
+
+def _local_kinds(p: Problem, grid: int, queries_per_tile: int | None) -> list[tuple]:
+    """localTensorCoreKernel / localTiledKernel / localGenericKernel: item = (((b * L + head) * wy + ...) * tiles + tile.
+
+    Blocks differ by the head, the window's shape (full, cut at the right / bottom edge) and the query tile."""
+    wh, ww, ny, nx = _windows(p)
+    tiles = max(1, grid // max(1, p.batch * p.local_heads * ny * nx)) if queries_per_tile is None else \
+        -(-(wh * ww) // queries_per_tile)
+    kinds = []
+    for item in range(grid):
+        rest, tile = divmod(item, tiles)
+        rest, wx = divmod(rest, nx)
+        rest, wy = divmod(rest, ny)
+        head = rest % max(1, p.local_heads)
+        rows = min(wh, p.height - wy * wh)
+        cols = min(ww, p.width - wx * ww)
+        kinds.append((head, rows, cols, tile))
+    return kinds
+
+
+def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
+    """A label per block of the launch: blocks with the same label do the same work on other data.
+
+    The head is part of the label, so that every head's channels are traced (the footprint
+    estimate counts, per column phase of a buffer, the rows the traced blocks touch)."""
+    name = kernel.split("<")[0]
+    tokens = p.height * p.width
+    if name == "localTensorCoreKernel":
+        return _local_kinds(p, grid, 64)
+    if name in ("localTiledKernel", "localGenericKernel"):
+        return _local_kinds(p, grid, None)
+    if name == "globalContextPartialKernel":
+        chunks = min(128, max(1, -(-tokens // 256)))
+        chunk_tokens = -(-tokens // chunks)
+        chunks = -(-tokens // chunk_tokens)
+        per_dim = -(-p.head_dim // 64)
+        kinds = []
+        for item in range(grid):
+            rest, col = divmod(item, per_dim)
+            rest, row = divmod(rest, per_dim)
+            rest, chunk = divmod(rest, chunks)
+            head = rest % max(1, p.global_heads)
+            kinds.append((head, chunk == chunks - 1, row, col))
+        return kinds
+    if name == "globalOutputKernel":
+        tiles = -(-tokens // 256)
+        return [((item // tiles) % max(1, p.global_heads), min(item % tiles, 1), item % tiles == tiles - 1)
+                for item in range(grid)]
+    if name == "globalContextMergeKernel":
+        return [item == grid - 1 for item in range(grid)]
+    return [None] * grid  # not known here: one kind, a systematic sample
+
+
+def sample_blocks(kinds: list, per_kind: int) -> list[tuple[int, float]]:
+    """(block, weight) pairs: up to per_kind blocks of each kind, evenly spread over the kind's blocks."""
+    members: dict = {}
+    for block, kind in enumerate(kinds):
+        members.setdefault(kind, []).append(block)
+    picks = []
+    for blocks in members.values():
+        n = min(per_kind, len(blocks))
+        chosen = sorted({blocks[(2 * i + 1) * len(blocks) // (2 * n)] for i in range(n)})
+        picks += [(b, len(blocks) / len(chosen)) for b in chosen]
+    return sorted(picks)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running the tracer
+# ------------------------------------------------------------------------------------------------
+
+SUMMED = ("gld_instr", "gld_sectors", "gld_bytes", "gst_instr", "gst_sectors", "gst_bytes", "lds_instr",
+          "lds_wavefronts", "lds_ideal", "lds_bytes", "sts_instr", "sts_wavefronts", "sts_ideal", "sts_bytes",
+          "fma_instr", "fma_lanes", "exp_instr", "exp_lanes", "mma_instr", "mma_flops", "hmma16816", "bar",
+          "syncwarp", "shfl")
+
+
+@dataclasses.dataclass
+class LaunchTrace:
+    """What the tracer saw of one launch, extrapolated to its whole grid."""
+
+    index: int
+    kernel: str
+    grid: int
+    block: int
+    dynamic_smem: int
+    static_smem: int
+    traced_blocks: int
+    kinds: int
+    totals: dict            # SUMMED keys, weighted over the grid
+    dram_read_sectors: float   # compulsory (footprint) estimate, see footprint()
+    dram_write_sectors: float
+    per_block_unique_read: float   # sum over blocks of each block's distinct sectors (no reuse between blocks)
+    per_block_unique_write: float
+    buffers: dict           # name -> {"read": sectors, "write": sectors} footprint
+    pcs: list               # per-instruction table (weighted)
+    blocks: list            # raw per-block records
+
+
+def footprint(blocks: list[dict], buffer: str, direction: str, rows_total: int | None,
+              buffer_sectors: int) -> float:
+    """Distinct sectors of a buffer over the whole grid, estimated from the sampled blocks.
+
+    Row-major buffers (qkv, out): for each 32-byte column phase of a row, the rows in which a
+    block touches it, summed over the grid with the blocks' weights and capped at the buffer's
+    rows (a phase is read at most once per row: reuse between blocks is assumed caught in L2).
+    1-D buffers: the weighted sum of each block's distinct sectors, capped at the buffer's size."""
+    phase_rows: dict[int, float] = {}
+    unique = 0.0
+    for rec in blocks:
+        touch = rec.get("buffers", {}).get(buffer, {}).get(direction)
+        if not touch:
+            continue
+        unique += rec["weight"] * touch["unique"]
+        for phase, rows in touch["phases"]:
+            phase_rows[phase] = phase_rows.get(phase, 0.0) + rec["weight"] * rows
+    if rows_total and phase_rows:
+        return float(sum(min(rows_total, r) for r in phase_rows.values()))
+    return min(unique, float(buffer_sectors))
+
+
+def buffer_geometry(p: Problem, workspace_bytes: int) -> dict[str, tuple[int | None, int]]:
+    """name -> (rows of a row-major buffer or None, sectors)."""
+    e = ELEMENT_BYTES[p.dtype]
+    return {
+        "qkv": (p.tokens, p.tokens * 3 * p.channels * e // 32),
+        "out": (p.tokens, p.tokens * p.channels * e // 32),
+        "lepe_weight": (None, -(-9 * p.channels * e // 32)),
+        "lepe_bias": (None, -(-p.channels * e // 32)),
+        "workspace": (None, -(-workspace_bytes // 32)),
+    }
+
+
+def workspace_bytes(p: Problem) -> int:
+    """plan.cpp's workspace size (global heads)."""
+    if p.global_heads == 0 or p.tokens == 0:
+        return 0
+    tokens = p.height * p.width
+    chunks = min(128, max(1, -(-tokens // 256)))
+    chunk_tokens = -(-tokens // chunks)
+    chunks = -(-tokens // chunk_tokens)
+    d, bg = p.head_dim, p.batch * p.global_heads
+    align = lambda n: -(-n // 256) * 256  # noqa: E731
+    cursor = 0
+    for count in (bg * chunks * d * d, bg * chunks * d, bg * chunks * d, bg * d * d):
+        cursor = align(cursor + 4 * count)
+    return cursor
+
+
+def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
+               timeout_s: float = 1800) -> list[LaunchTrace]:
+    """Traces every launch of enqueueWithPath(p, path) on a sample of its blocks."""
+    work.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFATT_")}
+    env["ELFATT_EMULATION_SM"] = "90"
+
+    def call(mode: str, samples: Path, out: Path) -> list[dict]:
+        proc = subprocess.run([str(program), *p.args(path), mode, str(samples), str(out)], capture_output=True,
+                              text=True, env=env, timeout=timeout_s)
+        if proc.returncode != 0:
+            raise ToolkitError(f"elfatt_trace {' '.join(p.args(path))} {mode} exited {proc.returncode}:\n"
+                               f"{proc.stderr[-4000:]}")
+        return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+    launches = call("dry", work / "none", work / "dry.jsonl")
+    plan = []
+    kind_counts = {}
+    for rec in launches:
+        kinds = block_kinds(rec["kernel"], rec["grid"], p)
+        kind_counts[rec["launch"]] = len(set(kinds))
+        plan += [(rec["launch"], b, w) for b, w in sample_blocks(kinds, per_kind)]
+    samples = work / "samples.txt"
+    samples.write_text("".join(f"{launch} {block} {weight!r}\n" for launch, block, weight in plan))
+    records = call("sample", samples, work / "trace.jsonl")
+
+    geometry = buffer_geometry(p, workspace_bytes(p))
+    traces = []
+    for rec in (r for r in records if r["type"] == "launch"):
+        blocks = [b for b in records if b["type"] == "block" and b["launch"] == rec["launch"]]
+        totals = {k: sum(b["weight"] * b[k] for b in blocks) for k in SUMMED}
+        buffers = {}
+        reads = writes = 0.0
+        for name, (rows, sectors) in geometry.items():
+            r = footprint(blocks, name, "read", rows, sectors)
+            w = footprint(blocks, name, "write", rows, sectors)
+            if r or w:
+                buffers[name] = {"read": r, "write": w}
+            reads += r
+            writes += w
+        per_block = lambda d: sum(b["weight"] * t[d]["unique"] for b in blocks  # noqa: E731
+                                  for t in b.get("buffers", {}).values())
+        traces.append(LaunchTrace(rec["launch"], rec["kernel"], rec["grid"], rec["block"], rec["dynamic_smem"],
+                                  rec["static_smem"], rec["traced_blocks"], kind_counts[rec["launch"]], totals,
+                                  reads, writes, per_block("read"), per_block("write"), buffers, rec["pcs"], blocks))
+    return traces
+
+
+def source_lines(program: Path, pcs: list[int]) -> dict[int, str]:
+    """pc (offset in the tracing binary, a return address) -> 'file:line' of the call (addr2line)."""
+    tool = shutil.which("addr2line")
+    if tool is None or not pcs:
+        return {}
+    unique = sorted(set(pcs))
+    proc = subprocess.run([tool, "-e", str(program), "-i"] + [hex(max(0, pc - 1)) for pc in unique],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {}
+    # With -i, inlined frames add lines; ask again without -i for a one-to-one answer.
+    proc = subprocess.run([tool, "-e", str(program)] + [hex(max(0, pc - 1)) for pc in unique],
+                          capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    out = {}
+    for pc, line in zip(unique, lines):
+        line = re.sub(r" \(discriminator \d+\)", "", line)
+        out[pc] = line.replace(str(ROOT) + "/", "")
+    return out
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "block_kinds", "sample_blocks", "footprint",
+           "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]

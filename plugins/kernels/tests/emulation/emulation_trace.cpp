@@ -1,0 +1,734 @@
+/*
+ * elfatt-deploy kernels: the tracer of the host emulation's tracing build (test builds only).
+ *
+ * The kernel sources are compiled with gcc's -fsanitize=thread instrumentation (no libtsan is
+ * linked): every load and store in kernel code calls __tsan_readN / __tsan_writeN, defined
+ * here. fmaf / expf / exp2f are wrapped at link time (-Wl,--wrap=...), the emulation's wmma
+ * and barriers report through emulation_trace.h. Each event is kept per emulated thread with
+ * its instruction (the return address into kernel code); accesses outside the global buffers
+ * and shared memory (the stack: registers on the device) are dropped.
+ *
+ * When every thread of a block has finished, the block's events are grouped into warp
+ * instructions: the k-th execution of instruction pc by the lanes of one warp is one warp
+ * instruction (SIMT with reconvergence: lanes that skip an iteration are inactive lanes of it).
+ * Per warp instruction:
+ *   global memory: 32-byte sectors touched (requested), and per buffer the distinct sectors
+ *     of the block (per row phase, for the footprint over the grid);
+ *   shared memory: wavefronts with bank conflicts, 32 banks of 4 bytes; accesses of 8 bytes
+ *     are served in two half-warp phases, of 16 bytes in four quarter-warp phases; in a phase
+ *     the wavefronts are the largest number of distinct 4-byte words any bank holds (the
+ *     same word is a broadcast); "ideal" is what the same bytes would cost without conflicts;
+ *   fmaf / expf / exp2f calls, wmma m x n x k operations, barriers and shuffles.
+ * Output: JSON lines on the file named by ELFATT_TRACE_OUT, one per traced block and one per
+ * launch (with the per-instruction table, weighted by the blocks' weights).
+ */
+#include "emulation_trace.h"
+#include "emulation_tracer.h"
+
+#include "elfatt_host_emulation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace elfatt
+{
+namespace emulation
+{
+namespace trace
+{
+
+//! A global buffer the tracer classifies accesses into (registered by the driver).
+struct GlobalBuffer
+{
+    std::string name;
+    uintptr_t base;
+    size_t bytes;
+    size_t pitch; //!< bytes per row (0: one-dimensional)
+};
+
+namespace
+{
+
+} // namespace
+
+enum Kind : uint8_t
+{
+    kREAD = 0,
+    kWRITE = 1,
+    kFMA = 2,
+    kEXP = 3,
+    kMMA = 4,
+    kBAR = 5,
+    kSYNCWARP = 6,
+    kSHFL = 7,
+};
+
+void math(uint8_t kind, void const* site);
+
+namespace
+{
+
+struct Event
+{
+    uintptr_t pc;
+    uintptr_t addr; //!< kMMA: m << 40 | n << 24 | k << 8 | inBytes
+    uint32_t bytes;
+    uint8_t kind;
+    uint8_t space; //!< 0 global, 1 shared
+    uint16_t buffer;
+};
+
+constexpr unsigned kMAX_THREADS = 1024;
+
+struct State
+{
+    Mode mode{Mode::kDRY};
+    std::map<unsigned, LaunchSample> samples;
+    std::FILE* out{nullptr};
+    std::vector<GlobalBuffer> buffers;
+    std::vector<SharedRange> shared;
+    bool active{false}; //!< a launch is being traced
+    unsigned launchIndex{0};
+    std::string kernel;
+    unsigned grid{0};
+    unsigned block{0};
+    size_t dynamicSmem{0};
+    size_t staticSmem{0};
+    LaunchSample const* sample{nullptr};
+    std::vector<Event> events[kMAX_THREADS];
+    unsigned blocksDone{0};
+    uintptr_t imageBase{0};
+
+    struct PcStat
+    {
+        uint8_t kind;
+        uint8_t space;
+        double instr{0};
+        double lanes{0};
+        double sectors{0};
+        double wavefronts{0};
+        double ideal{0};
+        double flops{0};
+    };
+    std::map<std::pair<uintptr_t, int>, PcStat> pcs; //!< (pc, kind/space class) -> weighted totals
+};
+
+State& state()
+{
+    static State* const kSTATE = new State; // never destroyed: emulated threads may outlive main
+    return *kSTATE;
+}
+
+bool classify(uintptr_t addr, uint8_t& space, uint16_t& buffer)
+{
+    State const& s = state();
+    for (SharedRange const& range : s.shared)
+    {
+        uintptr_t const base = reinterpret_cast<uintptr_t>(range.base);
+        if (addr >= base && addr < base + range.bytes)
+        {
+            space = 1;
+            buffer = 0;
+            return true;
+        }
+    }
+    for (size_t i = 0; i < s.buffers.size(); ++i)
+    {
+        if (addr >= s.buffers[i].base && addr < s.buffers[i].base + s.buffers[i].bytes)
+        {
+            space = 0;
+            buffer = static_cast<uint16_t>(i);
+            return true;
+        }
+    }
+    return false;
+}
+
+inline bool recording()
+{
+    return state().active && detail::tLaunch != nullptr && detail::tThreadIdx.x < kMAX_THREADS;
+}
+
+inline void record(uintptr_t pc, uintptr_t addr, uint32_t bytes, uint8_t kind)
+{
+    if (!recording())
+    {
+        return;
+    }
+    Event event{pc, addr, bytes, kind, 0, 0};
+    if (kind == kREAD || kind == kWRITE)
+    {
+        if (!classify(addr, event.space, event.buffer))
+        {
+            return; // the stack, thread-locals, kernel parameters: registers on the device
+        }
+    }
+    state().events[detail::tThreadIdx.x].push_back(event);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Metrics of one warp instruction
+// -------------------------------------------------------------------------------------------------
+
+struct Lane
+{
+    uint32_t lane;
+    uintptr_t addr;
+    uint32_t bytes;
+};
+
+//! Distinct 32-byte sectors of the lanes' byte ranges.
+void sectorsOf(std::vector<Lane> const& lanes, std::vector<uint64_t>& sectors)
+{
+    sectors.clear();
+    for (Lane const& l : lanes)
+    {
+        for (uint64_t s = l.addr >> 5; s <= (l.addr + l.bytes - 1) >> 5; ++s)
+        {
+            sectors.push_back(s);
+        }
+    }
+    std::sort(sectors.begin(), sectors.end());
+    sectors.erase(std::unique(sectors.begin(), sectors.end()), sectors.end());
+}
+
+//! Shared-memory wavefronts (with conflicts) and the conflict-free count for the same bytes.
+void wavefrontsOf(std::vector<Lane> const& lanes, double& wavefronts, double& ideal)
+{
+    uint32_t width = 0;
+    for (Lane const& l : lanes)
+    {
+        width = std::max(width, l.bytes);
+    }
+    // Lanes per phase: 32 for <= 4-byte accesses, 16 for 8 bytes, 8 for 16 bytes.
+    uint32_t const perPhase = width <= 4 ? 32U : (width <= 8 ? 16U : 8U);
+    std::vector<uint64_t> words[32 / 8];
+    std::vector<uint64_t> phaseWords;
+    wavefronts = 0;
+    ideal = 0;
+    for (uint32_t phase = 0; phase < 32 / perPhase; ++phase)
+    {
+        phaseWords.clear();
+        for (Lane const& l : lanes)
+        {
+            if (l.lane / perPhase != phase)
+            {
+                continue;
+            }
+            for (uint64_t w = l.addr >> 2; w <= (l.addr + l.bytes - 1) >> 2; ++w)
+            {
+                phaseWords.push_back(w);
+            }
+        }
+        if (phaseWords.empty())
+        {
+            continue;
+        }
+        std::sort(phaseWords.begin(), phaseWords.end());
+        phaseWords.erase(std::unique(phaseWords.begin(), phaseWords.end()), phaseWords.end());
+        uint32_t perBank[32] = {};
+        uint32_t worst = 0;
+        for (uint64_t w : phaseWords)
+        {
+            worst = std::max(worst, ++perBank[w % 32]);
+        }
+        wavefronts += worst;
+        ideal += static_cast<double>((phaseWords.size() + 31) / 32);
+    }
+    (void) words;
+}
+
+struct BufferTouch
+{
+    std::vector<uint64_t> read;  //!< sectors (relative to the buffer's base)
+    std::vector<uint64_t> write;
+};
+
+struct BlockMetrics
+{
+    double gldInstr{0}, gldSectors{0}, gldBytes{0};
+    double gstInstr{0}, gstSectors{0}, gstBytes{0};
+    double ldsInstr{0}, ldsWavefronts{0}, ldsIdeal{0}, ldsBytes{0};
+    double stsInstr{0}, stsWavefronts{0}, stsIdeal{0}, stsBytes{0};
+    double fmaInstr{0}, fmaLanes{0}, expInstr{0}, expLanes{0};
+    double mmaInstr{0}, mmaFlops{0}, hmma16816{0};
+    double bar{0}, syncwarp{0}, shfl{0};
+    double warps{0};
+    std::map<uint16_t, BufferTouch> touched;
+};
+
+struct GroupKey
+{
+    uintptr_t pc;
+    uint32_t warp;
+    uint32_t occurrence;
+    bool operator==(GroupKey const& o) const
+    {
+        return pc == o.pc && warp == o.warp && occurrence == o.occurrence;
+    }
+};
+
+struct GroupKeyHash
+{
+    size_t operator()(GroupKey const& k) const
+    {
+        return std::hash<uint64_t>()(k.pc * 0x9E3779B97F4A7C15ULL ^ (uint64_t{k.warp} << 32 | k.occurrence));
+    }
+};
+
+struct Group
+{
+    uint8_t kind;
+    uint8_t space;
+    uint16_t buffer;
+    uintptr_t extra; //!< kMMA: the packed shape
+    std::vector<Lane> lanes;
+};
+
+void jsonTouch(std::FILE* out, std::vector<uint64_t>& sectors, GlobalBuffer const& buffer)
+{
+    std::sort(sectors.begin(), sectors.end());
+    sectors.erase(std::unique(sectors.begin(), sectors.end()), sectors.end());
+    std::fprintf(out, "{\"unique\": %zu, \"phases\": [", sectors.size());
+    if (buffer.pitch > 0 && buffer.pitch % 32 == 0)
+    {
+        uint64_t const perRow = buffer.pitch / 32;
+        std::map<uint64_t, uint64_t> rows; // phase -> distinct rows (sectors are sorted and distinct)
+        for (uint64_t s : sectors)
+        {
+            ++rows[s % perRow];
+        }
+        bool first = true;
+        for (auto const& [phase, count] : rows)
+        {
+            std::fprintf(out, "%s[%llu, %llu]", first ? "" : ", ", static_cast<unsigned long long>(phase),
+                static_cast<unsigned long long>(count));
+            first = false;
+        }
+    }
+    std::fprintf(out, "]}");
+}
+
+void finishBlock(unsigned block)
+{
+    State& s = state();
+    double const weight = s.sample != nullptr ? [&] {
+        for (size_t i = 0; i < s.sample->blocks.size(); ++i)
+        {
+            if (s.sample->blocks[i] == block)
+            {
+                return s.sample->weights[i];
+            }
+        }
+        return 1.0;
+    }()
+                                              : 1.0;
+    std::unordered_map<GroupKey, Group, GroupKeyHash> groups;
+    std::vector<GroupKey> order;
+    for (unsigned tid = 0; tid < s.block; ++tid)
+    {
+        std::unordered_map<uintptr_t, uint32_t> occurrences;
+        for (Event const& e : s.events[tid])
+        {
+            // Each kind is its own instruction stream at a pc (a call site may report several kinds).
+            uintptr_t const pcKey = e.pc * 8 + e.kind;
+            GroupKey const key{pcKey, tid / 32, occurrences[pcKey]++};
+            auto [it, inserted] = groups.try_emplace(key);
+            if (inserted)
+            {
+                it->second.kind = e.kind;
+                it->second.space = e.space;
+                it->second.buffer = e.buffer;
+                it->second.extra = e.kind == kMMA ? e.addr : 0;
+                order.push_back(key);
+            }
+            it->second.lanes.push_back(Lane{tid % 32, e.addr, e.bytes});
+        }
+        s.events[tid].clear();
+    }
+
+    BlockMetrics m;
+    m.warps = s.block / 32;
+    std::vector<uint64_t> sectors;
+    for (GroupKey const& key : order)
+    {
+        Group const& g = groups[key];
+        uintptr_t const pc = key.pc / 8;
+        double const lanes = static_cast<double>(g.lanes.size());
+        State::PcStat& stat = s.pcs[{pc, g.kind * 2 + g.space}];
+        stat.kind = g.kind;
+        stat.space = g.space;
+        stat.instr += weight;
+        stat.lanes += weight * lanes;
+        switch (g.kind)
+        {
+        case kREAD:
+        case kWRITE:
+        {
+            double bytes = 0;
+            for (Lane const& l : g.lanes)
+            {
+                bytes += l.bytes;
+            }
+            if (g.space == 0)
+            {
+                sectorsOf(g.lanes, sectors);
+                double const n = static_cast<double>(sectors.size());
+                BufferTouch& touch = m.touched[g.buffer];
+                uint64_t const base = s.buffers[g.buffer].base >> 5;
+                std::vector<uint64_t>& into = g.kind == kREAD ? touch.read : touch.write;
+                for (uint64_t sec : sectors)
+                {
+                    into.push_back(sec - base);
+                }
+                (g.kind == kREAD ? m.gldInstr : m.gstInstr) += 1;
+                (g.kind == kREAD ? m.gldSectors : m.gstSectors) += n;
+                (g.kind == kREAD ? m.gldBytes : m.gstBytes) += bytes;
+                stat.sectors += weight * n;
+            }
+            else
+            {
+                double wavefronts = 0;
+                double ideal = 0;
+                wavefrontsOf(g.lanes, wavefronts, ideal);
+                (g.kind == kREAD ? m.ldsInstr : m.stsInstr) += 1;
+                (g.kind == kREAD ? m.ldsWavefronts : m.stsWavefronts) += wavefronts;
+                (g.kind == kREAD ? m.ldsIdeal : m.stsIdeal) += ideal;
+                (g.kind == kREAD ? m.ldsBytes : m.stsBytes) += bytes;
+                stat.wavefronts += weight * wavefronts;
+                stat.ideal += weight * ideal;
+            }
+            break;
+        }
+        case kFMA:
+            m.fmaInstr += 1;
+            m.fmaLanes += lanes;
+            stat.flops += weight * 2 * lanes;
+            break;
+        case kEXP:
+            m.expInstr += 1;
+            m.expLanes += lanes;
+            break;
+        case kMMA:
+        {
+            double const mm = static_cast<double>((g.extra >> 40) & 0xFFFF);
+            double const nn = static_cast<double>((g.extra >> 24) & 0xFFFF);
+            double const kk = static_cast<double>((g.extra >> 8) & 0xFFFF);
+            m.mmaInstr += 1;
+            m.mmaFlops += 2 * mm * nn * kk;
+            m.hmma16816 += mm * nn * kk / (16.0 * 8.0 * 16.0);
+            stat.flops += weight * 2 * mm * nn * kk;
+            break;
+        }
+        case kBAR: m.bar += 1; break;
+        case kSYNCWARP: m.syncwarp += 1; break;
+        case kSHFL: m.shfl += 1; break;
+        default: break;
+        }
+    }
+
+    std::FILE* out = s.out;
+    std::fprintf(out,
+        "{\"type\": \"block\", \"launch\": %u, \"block\": %u, \"weight\": %.17g, \"warps\": %g, "
+        "\"gld_instr\": %g, \"gld_sectors\": %g, \"gld_bytes\": %g, \"gst_instr\": %g, \"gst_sectors\": %g, "
+        "\"gst_bytes\": %g, \"lds_instr\": %g, \"lds_wavefronts\": %g, \"lds_ideal\": %g, \"lds_bytes\": %g, "
+        "\"sts_instr\": %g, \"sts_wavefronts\": %g, \"sts_ideal\": %g, \"sts_bytes\": %g, \"fma_instr\": %g, "
+        "\"fma_lanes\": %g, \"exp_instr\": %g, \"exp_lanes\": %g, \"mma_instr\": %g, \"mma_flops\": %g, "
+        "\"hmma16816\": %g, \"bar\": %g, \"syncwarp\": %g, \"shfl\": %g, \"buffers\": {",
+        s.launchIndex, block, weight, m.warps, m.gldInstr, m.gldSectors, m.gldBytes, m.gstInstr, m.gstSectors,
+        m.gstBytes, m.ldsInstr, m.ldsWavefronts, m.ldsIdeal, m.ldsBytes, m.stsInstr, m.stsWavefronts, m.stsIdeal,
+        m.stsBytes, m.fmaInstr, m.fmaLanes, m.expInstr, m.expLanes, m.mmaInstr, m.mmaFlops, m.hmma16816, m.bar,
+        m.syncwarp, m.shfl);
+    bool first = true;
+    for (auto& [index, touch] : m.touched)
+    {
+        GlobalBuffer const& buffer = s.buffers[index];
+        std::fprintf(out, "%s\"%s\": {\"read\": ", first ? "" : ", ", buffer.name.c_str());
+        jsonTouch(out, touch.read, buffer);
+        std::fprintf(out, ", \"write\": ");
+        jsonTouch(out, touch.write, buffer);
+        std::fprintf(out, "}");
+        first = false;
+    }
+    std::fprintf(out, "}}\n");
+    ++s.blocksDone;
+}
+
+char const* kindName(uint8_t kind, uint8_t space)
+{
+    switch (kind)
+    {
+    case kREAD: return space == 0 ? "global_load" : "shared_load";
+    case kWRITE: return space == 0 ? "global_store" : "shared_store";
+    case kFMA: return "fmaf";
+    case kEXP: return "exp";
+    case kMMA: return "mma";
+    case kBAR: return "syncthreads";
+    case kSYNCWARP: return "syncwarp";
+    case kSHFL: return "shfl";
+    default: return "?";
+    }
+}
+
+void jsonString(std::FILE* out, std::string const& text)
+{
+    std::fputc('"', out);
+    for (char c : text)
+    {
+        if (c == '"' || c == '\\')
+        {
+            std::fputc('\\', out);
+        }
+        std::fputc(c, out);
+    }
+    std::fputc('"', out);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Hooks
+// -------------------------------------------------------------------------------------------------
+
+bool selectBlocks(LaunchInfo const& launch, std::vector<unsigned>& blocks)
+{
+    State& s = state();
+    blocks.clear();
+    s.sample = nullptr;
+    switch (s.mode)
+    {
+    case Mode::kDRY: break;
+    case Mode::kALL:
+        for (unsigned b = 0; b < launch.grid; ++b)
+        {
+            blocks.push_back(b);
+        }
+        break;
+    case Mode::kSAMPLE:
+    {
+        auto const found = s.samples.find(s.launchIndex);
+        if (found != s.samples.end())
+        {
+            s.sample = &found->second;
+            for (unsigned b : found->second.blocks)
+            {
+                if (b >= launch.grid)
+                {
+                    std::fprintf(stderr, "trace: sample block %u of launch %u is outside the grid (%u)\n", b,
+                        s.launchIndex, launch.grid);
+                    std::exit(2);
+                }
+                blocks.push_back(b);
+            }
+        }
+        break;
+    }
+    }
+    return true;
+}
+
+void launchBegin(LaunchInfo const& launch)
+{
+    State& s = state();
+    s.kernel = launch.kernel;
+    s.grid = launch.grid;
+    s.block = launch.block;
+    s.dynamicSmem = launch.dynamicSmemBytes;
+    s.staticSmem = launch.staticSmemBytes;
+    s.shared = launch.shared;
+    s.pcs.clear();
+    s.blocksDone = 0;
+    if (launch.block > kMAX_THREADS)
+    {
+        std::fprintf(stderr, "trace: block of %u threads\n", launch.block);
+        std::exit(2);
+    }
+    s.active = true;
+}
+
+void blockEnd(unsigned block)
+{
+    finishBlock(block);
+}
+
+void launchEnd()
+{
+    State& s = state();
+    s.active = false;
+    std::FILE* out = s.out;
+    std::fprintf(out, "{\"type\": \"launch\", \"launch\": %u, \"kernel\": ", s.launchIndex);
+    jsonString(out, s.kernel);
+    std::fprintf(out,
+        ", \"grid\": %u, \"block\": %u, \"dynamic_smem\": %zu, \"static_smem\": %zu, \"traced_blocks\": %u, "
+        "\"pcs\": [",
+        s.grid, s.block, s.dynamicSmem, s.staticSmem, s.blocksDone);
+    bool first = true;
+    for (auto const& [key, stat] : s.pcs)
+    {
+        std::fprintf(out,
+            "%s{\"pc\": %llu, \"kind\": \"%s\", \"instr\": %.6g, \"lanes\": %.6g, \"sectors\": %.6g, "
+            "\"wavefronts\": %.6g, \"ideal\": %.6g, \"flops\": %.6g}",
+            first ? "" : ", ", static_cast<unsigned long long>(key.first - s.imageBase),
+            kindName(stat.kind, stat.space), stat.instr, stat.lanes, stat.sectors, stat.wavefronts, stat.ideal,
+            stat.flops);
+        first = false;
+    }
+    std::fprintf(out, "]}\n");
+    std::fflush(out);
+    ++s.launchIndex;
+}
+
+void sync(Sync kind, void const* site)
+{
+    record(reinterpret_cast<uintptr_t>(site), 0, 0,
+        kind == Sync::kBLOCK ? kBAR : (kind == Sync::kWARP ? kSYNCWARP : kSHFL));
+}
+
+void access(void const* addr, uint32_t bytes, bool write, void const* site)
+{
+    record(reinterpret_cast<uintptr_t>(site), reinterpret_cast<uintptr_t>(addr), bytes, write ? kWRITE : kREAD);
+}
+
+void mma(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site)
+{
+    uintptr_t const packed = (static_cast<uintptr_t>(m) << 40) | (static_cast<uintptr_t>(n) << 24)
+        | (static_cast<uintptr_t>(k) << 8) | static_cast<uintptr_t>(inBytes & 0xFF);
+    record(reinterpret_cast<uintptr_t>(site), packed, 0, kMMA);
+}
+
+} // namespace
+
+//! A wrapped math call (fmaf: kFMA, expf / exp2f: kEXP) of the calling emulated thread.
+void math(uint8_t kind, void const* site)
+{
+    record(reinterpret_cast<uintptr_t>(site), 0, 0, kind);
+}
+
+namespace
+{
+
+Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma};
+
+} // namespace
+
+void configure(Mode mode, std::map<unsigned, LaunchSample> samples, std::FILE* out)
+{
+    State& s = state();
+    s.mode = mode;
+    s.samples = std::move(samples);
+    s.out = out;
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void const*>(&configure), &info) != 0)
+    {
+        s.imageBase = reinterpret_cast<uintptr_t>(info.dli_fbase);
+    }
+}
+
+void addGlobalBuffer(std::string const& name, void const* base, size_t bytes, size_t pitch)
+{
+    if (base != nullptr && bytes > 0)
+    {
+        state().buffers.push_back(GlobalBuffer{name, reinterpret_cast<uintptr_t>(base), bytes, pitch});
+    }
+}
+
+void install()
+{
+    gHooks = &kHOOKS;
+}
+
+} // namespace trace
+} // namespace emulation
+} // namespace elfatt
+
+// -------------------------------------------------------------------------------------------------
+// gcc -fsanitize=thread callbacks (the kernel sources' loads and stores) and wrapped math
+// -------------------------------------------------------------------------------------------------
+namespace tr = ::elfatt::emulation::trace;
+
+#define ELFATT_TSAN_ACCESS(N)                                                                                      \
+    extern "C" void __tsan_read##N(void* addr)                                                                     \
+    {                                                                                                              \
+        tr::access(addr, N, false, __builtin_return_address(0));                                                   \
+    }                                                                                                              \
+    extern "C" void __tsan_write##N(void* addr)                                                                    \
+    {                                                                                                              \
+        tr::access(addr, N, true, __builtin_return_address(0));                                                    \
+    }                                                                                                              \
+    extern "C" void __tsan_unaligned_read##N(void* addr)                                                           \
+    {                                                                                                              \
+        tr::access(addr, N, false, __builtin_return_address(0));                                                   \
+    }                                                                                                              \
+    extern "C" void __tsan_unaligned_write##N(void* addr)                                                          \
+    {                                                                                                              \
+        tr::access(addr, N, true, __builtin_return_address(0));                                                    \
+    }                                                                                                              \
+    extern "C" void __tsan_volatile_read##N(void* addr)                                                            \
+    {                                                                                                              \
+        tr::access(addr, N, false, __builtin_return_address(0));                                                   \
+    }                                                                                                              \
+    extern "C" void __tsan_volatile_write##N(void* addr)                                                           \
+    {                                                                                                              \
+        tr::access(addr, N, true, __builtin_return_address(0));                                                    \
+    }
+
+ELFATT_TSAN_ACCESS(1)
+ELFATT_TSAN_ACCESS(2)
+ELFATT_TSAN_ACCESS(4)
+ELFATT_TSAN_ACCESS(8)
+ELFATT_TSAN_ACCESS(16)
+#undef ELFATT_TSAN_ACCESS
+
+extern "C" void __tsan_read_range(void* addr, unsigned long size)
+{
+    tr::access(addr, static_cast<uint32_t>(size), false, __builtin_return_address(0));
+}
+extern "C" void __tsan_write_range(void* addr, unsigned long size)
+{
+    tr::access(addr, static_cast<uint32_t>(size), true, __builtin_return_address(0));
+}
+extern "C" void __tsan_init() {}
+extern "C" void __tsan_func_entry(void*) {}
+extern "C" void __tsan_func_exit() {}
+extern "C" void __tsan_vptr_update(void*, void*) {}
+extern "C" void __tsan_vptr_read(void*) {}
+
+extern "C" float __real_fmaf(float, float, float);
+extern "C" float __real_expf(float);
+extern "C" float __real_exp2f(float);
+
+extern "C" float __wrap_fmaf(float a, float b, float c)
+{
+    tr::math(tr::kFMA, __builtin_return_address(0));
+    return __real_fmaf(a, b, c);
+}
+extern "C" float __wrap_expf(float x)
+{
+    tr::math(tr::kEXP, __builtin_return_address(0));
+    return __real_expf(x);
+}
+extern "C" float __wrap_exp2f(float x)
+{
+    tr::math(tr::kEXP, __builtin_return_address(0));
+    return __real_exp2f(x);
+}
+
+// Atomics in the instrumented host code of the .cu files (function-local static guards): performed as is.
+extern "C" int __tsan_atomic32_load(int const volatile* addr, int order)
+{
+    (void) order;
+    return __atomic_load_n(addr, __ATOMIC_SEQ_CST);
+}
+extern "C" void __tsan_atomic32_store(int volatile* addr, int value, int order)
+{
+    (void) order;
+    __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);
+}

@@ -1,0 +1,112 @@
+/*
+ * elfatt-deploy kernels: hooks of the host emulation's tracing build (test builds only).
+ *
+ * The ordinary emulation build (ASan/UBSan) never sets these hooks and pays one pointer test
+ * per launch and per wmma call. The tracing build (bench/kernels_model.py builds it; see
+ * emulation_trace.cpp) compiles the kernel sources with gcc's -fsanitize=thread
+ * instrumentation, links no libtsan and implements the __tsan_read/__tsan_write callbacks
+ * itself, so that every load and store of the kernel code reaches the tracer with its
+ * address, size and instruction (the return address). Device operations the emulation
+ * performs on a whole tile for every lane (wmma) are invisible to that instrumentation
+ * (ELFATT_EMULATION_UNTRACED) and report instead, per lane, the access that lane makes on
+ * the device (traceAccess) and the matrix operation (traceMma).
+ */
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+//! Functions the tracer must not see load by load (they report their device access instead).
+#define ELFATT_EMULATION_UNTRACED __attribute__((no_sanitize_thread, noinline))
+
+namespace elfatt
+{
+namespace emulation
+{
+namespace trace
+{
+
+struct SharedRange
+{
+    void const* base;
+    size_t bytes;
+};
+
+//! What a launch looks like to the tracer.
+struct LaunchInfo
+{
+    char const* kernel; //!< short name, e.g. localTensorCoreKernel<__half, 64>
+    unsigned grid;
+    unsigned block;
+    size_t dynamicSmemBytes;
+    size_t staticSmemBytes;
+    std::vector<SharedRange> shared; //!< dynamic shared memory and the kernel's static __shared__ arrays
+};
+
+enum class Sync : int32_t
+{
+    kBLOCK = 0,   //!< __syncthreads
+    kWARP = 1,    //!< __syncwarp
+    kSHUFFLE = 2, //!< __shfl_*_sync
+};
+
+struct Hooks
+{
+    //! Fills blocks with the block indices to run (in order, gridDim.x = grid) and returns true,
+    //! or returns false for the ordinary schedule. An empty list runs no block.
+    bool (*selectBlocks)(LaunchInfo const& launch, std::vector<unsigned>& blocks);
+    void (*launchBegin)(LaunchInfo const& launch);
+    //! Every thread of the block finished it (called by one thread while the others wait).
+    void (*blockEnd)(unsigned block);
+    void (*launchEnd)();
+    //! A barrier or shuffle of the calling emulated thread; site identifies the call.
+    void (*sync)(Sync kind, void const* site);
+    //! The calling lane's device access: bytes at addr (one lane of a warp-wide instruction).
+    void (*access)(void const* addr, uint32_t bytes, bool write, void const* site);
+    //! A warp-wide matrix multiply-accumulate m x n x k with inputs of inBytes bytes (per lane call).
+    void (*mma)(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site);
+};
+
+//! Null except in the tracing build (defined in emulation_runtime.cpp).
+extern Hooks const* gHooks;
+
+//! Reports the calling lane's device access of one warp-wide instruction at site (an address in
+//! the kernel code that names the instruction, e.g. __builtin_return_address(0) of the emulated
+//! intrinsic). All lanes of the warp must report the same sequence of sites.
+inline void traceAccessAt(void const* site, void const* addr, uint32_t bytes, bool write) noexcept
+{
+    if (gHooks != nullptr && gHooks->access != nullptr)
+    {
+        gHooks->access(addr, bytes, write, site);
+    }
+}
+
+//! traceAccessAt with the caller's return address as the site.
+__attribute__((noinline)) inline void traceAccess(void const* addr, uint32_t bytes, bool write) noexcept
+{
+    traceAccessAt(__builtin_return_address(0), addr, bytes, write);
+}
+
+//! Reports one warp-wide m x n x k multiply-accumulate (called by every lane of the warp).
+inline void traceMmaAt(void const* site, int32_t m, int32_t n, int32_t k, int32_t inBytes) noexcept
+{
+    if (gHooks != nullptr && gHooks->mma != nullptr)
+    {
+        gHooks->mma(m, n, k, inBytes, site);
+    }
+}
+
+__attribute__((noinline)) inline void traceMma(int32_t m, int32_t n, int32_t k, int32_t inBytes) noexcept
+{
+    traceMmaAt(__builtin_return_address(0), m, n, k, inBytes);
+}
+
+inline bool tracing() noexcept
+{
+    return gHooks != nullptr;
+}
+
+} // namespace trace
+} // namespace emulation
+} // namespace elfatt

@@ -1,0 +1,217 @@
+"""bench/kernels_model.py --quick: the performance model's figures, checked against what can be stated firmly.
+
+The model runs the CUDA kernel sources in the host emulation's tracing build on a sample of
+blocks (bench/kernels_trace.py) and predicts times from published hardware figures. What a
+test can state without a GPU, and checks here on the quick run's JSON:
+- the memory floor follows from the byte counts (qkv read once + output written once) and
+  each device's published bandwidth, and fraction_of_floor = floor / predicted;
+- the traced global-memory footprint of each v1 kernel equals the analytic count of what the
+  kernel must read and write (e.g. the local kernel reads the q, k, v channels of the local
+  heads of every token once and writes their output channels once), so the sampling, the
+  sector accounting and the footprint estimate are right;
+- the traced tensor-core FLOPs of the v1 local kernel equal its wmma count from the kernel's
+  tiling, and its wmma tile loads (ldmatrix rows, 16-byte padded) are free of bank conflicts
+  while the float logit stores (row stride 36 words) are 2-way conflicted, as the bank
+  arithmetic says;
+- blocks of the same kind (the sampler's classification) trace to the same counts;
+- the issue's v2 targets: met, or reported as an expected failure with the figures (skipped
+  while the library has no v2 kernels).
+The figures themselves (predicted microseconds) are model outputs, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+import kernels_devices  # noqa: E402
+import kernels_trace  # noqa: E402
+from kernels_trace import Problem  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick(request, tmp_path_factory) -> dict:
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the model's tracing build needs it")
+    if kernels_trace.find_cuda_include() is None:
+        pytest.skip("CUDA headers not found: the model's tracing build compiles the kernels against them")
+    import kernels_model
+
+    if kernels_model.find_tool("nvcc") is None:
+        pytest.skip("nvcc not found: the model reads registers and shared memory from ptxas -v")
+    cache = getattr(request.config, "cache", None)
+    build = Path(cache.mkdir("elfatt_kernels_model")) if cache is not None else tmp_path_factory.mktemp("model")
+    out = tmp_path_factory.mktemp("model_out") / "quick.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "kernels_model.py"), "--quick", "--json", str(out),
+                           "--cache", str(build)], capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, f"kernels_model.py --quick exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+    print(proc.stdout)
+    return json.loads(out.read_text())
+
+
+def _problem(case: str) -> Problem:
+    import kernels_model
+
+    return next(c.problem for c in kernels_model.all_cases() if c.name == case)
+
+
+def _detail(report, case, kernel="v1"):
+    return next(d for d in report["details"] if d["case"] == case and d["kernel"] == kernel)
+
+
+def test_floor_follows_from_the_bytes(quick):
+    assert quick["cases"], "no case was modelled"
+    for row in quick["cases"]:
+        p = _problem(row["case"])
+        e = 2  # float16
+        tokens = p.batch * p.height * p.width
+        floor_bytes = tokens * 3 * p.channels * e + tokens * p.channels * e + 10 * p.channels * e
+        bandwidth = kernels_devices.DEVICES[row["device"]].dram_gbs * 1e9
+        assert math.isclose(row["floor_us"], floor_bytes / bandwidth * 1e6, rel_tol=1e-9), row
+        assert math.isclose(row["fraction_of_floor"], row["floor_us"] / row["predicted_us"], rel_tol=1e-9), row
+        assert 0 < row["fraction_of_floor"] <= 1.0, f"predicted faster than the memory floor: {row}"
+    # the issue's table: ViT-S 64x64 B=1 fp16 on an H100 has a 3.8 us floor
+    h100 = next(r for r in quick["cases"] if r["case"] == "vit_s 64x64 B=1" and r["device"] == "H100-SXM")
+    assert round(h100["floor_us"], 1) == 3.8
+
+
+def _by_kernel(detail, prefix):
+    return [t for t in detail["trace"] if t["kernel"].startswith(prefix)]
+
+
+@pytest.mark.parametrize("case", ["vit_s 64x64 B=1", "cswin_t 512 stage3 (32x32)"])
+def test_v1_footprints_match_the_analytic_counts(quick, case):
+    p = _problem(case)
+    d, e = p.head_dim, 2
+    tokens = p.batch * p.height * p.width
+    sectors = lambda channels: tokens * channels * e // 32  # noqa: E731  (channel groups are sector-aligned here)
+    detail = _detail(quick, case)
+    (local,) = _by_kernel(detail, "localTensorCoreKernel")
+    # q, k and v of the local heads, each read once; their output channels written once
+    assert local["buffers"]["qkv"]["read"] == sectors(3 * p.local_heads * d)
+    assert local["buffers"]["out"]["write"] == sectors(p.local_heads * d)
+    (partial,) = _by_kernel(detail, "globalContextPartialKernel")
+    assert partial["buffers"]["qkv"]["read"] == sectors(2 * p.global_heads * d)  # k and v of the global heads
+    (output,) = _by_kernel(detail, "globalOutputKernel")
+    assert output["buffers"]["qkv"]["read"] == sectors(2 * p.global_heads * d)  # q, and v for LePE
+    assert output["buffers"]["out"]["write"] == sectors(p.global_heads * d)
+    # requested sectors are at least the footprint (every sector once) and, with LePE's scalar
+    # 2-byte loads of 9 taps, far more
+    assert local["global_load_sectors"] >= local["dram_read_sectors"]
+
+
+@pytest.mark.parametrize("case", ["vit_s 64x64 B=1", "cswin_t 512 stage3 (32x32)"])
+def test_v1_tensor_flops_match_the_tiling(quick, case):
+    p = _problem(case)
+    wh, ww, ny, nx = kernels_trace._windows(p)
+    kd = 16 if p.head_dim <= 16 else (32 if p.head_dim <= 32 else 64)
+    flops = 0
+    for wy in range(ny):
+        for wx in range(nx):
+            size = min(wh, p.height - wy * wh) * min(ww, p.width - wx * ww)
+            for tile in range(math.ceil(wh * ww / 64)):
+                if tile * 64 >= size:
+                    continue  # the kernel skips query tiles past a partial window
+                key_tiles = math.ceil(size / 32)
+                # per warp (4) and key tile: S = Q K^T (2 x kd/16 wmma) and O += P V (2 x kd/16 wmma)
+                flops += 4 * key_tiles * (2 * (kd // 16) * 2) * 2 * 16 ** 3
+    flops *= p.batch * p.local_heads
+    (local,) = _by_kernel(_detail(quick, case), "localTensorCoreKernel")
+    assert math.isclose(local["tensor_flops"], flops, rel_tol=1e-9)
+
+
+def test_v1_shared_bank_conflicts_follow_the_layout(quick):
+    lines = _detail(quick, "vit_s 64x64 B=1")["lines"]
+    tc = [r for r in lines if r["kernel"].startswith("localTensorCoreKernel") and "local_attention_tc.cu" in r["where"]]
+    # wmma::load_matrix_sync of the 16-bit q/k/v/p tiles = ldmatrix.x4 (32 lanes x 16 bytes): four
+    # quarter-warp phases; the row stride kD + 8 elements puts the 8 rows of a phase in distinct
+    # bank groups: 4 wavefronts, conflict-free
+    tile_loads = [r for r in tc if r["kind"] == "shared_load" and r["lanes"] == 32 * r["instr"]
+                  and math.isclose(r["wavefronts"], 4 * r["instr"]) and math.isclose(r["ideal"], r["wavefronts"])]
+    assert len(tile_loads) >= 3, f"q, k / p and v tile loads should be conflict-free: {tc}"
+    # the float logit tile is stored with row stride 36 words (kTC_BK + 4): an 8-byte store of the
+    # m16n8 accumulator layout puts rows r and r + 1 of a half-warp 4 banks apart, so its 8 columns
+    # collide 2-way: 4 wavefronts where 2 would do
+    stores = [r for r in tc if r["kind"] == "shared_store" and math.isclose(r["ideal"], 2 * r["instr"])
+              and math.isclose(r["wavefronts"], 2 * r["ideal"])]
+    assert stores, f"no 2-way conflicted accumulator store found: {[r for r in tc if r['kind'] == 'shared_store']}"
+
+
+def test_same_kind_blocks_trace_alike(tmp_path, request):
+    """The sampler's kinds: two blocks of one kind give the same counts (else the weights would be wrong)."""
+    if shutil.which("g++") is None or kernels_trace.find_cuda_include() is None:
+        pytest.skip("g++ / CUDA headers not found")
+    cache = getattr(request.config, "cache", None)
+    build = Path(cache.mkdir("elfatt_kernels_model")) if cache is not None else tmp_path / "build"
+    program = kernels_trace.build_tracer(build)
+    p = Problem(1, 21, 19, 64, 1, 1, 7, 7)  # partial windows at the right edge, one head each
+    traces = kernels_trace.run_tracer(program, p, "tensorcore", per_kind=2, work=tmp_path / "t")
+    checked = 0
+    for tr in traces:
+        kinds = kernels_trace.block_kinds(tr.kernel, tr.grid, p)
+        by_kind = {}
+        for rec in tr.blocks:
+            by_kind.setdefault(kinds[rec["block"]], []).append(rec)
+        for recs in by_kind.values():
+            for a, b in zip(recs, recs[1:]):
+                for key in kernels_trace.SUMMED:
+                    assert a[key] == b[key], f"{tr.kernel}: blocks {a['block']} and {b['block']} differ in {key}"
+                checked += 1
+    assert checked > 0
+
+
+def test_v2_targets(quick):
+    rows = [r for r in quick["cases"] if r["kernel"] == "v2"]
+    if not rows:
+        pytest.skip("the library has no kernels v2 (KernelPath 4, 'fused') yet: targets not modelled")
+    import kernels_model
+
+    missed = []
+    for case, devices, minimum in kernels_model.TARGETS:
+        for device in devices:
+            r = next((r for r in rows if r["case"] == case and r["device"] == device), None)
+            if r is not None and r["fraction_of_floor"] < minimum:
+                missed.append(f"{case} on {device}: {r['fraction_of_floor']:.3f} < {minimum} (bound {r['bound']})")
+    if missed:
+        pytest.xfail("v2 misses the issue's targets in the model: " + "; ".join(missed))
+
+
+def test_sample_weights_cover_the_grid():
+    kinds = ["a"] * 7 + ["b"] * 3 + ["a"] * 2
+    picks = kernels_trace.sample_blocks(kinds, per_kind=2)
+    assert math.isclose(sum(w for _, w in picks), len(kinds))
+    assert {kinds[b] for b, _ in picks} == {"a", "b"}
+
+
+def test_occupancy_uses_the_published_limits():
+    # 128 threads, 168 registers: 168 * 32 = 5376 -> 5376 per warp, 4 warps = 21504 of 65536: 3 blocks
+    assert kernels_devices.occupancy(kernels_devices.SM90, 128, 168, 25600) == (3, "registers")
+    # 256 threads x 32 registers: 8 blocks by threads on sm_90 (2048), 6 on sm_87 (1536)
+    assert kernels_devices.occupancy(kernels_devices.SM90, 256, 32, 0)[0] == 8
+    assert kernels_devices.occupancy(kernels_devices.SM87, 256, 32, 0)[0] == 6
+
+
+def test_measured_file_errors(tmp_path):
+    import kernels_model
+
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        kernels_model.load_measured(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="no record"):
+        kernels_model.load_measured(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"environment": {"gpu": "H100-SXM"},
+                                "cases": [{"case": "vit_s 64x64 B=1", "path": "tensorcore", "ms": 0.1}]}))
+    assert kernels_model.load_measured(good) == {("vit_s 64x64 B=1", "v1", "H100-SXM"): 100.0}
