@@ -46,7 +46,8 @@ for entry in (ROOT, BENCH):
         sys.path.insert(0, str(entry))
 
 from kernels_devices import ASSUMPTIONS, DEVICES, Device, fa2_tflops, occupancy  # noqa: E402
-from kernels_trace import KERNELS, LaunchTrace, Problem, build_tracer, run_tracer, source_lines  # noqa: E402
+from kernels_trace import (KERNELS, LaunchTrace, Problem, build_tracer, list_launches, run_tracer,  # noqa: E402
+                           source_lines)
 
 from elfatt_deploy.atomic import atomic_write_text  # noqa: E402
 from elfatt_deploy.errors import InputError, MissingDependencyError, ToolkitError  # noqa: E402
@@ -277,13 +278,24 @@ def fa2_prediction(problem: Problem, device: Device) -> float:
 # Running the cases
 # ------------------------------------------------------------------------------------------------
 
-def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> list[LaunchTrace] | None:
+#: The kernels of v1 (today's kernels): a "v2" run that launches only these is v1 under another name.
+V1_KERNELS = {"globalContextPartialKernel", "globalContextMergeKernel", "globalOutputKernel", "localTensorCoreKernel",
+              "localTiledKernel", "localGenericKernel"}
+
+
+def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> tuple[list | None, str]:
+    """The traces of one case and version, or (None, why not)."""
+    path = VERSIONS[version]
     try:
-        return run_tracer(program, case.problem, VERSIONS[version], per_kind, work)
+        launches = list_launches(program, case.problem, path, work)
     except ToolkitError as error:
         if version == "v2" and "enqueueWithPath returned" in str(error):
-            return None  # the library does not have kernels v2 (KernelPath 4) yet
+            return None, "the library refuses KernelPath 4 (fused): no kernels v2"
         raise
+    names = {rec["kernel"].split("<")[0] for rec in launches}
+    if version == "v2" and names <= V1_KERNELS:
+        return None, f"path 'fused' still launches the v1 kernels ({', '.join(sorted(names))}): no kernels v2 yet"
+    return run_tracer(program, case.problem, path, per_kind, work), ""
 
 
 def line_table(program: Path, traces: list[LaunchTrace]) -> list[dict]:
@@ -406,9 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             floor_bytes = case.problem.floor_bytes()
             for version in versions:
-                traces = model_case(program, case, version, per_kind, Path(tmp) / f"{case.name}-{version}".replace(" ", "_"))
+                work = Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{case.name}-{version}")
+                traces, why = model_case(program, case, version, per_kind, work)
                 if traces is None:
-                    details.append({"case": case.name, "kernel": version, "available": False})
+                    details.append({"case": case.name, "kernel": version, "available": False, "why": why})
+                    print(f"{case.name} {version}: not modelled: {why}", flush=True)
                     continue
                 entry = {"case": case.name, "kernel": version, "available": True, "launches": len(traces),
                          "trace": trace_summary(traces), "lines": line_table(program, traces), "devices": {}}

@@ -324,20 +324,29 @@ def workspace_bytes(p: Problem) -> int:
     return cursor
 
 
+def list_launches(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600) -> list[dict]:
+    """The launches of enqueueWithPath(p, path) (kernel, grid, block, shared memory), running no block."""
+    return _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s)
+
+
+def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: Path, timeout_s: float) -> list[dict]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFATT_")}
+    env["ELFATT_EMULATION_SM"] = "90"
+    proc = subprocess.run([str(program), *p.args(path), mode, str(samples), str(out)], capture_output=True,
+                          text=True, env=env, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise ToolkitError(f"elfatt_trace {' '.join(p.args(path))} {mode} exited {proc.returncode}:\n"
+                           f"{proc.stderr[-4000:]}")
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
 def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
                timeout_s: float = 1800) -> list[LaunchTrace]:
     """Traces every launch of enqueueWithPath(p, path) on a sample of its blocks."""
     work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELFATT_")}
-    env["ELFATT_EMULATION_SM"] = "90"
-
     def call(mode: str, samples: Path, out: Path) -> list[dict]:
-        proc = subprocess.run([str(program), *p.args(path), mode, str(samples), str(out)], capture_output=True,
-                              text=True, env=env, timeout=timeout_s)
-        if proc.returncode != 0:
-            raise ToolkitError(f"elfatt_trace {' '.join(p.args(path))} {mode} exited {proc.returncode}:\n"
-                               f"{proc.stderr[-4000:]}")
-        return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        return _call(program, p, path, mode, samples, out, timeout_s)
 
     launches = call("dry", work / "none", work / "dry.jsonl")
     plan = []
@@ -397,5 +406,5 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "block_kinds", "sample_blocks", "footprint",
+__all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "block_kinds", "sample_blocks", "footprint",
            "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]

@@ -439,12 +439,12 @@ void finishBlock(unsigned block)
 
     std::FILE* out = s.out;
     std::fprintf(out,
-        "{\"type\": \"block\", \"launch\": %u, \"block\": %u, \"weight\": %.17g, \"warps\": %g, "
-        "\"gld_instr\": %g, \"gld_sectors\": %g, \"gld_bytes\": %g, \"gst_instr\": %g, \"gst_sectors\": %g, "
-        "\"gst_bytes\": %g, \"lds_instr\": %g, \"lds_wavefronts\": %g, \"lds_ideal\": %g, \"lds_bytes\": %g, "
-        "\"sts_instr\": %g, \"sts_wavefronts\": %g, \"sts_ideal\": %g, \"sts_bytes\": %g, \"fma_instr\": %g, "
-        "\"fma_lanes\": %g, \"exp_instr\": %g, \"exp_lanes\": %g, \"mma_instr\": %g, \"mma_flops\": %g, "
-        "\"hmma16816\": %g, \"bar\": %g, \"syncwarp\": %g, \"shfl\": %g, \"buffers\": {",
+        "{\"type\": \"block\", \"launch\": %u, \"block\": %u, \"weight\": %.17g, \"warps\": %.17g, "
+        "\"gld_instr\": %.17g, \"gld_sectors\": %.17g, \"gld_bytes\": %.17g, \"gst_instr\": %.17g, \"gst_sectors\": %.17g, "
+        "\"gst_bytes\": %.17g, \"lds_instr\": %.17g, \"lds_wavefronts\": %.17g, \"lds_ideal\": %.17g, \"lds_bytes\": %.17g, "
+        "\"sts_instr\": %.17g, \"sts_wavefronts\": %.17g, \"sts_ideal\": %.17g, \"sts_bytes\": %.17g, \"fma_instr\": %.17g, "
+        "\"fma_lanes\": %.17g, \"exp_instr\": %.17g, \"exp_lanes\": %.17g, \"mma_instr\": %.17g, \"mma_flops\": %.17g, "
+        "\"hmma16816\": %.17g, \"bar\": %.17g, \"syncwarp\": %.17g, \"shfl\": %.17g, \"buffers\": {",
         s.launchIndex, block, weight, m.warps, m.gldInstr, m.gldSectors, m.gldBytes, m.gstInstr, m.gstSectors,
         m.gstBytes, m.ldsInstr, m.ldsWavefronts, m.ldsIdeal, m.ldsBytes, m.stsInstr, m.stsWavefronts, m.stsIdeal,
         m.stsBytes, m.fmaInstr, m.fmaLanes, m.expInstr, m.expLanes, m.mmaInstr, m.mmaFlops, m.hmma16816, m.bar,
@@ -574,8 +574,8 @@ void launchEnd()
     for (auto const& [key, stat] : s.pcs)
     {
         std::fprintf(out,
-            "%s{\"pc\": %llu, \"kind\": \"%s\", \"instr\": %.6g, \"lanes\": %.6g, \"sectors\": %.6g, "
-            "\"wavefronts\": %.6g, \"ideal\": %.6g, \"flops\": %.6g}",
+            "%s{\"pc\": %llu, \"kind\": \"%s\", \"instr\": %.17g, \"lanes\": %.17g, \"sectors\": %.17g, "
+            "\"wavefronts\": %.17g, \"ideal\": %.17g, \"flops\": %.17g}",
             first ? "" : ", ", static_cast<unsigned long long>(key.first - s.imageBase),
             kindName(stat.kind, stat.space), stat.instr, stat.lanes, stat.sectors, stat.wavefronts, stat.ideal,
             stat.flops);
