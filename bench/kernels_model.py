@@ -140,10 +140,45 @@ class KernelResources:
     stack: int
     sass_total: int = 0
     sass_observed: int = 0
+    #: "file.cu:line" -> SASS instructions issued per traced-class instruction of that line (the line's
+    #: traced-class instructions, each with the untraced instructions before it, over their count)
+    line_ratio: dict = dataclasses.field(default_factory=dict)
 
     @property
     def issue_ratio(self) -> float | None:
         return self.sass_total / self.sass_observed if self.sass_observed else None
+
+
+def sass_mix(section: str) -> tuple[int, int, dict]:
+    """(instructions, traced-class instructions, per-line ratio) of one function of an nvdisasm -g listing.
+
+    Each traced-class instruction (memory, FFMA, MUFU, HMMA, BAR, SHFL) stands for itself and the
+    untraced instructions (address and integer arithmetic, control) before it since the previous one."""
+    line = None
+    pending = 0
+    total = observed = 0
+    per_line: dict[str, list[int]] = {}
+    last = None
+    for text in section.splitlines():
+        m = re.search(r'//## File "([^"]+)", line (\d+)', text)
+        if m:
+            line = f"{Path(m.group(1)).name}:{m.group(2)}"
+            continue
+        m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", text)
+        if not m:
+            continue
+        total += 1
+        pending += 1
+        if m.group(1) in OBSERVED_SASS:
+            observed += 1
+            entry = per_line.setdefault(line or "?", [0, 0])
+            entry[0] += pending
+            entry[1] += 1
+            pending = 0
+            last = entry
+    if last is not None:
+        last[0] += pending
+    return total, observed, {k: v[0] / v[1] for k, v in per_line.items()}
 
 
 def compile_resources(cache: Path, archs=(87, 90)) -> dict[int, dict[str, KernelResources]]:
@@ -161,13 +196,13 @@ def compile_resources(cache: Path, archs=(87, 90)) -> dict[int, dict[str, Kernel
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 h.update(path.name.encode() + path.read_bytes())
-    h.update(str(bool(nvdisasm)).encode())
+    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio".encode())
     key = cache / f"resources-{h.hexdigest()[:20]}.json"
     if key.is_file():
         raw = json.loads(key.read_text())
         return {int(a): {k: KernelResources(**v) for k, v in d.items()} for a, d in raw.items()}
     out: dict[int, dict[str, KernelResources]] = {}
-    common = ["-std=c++17", "-O2", "-cubin", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
+    common = ["-std=c++17", "-O2", "-cubin", "-lineinfo", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
               "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
               "-D__CUDA_NO_HALF2_OPERATORS__", "-Xptxas", "-v"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,19 +234,16 @@ def compile_resources(cache: Path, archs=(87, 90)) -> dict[int, dict[str, Kernel
                         current["registers"] = int(m.group(1))
                         s = re.search(r"(\d+) bytes smem", line)
                         current["static_smem"] = int(s.group(1)) if s else 0
-                mix: dict[str, tuple[int, int]] = {}
+                mix: dict[str, tuple[int, int, dict]] = {}
                 if nvdisasm:
-                    listing = subprocess.run([nvdisasm, "-c", str(cubin)], capture_output=True, text=True).stdout
+                    listing = subprocess.run([nvdisasm, "-c", "-g", str(cubin)], capture_output=True, text=True).stdout
                     for section in re.split(r"\n\.text\.", listing)[1:]:
-                        fn = section.split(":", 1)[0]
-                        ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", section)
-                        observed = sum(1 for op in ops if op in OBSERVED_SASS)
-                        mix[fn] = (len(ops), observed)
+                        mix[section.split(":", 1)[0]] = sass_mix(section)
                 for name, p in zip(demangle(mangled), props):
-                    total, observed = mix.get(p["name"], (0, 0))
+                    total, observed, ratios = mix.get(p["name"], (0, 0, {}))
                     table[short_kernel_name(name)] = KernelResources(
                         p.get("registers", 0), p.get("static_smem", 0), p.get("spill_stores", 0),
-                        p.get("spill_loads", 0), p.get("stack", 0), total, observed)
+                        p.get("spill_loads", 0), p.get("stack", 0), total, observed, ratios)
             out[arch] = table
     key.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(key, json.dumps({a: {k: dataclasses.asdict(v) for k, v in d.items()} for a, d in out.items()}))
@@ -227,7 +259,35 @@ def observed_instructions(t: dict) -> float:
             + t["hmma16816"] + t["bar"] + t["shfl"])
 
 
-def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device) -> dict:
+def issued_instructions(trace: LaunchTrace, res: KernelResources | None, lines: dict[int, str]) -> tuple[float, str]:
+    """Estimated warp instructions issued by the launch, and how they were estimated.
+
+    Each traced instruction (per source line) x the SASS ratio of its line; lines the listing does not
+    name (e.g. wmma, whose SASS carries the CUDA header's lines) x the kernel's overall ratio."""
+    if res is None or not res.issue_ratio:
+        return observed_instructions(trace.totals), "traced instructions only (no nvdisasm: a lower bound)"
+    counted = ("global_load", "global_store", "shared_load", "shared_store", "fmaf", "exp", "syncthreads", "shfl")
+    total = matched = 0.0
+    for pc in trace.pcs:
+        if pc["kind"] not in counted and pc["kind"] != "mma":
+            continue
+        n = pc["instr"]
+        if pc["kind"] == "mma":
+            n = pc["flops"] / (2 * 16 * 8 * 16)  # HMMA.16816 instructions
+        where = lines.get(pc["pc"], "")
+        key = f"{Path(where.split(':')[0]).name}:{where.split(':')[-1]}" if ":" in where else ""
+        ratio = res.line_ratio.get(key)
+        if ratio is not None:
+            matched += n
+            total += n * ratio
+        else:
+            total += n * res.issue_ratio
+    share = matched / max(1.0, observed_instructions(trace.totals))
+    return total, f"SASS ratio per source line ({share:.0%} of traced instructions matched, rest x {res.issue_ratio:.1f})"
+
+
+def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device,
+                   issued: float | None = None) -> dict:
     lim = device.limits
     grid = trace.grid
     smem = trace.dynamic_smem + (res.static_smem if res else trace.static_smem)
@@ -242,7 +302,8 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     clock = device.clock_ghz * 1e9
     t = trace.totals
     ratio = res.issue_ratio if res and res.issue_ratio else 1.0
-    issued = observed_instructions(t) * ratio
+    if issued is None:
+        issued = observed_instructions(t) * ratio
     ceilings = {
         "tensor": share * t["mma_flops"] / (device.tensor_tflops * 1e12 * device.tensor_fraction / device.sms),
         "fp32": share * 2 * t["fma_lanes"] / (device.fp32_tflops * 1e12 / device.sms),
@@ -262,6 +323,7 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     return {"kernel": trace.kernel, "grid": grid, "block": trace.block, "blocks_per_sm": per_sm,
             "occupancy_limit": limiter, "registers": registers, "smem_bytes": smem,
             "spills": (res.spill_stores + res.spill_loads) if res else None, "issue_ratio": ratio,
+            "issued_warp_instructions": issued,
             "dram_bytes": dram_bytes, "ceilings_us": {k: v * 1e6 for k, v in ceilings.items()}, "bound": bound,
             "time_us": time_us}
 
@@ -426,9 +488,14 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 entry = {"case": case.name, "kernel": version, "available": True, "launches": len(traces),
                          "trace": trace_summary(traces), "lines": line_table(program, traces), "devices": {}}
+                lines = source_lines(program, [pc["pc"] for tr in traces for pc in tr.pcs])
                 for dev in DEVICES.values():
                     arch = dev.limits.sm
-                    launches = [predict_launch(tr, resources.get(arch, {}).get(tr.kernel), dev) for tr in traces]
+                    launches = []
+                    for tr in traces:
+                        res = resources.get(arch, {}).get(tr.kernel)
+                        issued, how = issued_instructions(tr, res, lines)
+                        launches.append({**predict_launch(tr, res, dev, issued), "issue_estimate": how})
                     predicted = sum(l["time_us"] for l in launches)
                     floor_us = floor_bytes / (dev.dram_gbs * 1e9) * 1e6
                     row = {"case": case.name, "kernel": version, "device": dev.name, "predicted_us": predicted,
