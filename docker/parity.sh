@@ -11,10 +11,13 @@
 # Exporting needs torch >= 2.6. Where torch is older (JetPack 6's NVIDIA wheel is 2.5), export on
 # another machine with --export-only (writes OUT/<model>-<precision>.onnx, nothing else), copy that
 # directory over and run with --onnx-dir DIR: the export step is skipped, engines are built here.
-# Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy").
+# With TensorRT, each engine is also loaded with `trtexec --loadEngine ... --staticPlugins ...` (the
+# plan is a standard TensorRT plan), where trtexec is found: $TRTEXEC, PATH, $TENSORRT_ROOT/bin, or
+# the files of the libnvinfer-bin package (JetPack and NGC images install it outside PATH).
+# Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy"); TRTEXEC.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PYTHON="${PYTHON:-python3}"
 read -r -a DEPLOY <<< "${ELFATT_DEPLOY_CMD:-$PYTHON -m elfatt_deploy}"
@@ -101,12 +104,41 @@ elif [[ "$backend" == auto ]]; then
   echo "parity.sh: backend auto -> $backend"
 fi
 
+# find_trtexec: prints trtexec's path, or nothing (the same order as elfatt_deploy/engine/tools.py)
+find_trtexec() {
+  if [[ -n "${TRTEXEC:-}" ]]; then [[ -x "$TRTEXEC" ]] && echo "$TRTEXEC"; return 0; fi
+  if command -v trtexec >/dev/null 2>&1; then command -v trtexec; return 0; fi
+  if [[ -n "${TENSORRT_ROOT:-}" && -x "$TENSORRT_ROOT/bin/trtexec" ]]; then echo "$TENSORRT_ROOT/bin/trtexec"; return 0; fi
+  if command -v dpkg-query >/dev/null 2>&1; then
+    local f
+    for f in $(dpkg-query -L libnvinfer-bin 2>/dev/null); do
+      [[ "$f" == */trtexec && -x "$f" ]] && { echo "$f"; return 0; }
+    done
+  fi
+  return 0
+}
+
 mkdir -p "$out"
 steps="$out/steps.jsonl"
 : > "$steps"
 failures=0
 plugin_args=()
 [[ -n "$plugin" ]] && plugin_args=(--plugin "$plugin")
+trtexec=""
+static_plugin=""
+if [[ "$backend" == tensorrt ]]; then
+  trtexec=$(find_trtexec)
+  if [[ -n "$trtexec" ]]; then
+    # trtexec --staticPlugins dlopens the library: the static-registration build (docs/plugin.md)
+    static_plugin="$plugin"
+    if [[ -z "$static_plugin" ]]; then
+      static_plugin=$("$PYTHON" -c "from elfatt_deploy.engine.plugin import find_plugin_library; print(find_plugin_library())" 2>/dev/null || true)
+    fi
+    echo "parity.sh: trtexec $trtexec loads each engine (plugin: ${static_plugin:-not found})"
+  else
+    echo "parity.sh: trtexec not found (\$TRTEXEC, PATH, \$TENSORRT_ROOT/bin, libnvinfer-bin): the trtexec load check is skipped"
+  fi
+fi
 
 # record MODEL PRECISION VARIANT STEP RC [JSON_FILE]
 record() {
@@ -161,6 +193,11 @@ for model in "${model_list[@]}"; do
       [[ "$variant" == no-plugin ]] && build_args=(--no-plugin)
       step "$model" "$precision" "$variant" build "" -- \
         "${DEPLOY[@]}" build "$onnx" -o "$engine" --shapes "$input_shape" --no-progress "${build_args[@]}" || continue
+      if [[ -n "$trtexec" ]]; then
+        trtexec_args=(--loadEngine="$engine" --iterations=2 --warmUp=0 --duration=0)
+        [[ "$variant" == plugin && -n "$static_plugin" ]] && trtexec_args+=(--staticPlugins="$static_plugin")
+        step "$model" "$precision" "$variant" trtexec "" -- "$trtexec" "${trtexec_args[@]}" || true
+      fi
       step "$model" "$precision" "$variant" validate "$base.$variant.validate.json" -- \
         "${DEPLOY[@]}" validate "$onnx" --model "$model" --backend tensorrt --engine "$engine" "${plugin_args[@]}" \
         --shapes "$input_shape" --report "$base.$variant.validate.json" || true

@@ -154,3 +154,29 @@ def test_onnxruntime_mode_for_real_across_machines(tmp_path):
     [row] = [r for r in report["rows"] if r["variant"] == "onnxruntime"]
     assert row["parity"] == "pass" and row["p50_ms"] > 0 and row["steps"] == {"validate": 0, "bench": 0}
     assert not list((tmp_path / "out").glob("*.onnx"))  # nothing exported on the "device"
+
+
+def test_trtexec_loads_each_engine(tmp_path):
+    """With trtexec found ($TRTEXEC here), every built engine is loaded with --loadEngine; the plugin engine with
+    --staticPlugins; a plan trtexec cannot load fails the suite."""
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text('#!/bin/sh\necho "trtexec $*" >> "$CALLS"\ncase "$*" in *m2.fp32.plugin*) exit 1;; esac\n'
+                       'echo "&&&& PASSED"\n')
+    trtexec.chmod(0o755)
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32", "--plugin", "/p.so",
+                TRTEXEC=str(trtexec))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if c.startswith("trtexec")]
+    assert len(runs) == 2 and all("--loadEngine=" in r for r in runs)
+    assert [("--staticPlugins=/p.so" in r) for r in runs] == [True, False]  # the no-plugin engine needs none
+    report = json.loads((tmp_path / "out" / "parity-report.json").read_text())
+    assert all(r["steps"]["trtexec"] == 0 for r in report["rows"] if r["variant"] in ("plugin", "no-plugin"))
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m2", "--precisions", "fp32", "--plugin", "/p.so",
+                TRTEXEC=str(trtexec))
+    assert proc.returncode == 1 and "trtexec" in proc.stdout
+
+
+def test_no_trtexec_skips_the_check(tmp_path):
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32",
+                TRTEXEC=str(tmp_path / "missing-trtexec"))
+    assert proc.returncode == 0 and "trtexec not found" in proc.stdout
