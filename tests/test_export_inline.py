@@ -1,6 +1,9 @@
 """`export --inline`: the same model with the ElfattAttention function inlined into standard ONNX ops."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import onnx
 import pytest
@@ -35,13 +38,20 @@ def test_inlined_file_has_standard_ops_only(vit_pair):
     assert [(o.domain, o.version) for o in inlined.opset_import] == [
         (o.domain, o.version) for o in default.opset_import if o.domain == ""]
     assert not inlined.functions and inlined.ir_version == default.ir_version
-    body_nodes = len(default.functions[0].node)
-    assert len(inlined.graph.node) == len(default.graph.node) - 1 + body_nodes
+    def sliced_shapes(nodes):  # Shape(start=, end=) nodes: each becomes Shape + 2 Constants + Slice
+        return sum(n.op_type == "Shape" and len(n.attribute) > 0 for n in nodes)
+
+    body = default.functions[0].node
+    body_nodes = len(body) + 3 * sliced_shapes(body)
+    assert len(inlined.graph.node) == len(default.graph.node) - 1 + body_nodes + 3 * sliced_shapes(default.graph.node)
     # body nodes are named after their call site, names are unique
     (call,) = elfatt_nodes(default)
     names = [n.name for n in inlined.graph.node]
     assert len(set(names)) == len(names)
     assert sum(name.startswith(call.name + "/") for name in names) == body_nodes
+    # the forms onnx-graphsurgeon folds wrongly are rewritten (see test_surgeon_sanitize_folds_the_inlined_file)
+    assert sliced_shapes(inlined.graph.node) == 0
+    assert not [n for n in inlined.graph.node if n.op_type == "Constant" and n.attribute[0].name != "value"]
     # metadata kept, plus the inlined flag
     meta, meta_default = ({p.key: p.value for p in m.metadata_props} for m in (inlined, default))
     assert meta.pop("elfatt.inlined") == "true" and meta_default.pop("elfatt.inlined") == "false"
@@ -125,3 +135,31 @@ def test_builder_takes_an_inlined_file_without_the_plugin_only(tmp_path):
     assert plan.plugin_path is None and plan.elfatt_node_count == 0 and plan.profile.is_static
     with pytest.raises(ValueError, match=r"inlined export .*add --no-plugin, or export without --inline"):
         prepare_build(BuildOptions(onnx_path=path, output=tmp_path / "m.engine", plugin="lib.so"))
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_surgeon_sanitize_folds_the_inlined_file(tmp_path, dynamic, rng):
+    """`polygraphy surgeon sanitize --fold-constants` (onnx-graphsurgeon) on the inlined file gives a correct file.
+
+    Before the rewrites in export/inline.py it did not: a folded value_float became a float64
+    initializer (ONNX Runtime refuses the file), and Shape(start=, end=) of a static tensor was
+    folded to the whole shape (static files fail with 'Incompatible dimensions').
+    """
+    pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon is not installed (it is in the test extra)")
+    model = build_model("elfatt_vit_tiny", config={"depth": 1})
+    path = export_onnx(model, tmp_path / "inlined.onnx", "1x3x64x96", dynamic=dynamic, inline=True)
+    out = tmp_path / "sanitized.onnx"
+    exe = shutil.which("polygraphy")
+    cmd = [exe] if exe else [sys.executable, "-m", "polygraphy"]
+    done = subprocess.run(cmd + ["surgeon", "sanitize", str(path), "--fold-constants", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = done.stdout + done.stderr
+    assert "Inference failed" not in log and "Error merging shape info" not in log, log
+    before, after = len(onnx.load(str(path)).graph.node), len(onnx.load(str(out)).graph.node)
+    assert after < before * 0.8, f"folding removed only {before - after} of {before} nodes"
+    session = ort_session(out)
+    for shape in [(1, 3, 64, 96)] if not dynamic else [(1, 3, 64, 96), (2, 3, 72, 104)]:
+        image = random_image(rng, shape)
+        (result,) = session.run(None, {"image": image})
+        assert rel_l2(result, torch_reference(model, image)) <= 1e-5, shape

@@ -11,6 +11,12 @@ standard ops only, no ``elfatt`` domain in the graph or in the opset imports.
 - the body nodes of each call are named after the call site
   (``node_attention_3/Reshape_12``), so profiles and viewers show which layer a node
   belongs to;
+- ``Constant(value_float=...)`` (and value_int, value_floats, value_ints), which the
+  function's attribute references become, are written as ``Constant(value=tensor)``,
+  so that onnx-graphsurgeon's constant folding keeps their type (constants_as_tensors),
+  and ``Shape(start=, end=)`` as ``Shape`` + ``Slice``, which its shape folding reads
+  right (shape_slices_as_slice): ``polygraphy surgeon sanitize --fold-constants``
+  then gives a correct file;
 - the ``elfatt`` opset import is dropped; the default-domain opset, the IR
   version, the producer and ``metadata_props`` are kept, and ``elfatt.inlined``
   says the file is inlined;
@@ -71,6 +77,74 @@ def _name_inlined_nodes(original: onnx.ModelProto, inlined: onnx.ModelProto) -> 
         node.name = name
 
 
+#: Constant attributes that hold a plain number or list, and the tensor type each one means (ONNX spec)
+_CONSTANT_SCALARS = {"value_float": (onnx.TensorProto.FLOAT, False), "value_floats": (onnx.TensorProto.FLOAT, True),
+                     "value_int": (onnx.TensorProto.INT64, False), "value_ints": (onnx.TensorProto.INT64, True)}
+
+
+def constants_as_tensors(graph: onnx.GraphProto) -> int:
+    """Rewrites (in place) ``Constant(value_float=x)`` and its int / list siblings as ``Constant(value=tensor)``.
+
+    The same value and type. The function body reads its attributes through such Constants
+    (``ref_attr_name``), and inlining leaves them with the layer's number; onnx-graphsurgeon
+    (``polygraphy surgeon sanitize --fold-constants``) folds a ``value_float`` into a float64
+    initializer, which breaks the model (``Equal`` bound to double and float in ONNX Runtime).
+    A ``value`` tensor folds as the float32 it is. Returns how many nodes were rewritten.
+    """
+    from onnx import helper  # noqa: PLC0415
+
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.attribute) != 1:
+            continue
+        attribute = node.attribute[0]
+        if attribute.name not in _CONSTANT_SCALARS:
+            continue
+        data_type, is_list = _CONSTANT_SCALARS[attribute.name]
+        values = list(helper.get_attribute_value(attribute)) if is_list else [helper.get_attribute_value(attribute)]
+        tensor = helper.make_tensor("value", data_type, [len(values)] if is_list else [], values)
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("value", tensor))
+        rewritten += 1
+    return rewritten
+
+
+def shape_slices_as_slice(graph: onnx.GraphProto) -> int:
+    """Rewrites (in place) ``Shape(x, start=a, end=b)`` as ``Slice(Shape(x), [a], [b])``: the same values.
+
+    onnx-graphsurgeon's shape folding (``fold_constants(fold_shapes=True)``, which ``polygraphy
+    surgeon sanitize --fold-constants`` runs) replaces a Shape node of a static tensor by the whole
+    shape and ignores ``start``/``end`` (opset 15), which breaks a static file (``Incompatible
+    dimensions`` in ONNX Runtime); Shape followed by Slice it folds correctly. Returns how many nodes
+    were rewritten.
+    """
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    nodes = []
+    rewritten = 0
+    for node in graph.node:
+        attrs = {a.name: a.i for a in node.attribute}
+        if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or not attrs:
+            nodes.append(node)
+            continue
+        base = node.name or f"{node.output[0]}_shape"
+        full, starts, ends = f"{node.output[0]}__full", f"{node.output[0]}__start", f"{node.output[0]}__end"
+        end = attrs.get("end", 2**63 - 1)  # Slice clamps, as Shape's end does
+        nodes += [
+            helper.make_node("Shape", [node.input[0]], [full], name=f"{base}/full"),
+            helper.make_node("Constant", [], [starts], name=f"{base}/start",
+                             value=helper.make_tensor("value", TensorProto.INT64, [1], [attrs.get("start", 0)])),
+            helper.make_node("Constant", [], [ends], name=f"{base}/end",
+                             value=helper.make_tensor("value", TensorProto.INT64, [1], [end])),
+            helper.make_node("Slice", [full, starts, ends], list(node.output), name=base),
+        ]
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return rewritten
+
+
 def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> onnx.ModelProto:
     """``model`` with every elfatt function call inlined into standard ops (a new ModelProto).
 
@@ -87,6 +161,8 @@ def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> on
 
     inlined = inliner.inline_local_functions(model)
     _name_inlined_nodes(model, inlined)
+    constants_as_tensors(inlined.graph)
+    shape_slices_as_slice(inlined.graph)
     left = elfatt_call_nodes(inlined.graph)
     if left or any(f.domain == DOMAIN for f in inlined.functions):
         raise ValueError(f"inlining left {len(left)} {DOMAIN} node(s) in the graph; this onnx "
