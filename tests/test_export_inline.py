@@ -132,7 +132,7 @@ def test_builder_takes_an_inlined_file_without_the_plugin_only(tmp_path):
     # (the fixture's body is an Identity, whose shape differs from the declared output: no checker)
     path = save(inline_elfatt_functions(elfatt_model(dims=(1, 3, 32, 32)), check=False), tmp_path / "m.onnx")
     plan = prepare_build(BuildOptions(onnx_path=path, output=tmp_path / "m.engine", use_plugin=False))
-    assert plan.plugin_path is None and plan.elfatt_node_count == 0 and plan.profile.is_static
+    assert plan.plugin_candidates == [] and plan.elfatt_node_count == 0 and plan.profile.is_static
     with pytest.raises(ValueError, match=r"inlined export .*add --no-plugin, or export without --inline"):
         prepare_build(BuildOptions(onnx_path=path, output=tmp_path / "m.engine", plugin="lib.so"))
 
