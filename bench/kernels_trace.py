@@ -8,7 +8,7 @@ sees every load and store of kernel code. See that file for what a trace holds.
 
 Sampling: each launch's blocks are put into kinds (for the kernels whose work-item order
 is known here: the window / tile / chunk geometry that makes a block differ from another;
-otherwise one kind), and up to ``per_kind`` blocks of each kind, spread over the kind, are
+otherwise 16 strata of consecutive blocks), and up to ``per_kind`` blocks of each kind, spread over the kind, are
 traced with weight (blocks of the kind) / (blocks traced of it). Totals over the grid are
 the weighted sums.
 """
@@ -156,10 +156,8 @@ class Problem:
         return self.batch * self.height * self.width
 
     def floor_bytes(self) -> int:
-        """Read qkv once and write the output once (+ the LePE weights and bias)."""
-        e = ELEMENT_BYTES[self.dtype]
-        lepe = 10 * self.channels * e if self.lepe else 0
-        return self.tokens * 4 * self.channels * e + lepe
+        """Read qkv once and write the output once (as bench/kernels_gpu.py counts it)."""
+        return self.tokens * 4 * self.channels * ELEMENT_BYTES[self.dtype]
 
     def args(self, path: str) -> list[str]:
         return [str(v) for v in (self.batch, self.height, self.width, self.channels, self.global_heads,
@@ -196,6 +194,10 @@ def _local_kinds(p: Problem, grid: int, queries_per_tile: int | None) -> list[tu
     return kinds
 
 
+#: Strata of a launch whose work-item order bench/kernels_trace.py does not know.
+UNKNOWN_STRATA = 16
+
+
 def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
     """A label per block of the launch: blocks with the same label do the same work on other data.
 
@@ -226,7 +228,9 @@ def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
                 for item in range(grid)]
     if name == "globalContextMergeKernel":
         return [item == grid - 1 for item in range(grid)]
-    return [None] * grid  # not known here: one kind, a systematic sample
+    # Not known here: a systematic sample, the grid cut into UNKNOWN_STRATA runs of consecutive blocks
+    # (work items of one head or window row are neighbours in every kernel's order).
+    return [("stratum", b * UNKNOWN_STRATA // grid) for b in range(grid)]
 
 
 def sample_blocks(kinds: list, per_kind: int) -> list[tuple[int, float]]:
