@@ -209,9 +209,12 @@ class Run:
 
 
 def run_case(emulator: Emulator, case: OpCase, dtype: torch.dtype, path: str, work: Path, rng,
-             bias: bool = True, env: dict[str, str] | None = None) -> Run:
-    """Random inputs rounded to dtype -> the emulated kernels, and the float64 reference on the same inputs."""
+             bias: bool = True, env: dict[str, str] | None = None, lepe_float32: bool = False) -> Run:
+    """Random inputs rounded to dtype -> the emulated kernels, and the float64 reference on the same inputs.
+    lepe_float32: the LePE weight and bias stay float32 (AttentionParams::lepeFloat32, hasLepe = 2)."""
     qkv, weight, lepe_bias = make_op_inputs(case, rng, dtype)
+    if lepe_float32 and case.lepe:
+        _, weight, lepe_bias = make_op_inputs(case, rng, torch.float32)
     if not bias:
         lepe_bias = None
     work.mkdir(parents=True, exist_ok=True)
@@ -221,7 +224,8 @@ def run_case(emulator: Emulator, case: OpCase, dtype: torch.dtype, path: str, wo
         if tensor is not None:
             tensor.contiguous().view(torch.uint8).numpy().tofile(work / f"{name}.bin")
     args = [case.batch, case.height, case.width, case.channels, case.global_heads, case.local_heads,
-            case.window_h, case.window_w, repr(float(case.scale)), DTYPES[dtype], int(case.lepe), path, work]
+            case.window_h, case.window_w, repr(float(case.scale)), DTYPES[dtype],
+            (2 if lepe_float32 else 1) if case.lepe else 0, path, work]
     proc = subprocess.run([str(emulator.program), *map(str, args)], capture_output=True, text=True,
                           env=env or emulation_env(), timeout=RUN_TIMEOUT_S)
     if proc.returncode != 0:
@@ -341,6 +345,17 @@ def test_kernels_match_reference(emulator, tmp_path, rng, case, path, dtype, sch
 def test_lepe_without_bias(emulator, tmp_path, rng, dtype, path):
     case = OpCase("no-bias", 2, 5, 6, 16, 1, 1, 3, 4)
     assert_matches(run_case(emulator, case, dtype, path, tmp_path, rng, bias=False), dtype, "LePE without bias")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("path", PATHS + ("tensorcore",))
+def test_float32_lepe_with_16bit_activations(emulator, tmp_path, rng, dtype, path):
+    """float32 LePE weight and bias (PyTorch autocast: fp32 parameters, fp16/bf16 qkv) are read as
+    float32 by every kernel that adds LePE, global and local: read as 16-bit elements they would be noise."""
+    case = OpCase("lepe-f32", 2, 6, 9, 16, 1, 1, 4, 4)
+    for with_bias in (True, False):
+        run = run_case(emulator, case, dtype, path, tmp_path, rng, bias=with_bias, lepe_float32=True)
+        assert_matches(run, dtype, f"float32 LePE (bias {with_bias}) on path {path}")
 
 
 @pytest.mark.parametrize("max_blocks", [1, 64])

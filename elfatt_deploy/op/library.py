@@ -40,6 +40,9 @@ def check_op_inputs(
 ) -> int:
     """Validates the op's inputs against the contract; returns C."""
     attrs = ElfattAttrs(global_heads, local_heads, window_h, window_w, scale)  # validate_attrs checks its type
+    for name, tensor in (("lepe_weight", lepe_weight), ("lepe_bias", lepe_bias)):
+        if tensor is not None and tensor.device != qkv.device:
+            raise ValueError(f"{name} is on {tensor.device} but qkv is on {qkv.device}; move both to the same device")
     return validate_inputs(
         tuple(qkv.shape),
         dtype_name(qkv.dtype),
@@ -48,6 +51,14 @@ def check_op_inputs(
         attrs,
         allowed_dtypes=REFERENCE_DTYPES,
         lepe_dtypes=tuple(None if t is None else dtype_name(t.dtype) for t in (lepe_weight, lepe_bias)),
+    )
+
+
+def attention_reference(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale):
+    """The op's eager implementation on any device: the contract's checks, then the reference."""
+    check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
+    return elfatt_attention_reference(
+        qkv.contiguous(), lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale
     )
 
 
@@ -62,10 +73,7 @@ def attention(
     window_w: int,
     scale: float,
 ) -> torch.Tensor:
-    check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
-    return elfatt_attention_reference(
-        qkv.contiguous(), lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale
-    )
+    return attention_reference(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
 
 
 @attention.register_fake

@@ -5,9 +5,16 @@
  * built just in time by elfatt_deploy/op/cuda_backend.py with
  * torch.utils.cpp_extension.load. Every error becomes a RuntimeError (TORCH_CHECK)
  * whose message names the bad value.
+ *
+ * What the kernels take, and so what this binding passes without a copy or a cast:
+ * qkv contiguous [B, H, W, 3C] of float32, float16 or bfloat16 (a non-contiguous qkv is
+ * copied once); LePE weight and bias contiguous, on qkv's device, both of qkv's dtype or
+ * both float32 (AttentionParams::lepeFloat32: fp32 parameters under fp16/bf16 autocast are
+ * used as they are, never rounded). Anything else is refused with a message that says what
+ * to pass; elfatt_deploy.op.cuda_backend maps the op's wider input set onto this one (and
+ * sends float64 to the eager reference).
  */
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
+#include <ATen/MemoryOverlap.h>
 #include <torch/extension.h>
 
 #include <cuda_runtime_api.h>
@@ -19,8 +26,44 @@
 #include "elfatt/elfatt_kernels.h"
 #include "elfatt/elfatt_kernels_ext.h"
 
+#ifdef ELFATT_TORCH_HOST_TEST
+// CPU test build only (tests/test_kernels_torch.py): CPU tensors stand in for CUDA ones and
+// plugins/torch/tests/host_test_stubs.cpp records each launch instead of running kernels.
+#include "host_test_stubs.h"
+#else
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 namespace
 {
+
+#ifdef ELFATT_TORCH_HOST_TEST
+constexpr char const* kKERNEL_DEVICE = "CPU (host test build)";
+bool onKernelDevice(at::Tensor const& t)
+{
+    return t.is_cpu();
+}
+struct DeviceGuard
+{
+    explicit DeviceGuard(at::Device) {}
+};
+cudaStream_t currentStream(at::Device)
+{
+    return nullptr;
+}
+#else
+constexpr char const* kKERNEL_DEVICE = "CUDA";
+bool onKernelDevice(at::Tensor const& t)
+{
+    return t.is_cuda();
+}
+using DeviceGuard = c10::cuda::CUDAGuard;
+cudaStream_t currentStream(at::Device device)
+{
+    return c10::cuda::getCurrentCUDAStream(device.index()).stream();
+}
+#endif
 
 constexpr size_t kMESSAGE_BYTES = 512;
 
@@ -34,7 +77,8 @@ elfatt::DataType toKernelType(at::ScalarType type)
     default: break;
     }
     TORCH_CHECK(false, "elfatt: qkv dtype ", c10::toString(type),
-        " is not supported by the CUDA kernels; use float32, float16 or bfloat16");
+        " is not supported by the CUDA kernels; use float32, float16 or bfloat16 (the op, "
+        "elfatt_deploy.elfatt_attention, runs float64 in the eager reference)");
     return elfatt::DataType::kFLOAT;
 }
 
@@ -45,7 +89,7 @@ int32_t toInt32(int64_t value, char const* name)
     return static_cast<int32_t>(value);
 }
 
-//! Makes an optional LePE tensor contiguous, on qkv's device and of qkv's dtype.
+//! An optional LePE tensor, checked (qkv's device; qkv's dtype or float32) and contiguous. Never casts.
 at::Tensor prepareLepe(c10::optional<at::Tensor> const& tensor, at::Tensor const& qkv, char const* name)
 {
     if (!tensor.has_value() || !tensor->defined())
@@ -54,7 +98,25 @@ at::Tensor prepareLepe(c10::optional<at::Tensor> const& tensor, at::Tensor const
     }
     TORCH_CHECK(tensor->device() == qkv.device(), "elfatt: ", name, " is on ", tensor->device(), " but qkv is on ",
         qkv.device(), "; move both to the same device");
-    return tensor->to(qkv.scalar_type()).contiguous();
+    at::ScalarType const type = tensor->scalar_type();
+    TORCH_CHECK(type == qkv.scalar_type() || type == at::kFloat, "elfatt: ", name, " has dtype ", c10::toString(type),
+        " but qkv has ", c10::toString(qkv.scalar_type()), "; the CUDA kernels take LePE parameters of qkv's dtype or "
+        "float32 (convert ", name, " with .float())");
+    return tensor->contiguous();
+}
+
+//! Refuses an output that shares memory with an input: the kernels read qkv and the LePE
+//! parameters while they write out, so an overlap would give a silently wrong answer.
+void checkNoOverlap(at::Tensor const& out, at::Tensor const& input, char const* name)
+{
+    if (!input.defined())
+    {
+        return;
+    }
+    TORCH_CHECK(at::get_overlap_status(out, input) == at::MemOverlapStatus::No, "elfatt: out shares memory with ",
+        name, " (out ", out.sizes(), " at ", out.data_ptr(), ", ", name, " ", input.sizes(), " at ", input.data_ptr(),
+        "); the kernels read ", name, " while writing out: pass a separate output tensor, or call attention() "
+        "which allocates one");
 }
 
 //! Inputs of one call, checked, contiguous and on one device, with their kernel params.
@@ -71,13 +133,14 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
     c10::optional<at::Tensor> const& lepeBiasIn, int64_t globalHeads, int64_t localHeads, int64_t windowH,
     int64_t windowW, double scale, int64_t path)
 {
-    TORCH_CHECK(qkvIn.is_cuda(), "elfatt: qkv is on ", qkvIn.device(), "; the CUDA kernels need a CUDA tensor");
+    TORCH_CHECK(onKernelDevice(qkvIn), "elfatt: qkv is on ", qkvIn.device(), "; the CUDA kernels need a ",
+        kKERNEL_DEVICE, " tensor");
     TORCH_CHECK(qkvIn.dim() == 4, "elfatt: qkv has ", qkvIn.dim(), " dims (shape ", qkvIn.sizes(),
         "); it must be 4-D [B, H, W, 3C]");
     TORCH_CHECK(qkvIn.size(3) % 3 == 0, "elfatt: qkv has ", qkvIn.size(3),
         " channels, which is not divisible by 3; qkv must be [B, H, W, 3C]");
-    TORCH_CHECK(path >= -1 && path <= 3, "elfatt: path=", path,
-        " must be -1 (default), 0 (auto), 1 (tiled), 2 (generic) or 3 (tensorcore)");
+    TORCH_CHECK(path >= -1 && path <= static_cast<int64_t>(elfatt::KernelPath::kFUSED), "elfatt: path=", path,
+        " must be -1 (default), 0 (auto), 1 (tiled), 2 (generic), 3 (tensorcore) or 4 (fused)");
 
     Prepared p;
     elfatt::DataType const dtype = toKernelType(qkvIn.scalar_type());
@@ -87,6 +150,9 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
     p.bias = prepareLepe(lepeBiasIn, p.qkv, "lepe_bias");
     TORCH_CHECK(p.weight.defined() || !p.bias.defined(),
         "elfatt: lepe_bias is given without lepe_weight; pass both or neither");
+    TORCH_CHECK(!p.bias.defined() || p.bias.scalar_type() == p.weight.scalar_type(), "elfatt: lepe_weight has dtype ",
+        c10::toString(p.weight.scalar_type()), " but lepe_bias has ", c10::toString(p.bias.scalar_type()),
+        "; pass both in one dtype (qkv's or float32)");
     if (p.weight.defined())
     {
         TORCH_CHECK(p.weight.dim() == 4 && p.weight.size(0) == channels && p.weight.size(1) == 1
@@ -111,6 +177,7 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
     p.params.scale = static_cast<float>(scale);
     p.params.dtype = dtype;
     p.params.hasLepe = p.weight.defined();
+    p.params.lepeFloat32 = p.weight.defined() && p.weight.scalar_type() == at::kFloat;
 
     char message[kMESSAGE_BYTES] = {};
     if (elfatt::validateParams(p.params, message, sizeof(message)) != elfatt::Status::kSUCCESS)
@@ -134,7 +201,7 @@ void launch(Prepared const& p, at::Tensor& out)
     {
         workspace = at::empty({static_cast<int64_t>(wsBytes)}, p.qkv.options().dtype(at::kByte));
     }
-    cudaStream_t const stream = c10::cuda::getCurrentCUDAStream(p.qkv.device().index()).stream();
+    cudaStream_t const stream = currentStream(p.qkv.device());
     cudaError_t const status = elfatt::enqueueWithPath(p.params, p.path, p.qkv.data_ptr(),
         p.weight.defined() ? p.weight.data_ptr() : nullptr, p.bias.defined() ? p.bias.data_ptr() : nullptr,
         out.data_ptr(), workspace.defined() ? workspace.data_ptr() : nullptr, stream);
@@ -144,12 +211,13 @@ void launch(Prepared const& p, at::Tensor& out)
 
 } // namespace
 
-//! path: -1 = the library default (env ELFATT_KERNEL_PATH), 0 = auto, 1 = tiled, 2 = generic.
+//! path: -1 = the library default (env ELFATT_KERNEL_PATH), 0 = auto, 1 = tiled, 2 = generic,
+//! 3 = tensorcore, 4 = fused. The output is allocated here, so it never overlaps an input.
 at::Tensor elfattAttention(at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
     c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
     int64_t windowW, double scale, int64_t path)
 {
-    c10::cuda::CUDAGuard const guard(qkv.device());
+    DeviceGuard const guard(qkv.device());
     Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, path);
     at::Tensor out = at::empty({p.params.batch, p.params.height, p.params.width, p.params.channels}, p.qkv.options());
     launch(p, out);
@@ -157,12 +225,13 @@ at::Tensor elfattAttention(at::Tensor const& qkv, c10::optional<at::Tensor> cons
 }
 
 //! Same as elfattAttention, writing into a given contiguous [B, H, W, C] tensor (verification: the
-//! caller can poison it first to catch elements the kernels never write).
+//! caller can poison it first to catch elements the kernels never write). out must not share memory
+//! with qkv or the LePE parameters.
 void elfattAttentionInto(at::Tensor& out, at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
     c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
     int64_t windowW, double scale, int64_t path)
 {
-    c10::cuda::CUDAGuard const guard(qkv.device());
+    DeviceGuard const guard(qkv.device());
     Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, path);
     TORCH_CHECK(out.device() == p.qkv.device(), "elfatt: out is on ", out.device(), " but qkv is on ",
         p.qkv.device());
@@ -172,6 +241,9 @@ void elfattAttentionInto(at::Tensor& out, at::Tensor const& qkv, c10::optional<a
             && out.size(1) == p.params.height && out.size(2) == p.params.width && out.size(3) == p.params.channels,
         "elfatt: out has shape ", out.sizes(), "; it must be contiguous [B, H, W, C] = [", p.params.batch, ", ",
         p.params.height, ", ", p.params.width, ", ", p.params.channels, "]");
+    checkNoOverlap(out, p.qkv, "qkv");
+    checkNoOverlap(out, p.weight, "lepe_weight");
+    checkNoOverlap(out, p.bias, "lepe_bias");
     launch(p, out);
 }
 
@@ -203,4 +275,26 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
         py::arg("height"), py::arg("width"), py::arg("channels"), py::arg("global_heads"), py::arg("local_heads"),
         py::arg("window_h"), py::arg("window_w"));
     m.def("version", []() { return std::string(elfatt::kernelsVersion()); });
+#ifdef ELFATT_TORCH_HOST_TEST
+    m.def("_last_launch", []() {
+        elfatt::test::LaunchRecord const& r = elfatt::test::lastLaunch();
+        py::dict d;
+        d["calls"] = r.calls;
+        d["path"] = static_cast<int32_t>(r.path);
+        d["batch"] = r.params.batch;
+        d["height"] = r.params.height;
+        d["width"] = r.params.width;
+        d["channels"] = r.params.channels;
+        d["dtype"] = static_cast<int32_t>(r.params.dtype);
+        d["has_lepe"] = r.params.hasLepe;
+        d["lepe_float32"] = r.params.lepeFloat32;
+        d["qkv"] = reinterpret_cast<uintptr_t>(r.qkv);
+        d["lepe_weight"] = reinterpret_cast<uintptr_t>(r.lepeWeight);
+        d["lepe_bias"] = reinterpret_cast<uintptr_t>(r.lepeBias);
+        d["out"] = reinterpret_cast<uintptr_t>(r.out);
+        d["workspace"] = reinterpret_cast<uintptr_t>(r.workspace);
+        return d;
+    });
+    m.def("_set_launch_result", [](int32_t status) { elfatt::test::setLaunchResult(static_cast<cudaError_t>(status)); });
+#endif
 }

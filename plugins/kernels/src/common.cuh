@@ -139,6 +139,7 @@ struct Geometry
     int64_t windowW;
     int64_t windowsY;
     int64_t windowsX;
+    bool lepeFloat32; //!< LePE weight and bias are float32, not T (AttentionParams::lepeFloat32)
 };
 
 inline Geometry makeGeometry(LaunchPlan const& plan) noexcept
@@ -156,18 +157,27 @@ inline Geometry makeGeometry(LaunchPlan const& plan) noexcept
     g.windowW = plan.windowW;
     g.windowsY = plan.windowsY;
     g.windowsX = plan.windowsX;
+    g.lepeFloat32 = plan.lepeFloat32;
     return g;
+}
+
+//! Element i of a LePE weight or bias, widened to float: stored as float32 when isFloat32, else as T.
+template <typename T>
+__device__ __forceinline__ float loadLepeParam(void const* params, int64_t i, bool isFloat32)
+{
+    return isFloat32 ? static_cast<float const*>(params)[i] : toFloat(static_cast<T const*>(params)[i]);
 }
 
 //! Depthwise 3x3 LePE of v at token (row, col), channel ch, restricted to the rectangle
 //! [rowBegin, rowEnd) x [colBegin, colEnd) (taps outside read zero), plus the bias.
-//! weight is [C, 1, 3, 3]; bias may be null. batchBase points at qkv of one batch item.
+//! weight is [C, 1, 3, 3]; bias may be null; both hold T, or float32 with g.lepeFloat32 (the
+//! kernels pass them on as T const* without reading them). batchBase points at qkv of one batch item.
 template <typename T>
-__device__ __forceinline__ float lepeAt(T const* batchBase, T const* weight, T const* bias, Geometry const& g,
+__device__ __forceinline__ float lepeAt(T const* batchBase, void const* weight, void const* bias, Geometry const& g,
     int64_t row, int64_t col, int64_t ch, int64_t rowBegin, int64_t rowEnd, int64_t colBegin, int64_t colEnd)
 {
     int64_t const stride = 3 * g.channels;
-    float acc = (bias != nullptr) ? loadFloat(bias + ch) : 0.F;
+    float acc = (bias != nullptr) ? loadLepeParam<T>(bias, ch, g.lepeFloat32) : 0.F;
 #pragma unroll
     for (int32_t ky = 0; ky < 3; ++ky)
     {
@@ -184,7 +194,7 @@ __device__ __forceinline__ float lepeAt(T const* batchBase, T const* weight, T c
             {
                 continue;
             }
-            float const w = loadFloat(weight + ch * 9 + ky * 3 + kx);
+            float const w = loadLepeParam<T>(weight, ch * 9 + ky * 3 + kx, g.lepeFloat32);
             float const v = loadFloat(batchBase + (r * g.width + c) * stride + 2 * g.channels + ch);
             acc = fmaf(w, v, acc);
         }

@@ -16,6 +16,7 @@ cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const
     void* out, void* workspace, cudaStream_t stream) noexcept
 {
     T const* q = static_cast<T const*>(qkv);
+    // The LePE weight and bias hold T, or float32 with plan.lepeFloat32: only lepeAt reads them.
     T const* w = static_cast<T const*>(lepeWeight);
     T const* b = static_cast<T const*>(lepeBias);
     T* o = static_cast<T*>(out);
@@ -47,6 +48,12 @@ cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void
         return cudaErrorInvalidValue;
     }
     if (reinterpret_cast<uintptr_t>(workspace) % alignof(float) != 0)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (plan.lepeFloat32
+        && (reinterpret_cast<uintptr_t>(lepeWeight) % alignof(float) != 0
+            || reinterpret_cast<uintptr_t>(lepeBias) % alignof(float) != 0))
     {
         return cudaErrorInvalidValue;
     }

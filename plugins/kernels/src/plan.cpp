@@ -196,6 +196,7 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
     plan.globalChannels = plan.globalHeads * plan.headDim;
     plan.dtype = params.dtype;
     plan.hasLepe = params.hasLepe;
+    plan.lepeFloat32 = params.hasLepe && params.lepeFloat32;
     plan.empty = (rows == 0);
     plan.scale = (params.scale == 0.F) ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(plan.headDim)))
                                        : params.scale;

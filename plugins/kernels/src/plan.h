@@ -59,6 +59,7 @@ struct LaunchPlan
     float scale{0.F};         //!< effective local logit scale
     DataType dtype{DataType::kFLOAT};
     bool hasLepe{false};
+    bool lepeFloat32{false};  //!< LePE weight and bias are float32 (else dtype)
     bool empty{true};         //!< B, H or W is 0: nothing to launch
 
     // Global heads: token split and workspace layout (bytes from the base).

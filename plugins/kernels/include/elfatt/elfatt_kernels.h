@@ -10,7 +10,8 @@
  *   lepeWeight   [C, 1, 3, 3]    optional (nullptr when hasLepe is false)
  *   lepeBias     [C]             optional
  *   out          [B, H, W, C]
- * All tensors share one data type (params.dtype); arithmetic that reduces
+ * qkv and out have the data type params.dtype; the LePE weight and bias have it
+ * too, or are float32 when params.lepeFloat32 is set. Arithmetic that reduces
  * accumulates in float32.
  */
 #pragma once
@@ -45,6 +46,9 @@ struct AttentionParams
     float scale{0.F};   //!< 0 = 1/sqrt(d)
     DataType dtype{DataType::kFLOAT};
     bool hasLepe{false};
+    //! The LePE weight and bias are float32 whatever dtype is (fp32 parameters with fp16/bf16
+    //! activations, as under PyTorch autocast); false: they have dtype. Ignored without LePE.
+    bool lepeFloat32{false};
 };
 
 //! Result of validateParams.

@@ -3,9 +3,10 @@
  *
  *   elfatt_emulate B H W C globalHeads localHeads windowH windowW scale dtype hasLepe path DIR
  *
- * dtype: 0 float32, 1 float16, 2 bfloat16; hasLepe: 0 or 1; path: auto | tiled | generic |
- * tensorcore | fused. DIR holds qkv.bin [B,H,W,3C], and with hasLepe lepe_weight.bin [C,1,3,3] and
- * (optional: without it the bias pointer is null) lepe_bias.bin [C], as raw elements of dtype.
+ * dtype: 0 float32, 1 float16, 2 bfloat16; hasLepe: 0 (none), 1 (LePE of dtype) or 2 (LePE in
+ * float32: AttentionParams::lepeFloat32); path: auto | tiled | generic | tensorcore | fused. DIR
+ * holds qkv.bin [B,H,W,3C], and with hasLepe lepe_weight.bin [C,1,3,3] and (optional: without it
+ * the bias pointer is null) lepe_bias.bin [C], as raw elements of dtype (float32 for hasLepe 2).
  * Runs elfatt::enqueueWithPath on exact-size heap buffers (AddressSanitizer flags any access
  * past them), with out and the workspace filled with 0xFF bytes (NaN) first, and writes
  * DIR/out.bin [B,H,W,C]. Exits 0 on success, 1 on a library error, 2 on bad usage or files.
@@ -55,7 +56,7 @@ struct Buffer
     std::fprintf(stderr,
         "elfatt_emulate: %s\n"
         "usage: elfatt_emulate B H W C globalHeads localHeads windowH windowW scale dtype(0 f32|1 f16|2 bf16) "
-        "hasLepe(0|1) path(auto|tiled|generic|tensorcore|fused) DIR\n",
+        "hasLepe(0|1|2 = float32 LePE) path(auto|tiled|generic|tensorcore|fused) DIR\n",
         message);
     std::exit(2);
 }
@@ -159,7 +160,13 @@ int main(int argc, char** argv)
     params.scale = parseFloat(argv[9], "scale");
     int64_t const dtype = parseInt(argv[10], "dtype");
     params.dtype = static_cast<elfatt::DataType>(dtype);
-    params.hasLepe = parseInt(argv[11], "hasLepe") != 0;
+    int64_t const hasLepe = parseInt(argv[11], "hasLepe");
+    if (hasLepe < 0 || hasLepe > 2)
+    {
+        usage("hasLepe must be 0, 1 or 2");
+    }
+    params.hasLepe = hasLepe != 0;
+    params.lepeFloat32 = hasLepe == 2;
     elfatt::KernelPath const path = parsePath(argv[12]);
     std::string const dir = argv[13];
 
@@ -175,13 +182,14 @@ int main(int argc, char** argv)
         return 1;
     }
     size_t const element = dtype == 0 ? 4 : 2;
+    size_t const lepeElement = params.lepeFloat32 ? 4 : element;
     size_t const tokens = static_cast<size_t>(params.batch * params.height * params.width);
     size_t const channels = static_cast<size_t>(params.channels);
 
     Buffer qkv(tokens * 3 * channels * element);
     readExact(dir + "/qkv.bin", qkv);
-    Buffer weight(params.hasLepe ? channels * 9 * element : 0);
-    Buffer bias(params.hasLepe && fileExists(dir + "/lepe_bias.bin") ? channels * element : 0);
+    Buffer weight(params.hasLepe ? channels * 9 * lepeElement : 0);
+    Buffer bias(params.hasLepe && fileExists(dir + "/lepe_bias.bin") ? channels * lepeElement : 0);
     if (params.hasLepe)
     {
         readExact(dir + "/lepe_weight.bin", weight);
