@@ -348,7 +348,7 @@ def test_lepe_without_bias(emulator, tmp_path, rng, dtype, path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
-@pytest.mark.parametrize("path", PATHS + ("tensorcore",))
+@pytest.mark.parametrize("path", PATHS + ("tensorcore", "fused"))
 def test_float32_lepe_with_16bit_activations(emulator, tmp_path, rng, dtype, path):
     """float32 LePE weight and bias (PyTorch autocast: fp32 parameters, fp16/bf16 qkv) are read as
     float32 by every kernel that adds LePE, global and local: read as 16-bit elements they would be noise."""
