@@ -197,7 +197,7 @@ def build_extension(verbose: bool = False):
         include_dirs = [str(_PLUGINS_DIR / "kernels" / "include"), str(_PLUGINS_DIR / "kernels" / "src")]
         verbose = verbose or os.environ.get("ELFATT_BUILD_VERBOSE", "") not in ("", "0")
         arch_flags, archs = cuda_arch_flags()
-        start = time.monotonic()
+        start, start_wall = time.monotonic(), time.time()
         try:
             module = cpp_extension.load(
                 name=EXTENSION_NAME,
@@ -216,15 +216,18 @@ def build_extension(verbose: bool = False):
                 "selects the architectures)."
             ) from exc
         _build_info.clear()
+        library = getattr(module, "__file__", None)
+        built = library is not None and Path(library).stat().st_mtime >= start_wall - 1.0
         _build_info.update(archs=archs or None, arch_flags=arch_flags, seconds=time.monotonic() - start,
-                           cuda_home=str(cuda_home), library=getattr(module, "__file__", None))
+                           built=built, cuda_home=str(cuda_home), library=library)
         _module = module
         return module
 
 
 def build_info() -> dict:
     """How the loaded extension was built: ``archs`` (None: torch's choice), ``arch_flags``,
-    ``seconds`` (building, or loading the cached build), ``cuda_home``, ``library``. Empty before a build."""
+    ``seconds`` (building, or loading the cached build), ``built`` (compiled now, not loaded from the
+    cache), ``cuda_home``, ``library``. Empty before a build."""
     return dict(_build_info)
 
 
