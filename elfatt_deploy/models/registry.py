@@ -56,6 +56,28 @@ register_model(ModelEntry(
 ))
 
 
+# Reduced configs trained on the synthetic shapes task (elfatt_deploy.data.synthetic) at 112x112;
+# their checkpoints ship in elfatt_deploy/reference_models/ (see docs/quantization.md).
+register_model(ModelEntry(
+    name="elfatt_vit_micro",
+    family="vit",
+    builder=ElfattViT,
+    defaults={"embed_dim": 96, "depth": 4, "num_heads": 4, "window": (4, 4), "img_size": 112, "num_classes": 10},
+    default_input_size=112,
+    summary="reduced ViT/16, dim 96, depth 4, 4 heads, 4x4 windows, 10 classes (reference model, shapes task)",
+))
+
+register_model(ModelEntry(
+    name="elfatt_cswin_micro",
+    family="cswin",
+    builder=ElfattCSWin,
+    defaults={"dims": (32, 64, 96, 128), "depths": (1, 1, 2, 1), "heads": (2, 2, 4, 4), "stripes": (1, 2, 4, 2),
+              "num_classes": 10},
+    default_input_size=112,
+    summary="reduced CSWin, dims 32-128, depths 1/1/2/1, 10 classes (reference model, shapes task)",
+))
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
