@@ -1,0 +1,56 @@
+"""``elfatt-deploy quantize``: an exported ONNX file -> explicit Q/DQ INT8, calibrated on a folder of images."""
+
+from __future__ import annotations
+
+NAME = "quantize"
+HELP = ("INT8 post-training quantization: explicit Q/DQ on MatMul/Gemm/Conv, calibrated on your images "
+        "(the file still runs in ONNX Runtime; `build` makes a strongly typed INT8 engine of it)")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("onnx", help="an fp32 or fp16 export from `elfatt-deploy export` (not --plugin-only)")
+    parser.add_argument("-o", "--output", required=True, help="quantized .onnx to write (atomically)")
+    parser.add_argument("--calib", required=True, metavar="DIR",
+                        help="calibration images: DIR/<class>/*.png (ImageFolder) or DIR/*.png")
+    parser.add_argument("--calib-samples", type=int, metavar="N",
+                        help="images to calibrate on, spread evenly over the folder (default: all, at most 512); "
+                             "an error when the folder has fewer")
+    parser.add_argument("--method", choices=("max", "entropy", "percentile"), default="max",
+                        help="activation range: max (min/max, default), entropy (KL divergence), percentile")
+    parser.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
+    parser.add_argument("--input-shape", help="N x 3 x H x W the images are resized to (default: the file's static "
+                                              "shape, else its traced shape)")
+    parser.add_argument("--exclude", default="", metavar="NODES",
+                        help="comma-separated MatMul/Gemm/Conv node names to keep in float")
+    parser.add_argument("--report", help="write a JSON summary here (atomically)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import json
+    import time
+
+    from ...atomic import atomic_write_text, check_output_path
+    from ...quantize.qdq import quantize_onnx
+
+    if args.report:
+        check_output_path(args.report, what="--report")
+    start = time.perf_counter()
+    exclude = [e.strip() for e in args.exclude.split(",") if e.strip()]
+    result = quantize_onnx(args.onnx, args.output, args.calib, samples=args.calib_samples, method=args.method,
+                           input_shape=args.input_shape, exclude=exclude, percentile=args.percentile,
+                           progress=not args.no_progress)
+    elapsed = time.perf_counter() - start
+    cal = result.calibration
+    print(f"wrote {result.output} in {elapsed:.1f} s: int8-qdq over {result.base_precision}, opset {result.opset}, "
+          f"{len(result.quantized)} MatMul/Gemm/Conv nodes quantized (INT8 per-channel weights, per-tensor activations)")
+    print(f"calibration: {cal['images']} images at {cal['input_size']} from {cal['folder']} ({args.method}), "
+          f"{cal['skipped']} skipped, sha256 {cal['sha256'][:16]}...")
+    if result.unquantized:
+        print("left in float: " + ", ".join(f"{n} ({why})" for n, why in result.unquantized.items()))
+    print(f"not quantized (by design, {result.base_precision} as exported): "
+          + ", ".join(f"{k} x{v}" for k, v in result.float_ops.items()))
+    if args.report:
+        atomic_write_text(args.report, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"report: {args.report}")
+    return 0
