@@ -32,7 +32,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--samples", type=int, default=2, help="random inputs per shape (default 2)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the inputs, and of the random weights when "
                                                                "no checkpoint is given (default 0)")
-    parser.add_argument("--precision", choices=("fp32", "fp16"),
+    parser.add_argument("--images", metavar="DIR", help="compare on these images instead of random inputs: "
+                        "DIR/<class>/*.png (ImageFolder: accuracy too) or DIR/*.png; top-1 agreement, accuracy, errors")
+    parser.add_argument("--input-shape", help="with --images: N x 3 x H x W the images are resized to and batched by "
+                                              "(default: the file's static shape, else its traced shape, batch 16)")
+    parser.add_argument("--min-agreement", type=float, default=None,
+                        help="with --images: minimum top-1 agreement with PyTorch (default 0.99)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8-qdq"),
                         help="precision of the deployed model, for the default tolerance (default: ONNX metadata)")
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
                                                       "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3; tensorrt fp32 "
@@ -104,9 +110,12 @@ def run(args) -> int:
     providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
                           providers=providers, device=args.device, inference_precision=args.inference_precision)
+    weights = args.checkpoint or f"random weights, seed {seed}"
+    if args.images:
+        return _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
+                           weights)
     result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=seed,
                         rtol_l2=rtol, verbose=args.verbose)
-    weights = args.checkpoint or f"random weights, seed {seed}"
     print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {weights}")
     print(format_parity_tables(result))
     verdict = "PASS" if result.passed else "FAIL"
@@ -122,3 +131,47 @@ def run(args) -> int:
         })
         print(f"report: {args.report}")
     return 0 if result.passed else 1
+
+
+def _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
+                weights) -> int:
+    """``--images DIR``: both sides on the folder's images (validation/images.py)."""
+    import json
+
+    from ...atomic import atomic_write_text
+    from ...preprocess import normalization_from_props
+    from ...validation.images import DEFAULT_MIN_AGREEMENT, format_image_report, run_image_parity
+    from ...validation.report import environment
+
+    batch, height, width = _image_batch_shape(args, meta)
+    min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    if not 0 <= min_agreement <= 1:
+        raise ValueError(f"--min-agreement {min_agreement} must be in [0, 1], e.g. 0.99")
+    result = run_image_parity(reference, backend, input_name=input_name, output_name=output_name, images=args.images,
+                              size=(height, width), normalization=normalization_from_props(meta),
+                              rtol_l2=rtol, min_agreement=min_agreement, batch=batch)
+    print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {weights}")
+    print(format_image_report(result))
+    print(f"{'PASS' if result.passed else 'FAIL'}: top-1 agreement {result.agreement:.4f} (min {min_agreement:.2f}), "
+          f"relative L2 error {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e})")
+    if args.report:
+        report = {"passed": result.passed, "settings": {
+            "onnx": args.onnx, "engine": args.engine, "backend": args.backend, "providers": providers, "model": name,
+            "checkpoint": args.checkpoint, "precision": precision, "images": args.images, "batch": batch},
+            "environment": environment(), **result.to_dict()}
+        atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.report}")
+    return 0 if result.passed else 1
+
+
+def _image_batch_shape(args, meta) -> tuple[int, int, int]:
+    """(batch, height, width) for --images: --input-shape, else the file's static dims or traced shape."""
+    from ...shapes import check_image_shape, parse_shape
+
+    if args.input_shape:
+        n, _, h, w = check_image_shape(parse_shape(args.input_shape, rank=4, what="--input-shape"),
+                                       what="--input-shape")
+        return n, h, w
+    traced = [int(d) for d in meta["input_shape"].split("x")] if meta.get("input_shape") else [1, 3, 224, 224]
+    dynamic = str(meta.get("dynamic", "true")).lower() == "true"
+    return (16 if dynamic else traced[0]), traced[2], traced[3]

@@ -1,0 +1,75 @@
+"""`validate --images DIR`: a deployed file against PyTorch fp32 on real images, with accuracy when labelled."""
+
+import json
+import shutil
+
+import pytest
+
+from elfatt_deploy.cli import main
+from elfatt_deploy.reference_models import checkpoint_path
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(reference_vit_int8):
+    return reference_vit_int8.output
+
+
+def _validate(path, images, tmp_path, *extra):
+    report = tmp_path / "report.json"
+    code = main(["validate", str(path), "--checkpoint", str(checkpoint_path("elfatt_vit_micro")), "--images",
+                 str(images), "--report", str(report), *extra])
+    return code, (json.loads(report.read_text()) if report.exists() else None)
+
+
+def test_fp32_file_matches_pytorch_on_every_image(reference_vit_onnx, held_out_images, tmp_path, capsys):
+    code, report = _validate(reference_vit_onnx, held_out_images.root, tmp_path)
+    out = capsys.readouterr().out
+    assert code == 0 and "PASS" in out and "top-1 accuracy onnxruntime" in out
+    assert report["images"] == 80 and report["top1_agreement"] == 1.0
+    assert report["rel_l2_error"] <= 1e-5
+    assert report["reference_top1"] == report["backend_top1"] >= 0.85
+
+
+def test_int8_file_agrees_and_reports_both_accuracies(int8_onnx, held_out_images, tmp_path):
+    code, report = _validate(int8_onnx, held_out_images.root, tmp_path)
+    assert code == 0 and report["settings"]["precision"] == "int8-qdq"
+    assert report["top1_agreement"] >= 0.97
+    assert 1e-4 < report["rel_l2_error"] <= report["rtol_l2"] == 5e-2
+    assert abs(report["backend_top1"] - report["reference_top1"]) <= 0.05
+
+
+def test_a_flat_folder_gives_agreement_without_accuracy(reference_vit_onnx, held_out_images, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for item in held_out_images.items[:12]:
+        shutil.copy(item.path, flat / item.path.name)
+    code, report = _validate(reference_vit_onnx, flat, tmp_path)
+    assert code == 0 and report["images"] == 12 and report["reference_top1"] is None
+    assert "(no labels)" in capsys.readouterr().out
+
+
+def test_resizing_with_input_shape(reference_vit_onnx, held_out_images, tmp_path):
+    code, report = _validate(reference_vit_onnx, held_out_images.root, tmp_path, "--input-shape", "4x3x96x136")
+    assert code == 0 and report["input_size"] == [96, 136] and report["top1_agreement"] == 1.0
+
+
+def test_a_tolerance_the_int8_file_cannot_meet_fails(int8_onnx, held_out_images, tmp_path, capsys):
+    code, report = _validate(int8_onnx, held_out_images.root, tmp_path, "--rtol-l2", "1e-6")
+    assert code == 1 and "FAIL" in capsys.readouterr().out and report["passed"] is False
+
+
+def test_undecodable_images_are_counted(reference_vit_onnx, held_out_images, tmp_path):
+    folder = tmp_path / "imgs"
+    shutil.copytree(held_out_images.root, folder)
+    next(folder.rglob("*.png")).write_bytes(b"junk")
+    with pytest.warns(UserWarning, match="skipped 1 image"):
+        code, report = _validate(reference_vit_onnx, folder, tmp_path)
+    assert code == 0 and report["images"] == 79 and report["skipped"] == 1
+
+
+def test_bad_image_arguments(reference_vit_onnx, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _ = _validate(reference_vit_onnx, tmp_path / "empty", tmp_path)
+    assert code == 2 and "holds no image files" in capsys.readouterr().err
+    code, _ = _validate(reference_vit_onnx, tmp_path / "empty", tmp_path, "--min-agreement", "1.5")
+    assert code == 2 and "--min-agreement 1.5" in capsys.readouterr().err
