@@ -293,7 +293,7 @@ def make_fake_trt(version: str, calls: list):
 @pytest.fixture
 def fake_build(monkeypatch, tmp_path):
     def run(version, *, use_plugin=False, timing_cache=False, workspace=None, fail_parse=False, progress=True,
-            plugin_loaded=False, register_on_load=True, **option_overrides):
+            plugin_loaded=False, register_on_load=True, onnx_path=None, **option_overrides):
         calls: list = []
         trt = make_fake_trt(version, calls)
         trt.OnnxParser._fail = fail_parse
@@ -315,7 +315,7 @@ def fake_build(monkeypatch, tmp_path):
                     "sha256": "ab" * 32, "tensorrt_major": int(version.split(".")[0])}
 
         monkeypatch.setattr(builder_mod, "load_first_plugin", load_first_plugin)
-        onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
+        onnx_path = onnx_path or save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
         options = BuildOptions(onnx_path=Path(onnx_path), output=tmp_path / "m.engine", use_plugin=use_plugin,
                                plugin=str(lib) if use_plugin else None, workspace_mb=workspace,
                                timing_cache=tmp_path / "cache.bin" if timing_cache else None, progress=progress,

@@ -142,6 +142,11 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
                 "--plugin-only"
             )
         prepare_function_body_build(model)
+    props = metadata_props(model)
+    if props.get("elfatt.precision") == "int8-qdq" and props.get("elfatt.base_precision") == "fp32" and nodes \
+            and options.use_plugin:
+        notes.append(f"{onnx_path} is INT8 Q/DQ over an FP32 export: the ElfattAttention plugin and the other float "
+                     "layers run FP32; quantize an FP16 export (export --precision fp16) for FP16 plugin I/O")
     return BuildPlan(
         model_bytes=model.SerializeToString(),
         input_spec=spec,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from typing import Mapping, Optional, Sequence
 
 from .._version import OP_VERSION, __version__
@@ -35,6 +36,27 @@ def plugin_record(plugin: Optional[Mapping]) -> dict:
             "library_sha256": plugin.get("sha256"), "library_tensorrt_major": plugin.get("tensorrt_major")}
 
 
+def quantization_from_onnx(props: Mapping[str, str]) -> Optional[dict]:
+    """For a file from ``elfatt-deploy quantize`` (precision int8-qdq): how it was quantized and on
+    which calibration set (image count and sha256), as recorded in its metadata_props; else None."""
+    if props.get("elfatt.precision") != "int8-qdq":
+        return None
+    try:
+        calibration = json.loads(props.get("elfatt.calibration", "{}"))
+    except ValueError:
+        calibration = {}
+    images = props.get("elfatt.calibration_images")
+    return {
+        "mode": "explicit Q/DQ (strongly typed INT8)",
+        "base_precision": props.get("elfatt.base_precision"),
+        "quantizer": props.get("elfatt.quantizer"),
+        "calibration_images": int(images) if images and images.isdigit() else None,
+        "calibration_sha256": props.get("elfatt.calibration_sha256"),
+        "calibration_method": calibration.get("method"),
+        "quantized_nodes": int(props["elfatt.quantized_nodes"]) if props.get("elfatt.quantized_nodes", "").isdigit() else None,
+    }
+
+
 def build_metadata(
     *,
     tensorrt_version: str,
@@ -65,6 +87,7 @@ def build_metadata(
         "jetson": dict(jetson) if jetson else None,
         "plugin": plugin_record(plugin),
         "precision": precision or precision_from_onnx(onnx_props, input_spec),
+        "quantization": quantization_from_onnx(onnx_props),
         "strongly_typed": True,
         "input": input_spec.to_dict(),
         "io": [dict(t) for t in io],
