@@ -5,8 +5,12 @@
 #
 #   docker/parity.sh [--backend auto|tensorrt|onnxruntime] [--models a,b] [--precisions fp32,fp16]
 #                    [--input-shape 1x3x224x224] [--plugin PATH] [--iterations N] [--warmup N]
-#                    [--out DIR] [--quick] [--export-only | --onnx-dir DIR]
+#                    [--out DIR] [--quick] [--export-only | --onnx-dir DIR] [--int8]
 #
+# --int8 adds the INT8 path on the reference models (elfatt_vit_micro, elfatt_cswin_micro, trained
+# checkpoints): FP16 export -> quantize (explicit Q/DQ, 256 synthetic calibration images) -> build
+# strongly typed with the plugin -> validate on 500 held-out images (top-1 agreement, accuracy).
+# With --export-only it exports and quantizes (OUT/<model>-int8.onnx); --onnx-dir reads those.
 # Without TensorRT (or with --backend onnxruntime): export -> validate -> bench in ONNX Runtime.
 # Exporting needs torch >= 2.6. Where torch is older (JetPack 6's NVIDIA wheel is 2.5), export on
 # another machine with --export-only (writes OUT/<model>-<precision>.onnx, nothing else), copy that
@@ -17,7 +21,7 @@
 # Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy"); TRTEXEC.
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PYTHON="${PYTHON:-python3}"
 read -r -a DEPLOY <<< "${ELFATT_DEPLOY_CMD:-$PYTHON -m elfatt_deploy}"
@@ -32,6 +36,7 @@ out="parity-out"
 quick=0
 export_only=0
 onnx_dir=""
+int8=0
 # the oldest torch whose ONNX exporter takes a custom translation table (elfatt_deploy/export/exporter.py,
 # MIN_TORCH_FOR_EXPORT)
 min_torch="2.6"
@@ -49,6 +54,7 @@ while [[ $# -gt 0 ]]; do
     --quick) quick=1; shift ;;
     --export-only) export_only=1; shift ;;
     --onnx-dir) onnx_dir="${2:?--onnx-dir needs a value}"; shift 2 ;;
+    --int8) int8=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -208,6 +214,47 @@ for model in "${model_list[@]}"; do
     done
   done
 done
+
+if [[ $int8 -eq 1 ]]; then
+  # INT8 (docs/quantization.md): the reference models, calibrated and validated on synthetic images
+  images="$out/int8-images"
+  step images int8-qdq synthetic render "" -- "$PYTHON" -c "import sys
+from elfatt_deploy.data.image_folder import write_image_folder
+write_image_folder(sys.argv[1] + '/calib', 256, seed=2, size=112)
+write_image_folder(sys.argv[1] + '/held_out', 500, seed=1, size=112)" "$images" || true
+  for model in elfatt_vit_micro elfatt_cswin_micro; do
+    base="$out/$model.int8-qdq"
+    ckpt=$("$PYTHON" -c "import sys; from elfatt_deploy.reference_models import checkpoint_path as c; print(c(sys.argv[1]))" \
+      "$model") || { echo "   $model: no reference checkpoint"; failures=$((failures + 1)); continue; }
+    if [[ -n "$onnx_dir" ]]; then
+      qdq="$onnx_dir/$model-int8.onnx"
+      step "$model" int8-qdq onnx onnx-file "" -- test -f "$qdq" || continue
+    else
+      qdq="$out/$model-int8.onnx"
+      step "$model" int8-qdq onnx export "" -- "${DEPLOY[@]}" export --model "$model" --checkpoint "$ckpt" \
+        --input-shape 1x3x112x112 --precision fp16 -o "$out/$model-fp16-reference.onnx" || continue
+      step "$model" int8-qdq onnx quantize "" -- "${DEPLOY[@]}" quantize "$out/$model-fp16-reference.onnx" -o "$qdq" \
+        --calib "$images/calib" --calib-samples 256 --no-progress || continue
+    fi
+    [[ "$backend" == export-only ]] && continue
+    if [[ "$backend" == onnxruntime ]]; then
+      step "$model" int8-qdq onnxruntime validate "$base.onnxruntime.validate.json" -- \
+        "${DEPLOY[@]}" validate "$qdq" --checkpoint "$ckpt" --images "$images/held_out" \
+        --report "$base.onnxruntime.validate.json" || true
+      continue
+    fi
+    engine="$base.plugin.engine"
+    step "$model" int8-qdq plugin build "" -- \
+      "${DEPLOY[@]}" build "$qdq" -o "$engine" --shapes 1x3x112x112 --no-progress "${plugin_args[@]}" || continue
+    step "$model" int8-qdq plugin validate "$base.plugin.validate.json" -- \
+      "${DEPLOY[@]}" validate "$qdq" --checkpoint "$ckpt" --backend tensorrt --engine "$engine" "${plugin_args[@]}" \
+      --images "$images/held_out" --input-shape 1x3x112x112 --report "$base.plugin.validate.json" || true
+    step "$model" int8-qdq plugin bench "$base.plugin.bench.json" -- \
+      "${DEPLOY[@]}" bench --backend tensorrt --engine "$engine" "${plugin_args[@]}" --model "$model" \
+      --input-shape 1x3x112x112 --iterations "$iterations" --warmup "$warmup" \
+      --json "$base.plugin.bench.json" --no-progress || true
+  done
+fi
 
 # Final table + JSON report (written atomically), from the recorded steps and the bench JSON files.
 "$PYTHON" - "$steps" "$out/parity-report.json" "$backend" "$input_shape" <<'PY'
