@@ -195,3 +195,13 @@ def test_find_trtexec_order(tmp_path):
     assert find_trtexec({"PATH": str(tmp_path / "bin"), "TENSORRT_ROOT": str(tmp_path / "trt")}) == on_path
     assert find_trtexec({"PATH": str(tmp_path / "none"), "TENSORRT_ROOT": str(tmp_path / "trt")}) == in_root
     assert find_trtexec({"TRTEXEC": str(tmp_path / "missing")}) is None
+
+
+def test_library_kind_without_pyelftools(tmp_path, monkeypatch):
+    import sys
+
+    for name in ("elftools", "elftools.common.exceptions", "elftools.elf.dynamic", "elftools.elf.elffile",
+                 "elftools.elf.sections"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails
+    vc, static = library_info(_lib(tmp_path / VC_LIBRARY_NAME)), library_info(_lib(tmp_path / PLUGIN_LIBRARY_NAME))
+    assert (vc.style, static.style) == (STYLE_GET_CREATORS, STYLE_STATIC) and "pyelftools" in vc.error

@@ -165,3 +165,23 @@ def test_raw_plan_loads_in_polygraphy_trtexec_and_without_sidecar(tmp_path, onnx
         proc = subprocess.run([trtexec, f"--loadEngine={engine}", f"--staticPlugins={plugin_path}", "--iterations=2",
                                "--warmUp=0", "--duration=0"], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0 and "PASSED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_polygraphy_built_plan_runs_in_our_runner(tmp_path, onnx_file, plugin_path, rng):
+    """A plan elfatt-deploy did not build (no sidecar) runs in TrtRunner, with the warning."""
+    polygraphy = shutil.which("polygraphy")
+    if polygraphy is None:
+        pytest.skip("polygraphy's CLI is not on PATH")
+    plugin_only = tmp_path / "plugin_only.onnx"
+    if main(["export", "--model", "elfatt_vit_tiny", "--input-shape", "x".join(map(str, SHAPE)), "--plugin-only",
+             "-o", str(plugin_only)]) != 0:
+        pytest.skip("`elfatt-deploy export --plugin-only` failed")
+    plan = tmp_path / "poly.plan"
+    proc = subprocess.run([polygraphy, "convert", str(plugin_only), "--convert-to", "trt", "-o", str(plan),
+                           "--plugins", str(plugin_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    with TrtRunner(plan, plugin=plugin_path) as runner:
+        assert any("no sidecar" in w for w in runner.warnings)
+        got = next(iter(runner.infer({runner.input_names[0]: x}).values()))
+    np.testing.assert_allclose(got, _ort(onnx_file, x), rtol=1e-3, atol=1e-3)

@@ -88,12 +88,15 @@ _MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "aarch64"}
 
 def library_info(path: str | os.PathLike) -> LibraryInfo:
     """The registration style (from the exported symbols), TensorRT major (DT_NEEDED) and CPU of a library."""
-    from elftools.common.exceptions import ELFError  # noqa: PLC0415
-    from elftools.elf.dynamic import DynamicSection  # noqa: PLC0415
-    from elftools.elf.elffile import ELFFile  # noqa: PLC0415
-    from elftools.elf.sections import SymbolTableSection  # noqa: PLC0415
-
     path = Path(path)
+    try:
+        from elftools.common.exceptions import ELFError  # noqa: PLC0415
+        from elftools.elf.dynamic import DynamicSection  # noqa: PLC0415
+        from elftools.elf.elffile import ELFFile  # noqa: PLC0415
+        from elftools.elf.sections import SymbolTableSection  # noqa: PLC0415
+    except ImportError:  # a dependency of elfatt-deploy; without it, go by the documented file names
+        style = STYLE_GET_CREATORS if path.name == VC_LIBRARY_NAME else STYLE_STATIC
+        return LibraryInfo(path, style, None, None, error="pyelftools is not installed: kind taken from the file name")
     try:
         with open(path, "rb") as f:
             elf = ELFFile(f)
