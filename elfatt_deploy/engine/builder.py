@@ -82,6 +82,11 @@ class BuildPlan:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def plugin_path(self) -> Optional[Path]:
+        """The first plugin candidate (the one tried first), or None without the plugin."""
+        return self.plugin_candidates[0] if self.plugin_candidates else None
+
+    @property
     def uses_plugin(self) -> bool:
         return bool(self.plugin_candidates)
 
