@@ -61,3 +61,13 @@ def test_training_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):
 def test_unknown_reference_model():
     with pytest.raises(ValueError, match="elfatt_vit_micro"):
         get_reference("elfatt_vit_tiny")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_shipped_recipe_points_at_the_shipped_checkpoint(name):
+    from pathlib import Path
+
+    from elfatt_deploy.export.recipes import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "export" / f"{name}-fp16-dynamic-112-448.toml")
+    assert recipe.model == name and Path(recipe.checkpoint).resolve() == checkpoint_path(name).resolve()
