@@ -721,14 +721,81 @@ extern "C" float __wrap_exp2f(float x)
     return __real_exp2f(x);
 }
 
-// Atomics in the instrumented host code of the .cu files (function-local static guards): performed as is.
-extern "C" int __tsan_atomic32_load(int const volatile* addr, int order)
+// Atomics (function-local static guards of the .cu files' host code, and the kernels' atomicAdd /
+// __threadfence, which the emulation maps onto gcc's __atomic builtins): performed as asked. An atomic
+// of kernel code is traced as a read and a write of its bytes (a global RED/ATOM on the device).
+#define ELFATT_TSAN_ATOMIC(BITS, TYPE)                                                                             \
+    extern "C" TYPE __tsan_atomic##BITS##_load(TYPE const volatile* addr, int)                                   \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE const*>(addr), BITS / 8, false, __builtin_return_address(0));                   \
+        return __atomic_load_n(addr, __ATOMIC_SEQ_CST);                                                            \
+    }                                                                                                              \
+    extern "C" void __tsan_atomic##BITS##_store(TYPE volatile* addr, TYPE value, int)                            \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);                                                           \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_exchange(TYPE volatile* addr, TYPE value, int)                         \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_exchange_n(addr, value, __ATOMIC_SEQ_CST);                                                 \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_fetch_add(TYPE volatile* addr, TYPE value, int)                        \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_fetch_add(addr, value, __ATOMIC_SEQ_CST);                                                  \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_fetch_sub(TYPE volatile* addr, TYPE value, int)                        \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_fetch_sub(addr, value, __ATOMIC_SEQ_CST);                                                  \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_fetch_and(TYPE volatile* addr, TYPE value, int)                        \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_fetch_and(addr, value, __ATOMIC_SEQ_CST);                                                  \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_fetch_or(TYPE volatile* addr, TYPE value, int)                         \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_fetch_or(addr, value, __ATOMIC_SEQ_CST);                                                   \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_fetch_xor(TYPE volatile* addr, TYPE value, int)                        \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_fetch_xor(addr, value, __ATOMIC_SEQ_CST);                                                  \
+    }                                                                                                              \
+    extern "C" int __tsan_atomic##BITS##_compare_exchange_strong(                                                 \
+        TYPE volatile* addr, TYPE* expected, TYPE desired, int, int)                                              \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_compare_exchange_n(addr, expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);    \
+    }                                                                                                              \
+    extern "C" int __tsan_atomic##BITS##_compare_exchange_weak(                                                   \
+        TYPE volatile* addr, TYPE* expected, TYPE desired, int, int)                                              \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        return __atomic_compare_exchange_n(addr, expected, desired, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);     \
+    }                                                                                                              \
+    extern "C" TYPE __tsan_atomic##BITS##_compare_exchange_val(                                                   \
+        TYPE volatile* addr, TYPE expected, TYPE desired, int, int)                                               \
+    {                                                                                                              \
+        tr::access(const_cast<TYPE*>(addr), BITS / 8, true, __builtin_return_address(0));                          \
+        __atomic_compare_exchange_n(addr, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);          \
+        return expected;                                                                                           \
+    }
+
+ELFATT_TSAN_ATOMIC(8, uint8_t)
+ELFATT_TSAN_ATOMIC(16, uint16_t)
+ELFATT_TSAN_ATOMIC(32, uint32_t)
+ELFATT_TSAN_ATOMIC(64, uint64_t)
+#undef ELFATT_TSAN_ATOMIC
+
+extern "C" void __tsan_atomic_thread_fence(int)
 {
-    (void) order;
-    return __atomic_load_n(addr, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
-extern "C" void __tsan_atomic32_store(int volatile* addr, int value, int order)
+extern "C" void __tsan_atomic_signal_fence(int)
 {
-    (void) order;
-    __atomic_store_n(addr, value, __ATOMIC_SEQ_CST);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
