@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,20 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _max_rss_mib() -> float:
-    """Peak resident set size of this process so far.
-
-    VmHWM of /proc/self/status belongs to this program's address space; ru_maxrss
-    would carry over the (large) peak of the parent across fork + exec.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+from bench_common import cpu_model, peak_rss_mib, plot_latency_memory  # noqa: E402  (bench/, beside this file)
 
 
 def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> dict:
@@ -56,7 +42,7 @@ def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> 
     import onnxruntime as ort
 
     image = np.random.default_rng(seed).standard_normal((1, 3, size, size)).astype(np.float32)
-    before = _max_rss_mib()
+    before = peak_rss_mib()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -68,7 +54,7 @@ def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> 
         session.run(None, {"image": image})
         times.append((time.perf_counter() - start) * 1e3)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "times_ms": times,
-            "peak_mem_mib": _max_rss_mib() - before}
+            "peak_mem_mib": peak_rss_mib() - before}
 
 
 def _measure(onnx_path: Path, size: int, args) -> dict:
@@ -87,13 +73,7 @@ def _environment(args) -> dict:
 
     import elfatt_deploy
 
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"machine": platform.machine(), "cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+    return {"machine": platform.machine(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
             "torch": torch.__version__, "elfatt_deploy": elfatt_deploy.__version__,
             "settings": {"model": args.model, "sizes": args.sizes, "batch": 1, "repeats": args.repeats,
@@ -103,34 +83,10 @@ def _environment(args) -> dict:
 
 
 def _plot(results: list, path: Path, title: str) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no PNG (pip install matplotlib)")
-        return False
-    from elfatt_deploy.atomic import atomic_output
-
     sizes = [r["size"] for r in results]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for kind, marker in (("elfatt", "o"), ("vanilla", "s")):
-        ax1.plot(sizes, [r[kind]["median_ms"] for r in results], marker=marker, label=kind)
-        ax2.plot(sizes, [r[kind]["peak_mem_mib"] for r in results], marker=marker, label=kind)
-    for ax, label in ((ax1, "median latency (ms)"), (ax2, "peak memory growth (MiB)")):
-        ax.set_xlabel("input size (pixels, square)")
-        ax.set_ylabel(label)
-        ax.set_xticks(sizes)
-        ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return True
+    series = {kind: {"ms": [r[kind]["median_ms"] for r in results], "mib": [r[kind]["peak_mem_mib"] for r in results],
+                     "marker": marker} for kind, marker in (("elfatt", "o"), ("vanilla", "s"))}
+    return plot_latency_memory(sizes, series, path, title)
 
 
 def main(argv=None) -> int:
