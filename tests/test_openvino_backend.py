@@ -186,3 +186,17 @@ def test_cli_errors(tiny_vit, tmp_path, monkeypatch, capsys, argv, message):
     argv = [a.replace("{default}", str(default)).replace("{plugin}", str(plugin_only)) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_doctor_reports_openvino_and_its_devices(tmp_path, capsys, monkeypatch):
+    report = tmp_path / "d.json"
+    assert main(["doctor", "--backend", "openvino", "--json", str(report)]) == 0
+    checks = {c["component"]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["OpenVINO"]["status"] == "ok" and "devices: " in checks["OpenVINO"]["detail"]
+    assert "CPU" in checks["OpenVINO"]["detail"] and "backend openvino: ready" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    from elfatt_deploy.errors import EXIT_ENVIRONMENT
+
+    assert main(["doctor", "--backend", "openvino"]) == EXIT_ENVIRONMENT
+    out = capsys.readouterr().out
+    assert "backend openvino: NOT ready; missing: OpenVINO" in out and "elfatt-deploy[openvino]" in out

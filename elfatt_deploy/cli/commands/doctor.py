@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 NAME = "doctor"
-HELP = ("report CUDA, TensorRT, ONNX Runtime, PyTorch, GPU and plugin status, and which backends are ready; "
+HELP = ("report CUDA, TensorRT, ONNX Runtime, OpenVINO, PyTorch, GPU and plugin status, and which backends are ready; "
         "with --backend, exit 3 when that backend lacks something")
 
 BACKEND_NEEDS = {
     "tensorrt": ("TensorRT", "GPU", "plugin"),
     "onnxruntime": ("ONNX Runtime", "ONNX"),
+    "openvino": ("OpenVINO", "ONNX"),
     "torch": ("PyTorch",),
 }
 
@@ -92,6 +93,7 @@ def collect(args) -> list[dict]:
         add("ONNX Runtime", "missing", ort_version)
     else:
         add("ONNX Runtime", "ok", f"{ort_version}, providers: {', '.join(ort.get_available_providers())}")
+    _openvino_row(add)
     for label, name in (("ONNX", "onnx"), ("Polygraphy", "polygraphy")):
         module, version = _version(name)
         add(label, "ok" if module else "missing", version)
@@ -183,6 +185,22 @@ def _plugin_rows(args, add, trt, gpu, library_archs, arch_verdict):
     else:
         ok, message = arch_verdict(set(archs["sass"]), set(archs["ptx"]), gpu["compute_capability"])
         add("plugin archs", "ok" if ok else "missing", message)
+
+
+def _openvino_row(add) -> None:
+    """OpenVINO's version and the devices it finds (what `--backend openvino --device` accepts)."""
+    from ...runtime.openvino_runner import INSTALL_HINT
+
+    ov, version = _version("openvino")
+    if ov is None:
+        add("OpenVINO", "missing", f"{version}; install with {INSTALL_HINT}")
+        return
+    try:
+        devices = ", ".join(ov.Core().available_devices) or "none"
+    except Exception as exc:  # a broken plugin library
+        add("OpenVINO", "warn", f"{version}, but its devices cannot be listed ({type(exc).__name__}: {exc})")
+        return
+    add("OpenVINO", "ok", f"{version}, devices: {devices}")
 
 
 def _missing(backend: str, args, status: dict) -> list[str]:
