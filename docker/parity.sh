@@ -8,8 +8,9 @@
 #                    [--out DIR] [--quick] [--export-only | --onnx-dir DIR] [--int8]
 #
 # --int8 adds the INT8 path on the reference models (elfatt_vit_micro, elfatt_cswin_micro, trained
-# checkpoints): FP16 export -> quantize (explicit Q/DQ, 256 synthetic calibration images) -> build
-# strongly typed with the plugin -> validate on 500 held-out images (top-1 agreement, accuracy).
+# checkpoints): FP16 export -> quantize (explicit Q/DQ, $INT8_CALIB_IMAGES synthetic calibration images,
+# default 256) -> build strongly typed with the plugin -> validate on $INT8_HELD_OUT_IMAGES held-out
+# images (default 500): top-1 agreement with PyTorch fp32, accuracy of each.
 # With --export-only it exports and quantizes (OUT/<model>-int8.onnx); --onnx-dir reads those.
 # Without TensorRT (or with --backend onnxruntime): export -> validate -> bench in ONNX Runtime.
 # Exporting needs torch >= 2.6. Where torch is older (JetPack 6's NVIDIA wheel is 2.5), export on
@@ -218,10 +219,13 @@ done
 if [[ $int8 -eq 1 ]]; then
   # INT8 (docs/quantization.md): the reference models, calibrated and validated on synthetic images
   images="$out/int8-images"
+  calib_images="${INT8_CALIB_IMAGES:-256}"
+  held_out_images="${INT8_HELD_OUT_IMAGES:-500}"
   step images int8-qdq synthetic render "" -- "$PYTHON" -c "import sys
 from elfatt_deploy.data.image_folder import write_image_folder
-write_image_folder(sys.argv[1] + '/calib', 256, seed=2, size=112)
-write_image_folder(sys.argv[1] + '/held_out', 500, seed=1, size=112)" "$images" || true
+write_image_folder(sys.argv[1] + '/calib', int(sys.argv[2]), seed=2, size=112)
+write_image_folder(sys.argv[1] + '/held_out', int(sys.argv[3]), seed=1, size=112)" \
+    "$images" "$calib_images" "$held_out_images" || true
   for model in elfatt_vit_micro elfatt_cswin_micro; do
     base="$out/$model.int8-qdq"
     ckpt=$("$PYTHON" -c "import sys; from elfatt_deploy.reference_models import checkpoint_path as c; print(c(sys.argv[1]))" \
@@ -234,7 +238,7 @@ write_image_folder(sys.argv[1] + '/held_out', 500, seed=1, size=112)" "$images" 
       step "$model" int8-qdq onnx export "" -- "${DEPLOY[@]}" export --model "$model" --checkpoint "$ckpt" \
         --input-shape 1x3x112x112 --precision fp16 -o "$out/$model-fp16-reference.onnx" || continue
       step "$model" int8-qdq onnx quantize "" -- "${DEPLOY[@]}" quantize "$out/$model-fp16-reference.onnx" -o "$qdq" \
-        --calib "$images/calib" --calib-samples 256 --no-progress || continue
+        --calib "$images/calib" --calib-samples "$calib_images" --no-progress || continue
     fi
     [[ "$backend" == export-only ]] && continue
     if [[ "$backend" == onnxruntime ]]; then

@@ -19,7 +19,7 @@ cmd, args = sys.argv[1], sys.argv[2:]
 open(os.environ["CALLS"], "a").write(" ".join(sys.argv[1:]) + "\n")
 def opt(name):
     return args[args.index(name) + 1] if name in args else None
-if cmd in ("export", "build"):
+if cmd in ("export", "build", "quantize"):
     open(opt("-o"), "w").write("x")
 elif cmd == "validate":
     if opt("--model") in os.environ.get("FAIL_VALIDATE", "").split(","):
@@ -30,14 +30,14 @@ elif cmd == "bench":
 '''
 
 
-def _run(tmp_path, *args, **env):
+def _run(tmp_path, *args, timeout=120, **env):
     fake = tmp_path / "fake-deploy"
     fake.write_text(FAKE)
     fake.chmod(0o755)
     full_env = dict(os.environ, ELFATT_DEPLOY_CMD=f"{sys.executable} {fake}", CALLS=str(tmp_path / "calls.txt"),
                     PYTHON=sys.executable, **env)
     return subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path / "out"), *args], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+                          env=full_env, timeout=timeout)
 
 
 def test_tensorrt_flow_with_control_and_speedup(tmp_path):
@@ -180,3 +180,23 @@ def test_no_trtexec_skips_the_check(tmp_path):
     proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32",
                 TRTEXEC=str(tmp_path / "missing-trtexec"))
     assert proc.returncode == 0 and "trtexec not found" in proc.stdout
+
+
+def test_int8_flow_quantizes_the_reference_models_and_validates_on_images(tmp_path):
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32", "--int8", "--plugin", "/p.so",
+                INT8_CALIB_IMAGES="12", INT8_HELD_OUT_IMAGES="20", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    for model in ("elfatt_vit_micro", "elfatt_cswin_micro"):
+        export = next(c for c in calls if c.startswith("export") and model in c)
+        assert "--precision fp16" in export and f"{model}-shapes10.safetensors" in export
+        quantize = next(c for c in calls if c.startswith("quantize") and model in c)
+        assert "--calib " in quantize and "--calib-samples 12" in quantize
+        assert any(c.startswith(f"build {tmp_path / 'out' / model}-int8.onnx") and "--plugin /p.so" in c for c in calls)
+        validate = next(c for c in calls if c.startswith("validate") and f"{model}-int8.onnx" in c)
+        assert "--backend tensorrt" in validate and "--images " in validate and "--checkpoint " in validate
+    held_out = tmp_path / "out" / "int8-images" / "held_out"
+    assert len(list(held_out.rglob("*.png"))) == 20 and len(list(held_out.iterdir())) == 10
+    report = json.loads((tmp_path / "out" / "parity-report.json").read_text())
+    int8 = [r for r in report["rows"] if r["precision"] == "int8-qdq" and r["variant"] == "plugin"]
+    assert len(int8) == 2 and all(r["parity"] == "pass" for r in int8)
