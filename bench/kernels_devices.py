@@ -111,8 +111,9 @@ ASSUMPTIONS = [
     "blocks spread evenly over the SMs; the busiest SM runs ceil(grid / SMs) blocks, all resident blocks "
     "share its throughput",
     "instructions issued = the warp instructions the trace counts (memory, fmaf, exp, mma, barriers, "
-    "shuffles) x the kernel's SASS ratio of all instructions to those classes (static mix of the nvdisasm "
-    "listing); without nvdisasm the traced count alone (a lower bound)",
+    "shuffles), each x the SASS ratio of its source line (all instructions / traced-class instructions, "
+    "nvcc -lineinfo + nvdisasm -g; lines the listing does not name x the kernel's overall ratio); without "
+    "nvdisasm the traced count alone (a lower bound)",
     "launch overhead: 2 us per launch on H100/H200, 4 us on Orin (not measured here)",
     "FlashAttention-2 comparison: 4 N^2 d FLOPs per head at the published FA2 efficiency for that sequence "
     "length (H100 curve for H100/H200; 50% of peak on Orin), at least the same memory floor, one launch; "

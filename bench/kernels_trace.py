@@ -35,7 +35,8 @@ EMULATION = KERNELS / "tests" / "emulation"
 #: Code generation of the instrumented kernel sources: -O1 without vectorization, store merging
 #: or loop-to-memset/memcpy rewriting, so that each access of the source stays one access of
 #: its own width (what a GPU thread issues), and nothing becomes an uninstrumented library call.
-KERNEL_CODEGEN = ["-O1", "-fno-tree-vectorize", "-fno-tree-slp-vectorize", "-fno-store-merging",
+#: No scalar replacement of aggregates either: it splits a 16-byte uint4/float4 load into four 4-byte loads.
+KERNEL_CODEGEN = ["-O1", "-fno-tree-sra", "-fno-tree-vectorize", "-fno-tree-slp-vectorize", "-fno-store-merging",
                   "-fno-tree-loop-distribute-patterns", "-fsanitize=thread",
                   "--param=tsan-instrument-func-entry-exit=0",
                   # gcc warns that tsan cannot check fences (__threadfence): not our concern, we only trace
