@@ -29,6 +29,7 @@ def test_recipe_matches_its_name(path):
     sizes = [int(s) for s in match["sizes"].strip("-").split("-")]
     assert recipe.min_shape[2] == sizes[0] and recipe.max_shape[2] == sizes[-1]
     assert recipe.plugin_only == path.stem.endswith("plugin-only")
+    assert recipe.inline == path.stem.endswith("-inline")
 
 
 def _write(tmp_path, text) -> Path:
