@@ -70,30 +70,87 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+#: Keys of a mismatch message shown in full; the rest are counted.
+KEYS_SHOWN = 5
+
+
+def _strip_common_prefix(state: dict, own: Mapping) -> tuple[dict, str]:
+    """Strips a leading ``name.`` that every key of ``state`` has and the model's keys lack (``model.``,
+    ``backbone.``, ``_orig_mod.`` of torch.compile, ...), as long as that makes more keys match."""
+    stripped = ""
+    for _ in range(3):
+        if not state:
+            break
+        first = {k.split(".", 1)[0] for k in state}
+        if len(first) != 1 or any("." not in k for k in state):
+            break
+        prefix = next(iter(first)) + "."
+        candidate = {k[len(prefix):]: v for k, v in state.items()}
+        if sum(k in own for k in candidate) <= sum(k in own for k in state):
+            break
+        state, stripped = candidate, stripped + prefix
+    return state, stripped
+
+
+def _some(keys: list[str]) -> str:
+    shown = ", ".join(repr(k) for k in keys[:KEYS_SHOWN])
+    more = f" and {len(keys) - KEYS_SHOWN} more" if len(keys) > KEYS_SHOWN else ""
+    return f"{len(keys)} ({shown}{more})" if keys else "none"
+
+
+def _prefix_hint(missing: list[str], unexpected: list[str]) -> str:
+    """'the unexpected keys are the missing ones under 'encoder.': ...' when stripping one prefix would match them."""
+    if not missing or not unexpected:
+        return ""
+    missing_set = set(missing)
+    prefixes = {}
+    for key in unexpected:
+        head, _, rest = key.partition(".")
+        if rest in missing_set:
+            prefixes[head + "."] = prefixes.get(head + ".", 0) + 1
+    if not prefixes:
+        return ""
+    prefix, count = max(prefixes.items(), key=lambda kv: kv[1])
+    return (f"; {count} unexpected keys are model keys under the prefix {prefix!r}: save the state dict without it "
+            f"(e.g. {{k.removeprefix({prefix!r}): v for k, v in state.items()}})")
+
+
+def _head_hint(key: str, found: list[int], expected: list[int]) -> str:
+    if key.split(".")[0] == "head" and found and expected and found[1:] == expected[1:]:
+        return (f"; the checkpoint's classifier has {found[0]} classes: pass --num-classes {found[0]} "
+                f"(num_classes={found[0]} in create_model, [model_config] num_classes = {found[0]} in a recipe)")
+    return "; is this a checkpoint of another model or configuration?"
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) -> LoadResult:
     """Loads weights into ``model``.
 
-    Shape mismatches always raise ValueError naming the key and both shapes.
-    Missing or unexpected keys raise ValueError listing them by name when
-    ``strict``; otherwise they are reported with a warning and returned.
+    A prefix that every checkpoint key has and the model's keys lack (``model.``, ``backbone.``, ...)
+    is stripped. Shape mismatches always raise ValueError naming the key and both shapes (and the
+    --num-classes to pass for a classifier of another size). Missing or unexpected keys raise
+    ValueError counting them and naming a few when ``strict``; otherwise they are reported with a
+    warning and returned.
     """
-    state = read_state_dict(path)
     own = model.state_dict()
+    state, _ = _strip_common_prefix(read_state_dict(path), own)
     for key, tensor in state.items():
         if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+            found, expected = list(tensor.shape), list(own[key].shape)
             raise ValueError(
-                f"checkpoint {str(path)!r}: key {key!r} has shape {list(tensor.shape)} but the model expects "
-                f"{list(own[key].shape)}; is this a checkpoint of another model or configuration?"
+                f"checkpoint {str(path)!r}: key {key!r} has shape {found} but the model expects {expected}"
+                + _head_hint(key, found, expected)
             )
     result = LoadResult(
         missing_keys=sorted(k for k in own if k not in state),
         unexpected_keys=sorted(k for k in state if k not in own),
     )
     if not result.ok:
-        message = (f"checkpoint {str(path)!r} does not match the model: missing keys {result.missing_keys or '[]'}, "
-                   f"unexpected keys {result.unexpected_keys or '[]'}")
+        message = (f"checkpoint {str(path)!r} does not match the model: missing keys {_some(result.missing_keys)}, "
+                   f"unexpected keys {_some(result.unexpected_keys)}"
+                   + _prefix_hint(result.missing_keys, result.unexpected_keys))
         if strict:
-            raise ValueError(message + "; pass strict=False to load the keys that match")
+            raise ValueError(message + "; is this a checkpoint of another model or configuration? (In Python, "
+                             "load_checkpoint(model, path, strict=False) loads the keys that match.)")
         warnings.warn(message, stacklevel=2)
     model.load_state_dict(state, strict=False)
     return result

@@ -47,7 +47,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     state.pop("head.weight")
     state["extra.thing"] = torch.zeros(1)
     torch.save(state, tmp_path / "w.pt")
-    with pytest.raises(ValueError, match=r"missing keys \['head.weight'\].*unexpected keys \['extra.thing'\]"):
+    with pytest.raises(ValueError, match=r"missing keys 1 \('head.weight'\), unexpected keys 1 \('extra.thing'\)"):
         load_checkpoint(tiny(), tmp_path / "w.pt")
     with pytest.warns(UserWarning, match="head.weight"):
         result = load_checkpoint(tiny(), tmp_path / "w.pt", strict=False)
@@ -56,8 +56,31 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 
 def test_shape_mismatch_names_the_key(tmp_path):
     torch.save(tiny(num_classes=10).state_dict(), tmp_path / "w.pt")
-    with pytest.raises(ValueError, match=r"key 'head.weight' has shape \[10, 192\] but the model expects \[1000, 192\]"):
+    with pytest.raises(ValueError, match=r"key 'head.weight' has shape \[10, 192\] but the model expects \[1000, 192\]; "
+                                         r"the checkpoint's classifier has 10 classes: pass --num-classes 10"):
         load_checkpoint(tiny(), tmp_path / "w.pt", strict=False)
+
+
+@pytest.mark.parametrize("prefix", ["model.", "backbone.", "_orig_mod.", "module.model."])
+def test_a_prefix_every_key_has_is_stripped(tmp_path, prefix):
+    src, dst = tiny(), tiny()
+    torch.save({prefix + k: v for k, v in src.state_dict().items()}, tmp_path / "w.pt")
+    assert load_checkpoint(dst, tmp_path / "w.pt").ok and same_output(src, dst)
+
+
+def test_a_mismatch_message_is_short_and_names_the_prefix_to_strip(tmp_path):
+    """A checkpoint whose keys sit under a prefix next to other keys: a few keys and the prefix, not the full list."""
+    state = {f"encoder.{k}": v for k, v in tiny().state_dict().items()}
+    state["decoder.weight"] = torch.zeros(1)  # so the prefix is not common to every key
+    torch.save(state, tmp_path / "w.pt")
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(tiny(), tmp_path / "w.pt")
+    message = str(info.value)
+    assert len(message) < 1200, len(message)
+    count = len(tiny().state_dict())
+    assert f"missing keys {count} (" in message and f"and {count - 5} more" in message
+    assert f"{count} unexpected keys are model keys under the prefix 'encoder.'" in message
+    assert "strict=False" not in message.split("(In Python")[0]
 
 
 class _Evil:

@@ -59,7 +59,7 @@ def test_validate_fails_when_tolerance_is_exceeded(fp32_file, capsys):
 
 def test_validate_detects_a_different_model(fp32_file, capsys):
     """Other weights (another seed) must not pass: the check can fail."""
-    code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--seed", "7"])
+    code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--weight-seed", "7"])
     assert code == 1
 
 

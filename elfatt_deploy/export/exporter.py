@@ -14,9 +14,10 @@ import contextlib
 import io
 import os
 import logging
+import re
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import onnx
 import torch
@@ -73,19 +74,43 @@ def _check_opset(opset: Optional[int]) -> int:
     return opset
 
 
-def _input_shape(model: nn.Module, input_shape) -> tuple[int, int, int, int]:
+#: Traced height and width of a dynamic export: torch.export's range for the symbolic sizes.
+MIN_DYNAMIC_SIDE, MAX_DYNAMIC_SIDE = 32, 16384
+
+
+def check_traced_shape(shape: Sequence[int], dynamic: bool, *, what: str = "input_shape") -> None:
+    """Refuses, before any work, a traced size outside torch.export's range for a dynamic export."""
+    _, _, h, w = (int(d) for d in shape)
+    if dynamic and not (MIN_DYNAMIC_SIDE <= h <= MAX_DYNAMIC_SIDE and MIN_DYNAMIC_SIDE <= w <= MAX_DYNAMIC_SIDE):
+        raise ValueError(
+            f"{what} {format_shape(shape)}: a dynamic export is traced at a height and width from "
+            f"{MIN_DYNAMIC_SIDE} to {MAX_DYNAMIC_SIDE}; give a traced shape in that range (the file still runs at "
+            "any size, smaller images included), or export a static file (--no-dynamic) at this size")
+
+
+def _input_shape(model: nn.Module, input_shape, dynamic: bool = False) -> tuple[int, int, int, int]:
     if isinstance(input_shape, str):
         input_shape = parse_shape(input_shape, what="input_shape")
-    return check_image_shape(tuple(int(d) for d in input_shape), channels=int(getattr(model, "in_chans", 3)),
-                             what="input_shape")
+    shape = check_image_shape(tuple(int(d) for d in input_shape), channels=int(getattr(model, "in_chans", 3)),
+                              what="input_shape")
+    check_traced_shape(shape, dynamic)
+    return shape
 
 
 def _dynamic_shapes(dynamic: bool):
     if not dynamic:
         return None
     dim = torch.export.Dim
-    return {"x": {0: dim("batch", min=1, max=4096), 2: dim("height", min=32, max=16384),
-                  3: dim("width", min=32, max=16384)}}
+    return {"x": {0: dim("batch", min=1, max=4096), 2: dim("height", min=MIN_DYNAMIC_SIDE, max=MAX_DYNAMIC_SIDE),
+                  3: dim("width", min=MIN_DYNAMIC_SIDE, max=MAX_DYNAMIC_SIDE)}}
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """Text without terminal colour codes (torch.export's messages carry them)."""
+    return _ANSI_ESCAPE.sub("", text)
 
 
 def _trace_input(shape: Sequence[int], dynamic: bool) -> torch.Tensor:
@@ -106,7 +131,8 @@ def _log_level(logger: logging.Logger, level: int):
         logger.setLevel(previous)
 
 
-def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset: int, output_name: str):
+def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset: int, output_name: str,
+                  requested: Sequence[int] = ()):
     """torch.onnx.export (dynamo) with our translation; its progress chatter is kept off stdout."""
     chatter = io.StringIO()
     # The exporter logs a warning for every torchvision op it cannot register when
@@ -121,9 +147,13 @@ def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset:
                 opset_version=opset, optimize=True, external_data=False, verbose=False,
             )
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _plain(str(exc)).strip()
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+        traced = format_shape(example.shape)
+        if requested and tuple(requested) != tuple(example.shape):
+            traced += f" (the requested {format_shape(requested)} with batch >= 2: torch.export specializes size 1)"
         raise ValueError(
-            f"torch.onnx.export could not export {type(model).__name__} at input {format_shape(example.shape)}: "
+            f"torch.onnx.export could not export {type(model).__name__} traced at {traced}: "
             f"{type(exc).__name__}: {first_line}. Models must be built from modules torch.export can trace "
             "(see elfatt_deploy.models)") from exc
     return program.model_proto
@@ -173,8 +203,14 @@ def build_onnx_model(
     plugin_only: bool = False,
     opset: Optional[int] = None,
     inline: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> onnx.ModelProto:
-    """The exported ModelProto, checked, without writing anything."""
+    """The exported ModelProto, checked, without writing anything.
+
+    ``progress`` is called with the name of each stage as it starts (the CLI shows them).
+    The metadata records ``model.weights_provenance`` when the model has it (build_model sets it).
+    """
+    stage = progress or (lambda name: None)
     check_torch_version()
     check_exportable(model)
     if plugin_only and inline:
@@ -184,14 +220,15 @@ def build_onnx_model(
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; use one of {', '.join(PRECISIONS)}")
     opset = _check_opset(opset)
-    shape = _input_shape(model, input_shape)
+    shape = _input_shape(model, input_shape, dynamic)
     layers = elfatt_layers(model)
     was_training = model.training
     model.eval()
     try:
         traced = to_half_precision(model) if precision == "fp16" else model
         output_name = "logits" if getattr(model, "num_classes", 1) > 0 else "features"
-        proto = _run_exporter(traced, _trace_input(shape, dynamic), dynamic, opset, output_name)
+        stage("tracing (torch.export) and translating to ONNX")
+        proto = _run_exporter(traced, _trace_input(shape, dynamic), dynamic, opset, output_name, requested=shape)
     finally:
         model.train(was_training)
 
@@ -199,6 +236,7 @@ def build_onnx_model(
     if len(nodes) != len(layers):
         raise ValueError(f"the exported graph has {len(nodes)} {DOMAIN}::{OP_TYPE} nodes for {len(layers)} attention "
                          "layers; the model calls the op outside ElfattAttention layers or a layer was folded away")
+    stage("attaching the ElfattAttention function and metadata")
     _strip_exporter_props(proto)
     del proto.functions[:]
     if not plugin_only:
@@ -209,12 +247,15 @@ def build_onnx_model(
         model_config=getattr(model, "model_config", {}),
         precision=precision, dynamic=dynamic, input_shape=shape, output_name=output_name, plugin_only=plugin_only,
         inlined=inline,
+        weights=getattr(model, "weights_provenance", None),
     ))
+    stage("checking (onnx.checker, full check)")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ValueError(f"the exported model fails onnx.checker (full_check): {exc}") from exc
     if inline:  # checked again, after inlining
+        stage("inlining the function into standard ops")
         proto = inline_elfatt_functions(proto)
     return proto
 
@@ -228,6 +269,7 @@ def export_onnx(
     plugin_only: bool = False,
     opset: Optional[int] = None,
     inline: bool = False,
+    progress: Optional[Callable[[str], None]] = None,
 ) -> Path:
     """Exports ``model`` to ``path``; returns the path.
 
@@ -242,6 +284,8 @@ def export_onnx(
     """
     path = check_output_path(path, what="output path", suffix=".onnx")
     proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
-                             plugin_only=plugin_only, opset=opset, inline=inline)
+                             plugin_only=plugin_only, opset=opset, inline=inline, progress=progress)
+    if progress:
+        progress("writing")
     atomic_write_bytes(path, proto.SerializeToString())
     return path

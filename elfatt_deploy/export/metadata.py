@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import onnx
 
@@ -21,8 +21,12 @@ PRECISIONS = ("fp32", "fp16")
 
 def export_metadata(*, model_name: str, model_config: Mapping, precision: str, dynamic: bool,
                     input_shape, output_name: str, plugin_only: bool, inlined: bool = False,
-                    normalization: Mapping = INPUT_NORMALIZATION) -> dict:
-    """The metadata of one export, as strings."""
+                    normalization: Mapping = INPUT_NORMALIZATION, weights: Optional[Mapping] = None) -> dict:
+    """The metadata of one export, as strings.
+
+    ``weights`` records how the weights were made (export/model_loading.py: checkpoint path and
+    sha256, or the seed of random weights); ``validate`` rebuilds exactly those from it.
+    """
     values = {
         "model_name": model_name,
         "model_config": json.dumps(dict(model_config), sort_keys=True),
@@ -39,6 +43,8 @@ def export_metadata(*, model_name: str, model_config: Mapping, precision: str, d
         "plugin_only": json.dumps(bool(plugin_only)),
         "inlined": json.dumps(bool(inlined)),  # export --inline: standard ops only (export/inline.py)
     }
+    if weights:
+        values["weights"] = json.dumps(dict(weights), sort_keys=True)
     return {PREFIX + k: v for k, v in values.items()}
 
 

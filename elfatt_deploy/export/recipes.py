@@ -74,19 +74,21 @@ _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: 
 
 
 def _checked(recipe: Recipe) -> Recipe:
-    where = f"recipe {recipe.path}" if recipe.path else "recipe"
+    # a recipe built in code (export without --recipe) is the command's flags: name those instead
+    where = f"recipe {recipe.path}: " if recipe.path else ""
     get_entry(recipe.model)  # ValueError listing the models
     if recipe.precision not in PRECISIONS:
-        raise ValueError(f"{where}: precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"{where or '--'}precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}")
     if isinstance(recipe.opset, bool) or not isinstance(recipe.opset, int) or not MIN_OPSET <= recipe.opset <= MAX_OPSET:
-        raise ValueError(f"{where}: opset {recipe.opset!r} must be an int from {MIN_OPSET} to {MAX_OPSET}")
+        raise ValueError(f"{where or '--'}opset {recipe.opset!r} must be an int from {MIN_OPSET} to {MAX_OPSET}")
     if recipe.plugin_only and recipe.inline:
-        raise ValueError(f"{where}: plugin_only and inline are both set (--plugin-only, --inline); a plugin-only file "
+        raise ValueError(f"{where}plugin_only and inline are both set (--plugin-only, --inline); a plugin-only file "
                          "has no function body to inline: choose one (--no-plugin-only or --no-inline override a "
                          "recipe)")
-    profile = make_profile(recipe.min_shape, recipe.opt_shape, recipe.max_shape, what=where)
+    profile = make_profile(recipe.min_shape, recipe.opt_shape, recipe.max_shape,
+                           what=f"recipe {recipe.path}" if recipe.path else "--input-shape")
     if not recipe.dynamic and not profile.is_static:
-        raise ValueError(f"{where}: dynamic = false but min/opt/max shapes differ ({profile.describe()}); "
+        raise ValueError(f"{where or 'export settings: '}dynamic = false but min/opt/max shapes differ ({profile.describe()}); "
                          "give one shape or set dynamic = true")
     return replace(recipe, min_shape=profile.min, opt_shape=profile.opt, max_shape=profile.max)
 

@@ -8,9 +8,10 @@ passes when its relative L2 error is within the tolerance.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -66,15 +67,45 @@ def random_feeds(input_name: str, shapes: Sequence[Sequence[int]], samples: int,
     return feeds
 
 
+@contextlib.contextmanager
+def _counted(runners, bar):
+    """Advances ``bar`` after every inference of ``runners`` (Polygraphy calls ``infer_impl`` once per feed)."""
+    originals = []
+    for runner in runners:
+        original = runner.infer_impl
+
+        def counted(*args, _original=original, _name=runner.name, **kwargs):
+            bar.set_postfix_str(_name, refresh=False)
+            out = _original(*args, **kwargs)
+            bar.update(1)
+            return out
+
+        originals.append((runner, original))
+        runner.infer_impl = counted
+    try:
+        yield
+    finally:
+        for runner, _ in originals:
+            del runner.infer_impl  # back to the class's method
+
+
 def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Sequence[Sequence[int]],
-               samples: int, seed: int, rtol_l2: float, verbose: bool = False) -> ParityResult:
-    """Runs both runners with Polygraphy's Comparator and compares every output of every draw."""
+               samples: int, seed: int, rtol_l2: float, verbose: bool = False,
+               progress: Optional[Callable[[int], object]] = None) -> ParityResult:
+    """Runs both runners with Polygraphy's Comparator and compares every output of every draw.
+
+    ``progress(total)`` returns a tqdm-like bar (a context manager with ``update``) that advances
+    after each of the ``total`` inferences.
+    """
     from polygraphy.comparator import Comparator
     from polygraphy.logger import G_LOGGER
 
     feeds = random_feeds(input_name, shapes, samples, seed)
-    with G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.WARNING):
-        results = Comparator.run([reference_runner, backend_runner], data_loader=[f for _, _, f in feeds])
+    runners = [reference_runner, backend_runner]
+    bar = progress(len(runners) * len(feeds)) if progress else contextlib.nullcontext()
+    with bar, (_counted(runners, bar) if progress else contextlib.nullcontext()), \
+            G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.WARNING):
+        results = Comparator.run(runners, data_loader=[f for _, _, f in feeds])
     (ref_name, ref_iters), (backend_name, backend_iters) = list(results.items())
     parity = ParityResult(reference=ref_name, backend=backend_name, rtol_l2=rtol_l2)
     for (shape, sample, _), ref_out, backend_out in zip(feeds, ref_iters, backend_iters):

@@ -10,12 +10,17 @@ BACKENDS = ("tensorrt", "onnxruntime", "openvino", "torch")
 
 def add_arguments(parser) -> None:
     from ...runtime.openvino_runner import INFERENCE_PRECISIONS
+    from ..options import add_force, add_num_classes, add_progress
 
-    parser.add_argument("--backend", required=True, choices=BACKENDS)
+    parser.add_argument("--backend", required=True, choices=BACKENDS,
+                        help="what runs the model: tensorrt (--engine), onnxruntime (--onnx) or torch (--model)")
     parser.add_argument("--engine", help="engine file (tensorrt backend)")
     parser.add_argument("--onnx", help="ONNX file (onnxruntime and openvino backends)")
     parser.add_argument("--model", help="model name (torch backend; a label for the others)")
+    parser.add_argument("--attention", choices=("elfatt", "vanilla"), default="elfatt",
+                        help="torch backend: ELFATT attention or its vanilla softmax-attention twin (default elfatt)")
     parser.add_argument("--checkpoint", help="weights for the torch backend")
+    add_num_classes(parser)
     parser.add_argument("--input-shape", required=True, help="N x 3 x H x W, e.g. 1x3x224x224")
     parser.add_argument("--iterations", type=int, default=100, help="timed iterations (default 100)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed warm-up iterations (default 10)")
@@ -28,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
                         help="openvino: INFERENCE_PRECISION_HINT (default f32, the file's arithmetic)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="torch backend dtype")
-    parser.add_argument("--no-progress", action="store_true")
+    add_force(parser)
+    add_progress(parser)
 
 
 def _check_args(args):
@@ -45,13 +51,47 @@ def _check_args(args):
     needed = {"tensorrt": "engine", "onnxruntime": "onnx", "openvino": "onnx", "torch": "model"}[args.backend]
     if not getattr(args, needed):
         raise ValueError(f"--backend {args.backend} needs --{needed}")
-    for flag in ("engine", "onnx", "checkpoint"):
+    for flag in ("engine", "checkpoint"):
         value = getattr(args, flag)
         if value and flag in (needed, "checkpoint") and not Path(value).is_file():
             raise FileNotFoundError(f"--{flag} {value} does not exist")
     if args.json:
         check_output_path(args.json, what="--json")
     return shape
+
+
+def _memory_check(args, shape) -> None:
+    """Host memory of the torch (CPU) and onnxruntime (CPU) runs; GPU runs are checked by their runtimes."""
+    from ...memory import check_memory, estimate_forward
+    from ...shapes import format_shape
+    from ..options import config_overrides
+
+    if args.backend == "torch":
+        device = args.device or "cpu"
+        try:
+            import torch
+
+            if args.device is None and torch.cuda.is_available():
+                device = "cuda"
+        except ImportError:
+            pass
+        if not device.startswith("cpu"):
+            return
+        dtype_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[args.dtype]
+        estimate = estimate_forward(args.model, shape, config=config_overrides(args), attention=args.attention,
+                                    dtype_bytes=dtype_bytes,
+                                    what=f"bench of {args.model} ({args.attention}) at {format_shape(shape)}")
+    elif args.backend in ("onnxruntime", "openvino") and args._onnx_file.metadata.get("model_name"):
+        if "cuda" in (args.providers or "").lower() or "tensorrt" in (args.providers or "").lower():
+            return
+        if args.backend == "openvino" and (args.device or "CPU").upper() != "CPU":
+            return
+        meta = args._onnx_file.metadata
+        estimate = estimate_forward(meta["model_name"], shape, config=args._onnx_file.model_config(),
+                                    what=f"bench of {args.onnx} at {format_shape(shape)}")
+    else:
+        return
+    check_memory(estimate, force=args.force)
 
 
 def _torch_case(args, shape):
@@ -61,9 +101,11 @@ def _torch_case(args, shape):
     from ...models import create_model
     from ..devices import torch_device
 
+    from ..options import config_overrides
+
     device = torch_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = getattr(torch, args.dtype)
-    model = create_model(args.model).eval()
+    model = create_model(args.model, attention=args.attention, **config_overrides(args)).eval()
     if args.checkpoint:
         load_checkpoint(model, args.checkpoint)
     model = model.to(device=device, dtype=dtype)
@@ -162,6 +204,13 @@ def run(args) -> int:
     from ..table import format_table
 
     shape = _check_args(args)
+    if args.backend in ("onnxruntime", "openvino"):
+        from ...runtime.onnx_file import inspect_onnx_file
+
+        args._onnx_file = inspect_onnx_file(args.onnx, what="--onnx")
+        args._onnx_file.check_runnable_on(args.backend)
+        args._onnx_file.check_shape(shape, what="--input-shape")
+    _memory_check(args, shape)
     case = {"torch": _torch_case, "onnxruntime": _onnxruntime_case, "openvino": _openvino_case,
             "tensorrt": _tensorrt_case}[args.backend]
     try:
@@ -177,7 +226,7 @@ def run(args) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     try:
         times = measure(fn, iterations=args.iterations, warmup=args.warmup, sync=sync,
-                        progress=not args.no_progress, desc=f"bench {args.backend}")
+                        progress=args.progress is not False, desc=f"bench {args.backend}")
         on_gpu = args.backend in ("torch", "tensorrt") or "cuda" in (args.providers or "").lower()
         memory = gpu_memory(torch) if on_gpu else {}
     finally:

@@ -20,9 +20,18 @@ def run(args) -> int:
         entry = get_entry(name)
         model = create_model(name, attention=args.attention)
         params = sum(p.numel() for p in model.parameters())
-        attns = [m.attrs for m in model.modules() if hasattr(m, "attrs")]
-        heads = sorted({f"{a.global_heads}g+{a.local_heads}l" for a in attns}, key=lambda s: int(s.split("g")[0]))
-        rows.append([name, entry.family, f"{params / 1e6:.2f}M", len(attns), ",".join(heads),
-                     entry.window_summary(), f"{entry.default_input_size}x{entry.default_input_size}"])
+        layers = [m for m in model.modules() if hasattr(m, "attrs")]
+        if args.attention == "vanilla":  # softmax over all tokens: every head is global, no local blocks
+            counts = sorted({m.attrs.global_heads + m.attrs.local_heads for m in layers})
+            heads = ["/".join(map(str, counts)) + " softmax"]
+            blocks = "none (all tokens)"
+        else:
+            heads = sorted({f"{m.attrs.global_heads}g+{m.attrs.local_heads}l" for m in layers},
+                           key=lambda s: int(s.split("g")[0]))
+            blocks = entry.window_summary()
+        rows.append([name, entry.family, f"{params / 1e6:.2f}M", len(layers), ",".join(heads),
+                     blocks, f"{entry.default_input_size}x{entry.default_input_size}"])
     print(format_table(["model", "family", "params", "attn layers", "heads", "local blocks", "input"], rows))
+    if args.attention == "elfatt":
+        print("heads: g = global linear heads, l = local block heads (softmax inside each window or stripe)")
     return 0

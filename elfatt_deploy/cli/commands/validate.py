@@ -1,4 +1,11 @@
-"""``elfatt-deploy validate``: a deployed model against PyTorch on the same random inputs."""
+"""``elfatt-deploy validate``: a deployed model against PyTorch on the same random inputs.
+
+The PyTorch side is rebuilt from what the file records (export/metadata.py): the model,
+its configuration, and the weights (checkpoint path + sha256, or the seed of random
+weights). ``--seed`` draws the inputs; ``--weight-seed`` / ``--checkpoint`` override the
+weights. Everything that can be checked before running is checked first: the file, the
+shapes against a static input, the checkpoint's hash, the output path, the memory.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,27 @@ HELP = ("compare an exported model (ONNX Runtime, OpenVINO) or engine (TensorRT)
         "is exceeded")
 
 DEFAULT_SHAPES = "1x3x224x224,2x3x200x264"
+#: A failure this many times above the tolerance is not rounding: say what usually causes it.
+GROSS_FAILURE_FACTOR = 1e3
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("onnx", nargs="?", help="the exported .onnx file (its metadata gives model and precision)")
+    from ..options import add_force, add_num_classes, add_progress, non_negative_int
+
+    parser.add_argument("onnx", nargs="?", help="the exported .onnx file (its metadata gives model, precision and "
+                                                "weights)")
     parser.add_argument("--model", help="model name (default: from the ONNX metadata)")
-    parser.add_argument("--checkpoint", help="the weights the file was exported with (default: the random weights "
-                                             "of `export` without a checkpoint, seed --seed)")
+    parser.add_argument("--checkpoint", help="the weights the file was exported with (default: the checkpoint the "
+                                             "file records, checked by its sha256; needed when it has moved)")
+    parser.add_argument("--weight-seed", type=non_negative_int, default=None,
+                        help="seed of random weights (default: the seed the file records; 0 for files that record "
+                             "none)")
+    add_num_classes(parser)
     from ...runtime.backends import BACKENDS
     from ...runtime.openvino_runner import INFERENCE_PRECISIONS
 
-    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                        help="what runs the deployed model (default onnxruntime)")
     parser.add_argument("--providers", help="ONNX Runtime execution providers in priority order, e.g. cuda,cpu "
                                             "(default cpu)")
     parser.add_argument("--device", help="OpenVINO device for --backend openvino: CPU (default), GPU, NPU, AUTO")
@@ -27,11 +44,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine", help="TensorRT engine file (for --backend tensorrt)")
     parser.add_argument("--plugin", help="ElfattAttention TensorRT plugin library (for --backend tensorrt; "
                                          "found automatically when omitted)")
-    parser.add_argument("--shapes", default=DEFAULT_SHAPES,
-                        help=f"input shapes N x 3 x H x W, comma-separated (default {DEFAULT_SHAPES})")
+    parser.add_argument("--shapes", default=None,
+                        help=f"input shapes N x 3 x H x W, comma-separated (default {DEFAULT_SHAPES}; a static "
+                             "file: its own shape)")
     parser.add_argument("--samples", type=int, default=2, help="random inputs per shape (default 2)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the inputs, and of the random weights when "
-                                                               "no checkpoint is given (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random inputs (default 0)")
     parser.add_argument("--images", metavar="DIR", help="compare on these images instead of random inputs: "
                         "DIR/<class>/*.png (ImageFolder: accuracy too) or DIR/*.png; top-1 agreement, accuracy, errors")
     parser.add_argument("--input-shape", help="with --images: N x 3 x H x W the images are resized to and batched by "
@@ -44,90 +61,214 @@ def add_arguments(parser) -> None:
                                                       "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3; tensorrt fp32 "
                                                       "1e-4, fp16 5e-3)")
     parser.add_argument("--report", help="write a JSON report here (atomically)")
-    parser.add_argument("--verbose", action="store_true", help="show Polygraphy's per-inference log")
+    add_force(parser)
+    add_progress(parser)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Polygraphy's per-inference log and the libraries' warnings (on stderr)")
 
 
-def _metadata(args) -> dict:
-    import json
+def _shapes(args, onnx_file):
+    from ...shapes import check_image_shape, parse_shape_list
 
-    from ...export.metadata import read_metadata
+    explicit = args.shapes is not None
+    shapes = [check_image_shape(s, what="--shapes entry")
+              for s in parse_shape_list(args.shapes if explicit else DEFAULT_SHAPES, rank=4, what="--shapes")]
+    note = None
+    if onnx_file is None:
+        return shapes, note
+    if not explicit:
+        fitted = onnx_file.fit_shapes(shapes)
+        if fitted != shapes:
+            from ...shapes import format_shape
 
-    if not args.onnx:
-        return {}
+            note = (f"{onnx_file.path} has a static input; validating at {', '.join(map(format_shape, fitted))} "
+                    "(give --shapes to choose)")
+        shapes = fitted
+    for shape in shapes:
+        onnx_file.check_shape(shape, what="--shapes entry" if explicit else "shape")
+    return shapes, note
+
+
+def resolve_weights(args, recorded, onnx_path) -> tuple[dict, str]:
+    """(provenance of the weights to build, where that choice comes from), or InputError/FileNotFoundError.
+
+    Rebuilds what the file records by default; ``--checkpoint`` must have the recorded sha256;
+    ``--weight-seed`` replaces a recorded seed (it is how to compare against other weights on purpose).
+    """
     from pathlib import Path
 
-    path = Path(args.onnx)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file {args.onnx!r} does not exist; export one with `elfatt-deploy export`")
-    try:
-        meta = read_metadata(str(path))
-    except Exception as exc:  # protobuf DecodeError and friends
-        raise ValueError(f"{args.onnx!r} is not a readable ONNX model ({type(exc).__name__}: {exc})") from None
-    if "model_config" in meta:
-        meta["model_config"] = json.loads(meta["model_config"])
-    return meta
+    from ...errors import InputError
+    from ...export.model_loading import DEFAULT_SEED, describe_weights, file_sha256, weights_provenance
+
+    if args.checkpoint and args.weight_seed is not None:
+        raise InputError("--checkpoint and --weight-seed contradict each other: give one of them")
+    if args.checkpoint:
+        if not Path(args.checkpoint).is_file():
+            raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist or is not a file")
+        given = weights_provenance(checkpoint=args.checkpoint)
+        if recorded and recorded.get("source") == "random":
+            raise InputError(f"{onnx_path} was exported with random weights ({describe_weights(recorded)}), not from a "
+                             f"checkpoint; drop --checkpoint (or validate the file exported from {args.checkpoint})")
+        if recorded and recorded.get("sha256") and recorded["sha256"] != given["sha256"]:
+            raise InputError(f"--checkpoint {args.checkpoint} has sha256 {given['sha256'][:16]}..., but {onnx_path} was "
+                             f"exported from {recorded.get('path')} with sha256 {recorded['sha256'][:16]}...: these are "
+                             "other weights. Pass the checkpoint the file was exported with, or re-export")
+        return given, "--checkpoint" + (", sha256 as recorded in the file" if recorded else "")
+    if args.weight_seed is not None:
+        return weights_provenance(seed=args.weight_seed), "--weight-seed"
+    if recorded and recorded.get("source") == "checkpoint":
+        path = recorded.get("path", "")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{onnx_path} was exported from the checkpoint {path}, which is not there (moved, or "
+                                    "exported on another machine); pass --checkpoint PATH to that file")
+        actual = file_sha256(path)
+        if actual != recorded.get("sha256"):
+            raise InputError(f"the checkpoint {path} has changed since {onnx_path} was exported (sha256 now "
+                             f"{actual[:16]}..., recorded {str(recorded.get('sha256'))[:16]}...); re-export, or pass "
+                             "--checkpoint with the file that was exported")
+        return dict(recorded), "as recorded in the file"
+    if recorded:
+        return dict(recorded), "as recorded in the file"
+    return weights_provenance(seed=DEFAULT_SEED), ("the file records no weights: assuming the random weights of "
+                                                   "`export` without --checkpoint; pass --checkpoint or --weight-seed "
+                                                   "if it was made from others")
+
+
+def _memory_check(args, name, config, shapes):
+    from ...memory import check_memory, estimate_forward
+
+    worst = None
+    inputs = 0
+    for shape in shapes:
+        # the float32 inputs of every draw are held at once; the largest is drawn as float64 first
+        estimate = estimate_forward(name, shape, config=config, input_copies=0, what=f"validate {name}")
+        n = 1
+        for d in shape:
+            n *= d
+        inputs += n * 4 * args.samples
+        if worst is None or estimate.total > worst[0].total:
+            worst = (estimate, n)
+    estimate, largest = worst
+    estimate.parts["input"] = inputs + largest * 8  # every draw (float32) + the largest's float64 draw
+    estimate.parts["weights"] *= 2  # the PyTorch model and the backend's copy
+    estimate.what = f"validate {name} at {', '.join('x'.join(map(str, s)) for s in shapes)} x {args.samples} samples"
+    check_memory(estimate, force=args.force)
+
+
+def _gross_failure_hint(result, rtol, weights_source) -> str:
+    worst = max(result.worst(o).metrics.rel_l2_error for o in result.outputs())
+    if worst < GROSS_FAILURE_FACTOR * rtol:
+        return ""
+    if weights_source.startswith("the file records no weights"):
+        cause = ("the file records no weights, so the PyTorch side assumed random weights (seed 0); pass the "
+                 "--checkpoint or --weight-seed it was exported with")
+    elif weights_source == "--weight-seed":
+        cause = "--weight-seed gave the PyTorch side other weights than the file records; drop it to use those"
+    else:
+        cause = ("the weights match what the file records, so look for another model configuration (an edited "
+                 "file, other --model/--num-classes) or a backend bug; --report keeps the numbers")
+    return (f"hint: a relative L2 error of {worst:.2g} is {worst / rtol:.0e} times the tolerance: errors this large "
+            f"are not rounding; they usually mean the two sides run different weights. Here: {cause}.")
 
 
 def run(args) -> int:
+    import sys
+
     from ...atomic import check_output_path
-    from ...export.model_loading import DEFAULT_SEED, build_model
+    from ...errors import InputError
+    from ...export.model_loading import build_model, describe_weights, parse_provenance
     from ...models.registry import get_entry
     from ...runtime.backends import make_runner
+    from ...runtime.onnx_file import inspect_onnx_file
     from ...runtime.torch_runner import TorchRunner
-    from ...shapes import check_image_shape, parse_shape_list
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
     from ...validation.tolerances import default_rtol_l2
+    from ..options import config_overrides, progress_bar
 
     if args.backend in ("onnxruntime", "openvino") and not args.onnx:
-        raise ValueError("give the .onnx file to validate (elfatt-deploy validate model.onnx ...)")
+        raise InputError("give the .onnx file to validate (elfatt-deploy validate model.onnx ...)")
     if args.device and args.backend != "openvino":
-        raise ValueError(f"--device {args.device} is for --backend openvino; --backend {args.backend} takes "
+        raise InputError(f"--device {args.device} is for --backend openvino; --backend {args.backend} takes "
                          + ("--providers" if args.backend == "onnxruntime" else "the engine's GPU"))
     if args.backend == "tensorrt" and not args.engine:
-        raise ValueError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
+        raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     if args.samples < 1:
-        raise ValueError(f"--samples {args.samples} must be >= 1")
+        raise InputError(f"--samples {args.samples} must be >= 1")
     if args.report:
         check_output_path(args.report, what="--report")
-    meta = _metadata(args)
+    onnx_file = inspect_onnx_file(args.onnx) if args.onnx else None
+    meta = onnx_file.metadata if onnx_file else {}
+    if onnx_file is not None:
+        onnx_file.check_runnable_on(args.backend)
     name = args.model or meta.get("model_name")
     if not name:
-        raise ValueError("the ONNX file has no elfatt metadata naming its model; pass --model NAME")
+        raise InputError(f"{args.onnx or 'the engine'} has no elfatt metadata naming its model (not exported by "
+                         "elfatt-deploy?); pass --model NAME (see `elfatt-deploy models`)")
     if meta.get("model_name") and args.model and args.model != meta["model_name"]:
-        raise ValueError(f"--model {args.model} differs from the model the file was exported from "
+        raise InputError(f"--model {args.model} differs from the model the file was exported from "
                          f"({meta['model_name']}); drop --model or validate the right file")
     get_entry(name)
+    config = onnx_file.model_config() if onnx_file is not None and name == meta.get("model_name") else {}
+    overrides = config_overrides(args)
+    for key, value in overrides.items():
+        if key in config and config[key] != value:
+            raise InputError(f"--{key.replace('_', '-')} {value} differs from the file's {key} = {config[key]}; drop it")
+    config.update(overrides)
     precision = args.precision or meta.get("precision") or "fp32"
     rtol = default_rtol_l2(args.backend, precision, args.rtol_l2)
-    shapes = [check_image_shape(s, what="--shapes entry") for s in parse_shape_list(args.shapes, rank=4, what="--shapes")]
-    seed = DEFAULT_SEED if args.seed is None else args.seed
-    config = meta.get("model_config") if name == meta.get("model_name") else None
-    model = build_model(name, checkpoint=args.checkpoint, config=config, seed=seed)
-    input_name = meta.get("input_name", "image")
-    output_name = meta.get("output_name", "logits")
-    reference = TorchRunner(model, [input_name], [output_name], name="pytorch")
+    if args.images:  # images are resized to one batch shape (_image_batch_shape), not drawn at --shapes
+        batch, height, width = _image_batch_shape(args, meta)
+        shapes, shape_note = [(batch, 3, height, width)], None
+    else:
+        shapes, shape_note = _shapes(args, onnx_file)
+    weights, weights_source = resolve_weights(args, parse_provenance(meta.get("weights")), args.onnx or args.engine)
+    _memory_check(args, name, config, shapes)
+
     providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
                           providers=providers, device=args.device, inference_precision=args.inference_precision)
-    weights = args.checkpoint or f"random weights, seed {seed}"
+    # (make_runner says now, before any work, when TensorRT or OpenVINO is missing)
+    if shape_note:
+        print(f"note: {shape_note}", file=sys.stderr)
+    if weights_source.startswith("the file records no weights"):
+        print(f"note: {weights_source}", file=sys.stderr)
+    with progress_bar(args, total=None, desc=f"building {name}") as bar:
+        model = build_model(name, checkpoint=weights.get("path") if weights["source"] == "checkpoint" else None,
+                            config=config, seed=int(weights.get("seed", 0)))
+        bar.update(1)
+    input_name = onnx_file.input.name if onnx_file else meta.get("input_name", "image")
+    output_name = meta.get("output_name") or (onnx_file.outputs[0] if onnx_file else "logits")
+    if onnx_file is not None and output_name not in onnx_file.outputs:
+        if len(onnx_file.outputs) != 1:
+            raise InputError(f"{args.onnx} has the outputs {onnx_file.outputs}; validate compares one model output")
+        output_name = onnx_file.outputs[0]
+    reference = TorchRunner(model, [input_name], [output_name], name="pytorch")
     if args.images:
         return _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
-                           weights)
-    result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=seed,
-                        rtol_l2=rtol, verbose=args.verbose)
-    print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {weights}")
+                           describe_weights(weights))
+    result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=args.seed,
+                        rtol_l2=rtol, verbose=args.verbose,
+                        progress=lambda total: progress_bar(args, total=total, desc="validate", unit="run"))
+    origin = weights_source if weights_source in ("--checkpoint", "--weight-seed") else weights_source.split(":")[0]
+    print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {describe_weights(weights)} ({origin}); "
+          f"inputs: seed {args.seed}")
     print(format_parity_tables(result))
     verdict = "PASS" if result.passed else "FAIL"
     print(f"{verdict}: worst relative L2 error "
           + ", ".join(f"{o} {result.worst(o).metrics.rel_l2_error:.3e}" for o in result.outputs())
           + f" (tolerance {rtol:.1e})")
+    if not result.passed:
+        hint = _gross_failure_hint(result, rtol, weights_source)
+        if hint:
+            print(hint)
     if args.report:
         write_report(args.report, result, {
             "onnx": args.onnx, "engine": args.engine, "plugin": args.plugin, "backend": args.backend,
             "providers": providers, "device": getattr(backend, "info", {}).get("device"),
-            "openvino": getattr(backend, "info", None), "model": name, "checkpoint": args.checkpoint, "precision": precision,
-            "shapes": [list(s) for s in shapes], "samples": args.samples, "seed": seed,
+            "openvino": getattr(backend, "info", None), "model": name, "model_config": config, "weights": weights,
+            "checkpoint": weights.get("path"), "precision": precision,
+            "shapes": [list(s) for s in shapes], "samples": args.samples, "seed": args.seed,
         })
         print(f"report: {args.report}")
     return 0 if result.passed else 1

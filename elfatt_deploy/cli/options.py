@@ -1,0 +1,52 @@
+"""Flags several commands share, and their checks (argparse types that name the flag on bad values)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (argparse prefixes the message with the flag, e.g. ``argument --seed:``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give one >= 0, e.g. 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give an integer >= 0, e.g. 0")
+    return value
+
+
+def add_force(parser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="run even when the memory estimate exceeds the memory available here")
+
+
+def add_progress(parser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr (default: when stderr is a terminal)")
+
+
+def add_num_classes(parser) -> None:
+    parser.add_argument("--num-classes", type=non_negative_int, metavar="N",
+                        help="classifier classes of the model (default: the model's, 1000; match your checkpoint's; "
+                             "0 = no head, features out)")
+
+
+def config_overrides(args) -> dict:
+    """create_model overrides from the shared flags (--num-classes)."""
+    overrides = {}
+    if getattr(args, "num_classes", None) is not None:
+        overrides["num_classes"] = args.num_classes
+    return overrides
+
+
+def progress_bar(args, *, total: Optional[int], desc: str, unit: str = "step"):
+    """A tqdm bar on stderr; shown when --progress, hidden with --no-progress, else when stderr is a terminal."""
+    from tqdm import tqdm
+
+    wanted = getattr(args, "progress", None)
+    disable = (not sys.stderr.isatty()) if wanted is None else not wanted
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, leave=False,
+                dynamic_ncols=True)
