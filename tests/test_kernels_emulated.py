@@ -45,7 +45,7 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -257,6 +257,10 @@ def expected_kernels(case: OpCase, dtype: torch.dtype, path: str, sm: int = 90) 
     """Which kernels plan.cpp / the launchers pick (the names the emulation traces)."""
     t, d = TYPE_NAMES[dtype], case.head_dim
     kd = 16 if d <= 16 else (32 if d <= 32 else 64)
+    if path == "fused" and fused_runs(case, dtype, sm):
+        return [f"fusedPassKernel<{t}, {d}>"] + ([f"fusedOutputKernel<{t}, {d}>"] if case.global_heads else [])
+    if path == "fused":
+        path = "tensorcore"  # kernels v2 do not cover it: v1 runs
     names = []
     if case.global_heads:
         shared = path != "generic" and 4 * (d * d + 8 * d) <= GLOBAL_OUT_SMEM_LIMIT
@@ -270,6 +274,11 @@ def expected_kernels(case: OpCase, dtype: torch.dtype, path: str, sm: int = 90) 
         else:
             names.append(f"localTiledKernel<{t}, {kd}>")
     return names
+
+
+def fused_runs(case: OpCase, dtype: torch.dtype, sm: int = 90) -> bool:
+    """Whether kernels v2 run (plan.cpp fusedEligible, enqueue.cu): 16-bit types, d 32 or 64, sm_80+."""
+    return dtype != torch.float32 and case.head_dim in (32, 64) and sm >= 80
 
 
 # ------------------------------------------------------------------------------------------------
@@ -289,6 +298,16 @@ EXTRA_CASES = [
     OpCase("chunks-global-only", 2, 17, 16, 16, 1, 0, 0, 0),  # 2 x 272 tokens: 2 chunks per batch item
 ]
 ALL_CASES = OP_CASES + EXTRA_CASES
+# Kernels v2 cover head dims 32 and 64: the grid's cases at d = 16 and 24 run there at d = 32,
+# plus shapes of their own tiling (query rectangles of stripes, several key tiles per window,
+# the LePE halo tile, several reduction chunks, output tiles at the grid's edges).
+FUSED_CASES = [replace(c, id=f"{c.id}-d32", head_dim=32) if c.head_dim in (16, 20, 24) else c
+               for c in ALL_CASES if c.head_dim <= 64] + [
+    OpCase("stripes-7-rows-d32", 1, 9, 30, 32, 1, 1, 7, 0),  # 7 x 9 query rectangles, 4 key tiles, halo
+    OpCase("col-stripes-1-d32", 1, 70, 3, 32, 0, 2, 0, 1),  # 64 x 1 rectangles, halo clipped to the column
+    OpCase("chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),  # 1066 tokens: 3 reduction chunks, partial output tiles
+    OpCase("batch3-d64-sharp", 3, 9, 8, 64, 2, 1, 3, 0, scale=2.5),
+]
 PATHS = ("generic", "tiled", "auto")
 ROTATION = (torch.float32, torch.float16, torch.bfloat16)
 # free: all threads of a block run concurrently; forward / reverse: one warp at a time in warp
@@ -306,6 +325,16 @@ def _local_pairs(case: OpCase) -> int:
         for c0 in range(0, case.width, ww):
             total += ((min(r0 + wh, case.height) - r0) * (min(c0 + ww, case.width) - c0)) ** 2
     return case.batch * case.local_heads * total
+
+
+def _fused_grid():
+    """Every kernels-v2 case, float16 and bfloat16 alternating, the three schedules rotating."""
+    params = []
+    for k, case in enumerate(FUSED_CASES):
+        dtype = (torch.float16, torch.bfloat16)[k % 2]
+        schedule = SCHEDULES[(k + k // 2) % 3]
+        params.append(pytest.param(case, "fused", dtype, schedule, id=f"{case.id}-fused-{SHORT[dtype]}-{schedule}"))
+    return params
 
 
 def _grid():
@@ -332,7 +361,7 @@ def test_emulation_builds(emulator):
     assert emulator.program.is_file() and emulator.selftest.is_file()
 
 
-@pytest.mark.parametrize("case, path, dtype, schedule", _grid())
+@pytest.mark.parametrize("case, path, dtype, schedule", _grid() + _fused_grid())
 def test_kernels_match_reference(emulator, tmp_path, rng, case, path, dtype, schedule):
     run = run_case(emulator, case, dtype, path, tmp_path, rng, env=emulation_env(ELFATT_EMULATION_SCHEDULE=schedule))
     assert_matches(run, dtype, f"{case.id} on path {path}, {dtype}")
@@ -352,10 +381,12 @@ def test_lepe_without_bias(emulator, tmp_path, rng, dtype, path):
 def test_float32_lepe_with_16bit_activations(emulator, tmp_path, rng, dtype, path):
     """float32 LePE weight and bias (PyTorch autocast: fp32 parameters, fp16/bf16 qkv) are read as
     float32 by every kernel that adds LePE, global and local: read as 16-bit elements they would be noise."""
-    case = OpCase("lepe-f32", 2, 6, 9, 16, 1, 1, 4, 4)
+    case = OpCase("lepe-f32", 2, 6, 9, 32 if path == "fused" else 16, 1, 1, 4, 4)  # kernels v2: d = 32
     for with_bias in (True, False):
         run = run_case(emulator, case, dtype, path, tmp_path, rng, bias=with_bias, lepe_float32=True)
         assert_matches(run, dtype, f"float32 LePE (bias {with_bias}) on path {path}")
+        if path == "fused":
+            assert run.kernels[0].startswith("fusedPassKernel"), run.kernels
 
 
 @pytest.mark.parametrize("max_blocks", [1, 64])
@@ -380,6 +411,75 @@ def test_tensor_core_path_follows_the_device(emulator, tmp_path, rng, sm, dtype,
     run = run_case(emulator, case, dtype, "tensorcore", tmp_path, rng, env=emulation_env(ELFATT_EMULATION_SM=str(sm)))
     assert_matches(run, dtype, f"sm_{sm}")
     assert run.kernels == [kernel]
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels v2: they really run on mma.sync / ldmatrix / cp.async, fall back where they must, and
+# cover every work item whatever the grid.
+# ------------------------------------------------------------------------------------------------
+def _counts(run: Run) -> dict[str, dict[str, int]]:
+    found = re.findall(r"^host emulation: counted (\S+(?:, \S+)?) (mma\.sync=.*)$", run.proc.stderr, re.M)
+    return {name: {k: int(v) for k, v in re.findall(r"(\S+)=(\d+)", rest)} for name, rest in found}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_fused_local_instruction_counts(emulator, tmp_path, rng, dtype):
+    """Local heads only, 2 x 2 windows of 7 x 7, d = 32: per (window, head) item each of the 4 warps
+    runs 4 sub-tiles of 16 keys (49 keys) x (2 k16 blocks x 2 n8 tiles for S + 4 n8 tiles for P V,
+    twice for bfloat16's P_hi + P_lo), ldmatrix 2 (Q) + 4 x (2 K + 2 V), and the block copies
+    64 rows x 4 chunks of 16 bytes of q, k and v: analytic counts, so a path that skipped the tensor
+    cores (or copied a tile twice) shows."""
+    case = OpCase("counts", 1, 14, 14, 32, 0, 1, 7, 7)
+    run = run_case(emulator, case, dtype, "fused", tmp_path, rng)
+    assert_matches(run, dtype, "instruction counts case")
+    items, warps, subs = 4, 4, 4
+    pv = 4 * (2 if dtype == torch.bfloat16 else 1)
+    want = {"mma.sync": items * warps * subs * (2 * 2 + pv), "ldmatrix": items * warps * (2 + subs * 4),
+            "cp.async": items * 3 * 64 * 4, "commit": items * 128, "wait": items * 128}
+    got = _counts(run)[f"fusedPassKernel<{TYPE_NAMES[dtype]}, 32>"]
+    assert got == want, (got, want)
+
+
+@pytest.mark.parametrize("sm, kernels", [
+    (75, ["localTensorCoreKernel<__half, 32>", "globalOutputKernel<__half, true>"]),  # no sm_80: v1
+    (80, ["fusedPassKernel<__half, 32>", "fusedOutputKernel<__half, 32>"]),
+    (87, ["fusedPassKernel<__half, 32>", "fusedOutputKernel<__half, 32>"]),  # Jetson Orin
+])
+def test_fused_path_follows_the_device(emulator, tmp_path, rng, sm, kernels):
+    case = OpCase("sm", 1, 6, 7, 32, 1, 1, 3, 4)
+    run = run_case(emulator, case, torch.float16, "fused", tmp_path, rng,
+                   env=emulation_env(ELFATT_EMULATION_SM=str(sm)))
+    assert_matches(run, torch.float16, f"fused on sm_{sm}")
+    assert all(k in run.kernels for k in kernels), run.kernels
+    assert any(k.startswith("fused") for k in run.kernels) == (sm >= 80), run.kernels
+
+
+@pytest.mark.parametrize("max_blocks", [1, 2, 64])
+def test_fused_grid_split(emulator, tmp_path, rng, max_blocks):
+    """The first launch splits its blocks between reduction and local items: one block doing both,
+    two blocks (one of each), and (nearly) the full grid give the same, right result."""
+    case = OpCase("split", 2, 9, 11, 32, 1, 1, 4, 4)
+    run = run_case(emulator, case, torch.bfloat16, "fused", tmp_path, rng,
+                   env=emulation_env(ELFATT_EMULATION_MAX_BLOCKS=str(max_blocks)))
+    assert_matches(run, torch.bfloat16, f"fused with ELFATT_EMULATION_MAX_BLOCKS={max_blocks}")
+    assert "fusedPassKernel<__nv_bfloat16, 32>" in run.kernels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, dtype", [
+    (OpCase("vit-s-64x64", 1, 64, 64, 64, 3, 3, 7, 7), torch.float16),  # ViT-S at 1024 x 1024
+    (OpCase("vit-s-64x64", 1, 64, 64, 64, 3, 3, 7, 7), torch.bfloat16),
+    (OpCase("cswin-t-stage1-512", 1, 128, 128, 32, 1, 1, 1, 0), torch.float16),  # 1-row stripes
+    (OpCase("cswin-t-stage3-512", 1, 32, 32, 32, 4, 4, 7, 0), torch.bfloat16),  # 7-row stripes
+], ids=lambda v: v.id if isinstance(v, OpCase) else SHORT[v])
+def test_fused_full_size(emulator, tmp_path, rng, case, dtype):
+    """The shapes of the issue's benchmark, every work item (1-5 minutes each on 2 cores, so only
+    with ELFATT_EMULATION_FULL=1)."""
+    if os.environ.get("ELFATT_EMULATION_FULL") != "1":
+        pytest.skip("full-size emulation takes minutes per case: set ELFATT_EMULATION_FULL=1 to run it")
+    run = run_case(emulator, case, dtype, "fused", tmp_path, rng, env=emulation_env(ELFATT_EMULATION_MAX_BLOCKS="8"))
+    assert_matches(run, dtype, case.id)
+    assert run.kernels[0].startswith("fusedPassKernel")
 
 
 # ------------------------------------------------------------------------------------------------

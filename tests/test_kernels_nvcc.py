@@ -1,5 +1,6 @@
-"""The CUDA kernel sources compile warning-free for Jetson Orin (sm_87) and Hopper
-(sm_90), and enqueue's host-side checks behave without a GPU.
+"""The CUDA kernel sources compile warning-free for Ampere (sm_80), Jetson Orin (sm_87) and
+Hopper (sm_90), kernels v2 without register spills or local memory and with tensor-core
+instructions in their SASS, and enqueue's host-side checks behave without a GPU.
 
 One nvcc call builds every kernel source plus a C shim
 (plugins/kernels/tests/kernels_shim.cpp) into a shared library for both
@@ -24,9 +25,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 KERNELS = REPO / "plugins" / "kernels"
 SOURCES = ["src/plan.cpp", "src/global_attention.cu", "src/local_attention.cu", "src/local_attention_tc.cu",
-           "src/enqueue.cu",
+           "src/fused_attention.cu", "src/enqueue.cu",
            "tests/kernels_shim.cpp"]
-ARCHS = ("87", "90")
+ARCHS = ("80", "87", "90")
 CUDA_SUCCESS = 0
 
 
@@ -51,7 +52,7 @@ def nvcc():
 @pytest.fixture(scope="module")
 def built(nvcc, tmp_path_factory):
     out = tmp_path_factory.mktemp("kernels") / "libelfatt_kernels_shim.so"
-    cmd = [nvcc, "-std=c++17", "-O2", "-shared", "-Xcompiler", "-fPIC", "--threads", "2",
+    cmd = [nvcc, "-std=c++17", "-O2", "-shared", "-Xcompiler", "-fPIC", "--threads", "2", "-Xptxas", "-v",
            "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror",
            "-DELFATT_SHIM_WITH_ENQUEUE", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
            # torch.utils.cpp_extension compiles the same sources with these: stay compatible.
@@ -66,11 +67,82 @@ def built(nvcc, tmp_path_factory):
     return {"cmd": cmd, "proc": proc, "path": out, "seconds": elapsed}
 
 
-def test_sources_compile_for_sm87_and_sm90_without_warnings(built):
+def test_sources_compile_for_sm80_sm87_and_sm90_without_warnings(built):
     proc = built["proc"]
     assert proc.returncode == 0, f"nvcc failed:\n{' '.join(built['cmd'])}\n{proc.stdout}\n{proc.stderr}"
     assert built["path"].stat().st_size > 0
     print(f"nvcc built {len(SOURCES)} sources for sm_{', sm_'.join(ARCHS)} in {built['seconds']:.1f} s")
+
+
+def _ptxas_report(stderr: str) -> dict[tuple[str, str], dict[str, int]]:
+    """ptxas -v per (arch, mangled kernel): registers, stack frame, spill stores/loads."""
+    found, current = {}, None
+    for line in stderr.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line)
+        if m:
+            current = (m.group(2), m.group(1))
+            found[current] = {}
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            found[current].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            found[current]["registers"] = int(m.group(1))
+    return found
+
+
+def test_fused_kernels_do_not_spill(built):
+    """Kernels v2 (fusedPassKernel, fusedOutputKernel; float16/bfloat16, d = 32/64): no spills and no
+    stack frame on any architecture, and at most 128 registers (4 blocks of 128 threads per SM)."""
+    if built["proc"].returncode != 0:
+        pytest.skip("kernel library did not build")
+    report = {key: value for key, value in _ptxas_report(built["proc"].stderr).items() if "fused" in key[1]}
+    assert len(report) == 8 * len(ARCHS), sorted(report)  # 2 kernels x 2 types x 2 head dims per arch
+    for (arch, name), info in report.items():
+        assert info.get("spill_stores") == 0 and info.get("spill_loads") == 0 and info.get("stack") == 0, (arch, name, info)
+        assert info.get("registers", 999) <= 128, (arch, name, info)
+
+
+def _cuobjdump(nvcc: str) -> str | None:
+    """cuobjdump next to nvcc, on PATH, or from the nvidia-cuda-cuobjdump wheel."""
+    for candidate in (Path(nvcc).parent / "cuobjdump", shutil.which("cuobjdump")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    try:
+        import nvidia
+
+        for root in map(Path, nvidia.__path__):
+            hits = sorted(root.glob("*/bin/cuobjdump"))
+            if hits:
+                return str(hits[0])
+    except ImportError:
+        pass
+    return None
+
+
+def test_fused_kernels_sass_uses_tensor_cores(nvcc, built):
+    """The SASS of kernels v2 has HMMA.16816 (mma.sync), LDSM (ldmatrix), LDGSTS (cp.async) and
+    128-bit global stores, and no local-memory loads or stores (LDL/STL), on every architecture."""
+    if built["proc"].returncode != 0:
+        pytest.skip("kernel library did not build")
+    tool = _cuobjdump(nvcc)
+    if tool is None:
+        pytest.skip("cuobjdump not found (next to nvcc, on PATH, or pip nvidia-cuda-cuobjdump)")
+    for arch in ARCHS:
+        proc = subprocess.run([tool, "-sass", "-arch", f"sm_{arch}", str(built["path"])], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+        functions = re.split(r"\n\s*Function : ", proc.stdout)
+        fused = [f for f in functions if f.split("\n", 1)[0].find("fused") >= 0]
+        assert len(fused) == 8, f"sm_{arch}: {len(fused)} fused kernels in the SASS"
+        for body in fused:
+            name = body.split("\n", 1)[0]
+            for op in ("HMMA.16816.F32", "LDSM.16", "LDGSTS.E.BYPASS.128", "STG.E.128"):
+                assert op in body, f"sm_{arch} {name}: no {op}"
+            assert not re.search(r"\b(LDL|STL)\b", body), f"sm_{arch} {name}: local memory"
 
 
 def test_kernels_are_pure_cuda():
@@ -85,7 +157,7 @@ def test_kernels_are_pure_cuda():
 @pytest.fixture(scope="module")
 def lib(built):
     if built["proc"].returncode != 0:
-        pytest.skip("kernel library did not build (see test_sources_compile_for_sm87_and_sm90_without_warnings)")
+        pytest.skip("kernel library did not build (see test_sources_compile_for_sm80_sm87_and_sm90_without_warnings)")
     try:
         handle = ctypes.CDLL(str(built["path"]))
     except OSError as exc:

@@ -49,6 +49,9 @@ def shim(tmp_path_factory):
     lib.elfattShimWorkspace.restype = ctypes.c_uint64
     lib.elfattShimWorkspace.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
         ctypes.c_float, ctypes.c_int32, ctypes.c_int32]
+    lib.elfattShimFusedPlan.restype = ctypes.c_int32
+    lib.elfattShimFusedPlan.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
+        ctypes.c_float, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)]
     lib.elfattShimLocalKernel.restype = ctypes.c_int32
     lib.elfattShimLocalKernel.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
         ctypes.c_float, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32]
@@ -182,3 +185,56 @@ def test_local_kernel_choice(shim, dtype, c, path, expected):
 
 def test_local_kernel_choice_rejects_bad_params(shim):
     assert shim.elfattShimLocalKernel(*params(c=100), P_AUTO) == -1
+
+
+# Kernels v2 (KernelPath::kFUSED = 4): which params they cover and how they tile the work.
+P_FUSED = 4
+FUSED_FIELDS = ("qTileH", "qTileW", "qTilesY", "qTilesX", "keyTiles", "haloRows", "chunks", "chunkTokens",
+                "oTileH", "oTileW", "oTilesY", "oTilesX", "oHaloRows", "reductionItems", "localItems", "outputItems")
+
+
+def fused_plan(lib, p, path=P_FUSED):
+    shape = (ctypes.c_int32 * 16)()
+    runs = lib.elfattShimFusedPlan(*p, path, shape)
+    return runs, dict(zip(FUSED_FIELDS, shape))
+
+
+@pytest.mark.parametrize("dtype, c, path, runs", [
+    (K_HALF, 96, P_FUSED, 1), (K_BF16, 192, P_FUSED, 1),  # d = 32, 64
+    (K_FLOAT, 96, P_FUSED, 0),                             # no float32 v2: v1's SIMT kernels
+    (K_HALF, 48, P_FUSED, 0), (K_HALF, 144, P_FUSED, 0),   # d = 16, 48: v1
+    (K_HALF, 96, P_TENSOR_CORE, 0), (K_HALF, 96, P_TILED, 0),
+])
+def test_fused_coverage(shim, dtype, c, path, runs):
+    assert fused_plan(shim, params(c=c, g=1, l=2, dtype=dtype), path)[0] == runs
+
+
+def test_fused_plan_shapes(shim):
+    """ViT-S at 1024 x 1024 (64 x 64 tokens, C = 384, 3 global + 3 local heads of 64, 7 x 7 windows):
+    3 x 8 reduction chunks of 512 tokens plus 3 x 100 windows (one query tile each) = 324 blocks in
+    the first launch for 132 SMs; 3 x 64 output tiles of 8 x 8 in the second. Then stripes."""
+    runs, f = fused_plan(shim, params(b=1, h=64, w=64, c=384, g=3, l=3, wh=7, ww=7))
+    assert runs == 1
+    assert (f["qTileH"], f["qTileW"], f["qTilesY"], f["qTilesX"], f["keyTiles"], f["haloRows"]) == (7, 7, 1, 1, 1, 0)
+    assert (f["chunks"], f["chunkTokens"], f["reductionItems"], f["localItems"]) == (8, 512, 24, 300)
+    assert f["reductionItems"] + f["localItems"] >= 132, "the first launch must fill a 132-SM H100 at B = 1"
+    assert (f["oTileH"], f["oTileW"], f["outputItems"], f["oHaloRows"]) == (8, 8, 192, 100)
+    # CSWin-style stripes of 7 rows over 32 columns: 7 x 9 query rectangles, 4 key tiles of 64, halo 7 x 11.
+    runs, f = fused_plan(shim, params(b=2, h=32, w=32, c=256, g=4, l=4, wh=7, ww=0))
+    assert runs == 1
+    assert (f["qTileH"], f["qTileW"], f["qTilesY"], f["qTilesX"], f["keyTiles"], f["haloRows"]) == (7, 9, 1, 4, 4, 77)
+    assert f["localItems"] == 2 * 4 * 5 * 4  # B x heads x 5 stripes x 4 rectangles
+    # 1-row stripes: 1 x 64 rectangles; columns: 64 x 1; no LePE, no halo.
+    _, f = fused_plan(shim, params(b=1, h=128, w=128, c=64, g=1, l=1, wh=1, ww=0, lepe=0))
+    assert (f["qTileH"], f["qTileW"], f["qTilesX"], f["keyTiles"], f["haloRows"], f["oHaloRows"]) == (1, 64, 2, 2, 0, 0)
+    _, f = fused_plan(shim, params(b=1, h=100, w=9, c=64, g=1, l=1, wh=0, ww=1))
+    assert (f["qTileH"], f["qTileW"], f["qTilesY"], f["haloRows"], f["oTileH"], f["oTileW"]) == (64, 1, 2, 66, 8, 8)
+
+
+def test_fused_chunking(shim):
+    """Reduction chunks of >= 512 tokens (multiples of 64), at most 64 per (batch, head), so that the
+    partials fit in the v1 workspace regions (which workspaceSize already covers)."""
+    chunks = [fused_plan(shim, params(b=1, h=n, w=n, c=64, g=1, l=1))[1] for n in (1, 22, 23, 64, 128, 512)]
+    assert [f["chunks"] for f in chunks] == [1, 1, 2, 8, 32, 64]
+    assert all(f["chunkTokens"] % 64 == 0 and f["chunks"] * f["chunkTokens"] >= n * n
+               for f, n in zip(chunks, (1, 22, 23, 64, 128, 512)))

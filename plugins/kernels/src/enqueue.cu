@@ -5,6 +5,7 @@
 #include "launch.h"
 
 #include <cstdint>
+#include <type_traits>
 
 namespace elfatt
 {
@@ -20,6 +21,16 @@ cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const
     T const* w = static_cast<T const*>(lepeWeight);
     T const* b = static_cast<T const*>(lepeBias);
     T* o = static_cast<T*>(out);
+    if constexpr (!std::is_same<T, float>::value)
+    {
+        // Kernels v2 need sm_80 and 16-byte aligned qkv and out (16-byte vectors; the LePE
+        // parameters are read element by element); elsewhere the tensor-core path (v1) runs.
+        auto const aligned = [](void const* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+        if (plan.fused && aligned(qkv) && aligned(out) && detail::fusedAvailable(detail::currentComputeCapability()))
+        {
+            return detail::launchFused<T>(plan, q, lepeWeight, lepeBias, o, workspace, stream);
+        }
+    }
     cudaError_t const status = detail::launchGlobalHeads<T>(plan, q, w, b, o, workspace, stream);
     if (status != cudaSuccess)
     {

@@ -32,6 +32,19 @@ template <typename T>
 cudaError_t launchLocalHeadsTensorCore(LaunchPlan const& plan, Geometry const& g, T const* qkv, T const* lepeWeight,
     T const* lepeBias, T* out, cudaStream_t stream) noexcept;
 
+//! Kernels v2 (fused_attention.cu), float16 / bfloat16, head dim 32 or 64 (plan.fused): one launch
+//! for the global heads' context reduction and the local heads, one for the global heads' output.
+//! Needs plan.workspaceBytes of workspace, 16-byte aligned qkv and out, and sm_80.
+template <typename T>
+cudaError_t launchFused(LaunchPlan const& plan, T const* qkv, void const* lepeWeight, void const* lepeBias, T* out,
+    void* workspace, cudaStream_t stream) noexcept;
+
+//! Whether a device of this compute capability runs kernels v2 (sm_80: mma.sync bf16, cp.async).
+bool fusedAvailable(int32_t computeCapability) noexcept;
+
+//! Compute capability (major * 10 + minor) of the current device, cached per device; 0 if unknown.
+int32_t currentComputeCapability() noexcept;
+
 //! Whether a device of this compute capability (major * 10 + minor) runs the
 //! tensor-core kernel for dtype: float16 from sm_70, bfloat16 from sm_80.
 bool tensorCoresAvailable(DataType dtype, int32_t computeCapability) noexcept;

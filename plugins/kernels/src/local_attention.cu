@@ -280,7 +280,10 @@ cudaError_t launchTiled(LaunchPlan const& plan, Geometry const& g, T const* qkv,
         plan.scale * kLOG2E, tilesPerWindow);
 }
 
-//! Compute capability (major * 10 + minor) of the current device, cached per device; 0 if unknown.
+
+} // namespace
+
+//! Cached per device (the kernels ask at every enqueue).
 int32_t currentComputeCapability() noexcept
 {
     constexpr int32_t kMAX_DEVICES = 64;
@@ -312,8 +315,6 @@ int32_t currentComputeCapability() noexcept
     }
     return capability;
 }
-
-} // namespace
 
 template <typename T>
 cudaError_t launchLocalHeads(

@@ -77,7 +77,68 @@ bool addRegion(int64_t count, size_t& offset, size_t& cursor) noexcept
     return true;
 }
 
+int64_t minOf(int64_t a, int64_t b) noexcept
+{
+    return a < b ? a : b;
+}
+
+constexpr int64_t kINT32_LIMIT = int64_t{1} << 31;
+
+//! Tile shapes and work-item counts of kernels v2; false when a count does not fit int32.
+bool makeFusedPlan(LaunchPlan const& plan, FusedPlan& fused) noexcept
+{
+    fused = FusedPlan{};
+    int64_t const rows = kFUSED_ROWS;
+    // Local heads: query rectangles of at most 64 tokens, as many window rows as fit.
+    int64_t const qh = minOf(plan.windowH, rows);
+    int64_t const qw = minOf(plan.windowW, rows / qh);
+    int64_t const keyTiles = ceilDiv(plan.windowH * plan.windowW, rows);
+    int64_t const qTiles = ceilDiv(plan.windowH, qh) * ceilDiv(plan.windowW, qw);
+    int64_t const localItems = plan.batch * plan.localHeads * plan.windowsY * plan.windowsX * qTiles;
+    // Global heads: chunks of >= 512 tokens (multiples of 64), output tiles of up to 8 x 8 tokens.
+    int64_t chunks = ceilDiv(plan.tokens, kFUSED_CHUNK_TOKENS);
+    chunks = chunks < 1 ? 1 : (chunks > kFUSED_MAX_CHUNKS ? kFUSED_MAX_CHUNKS : chunks);
+    int64_t const chunkTokens = ceilDiv(ceilDiv(plan.tokens, chunks), rows) * rows;
+    chunks = ceilDiv(plan.tokens, chunkTokens);
+    int64_t const ow = minOf(plan.width, 8);
+    int64_t const oh = minOf(plan.height, rows / ow);
+    int64_t const outputTiles = ceilDiv(plan.height, oh) * ceilDiv(plan.width, ow);
+    int64_t const reductionItems = plan.batch * plan.globalHeads * chunks;
+    int64_t const outputItems = plan.batch * plan.globalHeads * outputTiles;
+    if (localItems >= kINT32_LIMIT || reductionItems + localItems >= kINT32_LIMIT || outputItems >= kINT32_LIMIT
+        || chunkTokens >= kINT32_LIMIT)
+    {
+        return false;
+    }
+    fused.qTileH = static_cast<int32_t>(qh);
+    fused.qTileW = static_cast<int32_t>(qw);
+    fused.qTilesY = static_cast<int32_t>(ceilDiv(plan.windowH, qh));
+    fused.qTilesX = static_cast<int32_t>(ceilDiv(plan.windowW, qw));
+    fused.keyTiles = static_cast<int32_t>(keyTiles);
+    fused.haloRows = (keyTiles > 1 && plan.hasLepe)
+        ? static_cast<int32_t>(minOf(qh + 2, plan.windowH) * minOf(qw + 2, plan.windowW))
+        : 0;
+    fused.chunks = plan.globalHeads > 0 ? static_cast<int32_t>(chunks) : 0;
+    fused.chunkTokens = static_cast<int32_t>(chunkTokens);
+    fused.oTileH = static_cast<int32_t>(oh);
+    fused.oTileW = static_cast<int32_t>(ow);
+    fused.oTilesY = static_cast<int32_t>(ceilDiv(plan.height, oh));
+    fused.oTilesX = static_cast<int32_t>(ceilDiv(plan.width, ow));
+    fused.oHaloRows = plan.hasLepe ? static_cast<int32_t>(minOf(oh + 2, plan.height) * minOf(ow + 2, plan.width)) : 0;
+    fused.reductionItems = static_cast<int32_t>(reductionItems);
+    fused.localItems = static_cast<int32_t>(localItems);
+    fused.outputItems = static_cast<int32_t>(outputItems);
+    return true;
+}
+
 } // namespace
+
+bool fusedEligible(LaunchPlan const& plan) noexcept
+{
+    return (plan.dtype == DataType::kHALF || plan.dtype == DataType::kBF16)
+        && (plan.headDim == 32 || plan.headDim == 64) && !plan.empty
+        && plan.tokens * 3 * plan.channels < kINT32_LIMIT && plan.fusedPlan.qTileH > 0;
+}
 
 int64_t globalOutSharedBytes(int64_t headDim) noexcept
 {
@@ -221,6 +282,11 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
     plan.localKernel = tensorCore ? LocalKernel::kTENSOR_CORE : (tiled ? LocalKernel::kTILED : LocalKernel::kGENERIC);
     plan.localTiledDim = plan.headDim <= 16 ? 16 : (plan.headDim <= 32 ? 32 : 64);
     plan.globalSharedCtx = !generic && globalOutSharedBytes(plan.headDim) <= kGLOBAL_OUT_SMEM_LIMIT;
+    if (!plan.empty && plan.tokens * 3 * plan.channels < kINT32_LIMIT && !makeFusedPlan(plan, plan.fusedPlan))
+    {
+        plan.fusedPlan = FusedPlan{};
+    }
+    plan.fused = path == KernelPath::kFUSED && fusedEligible(plan);
 
     // Global heads: token split and workspace. Monotone non-decreasing in B, H and W, so a
     // workspace planned for the largest shape serves every smaller one (TensorRT relies on it).
@@ -237,12 +303,16 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
         int64_t ctxPartial = 0;
         int64_t rowPartial = 0;
         int64_t ctxFinal = 0;
+        int64_t counters = 0;
         size_t cursor = 0;
         bool ok = mulChecked(plan.batch, plan.globalHeads, bg) && mulChecked(bg, plan.chunks, bgc)
             && mulChecked(plan.headDim, plan.headDim, dd) && mulChecked(bgc, dd, ctxPartial)
             && mulChecked(bgc, plan.headDim, rowPartial) && mulChecked(bg, dd, ctxFinal);
         ok = ok && addRegion(ctxPartial, plan.wsCtxPartial, cursor) && addRegion(rowPartial, plan.wsMaxPartial, cursor)
             && addRegion(rowPartial, plan.wsSumPartial, cursor) && addRegion(ctxFinal, plan.wsCtx, cursor);
+        // Kernels v2: one uint32 counter per (batch item, global head); the same size as a float.
+        counters = bg;
+        ok = ok && addRegion(counters, plan.wsCounters, cursor);
         if (!ok)
         {
             setMessage(msg, msgLen,

@@ -33,12 +33,45 @@ constexpr int64_t kGLOBAL_OUT_SMEM_LIMIT = 48 * 1024;
 //! Warps per block of the global output kernel.
 constexpr int64_t kGLOBAL_OUT_WARPS = 8;
 
+// Kernels v2 (KernelPath::kFUSED, fused_attention.cu).
+//! Query rows of one v2 block (4 warps x 16 rows) and keys per shared-memory key tile.
+constexpr int32_t kFUSED_ROWS = 64;
+//! Tokens per chunk of the v2 context reduction start at this many (a multiple of kFUSED_ROWS)...
+constexpr int64_t kFUSED_CHUNK_TOKENS = 512;
+//! ...and one (batch item, global head) is split into at most this many chunks (<= kGLOBAL_MAX_CHUNKS,
+//! so that the v2 partials fit in the v1 regions of the workspace).
+constexpr int64_t kFUSED_MAX_CHUNKS = 64;
+
 //! Kernel of the local heads.
 enum class LocalKernel : int32_t
 {
     kGENERIC = 0,     //!< one warp per query, any head dim
     kTILED = 1,       //!< tiled SIMT kernel, head dim <= kLOCAL_TILED_MAX_DIM
     kTENSOR_CORE = 2, //!< wmma kernel (float16/bfloat16); kTILED where the device lacks the tensor-core type
+};
+
+//! Tile shapes of kernels v2 (all int32: v2 runs only where every index of one batch item fits).
+struct FusedPlan
+{
+    // Local heads: a query tile is a qTileH x qTileW rectangle of a window (<= kFUSED_ROWS tokens).
+    int32_t qTileH{0};
+    int32_t qTileW{0};
+    int32_t qTilesY{0};  //!< query tiles per window, down and across
+    int32_t qTilesX{0};
+    int32_t keyTiles{0}; //!< key tiles of kFUSED_ROWS tokens in the largest window; 1: the V tile is the LePE halo
+    int32_t haloRows{0}; //!< rows of the separate LePE halo tile when keyTiles > 1 (with LePE), else 0
+    // Global heads: context reduction chunks and output tiles (oTileH x oTileW tokens).
+    int32_t chunks{0};
+    int32_t chunkTokens{0};
+    int32_t oTileH{0};
+    int32_t oTileW{0};
+    int32_t oTilesY{0};
+    int32_t oTilesX{0};
+    int32_t oHaloRows{0}; //!< rows of the output tile's LePE halo (0 without LePE)
+    // Work items of the two launches.
+    int32_t reductionItems{0}; //!< B * G * chunks
+    int32_t localItems{0};     //!< B * localHeads * windows * query tiles
+    int32_t outputItems{0};    //!< B * G * output tiles
 };
 
 struct LaunchPlan
@@ -69,17 +102,29 @@ struct LaunchPlan
     size_t wsMaxPartial{0};   //!< float [B][G][chunks][d]
     size_t wsSumPartial{0};   //!< float [B][G][chunks][d]
     size_t wsCtx{0};          //!< float [B][G][d][d], normalized
+    //! uint32 [B][G]: chunks of each (batch, global head) done (kernels v2). v2 also reuses the
+    //! regions above: partials in wsCtxPartial/wsMaxPartial/wsSumPartial (fusedPlan.chunks <= chunks),
+    //! the merged context in wsCtx as the input type (hi, and lo for bfloat16: 4 bytes per entry).
+    size_t wsCounters{0};
     size_t workspaceBytes{0};
 
     // Kernel choices.
     LocalKernel localKernel{LocalKernel::kGENERIC};
     int32_t localTiledDim{0}; //!< head dim padded to 16, 32 or 64 (kTILED and kTENSOR_CORE)
     bool globalSharedCtx{false};
+    //! Kernels v2 run (KernelPath::kFUSED; the launch still needs sm_80+ and 16-byte aligned qkv and out,
+    //! else the tensor-core path runs).
+    bool fused{false};
+    FusedPlan fusedPlan;
 };
 
 //! Validates params and fills plan. Returns kINVALID_ARGUMENT with a message in
 //! msg (when given) for params that break the contract. Never throws.
 Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan, char* msg, size_t msgLen) noexcept;
+
+//! Whether kernels v2 cover these params: float16/bfloat16, head dim 32 or 64, every index of one
+//! batch item (tokens x 3C) and every work-item count in int32.
+bool fusedEligible(LaunchPlan const& plan) noexcept;
 
 //! Bytes of dynamic shared memory the global output kernel needs when it stages the context.
 int64_t globalOutSharedBytes(int64_t headDim) noexcept;

@@ -34,6 +34,13 @@ elfatt::AttentionParams makeParams(int64_t batch, int64_t height, int64_t width,
     return p;
 }
 
+//! makePlan for a KernelPath given as int; false for params it rejects.
+bool planFor(elfatt::AttentionParams const& p, int32_t path, elfatt::detail::LaunchPlan& plan) noexcept
+{
+    return elfatt::detail::makePlan(p, static_cast<elfatt::KernelPath>(path), plan, nullptr, 0)
+        == elfatt::Status::kSUCCESS;
+}
+
 } // namespace
 
 extern "C"
@@ -63,15 +70,39 @@ __attribute__((visibility("default"))) int32_t elfattShimLocalKernel(int64_t bat
     int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
     int32_t dtype, int32_t hasLepe, int32_t path)
 {
-    elfatt::AttentionParams const p
-        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
     elfatt::detail::LaunchPlan plan;
-    if (elfatt::detail::makePlan(p, static_cast<elfatt::KernelPath>(path), plan, nullptr, 0)
-        != elfatt::Status::kSUCCESS)
+    if (!planFor(makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype,
+                     hasLepe),
+            path, plan))
     {
         return -1;
     }
     return static_cast<int32_t>(plan.localKernel);
+}
+
+//! Whether makePlan runs kernels v2 for these params and path (1, else 0; -1 for rejected params), and
+//! their tile shapes: shape[0..15] = qTileH, qTileW, qTilesY, qTilesX, keyTiles, haloRows, chunks,
+//! chunkTokens, oTileH, oTileW, oTilesY, oTilesX, oHaloRows, reductionItems, localItems, outputItems.
+__attribute__((visibility("default"))) int32_t elfattShimFusedPlan(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe, int32_t path, int32_t* shape)
+{
+    elfatt::detail::LaunchPlan plan;
+    if (!planFor(makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype,
+                     hasLepe),
+            path, plan))
+    {
+        return -1;
+    }
+    elfatt::detail::FusedPlan const& f = plan.fusedPlan;
+    int32_t const values[16] = {f.qTileH, f.qTileW, f.qTilesY, f.qTilesX, f.keyTiles, f.haloRows, f.chunks,
+        f.chunkTokens, f.oTileH, f.oTileW, f.oTilesY, f.oTilesX, f.oHaloRows, f.reductionItems, f.localItems,
+        f.outputItems};
+    for (int32_t i = 0; i < 16; ++i)
+    {
+        shape[i] = values[i];
+    }
+    return plan.fused ? 1 : 0;
 }
 
 #ifdef ELFATT_SHIM_WITH_ENQUEUE

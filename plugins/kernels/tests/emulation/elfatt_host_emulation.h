@@ -320,6 +320,30 @@ inline T __ldg(T const* ptr) noexcept
 {
     return *ptr;
 }
+//! Load through L2 only (kernels v2 read other blocks' partials with it): a plain load here.
+template <typename T>
+inline T __ldcg(T const* ptr) noexcept
+{
+    return *ptr;
+}
+
+// Atomics and fences. Blocks of one emulated launch run one after another, so the
+// last-block-merges pattern (fence, atomic counter, merge) is exercised in its logic, not in its
+// memory-ordering subtleties.
+// Untraced (the tracing build's tsan instrumentation has no atomics; a fence is a locked RMW here).
+ELFATT_EMULATION_UNTRACED inline unsigned atomicAdd(unsigned* address, unsigned value) noexcept
+{
+    return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+ELFATT_EMULATION_UNTRACED inline int atomicAdd(int* address, int value) noexcept
+{
+    return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+ELFATT_EMULATION_UNTRACED inline void __threadfence() noexcept
+{
+    static unsigned fence = 0;
+    (void) __atomic_fetch_add(&fence, 0U, __ATOMIC_SEQ_CST); // a full barrier on every host CPU
+}
 
 // ---------------------------------------------------------------------------------------------
 // nvcuda::wmma, emulated at tile level: every lane holds the whole logical tile (row-major in

@@ -63,7 +63,7 @@ enum class Op : int32_t
 
 inline std::atomic<uint64_t> gCounts[static_cast<int32_t>(Op::kCOUNT)];
 
-inline void countOp(Op op) noexcept
+ELFATT_EMULATION_UNTRACED inline void countOp(Op op) noexcept
 {
     gCounts[static_cast<int32_t>(op)].fetch_add(1, std::memory_order_relaxed);
 }

@@ -1176,6 +1176,24 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
     return cudaSuccess;
 }
 
+cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream)
+{
+    (void) stream; // launches are synchronous here: stream order is program order
+    if (devPtr == nullptr && count > 0)
+    {
+        return cudaErrorInvalidValue;
+    }
+    if (count > 0)
+    {
+        std::memset(devPtr, value, count);
+    }
+    if (emu::traceLaunches())
+    {
+        std::fprintf(stderr, "host emulation: memset %zu bytes\n", count);
+    }
+    return cudaSuccess;
+}
+
 cudaError_t cudaFuncSetAttribute(void const* func, enum cudaFuncAttribute attr, int value)
 {
     if (func == nullptr)

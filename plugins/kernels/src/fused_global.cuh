@@ -1,0 +1,477 @@
+/*
+ * elfatt-deploy kernels v2: the global heads (internal header).
+ *
+ * Reduction item (b, global head, chunk of chunkTokens tokens), in the first launch next to the
+ * local items: ctx_c[i][j] = sum_n exp(k[n][i] - m_i) v[n][j] over the chunk's tokens, with the
+ * running per-channel max m_i (online softmax of k over tokens), on tensor cores:
+ *   A = exp(K - m)^T (rows: k channels i, k index: tokens) comes from the key tile itself:
+ *   ldmatrix.trans gives the fragment of K^T, the lanes widen it to float32, take the tile max
+ *   of each channel over the quad that shares the row, rescale, exponentiate and pack it back
+ *   (bfloat16: E_hi + E_lo); B = V (ldmatrix.trans). Key/value tiles of 64 tokens are
+ *   double-buffered with cp.async. The chunk's partial (ctx_c, m_c, s_c) goes to the workspace;
+ *   then __threadfence and an atomic counter per (b, head): the block that finishes the last
+ *   chunk merges all of them exactly (M = max m_c, S = sum s_c e^(m_c - M),
+ *   ctx = sum ctx_c e^(m_c - M) / S) and writes ctx in the input type (bfloat16: hi and lo).
+ *   No extra pass over the tokens, no extra launch.
+ * Output item (b, global head, tile of up to 8 x 8 tokens), in the second launch:
+ *   softmax(q) over the head's channels in registers (the A fragment of the query tile, row max
+ *   and sum over the quad), times ctx on tensor cores (bfloat16: q'_hi ctx_hi + q'_lo ctx_hi +
+ *   q'_hi ctx_lo), plus LePE of v over the whole grid from a halo tile, 16-byte stores.
+ */
+#pragma once
+
+#include "fused_common.cuh"
+
+#include <type_traits>
+
+namespace elfatt
+{
+namespace detail
+{
+
+//! Parts of the stored context: 1 (float16) or 2 (bfloat16: hi and lo).
+template <typename T>
+__host__ __device__ constexpr int32_t fusedCtxParts()
+{
+    return std::is_same<T, __nv_bfloat16>::value ? 2 : 1;
+}
+
+//! Bytes of dynamic shared memory of a reduction item: two stages of key and value tiles, a flag.
+template <int32_t kD>
+__host__ __device__ constexpr int32_t fusedReductionSmemBytes()
+{
+    return 4 * fusedTileBytes<kD>() + 16;
+}
+
+//! Bytes of dynamic shared memory of an output item: query tile and context (or the float32
+//! output tile over both), then the LePE halo and the LePE parameters.
+template <typename T, int32_t kD>
+__host__ __device__ constexpr int32_t fusedOutputSmemBytes(int32_t haloRows)
+{
+    return (2 * fusedTileBytes<kD>() > fusedTileBytes<kD>() + fusedCtxParts<T>() * kD * fusedLd<kD>() * 2
+                   ? 2 * fusedTileBytes<kD>()
+                   : fusedTileBytes<kD>() + fusedCtxParts<T>() * kD * fusedLd<kD>() * 2)
+        + haloRows * fusedLd<kD>() * 2 + fusedLepeBytes<kD>();
+}
+
+//! The last block of a (b, head) merges the chunk partials into ws.ctx (16-bit, hi [and lo]).
+template <typename T, int32_t kD>
+__device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pair, FusedWorkspace const& ws)
+{
+    constexpr int32_t kTHREADS_PER_ROW = kFUSED_THREADS / kD;
+    constexpr int32_t kCOLS = kD / kTHREADS_PER_ROW; //!< 32 (kD = 64) or 8 (kD = 32) columns per thread
+    constexpr int32_t kPARTS = fusedCtxParts<T>();
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+    int32_t const i = tid / kTHREADS_PER_ROW;
+    int32_t const j0 = (tid % kTHREADS_PER_ROW) * kCOLS;
+    int64_t const first = static_cast<int64_t>(pair) * a.chunks;
+    // Other blocks wrote the partials: read them from L2 (__ldcg), never from a stale L1 line.
+    float big = -INFINITY;
+    for (int32_t c = 0; c < a.chunks; ++c)
+    {
+        big = fmaxf(big, __ldcg(ws.maxPartial + (first + c) * kD + i));
+    }
+    float sum = 0.F;
+    float acc[kCOLS];
+#pragma unroll
+    for (int32_t j = 0; j < kCOLS; ++j)
+    {
+        acc[j] = 0.F;
+    }
+    for (int32_t c = 0; c < a.chunks; ++c)
+    {
+        float const m = __ldcg(ws.maxPartial + (first + c) * kD + i);
+        float const weight = exp2f((m - big) * kFUSED_LOG2E); // every chunk has a token: m, big finite
+        sum = fmaf(__ldcg(ws.sumPartial + (first + c) * kD + i), weight, sum);
+        float4 const* row = reinterpret_cast<float4 const*>(ws.ctxPartial + ((first + c) * kD + i) * kD + j0);
+#pragma unroll
+        for (int32_t v = 0; v < kCOLS / 4; ++v)
+        {
+            float4 const p = __ldcg(row + v);
+            acc[4 * v] = fmaf(p.x, weight, acc[4 * v]);
+            acc[4 * v + 1] = fmaf(p.y, weight, acc[4 * v + 1]);
+            acc[4 * v + 2] = fmaf(p.z, weight, acc[4 * v + 2]);
+            acc[4 * v + 3] = fmaf(p.w, weight, acc[4 * v + 3]);
+        }
+    }
+    float const inv = 1.F / sum;
+    uint16_t* hi = ws.ctx + static_cast<int64_t>(pair) * kPARTS * kD * kD + i * kD + j0;
+#pragma unroll
+    for (int32_t v = 0; v < kCOLS / 8; ++v)
+    {
+        uint32_t h[4];
+        uint32_t l[4];
+#pragma unroll
+        for (int32_t w = 0; w < 4; ++w)
+        {
+            float const x0 = acc[8 * v + 2 * w] * inv;
+            float const x1 = acc[8 * v + 2 * w + 1] * inv;
+            h[w] = ptx::packPair<T>(x0, x1);
+            float y0;
+            float y1;
+            ptx::unpackPair<T>(h[w], y0, y1);
+            l[w] = ptx::packPair<T>(x0 - y0, x1 - y1);
+        }
+        *reinterpret_cast<uint4*>(hi + 8 * v) = make_uint4(h[0], h[1], h[2], h[3]);
+        if constexpr (kPARTS == 2)
+        {
+            *reinterpret_cast<uint4*>(hi + kD * kD + 8 * v) = make_uint4(l[0], l[1], l[2], l[3]);
+        }
+    }
+}
+
+template <typename T, int32_t kD>
+__device__ __forceinline__ void fusedReductionItem(
+    FusedArgs const& a, int32_t item, uint16_t const* __restrict__ qkv, FusedWorkspace const& ws, unsigned char* smem)
+{
+    constexpr int32_t kTILE = fusedTileBytes<kD>();
+    constexpr int32_t kMT = kD / 16;                       //!< 16-row tiles of ctx (k channels i)
+    constexpr int32_t kNW = (kD / 8) / (kFUSED_WARPS / kMT); //!< n8 tiles of ctx columns per warp
+    constexpr bool kBF16 = std::is_same<T, __nv_bfloat16>::value;
+    static_assert(kNW % 2 == 0 && kNW >= 2, "warp tiling of the context");
+
+    int32_t const chunk = item % a.chunks;
+    int32_t const pair = item / a.chunks; // b * G + head
+    int32_t const head = pair % a.globalHeads;
+    int32_t const b = pair / a.globalHeads;
+    int32_t const tokens = a.height * a.width;
+    int32_t const t0 = chunk * a.chunkTokens;
+    int32_t const nt = min(a.chunkTokens, tokens - t0);
+    int32_t const tiles = (nt + kFUSED_ROWS - 1) / kFUSED_ROWS;
+    int32_t const stride = 3 * a.channels;
+    uint16_t const* base = qkv + static_cast<int64_t>(b) * tokens * stride;
+    uint16_t const* kSrc = base + a.channels + head * kD;
+    uint16_t const* vSrc = base + 2 * a.channels + head * kD;
+    auto const sK = [&](int32_t stage) { return smem + kTILE * stage; };
+    auto const sV = [&](int32_t stage) { return smem + kTILE * (2 + stage); };
+    int32_t* const sLast = reinterpret_cast<int32_t*>(smem + 4 * kTILE);
+
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) / kWARP_SIZE;
+    int32_t const lane = static_cast<int32_t>(threadIdx.x) % kWARP_SIZE;
+    int32_t const g = lane >> 2;
+    int32_t const t = lane & 3;
+    int32_t const i0 = 16 * (warp % kMT);            //!< this warp's 16 k channels
+    int32_t const j0 = 8 * kNW * (warp / kMT);        //!< and its 8 kNW v channels
+    float acc[kNW][4];
+#pragma unroll
+    for (int32_t n = 0; n < kNW; ++n)
+    {
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.F;
+    }
+    float rowMax[2] = {-INFINITY, -INFINITY}; //!< m of channels i0 + g and i0 + g + 8 (natural units)
+    float rowSum[2] = {0.F, 0.F};             //!< this lane's share of s
+
+    __syncthreads(); // the previous item is done with shared memory
+    copyTokens<kD>(sK(0), kFUSED_ROWS, kSrc, t0, min(kFUSED_ROWS, nt), stride);
+    copyTokens<kD>(sV(0), kFUSED_ROWS, vSrc, t0, min(kFUSED_ROWS, nt), stride);
+    ptx::cpAsyncCommit();
+    for (int32_t tile = 0; tile < tiles; ++tile)
+    {
+        int32_t const stage = tile & 1;
+        if (tile + 1 < tiles)
+        {
+            int32_t const next = t0 + (tile + 1) * kFUSED_ROWS;
+            int32_t const count = min(kFUSED_ROWS, nt - (tile + 1) * kFUSED_ROWS);
+            copyTokens<kD>(sK(stage ^ 1), kFUSED_ROWS, kSrc, next, count, stride);
+            copyTokens<kD>(sV(stage ^ 1), kFUSED_ROWS, vSrc, next, count, stride);
+            ptx::cpAsyncCommit();
+            ptx::cpAsyncWait<1>();
+        }
+        else
+        {
+            ptx::cpAsyncWait<0>();
+        }
+        __syncthreads(); // every thread's copies of this tile have landed
+        int32_t const nv = min(kFUSED_ROWS, nt - tile * kFUSED_ROWS);
+
+        // K^T fragments, block by block of 16 tokens (registers r: channel i0 + g, + 8 for odd r;
+        // tokens 16 kb + 2 t + h, + 8 for r >= 2). Pass 1: the tile max of each channel.
+        float tileMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int32_t kb = 0; kb < 4; ++kb)
+        {
+            if (16 * kb >= nv)
+            {
+                continue;
+            }
+            uint32_t ka[4];
+            loadATrans<kD>(ka, sK(stage), 16 * kb, i0);
+#pragma unroll
+            for (int32_t r = 0; r < 4; ++r)
+            {
+                float x[2];
+                ptx::unpackPair<T>(ka[r], x[0], x[1]);
+#pragma unroll
+                for (int32_t h = 0; h < 2; ++h)
+                {
+                    int32_t const token = 16 * kb + 2 * t + h + (r >= 2 ? 8 : 0);
+                    tileMax[r & 1] = token < nv ? fmaxf(tileMax[r & 1], x[h]) : tileMax[r & 1];
+                }
+            }
+        }
+        float shift[2];
+#pragma unroll
+        for (int32_t r = 0; r < 2; ++r)
+        {
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(kFULL_MASK, tileMax[r], 1));
+            tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(kFULL_MASK, tileMax[r], 2));
+            float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: nv >= 1
+            shift[r] = newMax * kFUSED_LOG2E;
+            float const alpha = exp2f((rowMax[r] - newMax) * kFUSED_LOG2E); // 0 on the first tile
+            rowMax[r] = newMax;
+            rowSum[r] *= alpha;
+#pragma unroll
+            for (int32_t n = 0; n < kNW; ++n)
+            {
+                acc[n][2 * r] *= alpha;
+                acc[n][2 * r + 1] *= alpha;
+            }
+        }
+        // Pass 2: E = exp(k - m) (0 past the chunk) as the A fragment, times V.
+#pragma unroll
+        for (int32_t kb = 0; kb < 4; ++kb)
+        {
+            if (16 * kb >= nv)
+            {
+                continue;
+            }
+            uint32_t ea[4];
+            loadATrans<kD>(ea, sK(stage), 16 * kb, i0);
+            uint32_t er[4] = {0U, 0U, 0U, 0U};
+#pragma unroll
+            for (int32_t r = 0; r < 4; ++r)
+            {
+                float x[2];
+                ptx::unpackPair<T>(ea[r], x[0], x[1]);
+#pragma unroll
+                for (int32_t h = 0; h < 2; ++h)
+                {
+                    int32_t const token = 16 * kb + 2 * t + h + (r >= 2 ? 8 : 0);
+                    x[h] = token < nv ? exp2f(fmaf(x[h], kFUSED_LOG2E, -shift[r & 1])) : 0.F;
+                    rowSum[r & 1] += x[h];
+                }
+                ea[r] = ptx::packPair<T>(x[0], x[1]);
+                if constexpr (kBF16)
+                {
+                    float y0;
+                    float y1;
+                    ptx::unpackPair<T>(ea[r], y0, y1);
+                    er[r] = ptx::packPair<T>(x[0] - y0, x[1] - y1);
+                }
+            }
+#pragma unroll
+            for (int32_t np = 0; np < kNW / 2; ++np)
+            {
+                uint32_t bv[4];
+                loadBCols<kD>(bv, sV(stage), 16 * kb, j0 + 16 * np);
+                uint32_t const b0[2] = {bv[0], bv[1]};
+                uint32_t const b1[2] = {bv[2], bv[3]};
+                ptx::mma16816<T>(acc[2 * np], ea, b0, acc[2 * np]);
+                ptx::mma16816<T>(acc[2 * np + 1], ea, b1, acc[2 * np + 1]);
+                if constexpr (kBF16)
+                {
+                    ptx::mma16816<T>(acc[2 * np], er, b0, acc[2 * np]);
+                    ptx::mma16816<T>(acc[2 * np + 1], er, b1, acc[2 * np + 1]);
+                }
+            }
+        }
+        __syncthreads(); // every warp is done with this stage (the next copy reuses it)
+    }
+
+    // The chunk's partial -> workspace.
+    int64_t const slot = static_cast<int64_t>(pair) * a.chunks + chunk;
+    float* const partial = ws.ctxPartial + slot * kD * kD;
+#pragma unroll
+    for (int32_t n = 0; n < kNW; ++n)
+    {
+        int32_t const col = j0 + 8 * n + 2 * t;
+        *reinterpret_cast<float2*>(partial + (i0 + g) * kD + col) = make_float2(acc[n][0], acc[n][1]);
+        *reinterpret_cast<float2*>(partial + (i0 + g + 8) * kD + col) = make_float2(acc[n][2], acc[n][3]);
+    }
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(kFULL_MASK, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(kFULL_MASK, rowSum[r], 2);
+    }
+    if (warp < kMT && t == 0)
+    {
+        ws.maxPartial[slot * kD + i0 + g] = rowMax[0];
+        ws.maxPartial[slot * kD + i0 + g + 8] = rowMax[1];
+        ws.sumPartial[slot * kD + i0 + g] = rowSum[0];
+        ws.sumPartial[slot * kD + i0 + g + 8] = rowSum[1];
+    }
+
+    // Count the chunk; the block that counts the last one merges (threadFenceReduction pattern).
+    __threadfence(); // this block's partial is visible device-wide before it is counted
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        uint32_t const done = atomicAdd(ws.counters + pair, 1U);
+        *sLast = done + 1 == static_cast<uint32_t>(a.chunks) ? 1 : 0;
+    }
+    __syncthreads();
+    if (*sLast != 0)
+    {
+        __threadfence(); // order the reads of the other blocks' partials after the count
+        fusedMergeContext<T, kD>(a, pair, ws);
+    }
+}
+
+template <typename T, int32_t kD>
+__device__ __forceinline__ void fusedOutputItem(FusedArgs const& a, int32_t item, uint16_t const* __restrict__ qkv,
+    void const* lepeWeight, void const* lepeBias, T* __restrict__ out, FusedWorkspace const& ws, unsigned char* smem)
+{
+    constexpr int32_t kTILE = fusedTileBytes<kD>();
+    constexpr int32_t kKB = kD / 16;
+    constexpr int32_t kNT = kD / 8;
+    constexpr int32_t kPARTS = fusedCtxParts<T>();
+    constexpr bool kBF16 = kPARTS == 2;
+
+    int32_t rest = item;
+    int32_t const tx = rest % a.oTilesX;
+    rest /= a.oTilesX;
+    int32_t const ty = rest % a.oTilesY;
+    int32_t const pair = rest / a.oTilesY; // b * G + head
+    int32_t const head = pair % a.globalHeads;
+    int32_t const b = pair / a.globalHeads;
+    Rect const grid{0, 0, a.height, a.width};
+    Rect tile;
+    tile.r0 = ty * a.oTileH;
+    tile.c0 = tx * a.oTileW;
+    tile.rows = min(a.height - tile.r0, a.oTileH);
+    tile.cols = min(a.width - tile.c0, a.oTileW);
+    int32_t const stride = 3 * a.channels;
+    int64_t const tokens = static_cast<int64_t>(a.height) * a.width;
+    uint16_t const* base = qkv + static_cast<int64_t>(b) * tokens * stride;
+    int32_t const ch = head * kD;
+
+    unsigned char* const sQ = smem;
+    auto const sCtx = [&](int32_t part) { return smem + kTILE + part * kD * fusedLd<kD>() * 2; };
+    unsigned char* const sHalo = smem + fusedOutputSmemBytes<T, kD>(0) - fusedLepeBytes<kD>();
+    float* const sW = reinterpret_cast<float*>(sHalo + a.oHaloRows * fusedLd<kD>() * 2);
+    float* const sOut = reinterpret_cast<float*>(smem);
+    Rect const haloRect = haloOf(tile, grid);
+
+    __syncthreads(); // the previous item is done with shared memory
+    copyRect<kD>(sQ, kFUSED_ROWS, base + ch, tile, a.width, stride);
+#pragma unroll
+    for (int32_t part = 0; part < kPARTS; ++part)
+    {
+        copyTokens<kD>(sCtx(part), kD, ws.ctx + (static_cast<int64_t>(pair) * kPARTS + part) * kD * kD, 0, kD, kD);
+    }
+    if (a.hasLepe)
+    {
+        copyRect<kD>(sHalo, haloRect.rows * haloRect.cols, base + 2 * a.channels + ch, haloRect, a.width, stride);
+    }
+    ptx::cpAsyncCommit();
+    ptx::cpAsyncWait<0>();
+    __syncthreads();
+
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) / kWARP_SIZE;
+    // softmax(q) of rows g and g + 8 over the head's channels: the lanes of a quad hold them all.
+    // Pass 1: the row max; pass 2: e = exp(q - max) as the A fragment (its row sum divides the
+    // product at the end).
+    float rowMax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int32_t kb = 0; kb < kKB; ++kb)
+    {
+        uint32_t qa[4];
+        loadA<kD>(qa, sQ, 16 * warp, 16 * kb);
+#pragma unroll
+        for (int32_t r = 0; r < 4; ++r)
+        {
+            float x0;
+            float x1;
+            ptx::unpackPair<T>(qa[r], x0, x1);
+            rowMax[r & 1] = fmaxf(rowMax[r & 1], fmaxf(x0, x1));
+        }
+    }
+    float rowSum[2] = {0.F, 0.F};
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(kFULL_MASK, rowMax[r], 1));
+        rowMax[r] = fmaxf(rowMax[r], __shfl_xor_sync(kFULL_MASK, rowMax[r], 2));
+        rowMax[r] *= kFUSED_LOG2E;
+    }
+    float acc[kNT][4];
+#pragma unroll
+    for (int32_t n = 0; n < kNT; ++n)
+    {
+        acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.F;
+    }
+#pragma unroll
+    for (int32_t kb = 0; kb < kKB; ++kb)
+    {
+        uint32_t pa[4];
+        loadA<kD>(pa, sQ, 16 * warp, 16 * kb);
+        uint32_t pr[4] = {0U, 0U, 0U, 0U};
+#pragma unroll
+        for (int32_t r = 0; r < 4; ++r)
+        {
+            float x0;
+            float x1;
+            ptx::unpackPair<T>(pa[r], x0, x1);
+            x0 = exp2f(fmaf(x0, kFUSED_LOG2E, -rowMax[r & 1]));
+            x1 = exp2f(fmaf(x1, kFUSED_LOG2E, -rowMax[r & 1]));
+            rowSum[r & 1] += x0 + x1;
+            pa[r] = ptx::packPair<T>(x0, x1);
+            if constexpr (kBF16)
+            {
+                float y0;
+                float y1;
+                ptx::unpackPair<T>(pa[r], y0, y1);
+                pr[r] = ptx::packPair<T>(x0 - y0, x1 - y1);
+            }
+        }
+#pragma unroll
+        for (int32_t nb = 0; nb < kNT / 2; ++nb)
+        {
+            uint32_t bc[4];
+            loadBCols<kD>(bc, sCtx(0), 16 * kb, 16 * nb);
+            uint32_t const b0[2] = {bc[0], bc[1]};
+            uint32_t const b1[2] = {bc[2], bc[3]};
+            ptx::mma16816<T>(acc[2 * nb], pa, b0, acc[2 * nb]);
+            ptx::mma16816<T>(acc[2 * nb + 1], pa, b1, acc[2 * nb + 1]);
+            if constexpr (kBF16)
+            {
+                uint32_t bl[4];
+                loadBCols<kD>(bl, sCtx(1), 16 * kb, 16 * nb);
+                uint32_t const l0[2] = {bl[0], bl[1]};
+                uint32_t const l1[2] = {bl[2], bl[3]};
+                ptx::mma16816<T>(acc[2 * nb], pr, b0, acc[2 * nb]);
+                ptx::mma16816<T>(acc[2 * nb + 1], pr, b1, acc[2 * nb + 1]);
+                ptx::mma16816<T>(acc[2 * nb], pa, l0, acc[2 * nb]);
+                ptx::mma16816<T>(acc[2 * nb + 1], pa, l1, acc[2 * nb + 1]);
+            }
+        }
+    }
+#pragma unroll
+    for (int32_t r = 0; r < 2; ++r)
+    {
+        rowSum[r] += __shfl_xor_sync(kFULL_MASK, rowSum[r], 1);
+        rowSum[r] += __shfl_xor_sync(kFULL_MASK, rowSum[r], 2);
+        rowSum[r] = 1.F / rowSum[r];
+    }
+#pragma unroll
+    for (int32_t n = 0; n < kNT; ++n)
+    {
+        acc[n][0] *= rowSum[0];
+        acc[n][1] *= rowSum[0];
+        acc[n][2] *= rowSum[1];
+        acc[n][3] *= rowSum[1];
+    }
+    __syncthreads(); // every warp is done with sQ and sCtx: the float32 output tile goes over them
+    stageRows<kD>(sOut, 16 * warp, acc);
+    if (a.hasLepe)
+    {
+        stageLepe<T, kD>(sW, lepeWeight, lepeBias, ch, a.lepeFloat32);
+    }
+    __syncthreads();
+    storeTile<T, kD>(sOut, tile, grid, sHalo, haloRect, a.hasLepe ? sW : nullptr,
+        out + static_cast<int64_t>(b) * tokens * a.channels, ch, a.width, a.channels);
+}
+
+} // namespace detail
+} // namespace elfatt
