@@ -257,7 +257,7 @@ def expected_kernels(case: OpCase, dtype: torch.dtype, path: str, sm: int = 90) 
     """Which kernels plan.cpp / the launchers pick (the names the emulation traces)."""
     t, d = TYPE_NAMES[dtype], case.head_dim
     kd = 16 if d <= 16 else (32 if d <= 32 else 64)
-    if path == "fused" and fused_runs(case, dtype, sm):
+    if path in ("fused", "auto") and fused_runs(case, dtype, sm):
         return [f"fusedPassKernel<{t}, {d}>"] + ([f"fusedOutputKernel<{t}, {d}>"] if case.global_heads else [])
     if path == "fused":
         path = "tensorcore"  # kernels v2 do not cover it: v1 runs

@@ -203,7 +203,9 @@ def fused_plan(lib, p, path=P_FUSED):
     (K_HALF, 96, P_FUSED, 1), (K_BF16, 192, P_FUSED, 1),  # d = 32, 64
     (K_FLOAT, 96, P_FUSED, 0),                             # no float32 v2: v1's SIMT kernels
     (K_HALF, 48, P_FUSED, 0), (K_HALF, 144, P_FUSED, 0),   # d = 16, 48: v1
-    (K_HALF, 96, P_TENSOR_CORE, 0), (K_HALF, 96, P_TILED, 0),
+    (K_HALF, 96, P_TENSOR_CORE, 0), (K_HALF, 96, P_TILED, 0), (K_HALF, 96, P_GENERIC, 0),
+    (K_HALF, 96, P_AUTO, 1), (K_BF16, 192, P_AUTO, 1),      # auto: v2 where it applies
+    (K_FLOAT, 96, P_AUTO, 0), (K_HALF, 48, P_AUTO, 0),
 ])
 def test_fused_coverage(shim, dtype, c, path, runs):
     assert fused_plan(shim, params(c=c, g=1, l=2, dtype=dtype), path)[0] == runs

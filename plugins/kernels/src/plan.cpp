@@ -286,7 +286,7 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
     {
         plan.fusedPlan = FusedPlan{};
     }
-    plan.fused = path == KernelPath::kFUSED && fusedEligible(plan);
+    plan.fused = (path == KernelPath::kFUSED || path == KernelPath::kAUTO) && fusedEligible(plan);
 
     // Global heads: token split and workspace. Monotone non-decreasing in B, H and W, so a
     // workspace planned for the largest shape serves every smaller one (TensorRT relies on it).

@@ -24,9 +24,11 @@ namespace elfatt
 //!  - kTENSOR_CORE: local heads with the tensor-core (wmma) kernel for float16
 //!              (sm_70+) and bfloat16 (sm_80+), head dim up to 64; for float32, a
 //!              larger head dim or an older device it behaves as kTILED.
-//!  - kFUSED:   kernels v2 (float16/bfloat16 on sm_80+, inline-PTX mma.sync and cp.async;
-//!              docs/kernels.md). Until they land this path runs kTENSOR_CORE's kernels.
-//! kAUTO picks kTENSOR_CORE's kernels for float16/bfloat16 and kTILED's for float32.
+//!  - kFUSED:   kernels v2 (float16/bfloat16, head dim 32 or 64, sm_80+, 16-byte aligned qkv and
+//!              out; inline-PTX mma.sync, ldmatrix and cp.async; docs/kernels.md); elsewhere it
+//!              behaves as kTENSOR_CORE.
+//! kAUTO picks kFUSED where kernels v2 apply, else kTENSOR_CORE's kernels for float16/bfloat16
+//! and kTILED's for float32.
 //! The environment variable ELFATT_KERNEL_PATH (auto | tiled | generic | tensorcore | fused),
 //! read once per process, sets the path that enqueue() uses.
 enum class KernelPath : int32_t
