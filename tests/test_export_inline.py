@@ -74,7 +74,7 @@ def test_validate_runs_an_inlined_file(vit_pair, capsys):
     model, _, inlined_path = vit_pair
     code = main(["validate", str(inlined_path), "--shapes", "1x3x64x96", "--samples", "1"])
     assert code == 0, capsys.readouterr()
-    assert main(["validate", str(inlined_path), "--shapes", "1x3x64x96", "--samples", "1", "--seed", "5"]) == 1
+    assert main(["validate", str(inlined_path), "--shapes", "1x3x64x96", "--samples", "1", "--weight-seed", "5"]) == 1
 
 
 def test_inline_keeps_a_file_without_elfatt_nodes():

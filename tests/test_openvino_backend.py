@@ -159,7 +159,7 @@ def test_validate_and_bench_cli(tiny_vit, tmp_path, capsys):
     assert all(r["rel_l2_error"] <= 1e-5 for r in data["rows"]) and len(data["rows"]) == 2
     # other weights must fail: the comparison can fail
     assert main(["validate", str(default), "--backend", "openvino", "--shapes", "1x3x64x96", "--samples", "1",
-                 "--seed", "3"]) == 1
+                 "--weight-seed", "3"]) == 1
     out = tmp_path / "bench.json"
     assert main(["bench", "--backend", "openvino", "--onnx", str(default), "--input-shape", "1x3x64x96",
                  "--iterations", "3", "--warmup", "1", "--json", str(out), "--no-progress"]) == 0
