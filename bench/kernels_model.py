@@ -45,6 +45,7 @@ for entry in (ROOT, BENCH):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+import kernel_cases  # noqa: E402
 from kernels_devices import ASSUMPTIONS, DEVICES, Device, fa2_tflops, occupancy  # noqa: E402
 from kernels_trace import (KERNELS, LaunchTrace, Problem, build_tracer, list_launches, run_tracer,  # noqa: E402
                            source_lines)
@@ -68,27 +69,25 @@ class Case:
     problem: Problem
 
 
-# Case names are those of bench/kernel_cases.py (bench/kernels_gpu.py's TIMED_CASES), so that measured
-# and predicted rows pair up: ViT-S at 64x64 / 128x128 tokens, CSWin-T stage s at an image size.
-def vit_s(h: int, w: int, b: int) -> Case:
-    return Case(f"vit-s-{h}x{w}-b{b}", Problem(b, h, w, 384, 3, 3, 7, 7))
+#: The cases of --quick (CI): one ViT-S (d = 64, 7x7 windows) and one CSWin-T stage (d = 32, stripes).
+QUICK_CASE_NAMES = ("vit-s-64x64-b1", "cswin-t-s3-512")
 
 
-def cswin_t(size: int, stage: int) -> Case:
-    side = size // 4 // 2 ** (stage - 1)
-    dim, heads, stripe = {1: (64, 2, 1), 2: (128, 4, 2), 3: (256, 8, 7)}[stage]
-    return Case(f"cswin-t-s{stage}-{size}",
-                Problem(1, side, side, dim, heads // 2, heads // 2, stripe, 0))
+def problem_of(case: kernel_cases.Case) -> Problem:
+    """The enqueue arguments of a timed case of bench/kernel_cases.py (all float16)."""
+    if case.scale != 0.0:
+        raise ValueError(f"case {case.name}: scale {case.scale} != 0; the tracer runs the default 1/sqrt(d)")
+    return Problem(case.batch, case.height, case.width, case.channels, case.global_heads, case.local_heads,
+                   case.window_h, case.window_w, "float16", case.lepe)
 
 
 def all_cases() -> list[Case]:
-    cases = [vit_s(64, 64, 1), vit_s(128, 128, 1), vit_s(64, 64, 8)]
-    cases += [cswin_t(size, stage) for size in (512, 1024) for stage in (1, 2, 3)]
-    return cases
+    """bench/kernel_cases.py's TIMED_CASES, the cases bench/kernels_gpu.py times, under the same names."""
+    return [Case(c.name, problem_of(c)) for c in kernel_cases.TIMED_CASES]
 
 
 def quick_cases() -> list[Case]:
-    return [vit_s(64, 64, 1), cswin_t(512, 3)]
+    return [c for c in all_cases() if c.name in QUICK_CASE_NAMES]
 
 
 # ------------------------------------------------------------------------------------------------

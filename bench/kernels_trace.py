@@ -7,8 +7,8 @@ tracer (plugins/kernels/tests/emulation/emulation_trace.cpp) implements the call
 sees every load and store of kernel code. See that file for what a trace holds.
 
 Sampling: each launch's blocks are put into kinds (for the kernels whose work-item order
-is known here: the window / tile / chunk geometry that makes a block differ from another;
-otherwise 16 strata of consecutive blocks), and up to ``per_kind`` blocks of each kind, spread over the kind, are
+is known here, v1's and v2's: the head and the window / tile / chunk geometry that makes a
+block differ from another; otherwise 16 strata of consecutive blocks), and up to ``per_kind`` blocks of each kind, spread over the kind, are
 traced with weight (blocks of the kind) / (blocks traced of it). Totals over the grid are
 the weighted sums.
 """
@@ -200,6 +200,76 @@ def _local_kinds(p: Problem, grid: int, queries_per_tile: int | None) -> list[tu
 #: Strata of a launch whose work-item order bench/kernels_trace.py does not know.
 UNKNOWN_STRATA = 16
 
+#: plan.h: query rows of a v2 block, first and largest chunk count of the v2 reduction.
+FUSED_ROWS, FUSED_CHUNK_TOKENS, FUSED_MAX_CHUNKS = 64, 512, 64
+
+
+def fused_plan(p: Problem) -> dict:
+    """makeFusedPlan (plugins/kernels/src/plan.cpp): the tiles and work items of kernels v2."""
+    wh, ww, ny, nx = _windows(p)
+    tokens = p.height * p.width
+    qh = min(wh, FUSED_ROWS)
+    qw = min(ww, FUSED_ROWS // qh)
+    chunks = min(FUSED_MAX_CHUNKS, max(1, ceil_div(tokens, FUSED_CHUNK_TOKENS)))
+    chunk_tokens = ceil_div(ceil_div(tokens, chunks), FUSED_ROWS) * FUSED_ROWS
+    chunks = ceil_div(tokens, chunk_tokens)
+    ow = min(p.width, 8)
+    oh = min(p.height, FUSED_ROWS // ow)
+    q_tiles_y, q_tiles_x = -(-wh // qh), -(-ww // qw)
+    o_tiles_y, o_tiles_x = -(-p.height // oh), -(-p.width // ow)
+    return {"wh": wh, "ww": ww, "ny": ny, "nx": nx, "qh": qh, "qw": qw, "q_tiles_y": q_tiles_y,
+            "q_tiles_x": q_tiles_x, "chunks": chunks, "chunk_tokens": chunk_tokens, "oh": oh, "ow": ow,
+            "o_tiles_y": o_tiles_y, "o_tiles_x": o_tiles_x,
+            "reduction_items": p.batch * p.global_heads * chunks if p.global_heads else 0,
+            "local_items": p.batch * p.local_heads * ny * nx * q_tiles_y * q_tiles_x if p.local_heads else 0,
+            "output_items": p.batch * p.global_heads * o_tiles_y * o_tiles_x if p.global_heads else 0}
+
+
+def _fused_pass_kinds(p: Problem, grid: int) -> list[tuple] | None:
+    """fusedPassKernel, one item per block (the launcher's grid): blocks [0, R) reduce chunk
+    i % chunks of (b, head) = i // chunks; block R + j runs local item
+    j = ((((b Lh + head) wY + wy) wX + wx) qY + qy) qX + qx (docs/kernels.md, "Item order").
+
+    Reduction blocks differ by the head and whether the chunk is the last (shorter) one; local
+    blocks by the head, the window's shape (cut at the right / bottom edge) and the query tile.
+    None where the grid is not one block per item (the launcher capped it)."""
+    f = fused_plan(p)
+    reducers, locals_ = f["reduction_items"], f["local_items"]
+    if grid != reducers + locals_:
+        return None
+    kinds: list[tuple] = []
+    for item in range(reducers):
+        chunk, pair = item % f["chunks"], item // f["chunks"]
+        kinds.append(("reduce", pair % p.global_heads, chunk == f["chunks"] - 1))
+    for item in range(locals_):
+        rest, tx = divmod(item, f["q_tiles_x"])
+        rest, ty = divmod(rest, f["q_tiles_y"])
+        rest, wx = divmod(rest, f["nx"])
+        rest, wy = divmod(rest, f["ny"])
+        head = rest % p.local_heads
+        rows = min(f["wh"], p.height - wy * f["wh"])
+        cols = min(f["ww"], p.width - wx * f["ww"])
+        kinds.append(("local", head, rows, cols, ty, tx))
+    return kinds
+
+
+def _fused_output_kinds(p: Problem, grid: int) -> list[tuple] | None:
+    """fusedOutputKernel: item ((b G + head) oY + oy) oX + ox, an oTileH x oTileW tile of tokens.
+
+    Blocks differ by the head, the tile's shape and which grid edges clip its LePE halo."""
+    f = fused_plan(p)
+    if grid != f["output_items"]:
+        return None
+    kinds = []
+    for item in range(grid):
+        rest, tx = divmod(item, f["o_tiles_x"])
+        rest, ty = divmod(rest, f["o_tiles_y"])
+        head = rest % p.global_heads
+        rows = min(f["oh"], p.height - ty * f["oh"])
+        cols = min(f["ow"], p.width - tx * f["ow"])
+        kinds.append((head, rows, cols, ty == 0, ty == f["o_tiles_y"] - 1, tx == 0, tx == f["o_tiles_x"] - 1))
+    return kinds
+
 
 def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
     """A label per block of the launch: blocks with the same label do the same work on other data.
@@ -231,6 +301,11 @@ def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
                 for item in range(grid)]
     if name == "globalContextMergeKernel":
         return [item == grid - 1 for item in range(grid)]
+    fused = {"fusedPassKernel": _fused_pass_kinds, "fusedOutputKernel": _fused_output_kinds}.get(name)
+    if fused is not None:
+        kinds = fused(p, grid)
+        if kinds is not None:
+            return kinds
     # Not known here: a systematic sample, the grid cut into UNKNOWN_STRATA runs of consecutive blocks
     # (work items of one head or window row are neighbours in every kernel's order).
     return [("stratum", b * UNKNOWN_STRATA // grid) for b in range(grid)]
@@ -414,4 +489,5 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "block_kinds", "sample_blocks", "footprint",
+           "fused_plan",
            "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]
