@@ -405,7 +405,8 @@ def load_measured(path: Path) -> dict[tuple[str, str, str], float]:
     """(case, kernel, device) -> measured us from a JSON of bench/kernels_gpu.py.
 
     Accepts any list of records with a case name, a kernel / path name and a time (us or ms): the
-    keys ``measured_us``, ``us``, ``median_us``, ``time_us`` or ``ms``, ``median_ms``."""
+    keys ``measured_us``, ``us``, ``median_us``, ``time_us`` or ``ms``, ``median_ms``; records with a
+    ``dtype`` other than float16 (the model's) are left out."""
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -427,7 +428,9 @@ def load_measured(path: Path) -> dict[tuple[str, str, str], float]:
             if us is None:
                 ms = next((float(node[k]) for k in ("ms", "median_ms") if isinstance(node.get(k), (int, float))), None)
                 us = None if ms is None else 1000.0 * ms
-            if isinstance(case, str) and kernel and us is not None:
+            # the model predicts float16: bench/kernels_gpu.py's bfloat16 rows of a case are not its
+            dtype_ok = node.get("dtype") in (None, "float16")
+            if isinstance(case, str) and kernel and us is not None and dtype_ok:
                 kernel = {"tensorcore": "v1", "fused": "v2"}.get(str(kernel), str(kernel))
                 found[(case, kernel, device_key(str(node.get("device") or device)))] = us
             for value in node.values():

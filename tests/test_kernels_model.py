@@ -256,5 +256,7 @@ def test_measured_file_errors(tmp_path):
     # bench/kernels_gpu.py's rows: "kernel" v1/v2/reference/sdpa, "median_us"; the GPU as torch names it
     good.write_text(json.dumps({"environment": {"gpu": "NVIDIA H100 80GB HBM3"},
                                 "cases": [{"case": "vit-s-64x64-b1", "kernel": "v1", "median_us": 80.5},
+                                          {"case": "vit-s-64x64-b1", "kernel": "v1", "dtype": "bfloat16",
+                                           "median_us": 99.0},
                                           {"case": "vit-s-64x64-b1", "kernel_path": "fused", "ms": 0.1}]}))
     assert kernels_model.load_measured(good) == {("vit-s-64x64-b1", "v1", "H100-SXM"): 80.5}
