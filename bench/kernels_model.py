@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,70 +183,101 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
     return total, observed, {k: v[0] / v[1] for k, v in per_line.items()}
 
 
-def compile_resources(cache: Path, archs=(87, 90)) -> dict[int, dict[str, KernelResources]]:
-    """arch -> kernel short name -> resources, from nvcc -cubin -Xptxas -v (and nvdisasm when found)."""
+_KERNEL_DEFINITION = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
+
+
+def kernel_sources(kernels: set[str] | None = None) -> list[Path]:
+    """The kernel sources (plugins/kernels/src/*.cu) that define a __global__ function, or, given
+    kernel names, those that define one of them (the launches of the modelled cases: no time is
+    spent compiling kernels they never launch, e.g. local_attention.cu's SIMT kernels at fp16)."""
+    found = []
+    for src in sorted((KERNELS / "src").glob("*.cu")):
+        defined = set(_KERNEL_DEFINITION.findall(src.read_text()))
+        if defined and (kernels is None or defined & kernels):
+            found.append(src)
+    return found
+
+
+def _ptxas_resources(stderr: str) -> tuple[list[str], list[dict]]:
+    """(mangled names, properties) of the entry functions in nvcc -Xptxas -v output."""
+    mangled, props = [], []
+    current = None
+    for line in stderr.splitlines():
+        m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+'", line)
+        if m:
+            current = {"name": m.group(1)}
+            mangled.append(m.group(1))
+            props.append(current)
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            current["registers"] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            current["static_smem"] = int(s.group(1)) if s else 0
+    return mangled, props
+
+
+def compile_resources(cache: Path, archs=(87, 90), kernels: set[str] | None = None,
+                      jobs: int | None = None) -> dict[int, dict[str, KernelResources]]:
+    """arch -> kernel short name -> resources, from nvcc -cubin -Xptxas -v (and nvdisasm when found).
+
+    Compiles the sources that define the given kernels (default: every kernel source), one
+    nvcc per source and arch, ``jobs`` at a time (default: one per CPU)."""
     nvcc = find_tool("nvcc")
     if nvcc is None:
         raise MissingDependencyError("nvcc not found (CUDA_HOME, PATH, /usr/local/cuda/bin): the model reads "
                                      "registers and shared memory from ptxas -v")
     nvdisasm = find_tool("nvdisasm")
-    sources = sorted((KERNELS / "src").glob("*.cu"))
+    sources = kernel_sources(kernels)
     import hashlib
+    from concurrent.futures import ThreadPoolExecutor
 
     h = hashlib.sha256(subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.encode())
     for folder in (KERNELS / "src", KERNELS / "include"):
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 h.update(path.name.encode() + path.read_bytes())
-    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio".encode())
+    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio archs={archs} "
+             f"sources={[s.name for s in sources]}".encode())
     key = cache / f"resources-{h.hexdigest()[:20]}.json"
     if key.is_file():
         raw = json.loads(key.read_text())
         return {int(a): {k: KernelResources(**v) for k, v in d.items()} for a, d in raw.items()}
-    out: dict[int, dict[str, KernelResources]] = {}
     common = ["-std=c++17", "-O2", "-cubin", "-lineinfo", f"-I{KERNELS / 'include'}", f"-I{KERNELS / 'src'}",
               "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
               "-D__CUDA_NO_HALF2_OPERATORS__", "-Xptxas", "-v"]
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in archs:
+        def compile_one(unit: tuple[int, Path]) -> tuple[int, dict[str, KernelResources]]:
+            arch, src = unit
+            cubin = Path(tmp) / f"{src.stem}.sm{arch}.cubin"
+            proc = subprocess.run([nvcc, *common, f"-arch=sm_{arch}", str(src), "-o", str(cubin)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ToolkitError(f"nvcc -cubin sm_{arch} {src.name} failed:\n{proc.stderr[-4000:]}")
+            mangled, props = _ptxas_resources(proc.stderr)
+            mix: dict[str, tuple[int, int, dict]] = {}
+            if nvdisasm:
+                listing = subprocess.run([nvdisasm, "-c", "-g", str(cubin)], capture_output=True, text=True).stdout
+                for section in re.split(r"\n\.text\.", listing)[1:]:
+                    mix[section.split(":", 1)[0]] = sass_mix(section)
             table: dict[str, KernelResources] = {}
-            for src in sources:
-                cubin = Path(tmp) / f"{src.stem}.sm{arch}.cubin"
-                proc = subprocess.run([nvcc, *common, f"-arch=sm_{arch}", str(src), "-o", str(cubin)],
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise ToolkitError(f"nvcc -cubin sm_{arch} {src.name} failed:\n{proc.stderr[-4000:]}")
-                mangled, props = [], []
-                current = None
-                for line in proc.stderr.splitlines():
-                    m = re.search(r"Compiling entry function '(\S+)' for 'sm_\d+'", line)
-                    if m:
-                        current = {"name": m.group(1)}
-                        mangled.append(m.group(1))
-                        props.append(current)
-                        continue
-                    if current is None:
-                        continue
-                    m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
-                    if m:
-                        current.update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
-                                       spill_loads=int(m.group(3)))
-                    m = re.search(r"Used (\d+) registers", line)
-                    if m:
-                        current["registers"] = int(m.group(1))
-                        s = re.search(r"(\d+) bytes smem", line)
-                        current["static_smem"] = int(s.group(1)) if s else 0
-                mix: dict[str, tuple[int, int, dict]] = {}
-                if nvdisasm:
-                    listing = subprocess.run([nvdisasm, "-c", "-g", str(cubin)], capture_output=True, text=True).stdout
-                    for section in re.split(r"\n\.text\.", listing)[1:]:
-                        mix[section.split(":", 1)[0]] = sass_mix(section)
-                for name, p in zip(demangle(mangled), props):
-                    total, observed, ratios = mix.get(p["name"], (0, 0, {}))
-                    table[short_kernel_name(name)] = KernelResources(
-                        p.get("registers", 0), p.get("static_smem", 0), p.get("spill_stores", 0),
-                        p.get("spill_loads", 0), p.get("stack", 0), total, observed, ratios)
-            out[arch] = table
+            for name, p in zip(demangle(mangled), props):
+                total, observed, ratios = mix.get(p["name"], (0, 0, {}))
+                table[short_kernel_name(name)] = KernelResources(
+                    p.get("registers", 0), p.get("static_smem", 0), p.get("spill_stores", 0),
+                    p.get("spill_loads", 0), p.get("stack", 0), total, observed, ratios)
+            return arch, table
+
+        units = sorted(((arch, src) for arch in archs for src in sources), key=lambda u: -u[1].stat().st_size)
+        out: dict[int, dict[str, KernelResources]] = {arch: {} for arch in archs}
+        with ThreadPoolExecutor(max_workers=jobs or max(1, os.cpu_count() or 1)) as pool:
+            for arch, table in pool.map(compile_one, units):
+                out[arch].update(table)
     key.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(key, json.dumps({a: {k: dataclasses.asdict(v) for k, v in d.items()} for a, d in out.items()}))
     return out
@@ -346,8 +378,8 @@ V1_KERNELS = {"globalContextPartialKernel", "globalContextMergeKernel", "globalO
               "localTiledKernel", "localGenericKernel"}
 
 
-def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> tuple[list | None, str]:
-    """The traces of one case and version, or (None, why not)."""
+def case_launches(program: Path, case: Case, version: str, work: Path) -> tuple[set[str] | None, str]:
+    """The kernels one case and version launches (a dry run: no block runs), or (None, why not)."""
     path = VERSIONS[version]
     try:
         launches = list_launches(program, case.problem, path, work)
@@ -358,7 +390,15 @@ def model_case(program: Path, case: Case, version: str, per_kind: int, work: Pat
     names = {rec["kernel"].split("<")[0] for rec in launches}
     if version == "v2" and names <= V1_KERNELS:
         return None, f"path 'fused' still launches the v1 kernels ({', '.join(sorted(names))}): no kernels v2 yet"
-    return run_tracer(program, case.problem, path, per_kind, work), ""
+    return names, ""
+
+
+def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> tuple[list | None, str]:
+    """The traces of one case and version, or (None, why not)."""
+    names, why = case_launches(program, case, version, work)
+    if names is None:
+        return None, why
+    return run_tracer(program, case.problem, VERSIONS[version], per_kind, work), ""
 
 
 def line_table(program: Path, traces: list[LaunchTrace]) -> list[dict]:
@@ -482,19 +522,36 @@ def main(argv: list[str] | None = None) -> int:
 
         cache = args.cache or default_cache()
         program = build_tracer(cache)
-        resources = compile_resources(cache)
     except ToolkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
     built = time.monotonic() - start
 
     rows, details = [], []
-    with tempfile.TemporaryDirectory(prefix="kernels_model-") as tmp:
+    jobs = [(case, version) for case in cases for version in versions]
+    with tempfile.TemporaryDirectory(prefix="kernels_model-") as tmp, \
+            ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        def work_of(case: Case, version: str) -> Path:
+            return Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{case.name}-{version}")
+
+        # Dry runs first (no block runs): which kernels to compile with nvcc; then nvcc and the
+        # traces of every case and version side by side, one process per CPU.
+        launched: set[str] = set()
+        for case, version in jobs:
+            names, _ = case_launches(program, case, version, work_of(case, version) / "dry")
+            launched |= names or set()
+        compiled = pool.submit(compile_resources, cache, kernels=launched)
+        traced = {(case.name, version): pool.submit(model_case, program, case, version, per_kind,
+                                                    work_of(case, version)) for case, version in jobs}
+        try:
+            resources = compiled.result()
+        except ToolkitError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 3
         for case in cases:
             floor_bytes = case.problem.floor_bytes()
             for version in versions:
-                work = Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{case.name}-{version}")
-                traces, why = model_case(program, case, version, per_kind, work)
+                traces, why = traced[(case.name, version)].result()
                 if traces is None:
                     details.append({"case": case.name, "kernel": version, "available": False, "why": why})
                     print(f"{case.name} {version}: not modelled: {why}", flush=True)
@@ -532,13 +589,16 @@ def main(argv: list[str] | None = None) -> int:
     print("\nassumptions:")
     for a in ASSUMPTIONS:
         print(f"  - {a}")
-    print(f"\nbuilt in {built:.1f} s, traced in {elapsed - built:.1f} s ({per_kind} block(s) per kind); "
+    print(f"\nbuilt the tracer in {built:.1f} s, compiled (nvcc) and traced in {elapsed - built:.1f} s "
+          f"({per_kind} block(s) per kind, {os.cpu_count()} CPUs); "
           f"load {os.getloadavg()[0]:.2f}")
     if args.json:
         report = {"cases": rows, "details": details, "assumptions": ASSUMPTIONS,
                   "devices": {d.name: {**dataclasses.asdict(d), "limits": dataclasses.asdict(d.limits)}
                               for d in DEVICES.values()},
                   "settings": {"quick": args.quick, "per_kind": per_kind, "versions": versions},
+                  "timing": {"tracer_build_s": built, "total_s": elapsed, "cpus": os.cpu_count(),
+                             "load_average": list(os.getloadavg())},
                   "environment": {"machine": platform.machine(), "python": platform.python_version(),
                                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                   "cxx": subprocess.run(["g++", "--version"], capture_output=True,
