@@ -8,7 +8,7 @@ from onnx import TensorProto
 ort = pytest.importorskip("onnxruntime")
 
 from _naive_elfatt import naive_elfatt, rel_l2  # noqa: E402
-from elfatt_deploy.export.onnx_function import build_function  # noqa: E402
+from elfatt_deploy.export.onnx_function import ChannelLayout, attach_functions, build_function  # noqa: E402
 from elfatt_deploy.export.op_model import single_op_model  # noqa: E402
 from elfatt_deploy.op.spec import ElfattAttrs  # noqa: E402
 
@@ -80,13 +80,116 @@ def test_function_opset_imports_equal_the_models(opset, rng):
 
 
 def test_function_uses_attribute_references_not_constants():
-    function = build_function(18)
+    """Windows and scale come in by reference; the channel layout is the overload's (Conv's group is static)."""
+    function = build_function(18, ChannelLayout(96, 1, 2))
     referenced = {a.ref_attr_name for n in function.node for a in n.attribute if a.ref_attr_name}
-    assert referenced == {"global_heads", "local_heads", "window_h", "window_w", "scale"}
+    assert referenced == {"window_h", "window_w", "scale"}
     assert list(function.input) == ["qkv", "lepe_weight", "lepe_bias"]
     assert {"plugin_version", "plugin_namespace"} <= set(function.attribute)
+    assert function.overload == "c96_g1_l2"
+    convs = [n for n in function.node if n.op_type == "Conv"]
+    assert sorted(a.i for n in convs for a in n.attribute if a.name == "group") == [32, 64]
 
 
 def test_function_rejects_opset_below_18():
     with pytest.raises(ValueError, match="opset=17.*>= 18"):
-        build_function(17)
+        build_function(17, ChannelLayout(32, 1, 1))
+
+
+def test_channel_layout_rejects_bad_counts():
+    with pytest.raises(ValueError, match="channels=0"):
+        ChannelLayout(0, 1, 1)
+    with pytest.raises(ValueError, match="50"):
+        ChannelLayout(50, 2, 2)
+
+
+def _chain_model(rng, stages):
+    """qkv0 -> node -> Tile-free chain: each stage's qkv is its own graph input (B, H, W dynamic); the LePE
+    weights are initializers, as in an export."""
+    from onnx import helper, numpy_helper
+
+    from elfatt_deploy.export.op_model import elfatt_node
+
+    inputs, outputs, nodes, inits = [], [], [], []
+    for i, (attrs, channels) in enumerate(stages):
+        inputs.append(helper.make_tensor_value_info(f"qkv{i}", TensorProto.FLOAT, ["b", "h", "w", 3 * channels]))
+        outputs.append(helper.make_tensor_value_info(f"out{i}", TensorProto.FLOAT, ["b", "h", "w", channels]))
+        inits += [numpy_helper.from_array((rng.standard_normal((channels, 1, 3, 3)) * 0.3).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), f"b{i}")]
+        nodes.append(elfatt_node([f"qkv{i}", f"w{i}", f"b{i}"], f"out{i}", attrs, name=f"attn{i}"))
+    graph = helper.make_graph(nodes, "chain", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("elfatt", 1)])
+
+
+def test_attach_functions_one_overload_per_channel_layout(rng):
+    stages = [(ElfattAttrs(1, 1, 7, 0), 32), (ElfattAttrs(1, 1, 0, 7), 32), (ElfattAttrs(2, 2, 2, 0), 64)]
+    model = _chain_model(rng, stages)
+    functions = attach_functions(model)
+    assert [f.overload for f in functions] == ["c32_g1_l1", "c64_g2_l2"]
+    assert [n.overload for n in model.graph.node] == ["c32_g1_l1", "c32_g1_l1", "c64_g2_l2"]
+    assert model.ir_version >= 10
+    onnx.checker.check_model(model, full_check=True)
+    weights = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    feeds = {f"qkv{i}": rng.standard_normal((2, 9, 11, 3 * c)).astype(np.float32) for i, (_, c) in enumerate(stages)}
+    outs = _session(model).run(None, feeds)
+    for i, ((attrs, _), out) in enumerate(zip(stages, outs)):
+        ref = naive_elfatt(feeds[f"qkv{i}"].astype(np.float64), weights[f"w{i}"], weights[f"b{i}"], **attrs.as_dict())
+        assert rel_l2(out, ref) <= 1e-5, f"stage {i}"
+    assert len(attach_functions(model)) == 2 and len(model.functions) == 2  # replaces, never duplicates
+
+
+def test_attach_functions_needs_a_channel_count():
+    from onnx import helper
+
+    from elfatt_deploy.export.op_model import elfatt_node
+
+    node = elfatt_node(["qkv", "w", "b"], "out", ElfattAttrs(1, 1))
+    dims = ["b", "h", "w", "c3"]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, d) for n, d in
+                                            (("qkv", dims), ("w", ["c", 1, 3, 3]), ("b", ["c"]))],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("elfatt", 1)])
+    with pytest.raises(ValueError, match="channel count C"):
+        attach_functions(model)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.parametrize("heads", [(1, 2), (2, 0), (0, 2)], ids=["mixed", "global-only", "local-only"])
+def test_symbolic_shape_infer_follows_the_body(tmp_path, static, heads):
+    """ONNX Runtime's symbolic_shape_infer (run as users run it, in a process without our schema) completes
+    without --auto_merge and gives the node's output the input's dims: static values or B/H/W symbols."""
+    import subprocess
+    import sys
+
+    channels = 16 * sum(heads)
+    model = single_op_model(ElfattAttrs(*heads, 3, 2), channels)
+    if static:
+        for info in (model.graph.input[0], model.graph.output[0]):
+            for dim, value in zip(info.type.tensor_type.shape.dim, (2, 9, 10)):
+                dim.Clear()
+                dim.dim_value = value
+    src, dst = tmp_path / "op.onnx", tmp_path / "op.inferred.onnx"
+    onnx.save(model, src)
+    done = subprocess.run([sys.executable, "-m", "onnxruntime.tools.symbolic_shape_infer", "--input", str(src),
+                           "--output", str(dst)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = onnx.load(dst).graph.output[0]
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in out.type.tensor_type.shape.dim]
+    assert dims == ([2, 9, 10, channels] if static else ["batch", "height", "width", channels])
+
+
+def test_no_plugin_build_gives_each_overload_its_own_name(rng):
+    """TensorRT's parser keys local functions by name: the no-plugin preparation renames per overload."""
+    from elfatt_deploy.engine.onnx_prep import FUNCTION_BODY_OP, prepare_function_body_build
+
+    stages = [(ElfattAttrs(1, 1, 4, 4), 32), (ElfattAttrs(2, 2, 2, 0), 64)]
+    model = _chain_model(rng, stages)
+    attach_functions(model)
+    feeds = {f"qkv{i}": rng.standard_normal((1, 5, 6, 3 * c)).astype(np.float32) for i, (_, c) in enumerate(stages)}
+    before = _session(model).run(None, feeds)
+    assert prepare_function_body_build(model) == 2
+    names = [f"{FUNCTION_BODY_OP}_c32_g1_l1", f"{FUNCTION_BODY_OP}_c64_g2_l2"]
+    assert [n.op_type for n in model.graph.node] == names and [f.name for f in model.functions] == names
+    assert not any(n.overload for n in model.graph.node) and not any(f.overload for f in model.functions)
+    for a, b in zip(before, _session(model).run(None, feeds)):
+        np.testing.assert_array_equal(a, b)

@@ -109,18 +109,26 @@ def prepare_function_body_build(model: onnx.ModelProto) -> int:
     of its name is registered, and 10.7 .. 10.14 prefer a registered plugin over a local function outright
     (docs/op-spec.md). In a process where the plugin is loaded, a "plugin-free" engine would then contain the
     plugin. So the no-plugin path strips ``plugin_namespace`` / ``plugin_version`` from the nodes and renames the
-    nodes and their function to :data:`FUNCTION_BODY_OP`, which no creator is registered under.
+    nodes and their function to :data:`FUNCTION_BODY_OP`, which no creator is registered under. The parser keys
+    local functions by name alone, so each function overload (one per channel layout, onnx_function.py) gets
+    a name of its own (``ElfattAttentionFunctionBody_c384_g3_l3``) and the overloads are cleared.
     """
+
+    def body_name(overload: str) -> str:
+        return f"{FUNCTION_BODY_OP}_{overload}" if overload else FUNCTION_BODY_OP
+
     changed = 0
     for node in elfatt_nodes(model):
         keep = [a for a in node.attribute if a.name not in PLUGIN_ATTRIBUTES]
         del node.attribute[:]
         node.attribute.extend(keep)
-        node.op_type = FUNCTION_BODY_OP
+        node.op_type = body_name(node.overload)
+        node.overload = ""
         changed += 1
     for function in elfatt_functions(model):
         if function.name == ELFATT_OP:
-            function.name = FUNCTION_BODY_OP
+            function.name = body_name(function.overload)
+            function.overload = ""
             keep = [a for a in function.attribute if a not in PLUGIN_ATTRIBUTES]
             del function.attribute[:]
             function.attribute.extend(keep)

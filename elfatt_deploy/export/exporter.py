@@ -30,7 +30,7 @@ from ..shapes import check_image_shape, format_shape, parse_shape
 from .fp16 import to_half_precision
 from .inline import inline_elfatt_functions
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
-from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, build_function
+from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, attach_functions
 from .translation import custom_translation_table
 
 DEFAULT_OPSET = 18
@@ -240,7 +240,7 @@ def build_onnx_model(
     _strip_exporter_props(proto)
     del proto.functions[:]
     if not plugin_only:
-        proto.functions.append(build_function(_default_opset_version(proto)))
+        attach_functions(proto, _default_opset_version(proto))
     proto.producer_name = "elfatt-deploy"
     set_metadata(proto, export_metadata(
         model_name=getattr(model, "model_name", type(model).__name__),

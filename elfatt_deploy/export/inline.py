@@ -48,7 +48,8 @@ def is_inlined(model: onnx.ModelProto) -> bool:
 
 
 def _function(model: onnx.ModelProto, node: onnx.NodeProto):
-    return next((f for f in model.functions if f.domain == node.domain and f.name == node.op_type), None)
+    return next((f for f in model.functions if f.domain == node.domain and f.name == node.op_type
+                 and f.overload == node.overload), None)
 
 
 def _name_inlined_nodes(original: onnx.ModelProto, inlined: onnx.ModelProto) -> None:
@@ -152,7 +153,7 @@ def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> on
     A model without elfatt nodes (the vanilla twin) comes back with only the metadata added.
     """
     calls = elfatt_call_nodes(model.graph)
-    missing = sorted({f"{n.domain}::{n.op_type}" for n in calls if _function(model, n) is None})
+    missing = sorted({f"{n.domain}::{n.op_type}" + (f" (overload {n.overload!r})" if n.overload else "") for n in calls if _function(model, n) is None})
     if missing:
         raise ValueError(
             f"the model has {len(calls)} {', '.join(missing)} node(s) but no model-local function for them (a "

@@ -1,20 +1,46 @@
 """The model-local ONNX function ``elfatt::ElfattAttention``: the op in standard ONNX ops.
 
-One FunctionProto serves every node of a model: the per-node attributes (heads,
-windows, scale) are read through attribute references (``ref_attr_name``), and
-every size that depends on them or on the input (head dim, window counts,
-padding) is computed as a tensor from ``Shape``, so one file runs at any H, W.
-
 The body follows docs/op-spec.md:
 
 - qkv is cast to float32; everything reduces in float32; the result is cast
   back to qkv's type (CastLike), so fp16/bf16 I/O accumulates in fp32.
-- global heads: softmax(q) over channels, softmax(k) over tokens, q (k^T v).
+- global heads: softmax(q) over each token's channels in the token-major
+  layout, then everything channel-first ([B, gh, d, N]): the softmax of k over
+  the tokens reduces along the innermost axis, ctx = k' v^T-as-transB, and the
+  output is computed transposed, out^T = ctx^T q'^T, so the LePE (a Conv, which is
+  channel-first) adds to it directly.
 - local heads: the grid is zero-padded to whole windows (0 = the whole axis),
-  padded keys are masked out of the softmax, and the padding is cropped.
-- LePE: a depthwise 3x3 as nine shifted multiply-adds (Conv would need the
-  channel count as a static ``group`` attribute), over the whole grid for
-  global channels and inside each window for local ones.
+  q and k are cut into windows token-major, v channel-first; padded keys get an
+  additive bias of -inf ([nWin, 1, 1, T], built from the shape: all zeros when no
+  window is partial, so an exact grid pays one Add and no Where); out^T =
+  v P^T, plus the LePE conv of the windows, then the padding is cropped.
+- LePE: one depthwise 3x3 ``Conv`` per part (with the LePE bias as its bias):
+  over the whole grid for the global channels, over each window (the windows as
+  a batch, zero padding = taps outside the window read zero) for the local ones.
+
+**One function per channel layout (ONNX function overloads).** ``Conv``'s
+``group`` must be a static attribute, and the node has no channel-count
+attribute, so one body cannot serve every layer. Each distinct (C, global_heads,
+local_heads) of a model gets its own FunctionProto with that layout baked in
+(``group``, head dim, channel split), told apart by ``overload``
+(:func:`overload_name`, IR >= 10); every node names its overload. The node's
+op type, domain and attributes are unchanged (TensorRT's parser matches the op
+type; ``engine/onnx_prep.py`` gives each overload its own name on the no-plugin
+path, since the parser keys local functions by name). Window sizes and scale
+still come in by attribute reference (``ref_attr_name``) and H, W, B from
+``Shape``, so one file runs at any H, W and one function serves the row- and
+column-stripe layers of a stage. Tools that drop ``overload`` (onnx-graphsurgeon
+0.6.1) break a file with two or more overloads; use the ``--inline`` form there.
+
+**Shape transparency.** Third-party shape inference of a model-local function
+(``onnx.shape_inference``, which ``onnxruntime.tools.symbolic_shape_infer`` runs
+for our node) propagates no data, so any Reshape, Pad or Slice with a computed
+target loses its dims. The output is therefore assembled so that plain shape
+inference sees it: each part ends in a Reshape with a constant ``[0, 0, 0, c]``
+target, and the final Concat starts with a zero-width slice of the input
+(``[B, H, W, 0]``, no data), from which Concat takes B, H, W. Inside, every
+shape is computed with Shape + Slice (no ``Shape(start, end)``), Concat and
+integer arithmetic, which data-propagating tools (the inlined form) follow.
 
 The body implements the contract's 3-input form (qkv, lepe_weight, lepe_bias);
 the exporter writes every node in that form, passing zero weights for a layer
@@ -27,6 +53,7 @@ inference. Such a node runs with the TensorRT plugin only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import onnx
@@ -40,6 +67,42 @@ INT_ATTRIBUTES = ("global_heads", "local_heads", "window_h", "window_w")
 FLOAT_ATTRIBUTES = ("scale",)
 STRING_ATTRIBUTES = ("plugin_version", "plugin_namespace")
 MIN_OPSET = 18
+#: function overloads need IR version 10 (ONNX 1.16)
+MIN_IR_VERSION = 10
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """What one function body bakes in: the channel count C and the head split."""
+
+    channels: int
+    global_heads: int
+    local_heads: int
+
+    def __post_init__(self) -> None:
+        from ..op.spec import check_channels, validate_attrs  # noqa: PLC0415
+
+        validate_attrs(self.global_heads, self.local_heads, 0, 0, 0.0)
+        if not isinstance(self.channels, int) or self.channels < 1:
+            raise ValueError(f"channels={self.channels!r} must be a positive int (C, qkv's last dim / 3)")
+        check_channels(self.channels, self.global_heads, self.local_heads)
+
+    @property
+    def head_dim(self) -> int:
+        return self.channels // (self.global_heads + self.local_heads)
+
+    @property
+    def global_channels(self) -> int:
+        return self.global_heads * self.head_dim
+
+    @property
+    def local_channels(self) -> int:
+        return self.local_heads * self.head_dim
+
+
+def overload_name(layout: ChannelLayout) -> str:
+    """The ``overload`` of the function for ``layout``, e.g. ``c384_g3_l3``."""
+    return f"c{layout.channels}_g{layout.global_heads}_l{layout.local_heads}"
 
 
 class _Body:
@@ -82,125 +145,213 @@ class _Body:
         return self.op("Concat", *parts, axis=0)
 
     def reshape(self, x: str, *dims: str) -> str:
-        # allowzero: a head or channel count may legitimately be 0 (global-only / local-only ops)
-        return self.op("Reshape", x, self.concat(*dims), allowzero=1)
+        return self.op("Reshape", x, self.concat(*dims) if len(dims) > 1 else dims[0])
 
 
-def _depthwise3x3(b: _Body, x: str, taps: str, size_hw: str, axes_hw: str) -> str:
-    """Depthwise 3x3 conv of x [N, h, w, c] with zero padding; taps [9, c] (row-major kernel)."""
-    padded = b.op("Pad", x, b.ints([1, 1, 1, 1]), b.scalar_float(0.0), axes_hw)
-    acc = None
-    for r in range(3):
-        for s in range(3):
-            start = b.ints([r, s])
-            window = b.op("Slice", padded, start, b.op("Add", size_hw, start), axes_hw)
-            tap = b.op("Gather", taps, b.op("Constant", value_int=r * 3 + s), axis=0)
-            term = b.op("Mul", window, tap)
-            acc = term if acc is None else b.op("Add", acc, term)
-    return acc
+def _depthwise3x3(b: _Body, image: str, weight: str, bias: str, channels: int) -> str:
+    """Depthwise 3x3 Conv of image [N, c, h, w] with zero padding; weight [c, 1, 3, 3], bias [c]."""
+    return b.op("Conv", image, weight, bias, group=channels, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
 
 
-def build_function(opset: int) -> onnx.FunctionProto:
-    """The FunctionProto for a model whose default-domain opset is ``opset`` (>= 18)."""
+def _swap_last(b: _Body, x: str, rank: int) -> str:
+    """x with its last two axes swapped (ONNX Runtime folds this into the MatMul that reads it)."""
+    return b.op("Transpose", x, perm=list(range(rank - 2)) + [rank - 1, rank - 2])
+
+
+def _global_heads(b: _Body, g: str, weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
+    """Global heads of g [B, H, W, 3, c1] -> [B, H, W, c1] (LePE included)."""
+    gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
+    batch, height, width, tokens = dims["batch"], dims["height"], dims["width"], dims["tokens"]
+    q, kv = b.op("Split", g, b.ints([1, 2]), axis=3, outputs=2)
+    q = b.op("Softmax", b.reshape(q, batch, tokens, b.ints([gh, d])), axis=-1)  # over each token's channels
+    q = b.op("Transpose", q, perm=[0, 2, 3, 1])  # [B, gh, d, N]
+    kv = b.op("Transpose", b.reshape(kv, batch, tokens, b.ints([2, gh, d])), perm=[2, 0, 3, 4, 1])  # [2, B, gh, d, N]
+    k, v = b.op("Split", kv, b.ints([1, 1]), axis=0, outputs=2)  # [1, B, gh, d, N]
+    k = b.op("Softmax", k, axis=-1)  # over all tokens: the innermost axis
+    context = b.op("MatMul", k, _swap_last(b, v, 5))  # [1, B, gh, d_k, d_v] = k'^T v
+    out = b.op("MatMul", _swap_last(b, context, 5), q)  # [1, B, gh, d_v, N] = (q' ctx)^T
+    image = b.concat(batch, b.ints([c1]), height, width)
+    lepe = _depthwise3x3(b, b.reshape(v, image), weight, bias, c1)  # [B, c1, H, W]
+    out = b.op("Add", b.reshape(out, image), lepe)
+    return b.op("Reshape", b.op("Transpose", out, perm=[0, 2, 3, 1]), b.ints([0, 0, 0, c1]))
+
+
+def _window_size(b: _Body, attr: str, extent: str) -> str:
+    """The window along one axis: 0 = the whole axis, never larger than it, at least 1."""
+    zero, one = b.ints([0]), b.ints([1])
+    whole = b.op("Equal", attr, zero)
+    return b.op("Max", b.op("Where", whole, extent, b.op("Min", attr, extent)), one)
+
+
+def _key_bias(b: _Body, dims: dict, wh: str, ww: str, nh: str, nw: str, height_p: str, width_p: str) -> str:
+    """[nWin, 1, 1, T] float: 0 for the window slots that hold a token, -inf for the padding."""
+    zero, one = b.ints([0]), b.ints([1])
+
+    def axis_bias(padded: str, extent: str) -> str:
+        positions = b.op("Range", b.op("Squeeze", zero), b.op("Squeeze", padded), b.op("Squeeze", one))
+        return b.op("Where", b.op("Less", positions, extent), b.scalar_float(0.0), b.scalar_float(float("-inf")))
+
+    rows, cols = axis_bias(height_p, dims["height"]), axis_bias(width_p, dims["width"])
+    grid = b.op("Add", b.op("Unsqueeze", rows, one), b.op("Unsqueeze", cols, zero))  # [Hp, Wp]
+    grid = b.op("Transpose", b.reshape(grid, nh, wh, nw, ww), perm=[0, 2, 1, 3])
+    n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
+    return b.reshape(grid, n_windows, one, one, window_tokens)
+
+
+def _local_heads(b: _Body, l: str, weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
+    """Local heads of l [B, H, W, 3, c2] -> [B, H, W, c2] (LePE included)."""
+    lh, d, c2 = layout.local_heads, layout.head_dim, layout.local_channels
+    batch, height, width = dims["batch"], dims["height"], dims["width"]
+    one = b.ints([1])
+    wh, ww = _window_size(b, b.attr_int("window_h"), height), _window_size(b, b.attr_int("window_w"), width)
+    nh = b.op("Div", b.op("Sub", b.op("Add", height, wh), one), wh)
+    nw = b.op("Div", b.op("Sub", b.op("Add", width, ww), one), ww)
+    height_p, width_p = b.op("Mul", nh, wh), b.op("Mul", nw, ww)
+    n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
+    pads = b.concat(b.ints([0, 0, 0, 0, 0, 0]), b.op("Sub", height_p, height), b.op("Sub", width_p, width),
+                    b.ints([0, 0]))  # rank 5: begins, then ends; zeros in the padding
+    qk, v = b.op("Split", b.op("Pad", l, pads), b.ints([2, 1]), axis=3, outputs=2)  # [B, Hp, Wp, 2|1, c2]
+
+    qk = b.reshape(qk, batch, nh, wh, nw, ww, b.ints([2, lh, d]))
+    qk = b.op("Transpose", qk, perm=[5, 0, 1, 3, 6, 2, 4, 7])  # [2, B, nh, nw, lh, wh, ww, d]
+    q, k = b.op("Split", b.reshape(qk, b.ints([2]), batch, n_windows, b.ints([lh]), window_tokens, b.ints([d])),
+                b.ints([1, 1]), axis=0, outputs=2)  # [1, B, nWin, lh, T, d]
+    v = b.op("Transpose", b.reshape(v, batch, nh, wh, nw, ww, b.ints([lh, d])), perm=[0, 1, 3, 5, 6, 2, 4])
+    windows_cf = b.concat(batch, n_windows, b.ints([lh, d]), window_tokens)  # v channel-first: [B, nWin, lh, d, T]
+    v_cf = b.reshape(v, windows_cf)
+
+    scale_attr = b.attr_float("scale")
+    scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), b.scalar_float(d ** -0.5), scale_attr)
+    logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 6))  # [1, B, nWin, lh, T, T]
+    logits = b.op("Add", logits, _key_bias(b, dims, wh, ww, nh, nw, height_p, width_p))
+    probs = b.op("Softmax", logits, axis=-1)  # every window holds >= 1 real key: no NaN
+    out = b.op("MatMul", v_cf, _swap_last(b, probs, 6))  # [1, B, nWin, lh, d, T] = (P v)^T
+
+    image = b.concat(b.op("Mul", batch, n_windows), b.ints([c2]), wh, ww)  # the windows as a batch of images
+    lepe = _depthwise3x3(b, b.reshape(v, image), weight, bias, c2)
+    out = b.op("Add", out, b.reshape(lepe, windows_cf))
+    out = b.reshape(out, batch, nh, nw, b.ints([lh, d]), wh, ww)
+    out = b.op("Transpose", out, perm=[0, 1, 5, 2, 6, 3, 4])  # [B, nh, wh, nw, ww, lh, d]
+    out = b.reshape(out, batch, height_p, width_p, b.ints([c2]))
+    out = b.op("Slice", out, b.ints([0, 0]), b.concat(height, width), b.ints([1, 2]))  # crop the padding
+    return b.op("Reshape", out, b.ints([0, 0, 0, c2]))
+
+
+def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
+    """The FunctionProto for nodes of ``layout`` in a model whose default-domain opset is ``opset`` (>= 18)."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset={opset}: the ElfattAttention function body needs ONNX opset >= {MIN_OPSET}")
     b = _Body()
     f32 = TensorProto.FLOAT
-    zero, one = b.ints([0]), b.ints([1])
-    last_axis, axes_hw = b.ints([-1]), b.ints([1, 2])
+    c, c1, c2 = layout.channels, layout.global_channels, layout.local_channels
 
-    # ---- sizes --------------------------------------------------------------
-    gh, lh = b.attr_int("global_heads"), b.attr_int("local_heads")
-    wh_attr, ww_attr = b.attr_int("window_h"), b.attr_int("window_w")
-    scale_attr = b.attr_float("scale")
-    batch = b.op("Shape", "qkv", start=0, end=1)
-    height = b.op("Shape", "qkv", start=1, end=2)
-    width = b.op("Shape", "qkv", start=2, end=3)
-    channels = b.op("Div", b.op("Shape", "qkv", start=3, end=4), b.ints([3]))
-    head_dim = b.op("Div", channels, b.op("Add", gh, lh))
-    c1 = b.op("Mul", gh, head_dim)  # global channels [0, c1), local channels [c1, C)
-    c2 = b.op("Sub", channels, c1)
-    tokens = b.op("Mul", height, width)
+    shape = b.op("Shape", "qkv")
+    dims = {name: b.op("Slice", shape, b.ints([i]), b.ints([i + 1]), name=name)
+            for i, name in enumerate(("batch", "height", "width"))}
+    dims["tokens"] = b.op("Mul", dims["height"], dims["width"], name="tokens")
 
     x = b.op("Cast", "qkv", to=f32)
-    q, k, v = b.op("Split", x, axis=-1, num_outputs=3, outputs=3)
+    # [B, H, W, 0] (no data) first in the output Concat: its shape inference takes B, H, W from it
+    parts = [b.op("Slice", x, b.ints([0]), b.ints([0]), b.ints([3]), name="shape_carrier")]
+    x = b.op("Reshape", x, b.ints([0, 0, 0, 3, c]))  # [B, H, W, 3, C]: q | k | v
+    weight, bias = b.op("Cast", "lepe_weight", to=f32), b.op("Cast", "lepe_bias", to=f32)
+    if c1 and c2:
+        g, l = b.op("Split", x, b.ints([c1, c2]), axis=4, outputs=2)
+        weight_g, weight_l = b.op("Split", weight, b.ints([c1, c2]), axis=0, outputs=2)
+        bias_g, bias_l = b.op("Split", bias, b.ints([c1, c2]), axis=0, outputs=2)
+    else:
+        g = l = x
+        weight_g = weight_l = weight
+        bias_g = bias_l = bias
 
-    def channel_slice(t: str, start: str, end: str) -> str:
-        return b.op("Slice", t, start, end, last_axis)
-
-    # ---- LePE weights: [C, 1, 3, 3] -> taps [9, C] in float32 ------------------
-    taps = b.op("Transpose", b.reshape(b.op("Cast", "lepe_weight", to=f32), channels, b.ints([9])), perm=[1, 0])
-    bias = b.op("Cast", "lepe_bias", to=f32)
-    taps_g, taps_l = (b.op("Slice", taps, s, e, one) for s, e in ((zero, c1), (c1, channels)))
-    bias_g, bias_l = (b.op("Slice", bias, s, e, zero) for s, e in ((zero, c1), (c1, channels)))
-
-    # ---- global heads ---------------------------------------------------------
-    qg, kg, vg = (b.reshape(channel_slice(t, zero, c1), batch, tokens, gh, head_dim) for t in (q, k, v))
-    qg = b.op("Transpose", b.op("Softmax", qg, axis=-1), perm=[0, 2, 1, 3])  # [B, gh, N, d]
-    kg = b.op("Transpose", b.op("Softmax", kg, axis=1), perm=[0, 2, 3, 1])  # [B, gh, d, N]
-    vg = b.op("Transpose", vg, perm=[0, 2, 1, 3])  # [B, gh, N, d]
-    context = b.op("MatMul", kg, vg)  # [B, gh, d, d]
-    out_g = b.op("Transpose", b.op("MatMul", qg, context), perm=[0, 2, 1, 3])
-    out_g = b.reshape(out_g, batch, height, width, c1)
-    v_global = channel_slice(v, zero, c1)
-    lepe_g = _depthwise3x3(b, v_global, taps_g, b.concat(height, width), axes_hw)
-    out_g = b.op("Add", out_g, b.op("Add", lepe_g, bias_g))
-
-    # ---- local heads: windows of wh x ww tokens, 0 = the whole axis -------------
-    def window_size(attr: str, extent: str) -> str:
-        whole = b.op("Equal", attr, zero)
-        return b.op("Max", b.op("Where", whole, extent, b.op("Min", attr, extent)), one)
-
-    wh, ww = window_size(wh_attr, height), window_size(ww_attr, width)
-    nh = b.op("Div", b.op("Sub", b.op("Add", height, wh), one), wh)
-    nw = b.op("Div", b.op("Sub", b.op("Add", width, ww), one), ww)
-    height_p, width_p = b.op("Mul", nh, wh), b.op("Mul", nw, ww)
-    pads = b.concat(zero, zero, b.op("Sub", height_p, height), b.op("Sub", width_p, width))
-    n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
-
-    def padded(t: str) -> str:  # [B, H, W, c2] -> [B, Hp, Wp, c2], zeros in the padding
-        return b.op("Pad", channel_slice(t, c1, channels), pads, b.scalar_float(0.0), axes_hw)
-
-    def to_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nWin, lh, T, d]
-        t = b.reshape(t, batch, nh, wh, nw, ww, lh, head_dim)
-        t = b.op("Transpose", t, perm=[0, 1, 3, 5, 2, 4, 6])
-        return b.reshape(t, batch, n_windows, lh, window_tokens, head_dim)
-
-    v_local = padded(v)
-    ql, kl, vl = to_windows(padded(q)), to_windows(padded(k)), to_windows(v_local)
-    scale_default = b.op("Div", b.scalar_float(1.0), b.op("Sqrt", b.op("Cast", head_dim, to=f32)))
-    scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), scale_default, scale_attr)
-    logits = b.op("Mul", b.op("MatMul", ql, b.op("Transpose", kl, perm=[0, 1, 2, 4, 3])), scale)
-
-    # keys that are window padding get -inf; every window holds >= 1 real key
-    rows = b.op("Range", b.op("Squeeze", zero), b.op("Squeeze", height_p), b.op("Squeeze", one))
-    cols = b.op("Range", b.op("Squeeze", zero), b.op("Squeeze", width_p), b.op("Squeeze", one))
-    valid = b.op("And", b.op("Unsqueeze", b.op("Less", rows, height), one),
-                 b.op("Unsqueeze", b.op("Less", cols, width), zero))  # [Hp, Wp]
-    valid = b.op("Transpose", b.reshape(valid, nh, wh, nw, ww), perm=[0, 2, 1, 3])
-    valid = b.reshape(valid, one, n_windows, one, one, window_tokens)
-    logits = b.op("Where", valid, logits, b.scalar_float(float("-inf")))
-    out_l = b.op("MatMul", b.op("Softmax", logits, axis=-1), vl)  # [B, nWin, lh, T, d]
-    out_l = b.reshape(out_l, batch, nh, nw, lh, wh, ww, head_dim)
-    out_l = b.op("Transpose", out_l, perm=[0, 1, 4, 2, 5, 3, 6])  # [B, nh, wh, nw, ww, lh, d]
-    out_l = b.reshape(out_l, batch, height_p, width_p, c2)
-
-    # LePE inside each window: taps outside the window read zero
-    v_win = b.reshape(v_local, batch, nh, wh, nw, ww, c2)
-    v_win = b.op("Transpose", v_win, perm=[0, 1, 3, 2, 4, 5])
-    v_win = b.reshape(v_win, b.op("Mul", batch, n_windows), wh, ww, c2)
-    lepe_l = b.op("Add", _depthwise3x3(b, v_win, taps_l, b.concat(wh, ww), axes_hw), bias_l)
-    lepe_l = b.op("Transpose", b.reshape(lepe_l, batch, nh, nw, wh, ww, c2), perm=[0, 1, 3, 2, 4, 5])
-    out_l = b.op("Add", out_l, b.reshape(lepe_l, batch, height_p, width_p, c2))
-    out_l = b.op("Slice", out_l, b.ints([0, 0]), b.concat(height, width), axes_hw)
-
-    out = b.op("Concat", out_g, out_l, axis=-1)
+    if c1:
+        parts.append(_global_heads(b, g, weight_g, bias_g, layout, dims))
+    if c2:
+        parts.append(_local_heads(b, l, weight_l, bias_l, layout, dims))
+    out = b.op("Concat", *parts, axis=-1)
     b.nodes.append(helper.make_node("CastLike", [out, "qkv"], ["out"]))
-    return helper.make_function(
+    function = helper.make_function(
         DOMAIN, OP_TYPE, ["qkv", "lepe_weight", "lepe_bias"], ["out"], b.nodes,
         opset_imports=[helper.make_opsetid("", opset)],
         attributes=list(INT_ATTRIBUTES + FLOAT_ATTRIBUTES + STRING_ATTRIBUTES),
-        doc_string="ELFATT attention (contract v1, docs/op-spec.md) in standard ONNX ops; "
+        doc_string=f"ELFATT attention (contract v1, docs/op-spec.md) in standard ONNX ops for C={c}, "
+                   f"{layout.global_heads} global + {layout.local_heads} local heads; "
                    "TensorRT uses the ElfattAttention plugin instead.",
     )
+    function.overload = overload_name(layout)
+    return function
 
+
+def _initializer_dims(model: onnx.ModelProto, name: str) -> Optional[list]:
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            return list(tensor.dims)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and name in node.output:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return list(attribute.t.dims)
+    return None
+
+
+def _value_dims(infos, name: str) -> Optional[list]:
+    for info in infos:
+        if info.name == name and info.type.tensor_type.HasField("shape"):
+            return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+    return None
+
+
+def node_layout(model: onnx.ModelProto, node: onnx.NodeProto, inferred: Optional[onnx.ModelProto] = None) -> ChannelLayout:
+    """The channel layout of an ElfattAttention node of ``model``: its heads and C, from the LePE weight's
+    first dim (an initializer or Constant) or else qkv's last dim / 3 (from shape inference)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    heads = (int(attrs.get("global_heads", 0)), int(attrs.get("local_heads", 0)))
+    channels = None
+    if len(node.input) > 1 and node.input[1]:
+        dims = _initializer_dims(model, node.input[1])
+        channels = dims[0] if dims else None
+    if channels is None:
+        inferred = inferred or onnx.shape_inference.infer_shapes(model)
+        infos = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+        qkv = _value_dims(infos, node.input[0])
+        if qkv and len(qkv) == 4 and qkv[3]:
+            channels = qkv[3] // 3
+        elif len(node.input) > 1 and node.input[1]:
+            weight = _value_dims(infos, node.input[1])
+            channels = weight[0] if weight else None
+    if not channels:
+        raise ValueError(f"node {node.name!r}: cannot tell its channel count C (no static last dim of qkv "
+                         f"{node.input[0]!r} and no constant lepe_weight); the function body needs it")
+    return ChannelLayout(int(channels), *heads)
+
+
+def attach_functions(model: onnx.ModelProto, opset: Optional[int] = None) -> list[onnx.FunctionProto]:
+    """Gives ``model`` (in place) one ElfattAttention function per distinct channel layout of its nodes, each
+    node naming its overload; replaces any elfatt function it had. Returns the functions attached.
+
+    ``opset``: the function's default-domain opset (default: the model's). Raises the IR version to
+    :data:`MIN_IR_VERSION` when it is lower (overloads need it).
+    """
+    if opset is None:
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), MIN_OPSET)
+    keep = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(keep)
+    nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    inferred = None
+    functions: dict[ChannelLayout, onnx.FunctionProto] = {}
+    for node in nodes:
+        try:
+            layout = node_layout(model, node, inferred)
+        except ValueError:
+            if inferred is not None:
+                raise
+            inferred = onnx.shape_inference.infer_shapes(model)
+            layout = node_layout(model, node, inferred)
+        if layout not in functions:
+            functions[layout] = build_function(opset, layout)
+        node.overload = functions[layout].overload
+    model.functions.extend(functions.values())
+    if functions and model.ir_version < MIN_IR_VERSION:
+        model.ir_version = MIN_IR_VERSION
+    return list(functions.values())

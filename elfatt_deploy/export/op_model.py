@@ -7,7 +7,7 @@ from onnx import TensorProto, helper
 
 from .._version import OP_VERSION
 from ..op.spec import ElfattAttrs
-from .onnx_function import DOMAIN, OP_TYPE, build_function
+from .onnx_function import DOMAIN, OP_TYPE, ChannelLayout, build_function
 from .onnx_schema import OP_SET_VERSION, register_schema
 
 DEFAULT_OPSET = 18
@@ -41,13 +41,17 @@ def single_op_model(
     inputs = [helper.make_tensor_value_info("qkv", elem_type, dims + [3 * channels]),
               helper.make_tensor_value_info("lepe_weight", elem_type, [channels, 1, 3, 3]),
               helper.make_tensor_value_info("lepe_bias", elem_type, [channels])]
+    node = elfatt_node([i.name for i in inputs], "out", attrs)
+    function = build_function(opset, ChannelLayout(channels, attrs.global_heads, attrs.local_heads))
+    if with_function:
+        node.overload = function.overload
     graph = helper.make_graph(
-        [elfatt_node([i.name for i in inputs], "out", attrs)], "elfatt_attention_op", inputs,
+        [node], "elfatt_attention_op", inputs,
         [helper.make_tensor_value_info("out", elem_type, dims + [channels])],
     )
     return helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, OP_SET_VERSION)],
-        functions=[build_function(opset)] if with_function else [],
+        functions=[function] if with_function else [],
         producer_name="elfatt-deploy",
     )

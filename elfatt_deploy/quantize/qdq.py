@@ -36,7 +36,7 @@ from ..atomic import atomic_write_bytes, check_output_path
 from ..errors import InputError
 from ..export.metadata import PREFIX, read_metadata, set_metadata
 from ..export.inline import is_inlined
-from ..export.onnx_function import DOMAIN, OP_TYPE, build_function
+from ..export.onnx_function import DOMAIN, OP_TYPE, attach_functions
 
 #: --method names -> onnxruntime.quantization.CalibrationMethod member names
 METHODS = {"max": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -114,7 +114,7 @@ def _attach_function(model: onnx.ModelProto, had_function: bool) -> None:
     del model.functions[:]
     model.functions.extend(keep)
     if had_function:
-        model.functions.append(build_function(_default_opset(model)))
+        attach_functions(model, _default_opset(model))
 
 
 def _input_info(model: onnx.ModelProto, source: str):
