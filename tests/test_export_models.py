@@ -52,9 +52,15 @@ def test_one_node_per_attention_layer_with_contract_attributes(fp32_exports, fam
         assert {k: attrs[k] for k in expected} == pytest.approx(expected)
         assert attrs["plugin_version"] == OP_VERSION.encode() and attrs["plugin_namespace"] == b""
         assert len(node.input) == 3 and all(node.input)
-    assert [(f.domain, f.name) for f in proto.functions] == [("elfatt", "ElfattAttention")]
-    assert {(o.domain, o.version) for o in proto.functions[0].opset_import} == {
-        (o.domain, o.version) for o in proto.opset_import if o.domain == ""}
+    # one function overload per channel layout (C, global heads, local heads), each node naming its own
+    layouts = {(layer.dim, layer.attrs.global_heads, layer.attrs.local_heads) for layer in layers}
+    assert sorted((f.domain, f.name, f.overload) for f in proto.functions) == sorted(
+        ("elfatt", "ElfattAttention", f"c{c}_g{g}_l{lh}") for c, g, lh in layouts)
+    for node, layer in zip(nodes, layers):
+        assert node.overload == f"c{layer.dim}_g{layer.attrs.global_heads}_l{layer.attrs.local_heads}"
+    for function in proto.functions:
+        assert {(o.domain, o.version) for o in function.opset_import} == {
+            (o.domain, o.version) for o in proto.opset_import if o.domain == ""}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
