@@ -1,9 +1,12 @@
 """Eager PyTorch reference of the ElfattAttention op (contract v1).
 
 Pure tensor code with no Python loop over windows or heads: windows are cut by
-zero-padding the grid to whole windows, reshaping, and masking padded keys, so
-peak memory is O(B * H * W * window) for a fixed window. Reductions run in
-float32 for float16/bfloat16 inputs (float64 stays float64).
+zero-padding the grid to whole windows and reshaping; padded keys get an additive
+-inf bias (only when some window is partial) in PyTorch's scaled_dot_product_attention,
+so peak memory is O(B * H * W * window) for a fixed window. The softmax of k over
+the tokens runs along the innermost axis ([B, heads, d, N]), the LePE is one depthwise
+conv per part. Reductions run in float32 for float16/bfloat16 inputs (float64 stays
+float64). The ONNX function body (export/onnx_function.py) makes the same choices.
 """
 
 from __future__ import annotations
@@ -41,24 +44,26 @@ def _from_windows(x: torch.Tensor, h: int, w: int, wh: int, ww: int) -> torch.Te
     return x[:, :h, :w, :]
 
 
-def _valid_token_mask(h: int, w: int, wh: int, ww: int, nh: int, nw: int, device) -> torch.Tensor:
-    """[nH, nW, wh*ww] bool: which window slots hold a real token."""
+def _key_bias(h: int, w: int, wh: int, ww: int, nh: int, nw: int, dtype, device) -> Optional[torch.Tensor]:
+    """[nH*nW, 1, 1, wh*ww]: 0 for window slots holding a real token, -inf for padding; None when no window
+    is partial (nothing to mask)."""
+    if h % wh == 0 and w % ww == 0:
+        return None
     rows = torch.arange(nh * wh, device=device) < h
     cols = torch.arange(nw * ww, device=device) < w
-    grid = rows[:, None] & cols[None, :]
-    return grid.reshape(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh, nw, wh * ww)
+    grid = (rows[:, None] & cols[None, :]).reshape(nh, wh, nw, ww).permute(0, 2, 1, 3).reshape(nh * nw, 1, 1, wh * ww)
+    return torch.zeros(grid.shape, dtype=dtype, device=device).masked_fill_(~grid, float("-inf"))
 
 
 def global_heads_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Global linear heads on [B, H, W, heads*d] tensors."""
     b, h, w, c = q.shape
     d = c // heads
-    q = q.reshape(b, h * w, heads, d).softmax(dim=-1)  # over each token's channels
-    k = k.reshape(b, h * w, heads, d).softmax(dim=1)  # over all tokens
-    v = v.reshape(b, h * w, heads, d)
-    ctx = torch.einsum("bnhd,bnhe->bhde", k, v)
-    out = torch.einsum("bnhd,bhde->bnhe", q, ctx)
-    return out.reshape(b, h, w, c)
+    q = q.reshape(b, h * w, heads, d).softmax(dim=-1).transpose(1, 2)  # over each token's channels: [B, h, N, d]
+    k = k.reshape(b, h * w, heads, d).permute(0, 2, 3, 1).softmax(dim=-1)  # over all tokens, innermost: [B, h, d, N]
+    v = v.reshape(b, h * w, heads, d).transpose(1, 2)  # [B, h, N, d]
+    out = torch.matmul(q, torch.matmul(k, v))  # q' (k'^T v)
+    return out.transpose(1, 2).reshape(b, h, w, c)
 
 
 def local_heads_forward(
@@ -72,13 +77,11 @@ def local_heads_forward(
     qw, nh, nw = _to_windows(q, wh, ww)
     kw, _, _ = _to_windows(k, wh, ww)
     vw, _, _ = _to_windows(v, wh, ww)
-    # [B, nH, nW, T, heads, d] -> [B, nH, nW, heads, T, d]
-    qw, kw, vw = (t.reshape(b, nh, nw, wh * ww, heads, d).transpose(3, 4) for t in (qw, kw, vw))
-    logits = torch.matmul(qw, kw.transpose(-1, -2)) * scale
-    valid = _valid_token_mask(h, w, wh, ww, nh, nw, q.device)
-    logits = logits.masked_fill(~valid[None, :, :, None, None, :], float("-inf"))
-    out = torch.matmul(logits.softmax(dim=-1), vw)  # every window holds >= 1 real key: no NaN
-    out = out.transpose(3, 4).reshape(b, nh, nw, wh * ww, c)
+    # [B, nH, nW, T, heads, d] -> [B, nH*nW, heads, T, d]
+    qw, kw, vw = (t.reshape(b, nh * nw, wh * ww, heads, d).transpose(2, 3) for t in (qw, kw, vw))
+    bias = _key_bias(h, w, wh, ww, nh, nw, q.dtype, q.device)  # every window holds >= 1 real key: no NaN
+    out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias, scale=scale)
+    out = out.transpose(2, 3).reshape(b, nh, nw, wh * ww, c)
     return _from_windows(out, h, w, wh, ww)
 
 
