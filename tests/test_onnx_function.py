@@ -166,10 +166,13 @@ print(json.dumps(result))
 
 def test_symbolic_shape_infer_follows_the_body(tmp_path):
     """ONNX Runtime's symbolic_shape_infer (in a process without our schema, as users run it) completes without
-    auto_merge and gives the node's output the input's dims: the static values, or the B/H/W symbols."""
+    auto_merge and gives the node's output the input's dims: the static values, or the B/H/W symbols; on the
+    default form (ONNX shape inference of the function) and on the inlined one (the tool's own data propagation)."""
     import json
     import subprocess
     import sys
+
+    from elfatt_deploy.export.inline import inline_elfatt_functions
 
     expected = {}
     for heads in ((1, 2), (2, 0), (0, 2)):
@@ -181,9 +184,10 @@ def test_symbolic_shape_infer_follows_the_body(tmp_path):
                     for dim, value in zip(info.type.tensor_type.shape.dim, (2, 9, 10)):
                         dim.Clear()
                         dim.dim_value = value
-            path = str(tmp_path / f"op_{heads[0]}_{heads[1]}_{static}.onnx")
-            onnx.save(model, path)
-            expected[path] = [2, 9, 10, channels] if static else ["batch", "height", "width", channels]
+            for form, proto in (("default", model), ("inline", inline_elfatt_functions(model))):
+                path = str(tmp_path / f"op_{heads[0]}_{heads[1]}_{static}_{form}.onnx")
+                onnx.save(proto, path)
+                expected[path] = [2, 9, 10, channels] if static else ["batch", "height", "width", channels]
     done = subprocess.run([sys.executable, "-c", _SHAPE_TOOL, *expected], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected

@@ -234,6 +234,9 @@ def _local_heads(b: _Body, l: str, weight: str, bias: str, layout: ChannelLayout
     out = b.op("Transpose", out, perm=[0, 1, 5, 2, 6, 3, 4])  # [B, nh, wh, nw, ww, lh, d]
     out = b.reshape(out, batch, height_p, width_p, b.ints([c2]))
     out = b.op("Slice", out, b.ints([0, 0]), b.concat(height, width), b.ints([1, 2]))  # crop the padding
+    # the same shape twice, for two kinds of shape inference: from the data (symbolic_shape_infer on the inlined
+    # form cannot prove height <= padded height at the Slice) and from a constant (plain ONNX inference)
+    out = b.reshape(out, batch, height, width, b.ints([c2]))
     return b.op("Reshape", out, b.ints([0, 0, 0, c2]))
 
 
