@@ -1,19 +1,28 @@
 #!/usr/bin/env python3
-"""ELFATT vs vanilla attention, exported to ONNX, in ONNX Runtime on CPU.
+"""ELFATT vs vanilla attention, exported to ONNX, in ONNX Runtime on CPU, beside the FLOP-ideal speedup.
 
-    python bench/onnxruntime_cpu.py                                  # elfatt_vit_small at 224, 512, 1024
-    python bench/onnxruntime_cpu.py --model elfatt_vit_tiny --sizes 224,512 --repeats 3 --out out/bench
+    python bench/onnxruntime_cpu.py                                  # ViT-S 224/512/1024, CSWin-T 224/512
+    python bench/onnxruntime_cpu.py --cases elfatt_vit_tiny:224,512 --repeats 3 --out out/bench
+    python bench/onnxruntime_cpu.py --before-rev 3cc31c1 --profile    # + an older function body, + ORT profiles
 
-Both models come from the registry with the same parameters
-(``create_model(name)`` and ``create_model(name, attention="vanilla")``) and are
-exported once each as dynamic fp32 files, so one file serves every size. Each
-(model, size) runs in its own subprocess: the latency is the median of
-``--repeats`` runs after one warm-up run, and the peak memory is the growth of
-the process's peak resident set size (VmHWM; ru_maxrss off Linux) from just before
-the session is created to after the last run, i.e. weights, session and
-activations. Prints a table and writes onnxruntime_cpu.json (results, machine,
-versions, settings) and onnxruntime_cpu.png (when matplotlib is installed) to
-``--out``, atomically.
+For each model the registry's ELFATT model and its vanilla twin (same parameters,
+``create_model(name, attention="vanilla")``) are exported once each as dynamic fp32
+files, so one file serves every size. With ``--before-rev REV`` a third file runs
+too: the same ELFATT export with the function body of ``elfatt_deploy/export/
+onnx_function.py`` at git revision REV (main's body before a change), so the old and
+the new body are measured side by side in one run.
+
+Each (file, size) runs in its own subprocess: one warm-up run, then ``--repeats``
+timed runs; the variants of a size take turns, ``--rounds`` times (interleaved, so
+a change in machine load hits all of them alike), and the latency is the median of
+all timed runs. Peak memory is the growth of the worker's peak resident set size
+(VmHWM) from just before the session is created to after the last run. The 1-minute
+load average is recorded before and after every worker. ``--profile`` adds one
+profiled worker per (file, size) (ORT's profiler, 2 runs after the warm-up) and
+summarises kernel time by op type. The FLOP-ideal speedup (vanilla FLOPs / ELFATT
+FLOPs) comes from ``elfatt_deploy.flops``. Prints tables and writes
+onnxruntime_cpu.json (results, machine, versions, settings) and onnxruntime_cpu.png
+(when matplotlib is installed) to ``--out``, atomically.
 """
 
 from __future__ import annotations
@@ -35,8 +44,14 @@ if str(ROOT) not in sys.path:
 
 from bench_common import cpu_model, peak_rss_mib, plot_latency_memory  # noqa: E402  (bench/, beside this file)
 
+DEFAULT_CASES = "elfatt_vit_small:224,512,1024;elfatt_cswin_tiny:224,512"
 
-def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> dict:
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int, profile_dir: str = "") -> dict:
     """Runs in the subprocess: one session, one size."""
     import numpy as np
     import onnxruntime as ort
@@ -48,6 +63,17 @@ def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> 
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
     session.run(None, {"image": image})  # warm-up
+    if profile_dir:
+        profiled = ort.SessionOptions()
+        profiled.intra_op_num_threads = threads
+        profiled.inter_op_num_threads = 1
+        profiled.enable_profiling = True
+        profiled.profile_file_prefix = str(Path(profile_dir) / "ort_profile")
+        session = ort.InferenceSession(onnx_path, profiled, providers=["CPUExecutionProvider"])
+        session.run(None, {"image": image})  # warm-up, excluded below
+        for _ in range(repeats):
+            session.run(None, {"image": image})
+        return {"profile": _summarise_profile(session.end_profiling(), repeats)}
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -57,13 +83,38 @@ def worker(onnx_path: str, size: int, repeats: int, threads: int, seed: int) -> 
             "peak_mem_mib": peak_rss_mib() - before}
 
 
-def _measure(onnx_path: Path, size: int, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", str(onnx_path), "--sizes", str(size), "--repeats", str(args.repeats),
-           "--threads", str(args.threads), "--seed", str(args.seed)]
+def _summarise_profile(path: str, runs: int) -> dict:
+    """Kernel time by op type per run (ms), the node count, and the share of the whole, from an ORT profile."""
+    events = json.loads(Path(path).read_text())
+    Path(path).unlink()
+    run_starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    first_timed = run_starts[1] if len(run_starts) > runs else 0  # skip the warm-up run
+    by_type: dict = {}
+    nodes = set()
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < first_timed:
+            continue
+        op = e.get("args", {}).get("op_name", "?")
+        by_type[op] = by_type.get(op, 0.0) + e["dur"] / 1e3 / runs
+        nodes.add(e["name"])
+    total = sum(by_type.values())
+    ordered = sorted(by_type.items(), key=lambda kv: -kv[1])
+    return {"kernel_ms": total, "nodes": len(nodes),
+            "by_op_type": [{"op_type": op, "ms": ms, "share": ms / total if total else 0.0} for op, ms in ordered]}
+
+
+def _run_worker(onnx_path: Path, size: int, args, profile_dir: str = "") -> dict:
+    cmd = [sys.executable, __file__, "--worker", str(onnx_path), "--cases", f"x:{size}", "--repeats",
+           str(2 if profile_dir else args.repeats), "--threads", str(args.threads), "--seed", str(args.seed)]
+    if profile_dir:
+        cmd += ["--profile-dir", profile_dir]
+    load_before = _load()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {onnx_path.name} at {size}: {done.stderr.strip()[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_1m"] = [load_before, _load()]
+    return result
 
 
 def _environment(args) -> dict:
@@ -76,74 +127,175 @@ def _environment(args) -> dict:
     return {"machine": platform.machine(), "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
             "torch": torch.__version__, "elfatt_deploy": elfatt_deploy.__version__,
-            "settings": {"model": args.model, "sizes": args.sizes, "batch": 1, "repeats": args.repeats,
+            "settings": {"model": getattr(args, "model", None), "cases": getattr(args, "cases", None),
+                         "sizes": getattr(args, "sizes", None), "batch": 1, "repeats": args.repeats,
+                         "rounds": getattr(args, "rounds", 1), "before_rev": getattr(args, "before_rev", None),
                          "warmup": 1, "intra_op_threads": args.threads, "precision": "fp32",
                          "provider": "CPUExecutionProvider", "graph_optimization": "ORT default (all)",
                          "memory": "peak RSS (VmHWM) growth from session creation to the last run"}}
 
 
-def _plot(results: list, path: Path, title: str) -> bool:
+def _parse_cases(text: str) -> list:
+    cases = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, sizes = part.partition(":")
+        try:
+            values = [int(s) for s in sizes.split(",") if s.strip()]
+        except ValueError:
+            values = []
+        if not name.strip() or not values or min(values) < 32:
+            raise ValueError(f"--cases part {part!r}: write MODEL:SIZE,SIZE (sizes >= 32), parts joined by ';'")
+        cases.append((name.strip(), values))
+    return cases
+
+
+def _old_build_function(rev: str):
+    """``build_function(opset)`` of onnx_function.py at git revision ``rev`` (a one-function body)."""
+    import importlib.util
+
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:elfatt_deploy/export/onnx_function.py"],
+                            capture_output=True, text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="elfatt-body-")) / "old_onnx_function.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("old_onnx_function", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_function
+
+
+def _with_old_body(new_path: Path, old_path: Path, rev: str) -> None:
+    import onnx
+
+    from elfatt_deploy.export.onnx_function import DOMAIN
+
+    model = onnx.load(str(new_path))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    keep = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(keep + [_old_build_function(rev)(opset)])
+    for node in model.graph.node:
+        node.overload = ""
+    onnx.save(model, str(old_path))
+
+
+def _flop_ideal(name: str, size: int) -> dict:
+    from elfatt_deploy.flops import model_flops
+    from elfatt_deploy.models import create_model
+
+    flops = {kind: model_flops(create_model(name, attention=kind), (1, 3, size, size))["total"]
+             for kind in ("elfatt", "vanilla")}
+    return {"gflops": {k: v / 1e9 for k, v in flops.items()}, "ideal_speedup": flops["vanilla"] / flops["elfatt"]}
+
+
+def _plot(results: list, path: Path, title: str, variants: list) -> bool:
     sizes = [r["size"] for r in results]
+    markers = {"elfatt": "o", "elfatt_before": "^", "vanilla": "s"}
     series = {kind: {"ms": [r[kind]["median_ms"] for r in results], "mib": [r[kind]["peak_mem_mib"] for r in results],
-                     "marker": marker} for kind, marker in (("elfatt", "o"), ("vanilla", "s"))}
+                     "marker": markers[kind]} for kind in variants}
     return plot_latency_memory(sizes, series, path, title)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="elfatt_vit_small")
-    parser.add_argument("--sizes", default="224,512,1024", help="square input sizes, comma-separated")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", default=DEFAULT_CASES, help="MODEL:SIZE,SIZE;MODEL:SIZE (square inputs)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per worker")
+    parser.add_argument("--rounds", type=int, default=2, help="workers per (file, size), interleaved")
+    parser.add_argument("--before-rev", default="", help="git revision whose function body runs as 'elfatt_before'")
+    parser.add_argument("--profile", action="store_true", help="add one ORT-profiled worker per (file, size)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ORT intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per (model, size) subprocess")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per worker subprocess")
     parser.add_argument("--out", default="out/bench", help="directory for the JSON and PNG")
     parser.add_argument("--worker", metavar="ONNX", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    try:
+        cases = _parse_cases(args.cases)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.worker:
-        print(json.dumps(worker(args.worker, sizes[0], args.repeats, args.threads, args.seed)))
+        print(json.dumps(worker(args.worker, cases[0][1][0], args.repeats, args.threads, args.seed, args.profile_dir)))
         return 0
-    if args.repeats < 1 or not sizes or min(sizes) < 32:
-        parser.error("--repeats must be >= 1 and every size >= 32")
+    if args.repeats < 1 or args.rounds < 1:
+        parser.error("--repeats and --rounds must be >= 1")
 
+    from elfatt_deploy.atomic import atomic_write_text
     from elfatt_deploy.cli.table import format_table
     from elfatt_deploy.export import export_onnx
-    from elfatt_deploy.atomic import atomic_write_text
     from elfatt_deploy.export.model_loading import build_model
 
+    variants = ["elfatt"] + (["elfatt_before"] if args.before_rev else []) + ["vanilla"]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    report = {"benchmark": "onnxruntime_cpu", "environment": _environment(args), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        files = {}
-        for kind in ("elfatt", "vanilla"):
-            model = build_model(args.model, config={"attention": kind}, seed=args.seed)
-            files[kind] = export_onnx(model, Path(tmp) / f"{kind}.onnx", (1, 3, sizes[0], sizes[0]))
-            print(f"exported {args.model} ({kind}) -> {files[kind].stat().st_size / 2**20:.0f} MiB", flush=True)
-        results = []
-        for size in sizes:
-            row = {"size": size, "tokens": (-(-size // 16)) ** 2}  # the models pad the image to whole 16-pixel patches
+        for name, sizes in cases:
+            files = {}
             for kind in ("elfatt", "vanilla"):
-                row[kind] = _measure(files[kind], size, args)
-                print(f"  {size}: {kind} {row[kind]['median_ms']:.1f} ms, {row[kind]['peak_mem_mib']:.0f} MiB",
-                      flush=True)
-            row["speedup"] = row["vanilla"]["median_ms"] / row["elfatt"]["median_ms"]
-            row["memory_ratio"] = row["vanilla"]["peak_mem_mib"] / max(row["elfatt"]["peak_mem_mib"], 1e-9)
-            results.append(row)
+                model = build_model(name, config={"attention": kind}, seed=args.seed)
+                files[kind] = export_onnx(model, Path(tmp) / f"{name}-{kind}.onnx", (1, 3, sizes[0], sizes[0]))
+                print(f"exported {name} ({kind}) -> {files[kind].stat().st_size / 2**20:.0f} MiB", flush=True)
+            if args.before_rev:
+                files["elfatt_before"] = Path(tmp) / f"{name}-elfatt_before.onnx"
+                _with_old_body(files["elfatt"], files["elfatt_before"], args.before_rev)
+            results = []
+            for size in sizes:
+                row = {"size": size, "tokens": (-(-size // 16)) ** 2, **_flop_ideal(name, size)}
+                runs = {kind: [] for kind in variants}
+                for _ in range(args.rounds):
+                    for kind in variants:
+                        runs[kind].append(_run_worker(files[kind], size, args))
+                        print(f"  {name} {size}: {kind} {runs[kind][-1]['median_ms']:.1f} ms "
+                              f"(load {runs[kind][-1]['load_1m']})", flush=True)
+                for kind in variants:
+                    times = [t for r in runs[kind] for t in r["times_ms"]]
+                    row[kind] = {"median_ms": statistics.median(times), "min_ms": min(times), "times_ms": times,
+                                 "peak_mem_mib": max(r["peak_mem_mib"] for r in runs[kind]),
+                                 "load_1m": [r["load_1m"] for r in runs[kind]]}
+                    if args.profile:
+                        with tempfile.TemporaryDirectory() as profile_dir:
+                            row[kind]["profile"] = _run_worker(files[kind], size, args, profile_dir)["profile"]
+                row["speedup"] = row["vanilla"]["median_ms"] / row["elfatt"]["median_ms"]
+                row["of_ideal"] = row["speedup"] / row["ideal_speedup"]
+                if args.before_rev:
+                    row["speedup_before"] = row["vanilla"]["median_ms"] / row["elfatt_before"]["median_ms"]
+                row["memory_ratio"] = row["vanilla"]["peak_mem_mib"] / max(row["elfatt"]["peak_mem_mib"], 1e-9)
+                results.append(row)
+            report["models"][name] = results
+            if _plot(results, out_dir / f"onnxruntime_cpu-{name}.png", f"{name}: ELFATT vs vanilla, ONNX Runtime CPU",
+                     variants):
+                print(f"wrote {out_dir / f'onnxruntime_cpu-{name}.png'}")
+    report["wall_s"] = time.time() - started
 
-    headers = ["input", "tokens", "ELFATT ms", "vanilla ms", "speedup", "ELFATT MiB", "vanilla MiB", "memory ratio"]
-    table = format_table(headers, [
-        [f"{r['size']}x{r['size']}", r["tokens"], f"{r['elfatt']['median_ms']:.1f}", f"{r['vanilla']['median_ms']:.1f}",
-         f"{r['speedup']:.2f}x", f"{r['elfatt']['peak_mem_mib']:.0f}", f"{r['vanilla']['peak_mem_mib']:.0f}",
-         f"{r['memory_ratio']:.2f}x"] for r in results])
-    env = _environment(args)
-    print(f"\n{args.model}, ONNX Runtime {env['onnxruntime']} CPU ({env['cpu']}, {args.threads} threads), batch 1, fp32")
-    print(table)
-    report = {"benchmark": "onnxruntime_cpu", "model": args.model, "environment": env, "results": results}
+    env = report["environment"]
+    print(f"\nONNX Runtime {env['onnxruntime']} CPU ({env['cpu']}, {args.threads} threads), batch 1, fp32")
+    headers = ["model", "input", "ELFATT ms"] + (["before ms"] if args.before_rev else []) + [
+        "vanilla ms", "speedup"] + (["before"] if args.before_rev else []) + [
+        "FLOP ideal", "of ideal", "ELFATT MiB", "vanilla MiB", "load 1m"]
+    rows = []
+    for name, results in report["models"].items():
+        for r in results:
+            loads = [x for kind in variants for pair in r[kind]["load_1m"] for x in pair]
+            rows.append([name, f"{r['size']}x{r['size']}", f"{r['elfatt']['median_ms']:.1f}"]
+                        + ([f"{r['elfatt_before']['median_ms']:.1f}"] if args.before_rev else [])
+                        + [f"{r['vanilla']['median_ms']:.1f}", f"{r['speedup']:.2f}x"]
+                        + ([f"{r['speedup_before']:.2f}x"] if args.before_rev else [])
+                        + [f"{r['ideal_speedup']:.2f}x", f"{100 * r['of_ideal']:.0f}%",
+                           f"{r['elfatt']['peak_mem_mib']:.0f}", f"{r['vanilla']['peak_mem_mib']:.0f}",
+                           f"{min(loads):.0f}-{max(loads):.0f}"])
+    print(format_table(headers, rows))
+    if args.profile:
+        for name, results in report["models"].items():
+            for r in results:
+                for kind in variants:
+                    p = r[kind]["profile"]
+                    top = ", ".join(f"{t['op_type']} {t['ms']:.1f} ({100 * t['share']:.0f}%)" for t in p["by_op_type"][:6])
+                    print(f"profile {name} {r['size']} {kind}: {p['kernel_ms']:.1f} ms kernels, {p['nodes']} nodes: {top}")
     atomic_write_text(out_dir / "onnxruntime_cpu.json", json.dumps(report, indent=2) + "\n")
     print(f"wrote {out_dir / 'onnxruntime_cpu.json'}")
-    if _plot(results, out_dir / "onnxruntime_cpu.png", f"{args.model}: ELFATT vs vanilla, ONNX Runtime CPU"):
-        print(f"wrote {out_dir / 'onnxruntime_cpu.png'}")
     return 0
 
 
