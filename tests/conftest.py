@@ -104,3 +104,64 @@ def reference_vit_int8(reference_vit_onnx, calibration_images, tmp_path_factory)
 
     out = tmp_path_factory.mktemp("int8") / "vit_micro_int8.onnx"
     return quantize_onnx(reference_vit_onnx, out, calibration_images.root, samples=30, progress=False)
+
+
+# ---- the quick run: `pytest -m "not slow"` ---------------------------------------------------------
+# CI runs everything. The quick run leaves out what takes more than ~4 s on 2 cores: compiling the CUDA
+# sources (nvcc, the host emulation, the performance model's tracing build, the torch binding), the
+# docker parity flows, full-size model exports and the OpenVINO runs of full models, gradchecks. Each
+# entry is a test file, a test function (all its parameters) or one parametrized id; an entry that
+# matches nothing is an error, so a renamed test cannot silently move back into the quick run.
+SLOW_FILES = (
+    "test_kernels_model.py", "test_kernels_nvcc.py", "test_kernels_emulated.py", "test_kernels_torch.py",
+    "test_docker_parity.py", "test_openvino_bench_script.py",
+)
+SLOW_TESTS = (
+    "test_openvino_backend.py::test_inlined_full_models_match_pytorch",
+    "test_op_reference.py::test_gradcheck_partial_windows_with_lepe",
+    "test_op_reference.py::test_gradcheck_stripes_without_lepe",
+    "test_op_reference.py::test_opcheck_schema_fake_and_autograd",
+    "test_export_models.py::test_full_size_model_export",
+    "test_export_models.py::test_fp16_export_parity_and_types[cswin]",
+    "test_export_models.py::test_fp32_parity_at_three_sizes",
+    "test_export_models.py::test_layer_without_lepe_exports_zero_lepe_inputs",
+    "test_bench_cli.py::test_bench_onnxruntime_backend",
+    "test_bench_cli.py::test_bench_torch_backend",
+    "test_export_errors.py::test_failure_mid_export_leaves_target_untouched",
+    "test_export_errors.py::test_failure_mid_write_leaves_no_partial_file",
+    "test_cli_basics.py::test_models_table_lists_every_model_with_its_parameter_count",
+    "test_validate_cli.py::test_polygraphy_runs_a_static_fp16_file_as_is",
+    "test_validate_cli.py::test_fp16_file_gets_the_fp16_tolerance",
+    "test_cli_messages.py::test_export_shows_progress_on_stderr_only",
+    "test_cli_messages.py::test_validate_keeps_library_logs_off_stdout_and_quiet_by_default",  # uses its export
+    "test_export_inline.py::test_surgeon_sanitize_folds_the_inlined_file",
+    "test_kernels_bench_script.py::test_self_test_passes",
+    "test_models.py::test_forward_shapes_and_finite[224-elfatt_vit_small]",
+    "test_models.py::test_any_image_size_from_1x1_works",
+    "test_cli_exit_codes.py::test_plain_doctor_exits_0_on_any_machine",
+)
+
+
+def _slow_entry(item) -> "str | None":
+    path = item.path.name
+    if path in SLOW_FILES:
+        return path
+    function = f"{path}::{item.originalname or item.name}"
+    exact = f"{path}::{item.name}"
+    return next((entry for entry in SLOW_TESTS if entry in (function, exact)), None)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        entry = _slow_entry(item)
+        if entry is not None:
+            item.add_marker(pytest.mark.slow)
+    tests_dir = config.rootpath / "tests"
+    stale = []
+    for entry in SLOW_FILES + SLOW_TESTS:
+        file, _, function = entry.partition("::")
+        source = tests_dir / file
+        if not source.exists() or (function and f"def {function.split('[')[0]}(" not in source.read_text()):
+            stale.append(entry)
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py marks tests slow that do not exist (renamed?): {stale}")
