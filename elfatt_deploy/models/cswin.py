@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn import TransformerBlock
+from .padding import pad_to_multiple
 
 
 class ConvDownsample(nn.Module):
@@ -75,7 +75,7 @@ class ElfattCSWin(nn.Module):
         # Zero-pad the image to a multiple of the stem stride: stage maps are
         # ceil(H/4), ceil(H/8), ... and every size from 1x1 up works.
         s = self.stem.conv.stride[0]
-        x = F.pad(x, (0, (-x.shape[-1]) % s, 0, (-x.shape[-2]) % s))
+        x = pad_to_multiple(x, s)
         x = self.stem(x)
         for s, blocks in enumerate(self.stages):
             if s > 0:

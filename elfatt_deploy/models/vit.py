@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..nn import TransformerBlock
+from .padding import pad_to_multiple
+from .resample import resize_bicubic_channels_last
 
 
 class ElfattViT(nn.Module):
@@ -47,10 +48,10 @@ class ElfattViT(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
-        # Always resample (bicubic at the same size is the identity), so that
-        # a dynamic-shape export has no branch on the input size.
-        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic", align_corners=False)
-        return pos.permute(0, 2, 3, 1)
+        """The table resampled to the token grid, [1, h, w, C]: ``F.interpolate(mode="bicubic")`` as two
+        matrix products (resample.py), always (at the table's own size it is the identity), so that a
+        dynamic export has no branch on the input size and a static one folds it to a constant."""
+        return resize_bicubic_channels_last(self.pos_embed, h, w)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] image -> [B, ceil(H/16), ceil(W/16), C] tokens after the final norm.
@@ -58,9 +59,7 @@ class ElfattViT(nn.Module):
         The image is zero-padded at the bottom and right to whole patches, so
         every size from 1x1 up works (and a dynamic ONNX export runs at any size).
         """
-        p = self.patch_size
-        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
-        x = self.patch_embed(x)
+        x = self.patch_embed(pad_to_multiple(x, self.patch_size))
         x = x.permute(0, 2, 3, 1)
         x = x + self._pos_embed(x.shape[1], x.shape[2])
         for block in self.blocks:
