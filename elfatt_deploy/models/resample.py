@@ -67,12 +67,12 @@ def bicubic_matrix(out_size: Size, in_size: int, *, device=None) -> torch.Tensor
     den = 2.0 * count
     floor = torch.floor(num / den)  # from -1 (upsampling, first rows) to in_size - 1
     t = (num - floor * den) / den
+    weights = torch.stack(_cubic_weights(t), dim=1)  # [out, 4]
+    offsets = torch.tensor([-1.0, 0.0, 1.0, 2.0], device=device)
+    taps = torch.clamp(floor.unsqueeze(1) + offsets, 0.0, float(in_size - 1))  # [out, 4]; outside reads the edge
     columns = torch.arange(in_size, dtype=torch.float32, device=device)
-    matrix = torch.zeros((), dtype=torch.float32, device=device)
-    for offset, weight in zip((-1.0, 0.0, 1.0, 2.0), _cubic_weights(t)):
-        tap = torch.clamp(floor + offset, 0.0, float(in_size - 1))  # taps outside read the edge
-        hit = (tap.unsqueeze(1) == columns).to(torch.float32)  # [out, in]: one 1 per row
-        matrix = matrix + weight.unsqueeze(1) * hit
+    hits = (taps.unsqueeze(2) == columns).to(torch.float32)  # [out, 4, in]: one 1 per (row, tap)
+    matrix = (weights.unsqueeze(2) * hits).sum(dim=1)
     return matrix
 
 

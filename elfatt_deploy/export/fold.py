@@ -1,0 +1,136 @@
+"""Constant folding of the exported main graph: what depends on weights alone is computed once, at export.
+
+``fold_constant_nodes(model)`` finds the main-graph nodes whose inputs are all
+constants (initializers, ``Constant`` nodes, or outputs of such nodes), computes
+them with ONNX Runtime (CPU, graph optimizations off) and stores the values the
+rest of the graph reads as initializers. Initializers nothing reads any more are
+dropped.
+
+What it folds in our models is the position-embedding table: in a static export
+the whole bicubic resample (elfatt_deploy/models/resample.py) becomes one
+``[1, h, w, C]`` initializer, so nothing of it runs per inference; in a dynamic
+export only the layout ops on the table (its ``[g_h, g_w * C]`` view) fold, the
+interpolation matrices depend on the input size and stay.
+
+Only standard-domain nodes without subgraphs fold (never an ``elfatt`` node, never
+anything inside a function); nodes without inputs (``Constant``, random generators)
+stay as they are; a value over ``max_bytes`` is left to be computed at run time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+#: a folded value larger than this stays computed at run time (the file would grow by it)
+DEFAULT_MAX_BYTES = 256 * 2**20
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def _has_subgraph(node: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+
+
+def _foldable_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes of ``graph`` whose inputs are all constant, in graph order."""
+    graph_inputs = {i.name for i in graph.input}
+    constant = {init.name for init in graph.initializer if init.name not in graph_inputs}
+    foldable = []
+    for node in graph.node:
+        standard = node.domain in _DEFAULT_DOMAINS and not _has_subgraph(node)
+        if standard and node.op_type == "Constant":
+            if not any(a.ref_attr_name for a in node.attribute):
+                constant.update(node.output)
+            continue
+        inputs = [name for name in node.input if name]
+        if standard and inputs and all(name in constant for name in inputs):
+            foldable.append(node)
+            constant.update(o for o in node.output if o)
+    return foldable
+
+
+def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], wanted: list[str]) -> dict[str, np.ndarray]:
+    """Runs ``nodes`` (and the Constant nodes and initializers they read) in ONNX Runtime."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    graph = model.graph
+    produced = {o for n in nodes for o in n.output}
+    needed = {name for n in nodes for name in n.input if name and name not in produced}
+    constants = [n for n in graph.node if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+                 and n.output[0] in needed]
+    initializers = [init for init in graph.initializer if init.name in needed]
+    sub_graph = onnx.helper.make_graph(constants + list(nodes), "fold", [], [], initializers)
+    opsets = [o for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    sub = onnx.helper.make_model(sub_graph, opset_imports=opsets, ir_version=model.ir_version)
+    types = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(sub, strict_mode=True).graph.value_info}
+    sub.graph.output.extend(types[name] for name in wanted)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return dict(zip(wanted, session.run(wanted, {})))
+
+
+def _read_outside(graph: onnx.GraphProto, folded: set[int]) -> set[str]:
+    """Names read by the nodes not in ``folded`` (ids) and by the graph outputs."""
+    read = {name for n in graph.node if id(n) not in folded for name in n.input}
+    read.update(o.name for o in graph.output)
+    return read
+
+
+def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """Folds (in place) the main-graph nodes of ``model`` that depend on constants only; returns how many.
+
+    The values stay the ones ONNX Runtime computes for the unfolded file.
+    """
+    graph = model.graph
+    foldable = _foldable_nodes(graph)
+    values: dict[str, np.ndarray] = {}
+    while foldable:
+        folded = {id(n) for n in foldable}
+        read = _read_outside(graph, folded)
+        wanted = [name for n in foldable for name in n.output if name and name in read]
+        values = _evaluate(model, foldable, wanted) if wanted else {}
+        too_big = {name for name, value in values.items() if value.nbytes > max_bytes}
+        if not too_big:
+            break
+        keep = _producers(foldable, too_big)  # these stay computed at run time, with what they read
+        foldable = [n for n in foldable if id(n) not in keep]
+    if not foldable:
+        return 0
+    folded = {id(n) for n in foldable}
+    nodes = [n for n in graph.node if id(n) not in folded]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name) for name, value in values.items())
+    _drop_unread_constants(graph)
+    return len(foldable)
+
+
+def _producers(nodes: list[onnx.NodeProto], names: set[str]) -> set[int]:
+    """ids of the nodes among ``nodes`` that ``names`` depend on (the producers and theirs)."""
+    by_output = {o: n for n in nodes for o in n.output}
+    todo, seen = list(names), set()
+    while todo:
+        node = by_output.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        todo.extend(node.input)
+    return seen
+
+
+def _drop_unread_constants(graph: onnx.GraphProto) -> None:
+    """Removes the initializers and Constant nodes that nothing reads any more."""
+    read = _read_outside(graph, set())
+    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+                                           and not any(o in read for o in n.output))]
+    if len(nodes) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(nodes)
+    kept = [init for init in graph.initializer if init.name in read]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
