@@ -14,7 +14,8 @@ interpolation matrices depend on the input size and stay.
 
 Only standard-domain nodes without subgraphs fold (never an ``elfatt`` node, never
 anything inside a function); nodes without inputs (``Constant``, random generators)
-stay as they are; a value over ``max_bytes`` is left to be computed at run time.
+stay as they are; a value over ``max_bytes`` is left to be computed at run time (by
+the node that makes it; its constant inputs still fold).
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_
         too_big = {name for name, value in values.items() if value.nbytes > max_bytes}
         if not too_big:
             break
-        keep = _producers(foldable, too_big)  # these stay computed at run time, with what they read
-        foldable = [n for n in foldable if id(n) not in keep]
+        # the nodes that produce them stay computed at run time; what they read may still fold
+        foldable = [n for n in foldable if not too_big.intersection(n.output)]
     if not foldable:
         return 0
     folded = {id(n) for n in foldable}
@@ -107,19 +108,6 @@ def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_
     graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name) for name, value in values.items())
     _drop_unread_constants(graph)
     return len(foldable)
-
-
-def _producers(nodes: list[onnx.NodeProto], names: set[str]) -> set[int]:
-    """ids of the nodes among ``nodes`` that ``names`` depend on (the producers and theirs)."""
-    by_output = {o: n for n in nodes for o in n.output}
-    todo, seen = list(names), set()
-    while todo:
-        node = by_output.get(todo.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        todo.extend(node.input)
-    return seen
 
 
 def _drop_unread_constants(graph: onnx.GraphProto) -> None:

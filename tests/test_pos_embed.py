@@ -1,0 +1,169 @@
+"""pos_embed: bicubic resampling as two matrix products (models/resample.py), folded in static exports (export/fold.py)."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
+
+from _naive_elfatt import rel_l2
+from test_export_helpers import ort_session, random_image, reduced_model, torch_reference
+from elfatt_deploy import export_onnx
+from elfatt_deploy.export.fold import fold_constant_nodes
+from elfatt_deploy.models.padding import pad_to_multiple
+from elfatt_deploy.models.resample import bicubic_matrix, resize_bicubic_channels_last
+
+
+def _interpolate64(table: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """F.interpolate in float64 (the exact reference), channels last."""
+    out = F.interpolate(table.double(), size=(h, w), mode="bicubic", align_corners=False)
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def _random_sizes(rng, count):
+    """(grid_h, grid_w, h, w): tables from 1x1 to 16x16 resampled up, down, to odd sizes and to 1."""
+    cases = [(14, 14, 14, 14), (14, 14, 64, 64), (14, 14, 5, 9), (7, 9, 3, 2), (14, 14, 1, 1), (1, 1, 5, 4)]
+    for _ in range(count):
+        gh, gw = (int(v) for v in rng.integers(1, 17, size=2))
+        h, w = (int(v) for v in rng.integers(1, 130, size=2))
+        cases.append((gh, gw, h, w))
+    return cases
+
+
+def test_resample_matches_float64_interpolate_on_random_tables_and_sizes(rng):
+    for gh, gw, h, w in _random_sizes(rng, 12):
+        channels = int(rng.integers(1, 40))
+        table = torch.from_numpy(rng.standard_normal((1, channels, gh, gw)).astype(np.float32))
+        out = resize_bicubic_channels_last(table, h, w)
+        assert out.shape == (1, h, w, channels) and out.dtype == torch.float32
+        assert rel_l2(out.double().numpy(), _interpolate64(table, h, w)) <= 1e-6, (gh, gw, h, w)
+
+
+def test_resample_is_exact_at_the_tables_own_size(rng):
+    table = torch.from_numpy(rng.standard_normal((1, 24, 14, 9)).astype(np.float32))
+    assert torch.equal(resize_bicubic_channels_last(table, 14, 9), table.permute(0, 2, 3, 1))
+
+
+def test_interpolation_matrix_rows_sum_to_one_with_four_taps_at_most(rng):
+    for _, g, n, _ in _random_sizes(rng, 6):
+        matrix = bicubic_matrix(n, g).double()
+        assert matrix.shape == (n, g)
+        assert torch.allclose(matrix.sum(dim=1), torch.ones(n, dtype=torch.float64), atol=1e-6)
+        assert int((matrix != 0).sum(dim=1).max()) <= 4
+
+
+def test_resample_of_a_half_table_returns_half(rng):
+    table = torch.from_numpy(rng.standard_normal((1, 16, 14, 14)).astype(np.float32))
+    out = resize_bicubic_channels_last(table.half(), 33, 20)
+    assert out.dtype == torch.float16
+    assert rel_l2(out.double().numpy(), _interpolate64(table.half().float(), 33, 20)) <= 2e-3
+
+
+def test_resample_refuses_a_table_of_another_shape():
+    with pytest.raises(ValueError, match=r"\[1, C, g_h, g_w\].*\[2, 3, 4, 4\]"):
+        resize_bicubic_channels_last(torch.zeros(2, 3, 4, 4), 8, 8)
+    with pytest.raises(ValueError, match="in_size=0"):
+        bicubic_matrix(4, 0)
+
+
+def test_vit_keeps_the_checkpoint_table_and_resamples_as_interpolate(rng):
+    model = reduced_model("vit", img_size=224)
+    assert tuple(model.state_dict()["pos_embed"].shape) == (1, 192, 14, 14)  # checkpoints load as before
+    with torch.no_grad():
+        model.pos_embed.copy_(torch.from_numpy(rng.standard_normal((1, 192, 14, 14)).astype(np.float32)))
+        for h, w in [(14, 14), (13, 17), (64, 3)]:
+            assert rel_l2(model._pos_embed(h, w).double().numpy(), _interpolate64(model.pos_embed, h, w)) <= 1e-6
+
+
+def test_pad_to_multiple_pads_as_the_modulo_did(rng):
+    for _ in range(8):
+        h, w, m = (int(v) for v in rng.integers(1, 40, size=3))
+        image = torch.from_numpy(rng.standard_normal((1, 2, h, w)).astype(np.float32))
+        assert torch.equal(pad_to_multiple(image, m), F.pad(image, (0, (-w) % m, 0, (-h) % m)))
+
+
+# ---- the exported files -----------------------------------------------------------------------------------------
+
+def _main_ops(path) -> list[str]:
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_static_export_stores_the_resampled_table(tmp_path, rng, precision):
+    model = reduced_model("vit", depth=1)
+    with torch.no_grad():  # a table that is not the identity's business: fresh values, resampled to 5x7 tokens
+        model.pos_embed.copy_(torch.from_numpy(rng.standard_normal(model.pos_embed.shape).astype(np.float32)))
+    path = export_onnx(model, tmp_path / "static.onnx", "1x3x80x104", dynamic=False, precision=precision)
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert not {"Resize", "Range", "Equal", "Floor"} & set(ops)
+    tables = [init for init in proto.graph.initializer if tuple(init.dims) == (1, 5, 7, 192)]
+    assert len(tables) == 1 and not [i for i in proto.graph.initializer if tuple(i.dims) == (1, 192, 14, 14)]
+    (add,) = [n for n in proto.graph.node if tables[0].name in n.input]  # the patch embedding + the stored table
+    assert add.op_type == "Add" and set(ops[:ops.index("Add")]) <= {"Cast", "Pad", "Conv", "Transpose"}
+    expected = model._pos_embed(5, 7).detach().double().numpy()
+    table = numpy_helper.to_array(tables[0])
+    assert table.dtype == (np.float16 if precision == "fp16" else np.float32)
+    assert rel_l2(table.astype(np.float64), expected) <= (1e-3 if precision == "fp16" else 1e-6)
+    image = random_image(rng, (1, 3, 80, 104))
+    out = ort_session(path).run(None, {"image": image})[0]
+    assert rel_l2(out, torch_reference(model, image)) <= (5e-3 if precision == "fp16" else 1e-5)
+
+
+def test_dynamic_export_resamples_with_matmuls_not_resize(tmp_path, rng):
+    model = reduced_model("vit", depth=1)
+    with torch.no_grad():
+        model.pos_embed.copy_(torch.from_numpy(rng.standard_normal(model.pos_embed.shape).astype(np.float32)))
+    path = export_onnx(model, tmp_path / "dynamic.onnx", "1x3x64x96")
+    ops = _main_ops(path)
+    assert "Resize" not in ops and "Mod" not in ops
+    first_attention = ops.index("ElfattAttention")
+    assert ops[:first_attention].count("MatMul") == 3  # the two of the resample, then qkv
+    session = ort_session(path)
+    for shape in [(1, 3, 224, 224), (2, 3, 37, 150), (1, 3, 400, 96)]:  # up, down, odd, partial patches
+        image = random_image(rng, shape)
+        assert rel_l2(session.run(None, {"image": image})[0], torch_reference(model, image)) <= 1e-5, shape
+
+
+# ---- fold_constant_nodes on small graphs --------------------------------------------------------------------------
+
+def _model(nodes, inputs, outputs, initializers):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("elfatt", 1)])
+
+
+def _f32(name, shape):
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape)
+
+
+def test_fold_computes_constant_chains_and_keeps_what_reads_inputs(rng):
+    a, b = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    nodes = [helper.make_node("Add", ["a", "b"], ["ab"]),
+             helper.make_node("Constant", [], ["two"], value=numpy_helper.from_array(np.float32(2.0))),
+             helper.make_node("Mul", ["ab", "two"], ["ab2"]),
+             helper.make_node("Add", ["x", "ab2"], ["y"]),
+             helper.make_node("Relu", ["a"], ["custom_in"]),
+             helper.make_node("Custom", ["custom_in"], ["z"], domain="elfatt")]
+    model = _model(nodes, [_f32("x", [3, 4])], [_f32("y", [3, 4]), _f32("z", [3, 4])],
+                   [numpy_helper.from_array(a, "a"), numpy_helper.from_array(b, "b")])
+    assert fold_constant_nodes(model) == 3  # Add, Mul, Relu; the custom node and the input's Add stay
+    assert [n.op_type for n in model.graph.node] == ["Add", "Custom"]
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert set(values) == {"ab2", "custom_in"}  # a and b are read by nothing any more; the Constant is gone
+    np.testing.assert_allclose(values["ab2"], (a + b) * 2, rtol=1e-6)
+    np.testing.assert_array_equal(values["custom_in"], np.maximum(a, 0))
+
+
+def test_fold_leaves_values_over_the_limit_to_run_time(rng):
+    a = rng.standard_normal((4, 4)).astype(np.float32)
+    nodes = [helper.make_node("Transpose", ["a"], ["at"]),
+             helper.make_node("Tile", ["at", "reps"], ["big"]),
+             helper.make_node("Add", ["x", "big"], ["y"])]
+    reps = numpy_helper.from_array(np.array([64, 64], dtype=np.int64), "reps")
+    model = _model(nodes, [_f32("x", [256, 256])], [_f32("y", [256, 256])], [numpy_helper.from_array(a, "a"), reps])
+    assert fold_constant_nodes(model, max_bytes=256 * 256 * 4 - 1) == 1  # the Transpose; the Tile stays
+    assert [n.op_type for n in model.graph.node] == ["Tile", "Add"]
+    np.testing.assert_array_equal(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "at")),
+                                  a.T)
+    assert fold_constant_nodes(model) == 1 and [n.op_type for n in model.graph.node] == ["Add"]
