@@ -167,3 +167,27 @@ def test_fold_leaves_values_over_the_limit_to_run_time(rng):
     np.testing.assert_array_equal(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "at")),
                                   a.T)
     assert fold_constant_nodes(model) == 1 and [n.op_type for n in model.graph.node] == ["Add"]
+
+
+def test_pos_embed_bench_script_times_the_three_forms(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, str(repo / "bench" / "pos_embed_cpu.py"), "--channels", "8", "--grid", "3",
+                           "--sizes", "48,80", "--repeats", "2", "--threads", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "pos_embed_cpu.json").read_text())
+    assert [r["size"] for r in report["results"]] == [48, 80]
+    for row in report["results"]:
+        assert row["resize_nodes"] == {"resize": 1, "matmul": 0, "folded": 0}
+        assert row["main_graph_nodes"]["folded"] == 1  # the Add of the stored table, nothing else
+        assert all(len(t) == 2 for t in row["times_ms"].values())
+        assert all(e <= 1e-6 for e in row["rel_l2_vs_float64_interpolate"].values())
+    assert len(report["environment"]["load_average"]["before"]) == 3
+    assert "| 80x80 | 5x5 |" in proc.stdout
