@@ -191,3 +191,20 @@ def test_pos_embed_bench_script_times_the_three_forms(tmp_path):
         assert all(e <= 1e-6 for e in row["rel_l2_vs_float64_interpolate"].values())
     assert len(report["environment"]["load_average"]["before"]) == 3
     assert "| 80x80 | 5x5 |" in proc.stdout
+
+
+def test_fold_keeps_a_widening_cast_at_run_time(rng):
+    a = rng.standard_normal((4, 6)).astype(np.float16)
+    nodes = [helper.make_node("Transpose", ["a"], ["at"]),
+             helper.make_node("Cast", ["at"], ["at32"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "at32"], ["y"]),
+             helper.make_node("Cast", ["at32"], ["back"], to=onnx.TensorProto.FLOAT16),  # inside: folds
+             helper.make_node("Add", ["back", "back"], ["z"])]
+    model = _model(nodes, [_f32("x", [6, 4])], [_f32("y", [6, 4]),
+                                               helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT16, [6, 4])],
+                   [numpy_helper.from_array(a, "a")])
+    assert fold_constant_nodes(model) == 3  # Transpose, the inner Cast back and the Add of z
+    assert [n.op_type for n in model.graph.node] == ["Cast", "Add"]
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert values["at"].dtype == np.float16 and values["z"].dtype == np.float16
+    np.testing.assert_array_equal(values["at"], a.T)

@@ -14,8 +14,9 @@ interpolation matrices depend on the input size and stay.
 
 Only standard-domain nodes without subgraphs fold (never an ``elfatt`` node, never
 anything inside a function); nodes without inputs (``Constant``, random generators)
-stay as they are; a value over ``max_bytes`` is left to be computed at run time (by
-the node that makes it; its constant inputs still fold).
+stay as they are; a value over ``max_bytes``, and a ``Cast`` to a wider type that
+the run-time graph reads (an fp16 export's table cast to float32), are left to be
+computed at run time by the node that makes them (their constant inputs still fold).
 """
 
 from __future__ import annotations
@@ -87,27 +88,38 @@ def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_
     The values stay the ones ONNX Runtime computes for the unfolded file.
     """
     graph = model.graph
-    foldable = _foldable_nodes(graph)
-    values: dict[str, np.ndarray] = {}
-    while foldable:
-        folded = {id(n) for n in foldable}
-        read = _read_outside(graph, folded)
-        wanted = [name for n in foldable for name in n.output if name and name in read]
-        values = _evaluate(model, foldable, wanted) if wanted else {}
-        too_big = {name for name, value in values.items() if value.nbytes > max_bytes}
-        if not too_big:
+    constant = _foldable_nodes(graph)  # every node whose value depends on constants only
+    initializers = {init.name: init for init in graph.initializer}
+    kept: set[int] = set()  # ids of those that stay computed at run time all the same
+    while True:
+        removed = [n for n in constant if id(n) not in kept]
+        if not removed:
+            return 0
+        read = _read_outside(graph, {id(n) for n in removed})
+        wanted = [name for n in removed for name in n.output if name and name in read]
+        casts = [n for n in removed if n.op_type == "Cast" and n.output[0] in read]
+        extra = [n.input[0] for n in casts if n.input[0] not in initializers and n.input[0] not in wanted]
+        values = _evaluate(model, constant, wanted + extra) if wanted else {}
+
+        def itemsize(name: str) -> int:
+            if name in initializers:
+                return onnx.helper.tensor_dtype_to_np_dtype(initializers[name].data_type).itemsize
+            return values[name].itemsize
+
+        # a Cast to a wider type would store a larger copy of a constant the file holds: it stays a run-time Cast
+        drop = {n.output[0] for n in casts if itemsize(n.output[0]) > itemsize(n.input[0])}
+        drop.update(name for name in wanted if values[name].nbytes > max_bytes)
+        if not drop:
             break
-        # the nodes that produce them stay computed at run time; what they read may still fold
-        foldable = [n for n in foldable if not too_big.intersection(n.output)]
-    if not foldable:
-        return 0
-    folded = {id(n) for n in foldable}
+        # the nodes that make them stay; what they read is still folded (and stored)
+        kept.update(id(n) for n in removed if drop.intersection(n.output))
+    folded = {id(n) for n in removed}
     nodes = [n for n in graph.node if id(n) not in folded]
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name) for name, value in values.items())
+    graph.initializer.extend(numpy_helper.from_array(np.asarray(values[name]), name) for name in wanted)
     _drop_unread_constants(graph)
-    return len(foldable)
+    return len(removed)
 
 
 def _drop_unread_constants(graph: onnx.GraphProto) -> None:

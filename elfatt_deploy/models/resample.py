@@ -87,7 +87,7 @@ def resize_bicubic_channels_last(table: torch.Tensor, height: Size, width: Size)
     rows = bicubic_matrix(height, grid_h, device=table.device)      # [height, g_h]
     cols = bicubic_matrix(width, grid_w, device=table.device)       # [width, g_w]
     # [g_h, g_w * C] (a constant of the weights), rows first: [height, g_w * C] -> [height, g_w, C]
-    grid = table[0].to(torch.float32).permute(1, 2, 0).reshape(grid_h, grid_w * channels)
+    grid = table[0].permute(1, 2, 0).reshape(grid_h, grid_w * channels).to(torch.float32)
     along_rows = torch.matmul(rows, grid).reshape(-1, grid_w, channels)
     # [width, g_w] @ [height, g_w, C] -> [height, width, C]
     out = torch.matmul(cols, along_rows)
