@@ -24,10 +24,6 @@ from elfatt_deploy.export.model_loading import build_model
 
 sympy = pytest.importorskip("sympy")
 
-#: the body of the ElfattAttention function is shape-transparent only once the body helper's rewrite lands
-NEEDS_BODY = pytest.mark.xfail(
-    strict=True, reason="needs the shape-transparent ElfattAttention function body (issue 12, body half)")
-
 STATIC_SHAPE = (1, 3, 200, 264)  # token grids off the window / stripe grid
 CHECK_SIZE = (200, 264)          # where the symbolic dims of a dynamic file are evaluated
 
@@ -122,19 +118,16 @@ def _check_dynamic(exports, family, inferred):
 SYMBOLIC = "onnxruntime.tools.symbolic_shape_infer"
 
 
-@NEEDS_BODY
 @pytest.mark.parametrize("family", ["vit", "cswin"])
 def test_symbolic_shape_infer_keeps_every_dim_of_a_static_file(exports, family, tmp_path):
     _check_static(exports, family, _run_tool(SYMBOLIC, exports[family]["static"], tmp_path))
 
 
-@NEEDS_BODY
 @pytest.mark.parametrize("family", ["vit", "cswin"])
 def test_symbolic_shape_infer_follows_the_input_symbols_of_a_dynamic_file(exports, family, tmp_path):
     _check_dynamic(exports, family, _run_tool(SYMBOLIC, exports[family]["dynamic"], tmp_path))
 
 
-@NEEDS_BODY
 def test_symbolic_shape_infer_on_the_inlined_forms(exports, tmp_path):
     _check_static(exports, "vit", _run_tool(SYMBOLIC, exports["vit"]["static_inline"], tmp_path))
     (tmp_path / "cwd").rename(tmp_path / "first")
@@ -157,7 +150,6 @@ def test_the_main_graph_is_followable_with_the_schema_registered(exports, family
     _check_dynamic(exports, family, inferred)
 
 
-@NEEDS_BODY
 @pytest.mark.parametrize("family", ["vit", "cswin"])
 def test_quantization_preprocess_runs_on_a_dynamic_file(exports, family, tmp_path, rng):
     """It runs symbolic shape inference, ONNX Runtime's optimizer and ONNX shape inference; the file it

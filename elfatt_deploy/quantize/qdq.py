@@ -146,7 +146,28 @@ def calibration_shape(model: onnx.ModelProto, meta: dict, source: str, input_sha
     return batch, h, w
 
 
-def _quantized_nodes(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tuple[list[str], dict]:
+#: why a MatMul of the position-embedding resample (elfatt_deploy/models/resample.py) stays in float
+SIZE_ONLY_REASON = "reads the input's size only, not its values (the position-embedding resample)"
+
+
+def size_only_layers(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul/Gemm/Conv nodes whose inputs do not depend on the image's values.
+
+    A dynamic ViT export resamples its position table with two MatMuls of interpolation matrices
+    built from the input's height and width (models/resample.py): weights and sizes only, nothing
+    to calibrate on images; they stay in float, as the bicubic Resize they replace did.
+    """
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    data = {i.name for i in graph.input if i.name not in initializers}
+    for node in graph.node:
+        if node.op_type not in ("Shape", "Size") and any(name in data for name in node.input):
+            data.update(node.output)
+    return [n.name for n in graph.node if n.op_type in QUANTIZED_OP_TYPES and not any(i in data for i in n.input)]
+
+
+def _quantized_nodes(model: onnx.ModelProto, exclude: Sequence[str] = (),
+                     size_only: Sequence[str] = ()) -> tuple[list[str], dict]:
     """Names of the MatMul/Gemm/Conv nodes that take a dequantized input, and of those that do not."""
     producers = {o: n for n in model.graph.node for o in n.output}
     quantized, unquantized = [], {}
@@ -157,7 +178,8 @@ def _quantized_nodes(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tup
         if all(s is not None and s.op_type == "DequantizeLinear" for s in sources):
             quantized.append(node.name)
         else:
-            unquantized[node.name] = "excluded (--exclude)" if node.name in exclude else "left in float by ONNX Runtime"
+            unquantized[node.name] = ("excluded (--exclude)" if node.name in exclude else SIZE_ONLY_REASON
+                                      if node.name in size_only else "left in float by ONNX Runtime")
     return quantized, unquantized
 
 
@@ -224,6 +246,7 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
         model = _upgrade_opset(model, FP16_QDQ_OPSET)
     had_function = any(f.domain == DOMAIN for f in model.functions)
     input_name = _input_info(model, str(source)).name
+    size_only = [name for name in size_only_layers(model) if name not in exclude]
 
     reader = ImageCalibrationReader(calib, input_name, progress=progress)
     extra = {
@@ -243,13 +266,13 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
             quantize_static(
                 str(staged_in), str(staged_out), reader, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) + size_only,
                 calibrate_method=getattr(CalibrationMethod, METHODS[method]), calibration_providers=["CPUExecutionProvider"],
                 extra_options=extra,
             )
         quantized_model = onnx.load(str(staged_out))
     _attach_function(quantized_model, had_function)
-    quantized, unquantized = _quantized_nodes(quantized_model, exclude)
+    quantized, unquantized = _quantized_nodes(quantized_model, exclude, size_only)
     if not quantized:
         raise InputError(f"ONNX Runtime quantized none of the MatMul/Gemm/Conv nodes of {source}")
     summary = calib.summary()
