@@ -115,6 +115,7 @@ def reference_vit_int8(reference_vit_onnx, calibration_images, tmp_path_factory)
 SLOW_FILES = (
     "test_kernels_model.py", "test_kernels_nvcc.py", "test_kernels_emulated.py", "test_kernels_torch.py",
     "test_docker_parity.py", "test_openvino_bench_script.py",
+    "test_shape_inference_tools.py",  # third-party tools on four exports; quick: test_pos_embed.py's dynamic export
 )
 SLOW_TESTS = (
     "test_openvino_backend.py::test_inlined_full_models_match_pytorch",
@@ -139,6 +140,8 @@ SLOW_TESTS = (
     "test_models.py::test_forward_shapes_and_finite[224-elfatt_vit_small]",
     "test_models.py::test_any_image_size_from_1x1_works",
     "test_cli_exit_codes.py::test_plain_doctor_exits_0_on_any_machine",
+    "test_pos_embed.py::test_pos_embed_bench_script_times_the_three_forms",
+    "test_pos_embed.py::test_static_export_stores_the_resampled_table[fp16]",
 )
 
 

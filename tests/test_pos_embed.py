@@ -120,6 +120,18 @@ def test_dynamic_export_resamples_with_matmuls_not_resize(tmp_path, rng):
     assert "Resize" not in ops and "Mod" not in ops
     first_attention = ops.index("ElfattAttention")
     assert ops[:first_attention].count("MatMul") == 3  # the two of the resample, then qkv
+    # shape inference follows the main graph (the quick run's check; test_shape_inference_tools.py runs the tools)
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from elfatt_deploy.export.onnx_schema import register_schema
+
+    register_schema()
+    inferred = SymbolicShapeInference.infer_shapes(onnx.load(str(path)), auto_merge=False)
+    shapes = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    (attention,) = [n.output[0] for n in inferred.graph.node if n.op_type == "ElfattAttention"]
+    assert shapes[attention] == ["batch", "floor(height/16 + 15/16)", "floor(width/16 + 15/16)", 192]
+    assert shapes[inferred.graph.output[0].name] == ["batch", 1000]
     session = ort_session(path)
     for shape in [(1, 3, 224, 224), (2, 3, 37, 150), (1, 3, 400, 96)]:  # up, down, odd, partial patches
         image = random_image(rng, shape)
