@@ -43,7 +43,7 @@ def _token_grids(family: str, h: int, w: int) -> list[tuple[int, int]]:
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """family -> form -> path: static and dynamic default exports of the reduced ViT-T and CSWin-T
-    (validate's seed-0 weights) and the --inline form of two of them."""
+    (validate's seed-0 weights) and the --inline form of three of them."""
     tmp = tmp_path_factory.mktemp("shape_tools")
     files = {}
     for family, (name, config) in REDUCED.items():
@@ -53,7 +53,7 @@ def exports(tmp_path_factory):
             "static": export_onnx(model, tmp / f"{family}_static.onnx", STATIC_SHAPE, dynamic=False),
             "dynamic": export_onnx(model, tmp / f"{family}_dynamic.onnx", "1x3x224x224"),
         }
-    for family, form in (("vit", "static"), ("cswin", "dynamic")):
+    for family, form in (("vit", "static"), ("cswin", "dynamic"), ("cswin", "static")):
         inlined = inline_elfatt_functions(onnx.load(str(files[family][form])))
         path = tmp / f"{family}_{form}_inline.onnx"
         onnx.save(inlined, str(path))
@@ -173,7 +173,7 @@ def test_surgeon_sanitize_folds_the_inlined_cswin_cleanly(exports, tmp_path, rng
     from elfatt_deploy.cli import main
 
     pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon is not installed (it is in the test extra)")
-    src, out = exports["cswin"]["dynamic_inline"], tmp_path / "sanitized.onnx"
+    src, out = exports["cswin"]["static_inline"], tmp_path / "sanitized.onnx"
     exe = shutil.which("polygraphy")
     done = subprocess.run(([exe] if exe else [sys.executable, "-m", "polygraphy"]) +
                           ["surgeon", "sanitize", str(src), "--fold-constants", "-o", str(out)],
@@ -183,12 +183,11 @@ def test_surgeon_sanitize_folds_the_inlined_cswin_cleanly(exports, tmp_path, rng
     for problem in ("ValidateFunctionNodeCounts", "Invalid output count", "Inference failed", "Error merging"):
         assert problem not in log, log[-3000:]
     before, sanitized = onnx.load(str(src)), onnx.load(str(out))
-    assert len(sanitized.graph.node) < 0.8 * len(before.graph.node)
+    assert len(sanitized.graph.node) < 0.5 * len(before.graph.node)
     assert not sanitized.metadata_props  # what docs/export.md warns about: validate would need --model
     session = ort_session(out)
-    for shape in [(1, 3, 96, 160), (2, 3, *CHECK_SIZE)]:
-        image = random_image(rng, shape)
-        assert rel_l2(session.run(None, {"image": image})[0], torch_reference(exports["cswin"]["model"], image)) <= 1e-5
+    image = random_image(rng, STATIC_SHAPE)
+    assert rel_l2(session.run(None, {"image": image})[0], torch_reference(exports["cswin"]["model"], image)) <= 1e-5
     sanitized.metadata_props.extend(before.metadata_props)  # the docs' recipe
     onnx.save(sanitized, str(out))
-    assert main(["validate", str(out), "--shapes", "1x3x96x160", "--samples", "1"]) == 0
+    assert main(["validate", str(out), "--samples", "1"]) == 0
