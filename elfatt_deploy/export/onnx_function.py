@@ -4,11 +4,12 @@ The body follows docs/op-spec.md:
 
 - qkv is cast to float32; everything reduces in float32; the result is cast
   back to qkv's type (CastLike), so fp16/bf16 I/O accumulates in fp32.
-- global heads: softmax(q) over each token's channels in the token-major
-  layout, then everything channel-first ([B, gh, d, N]): the softmax of k over
-  the tokens reduces along the innermost axis, ctx = k' v^T-as-transB, and the
-  output is computed transposed, out^T = ctx^T q'^T, so the LePE (a Conv, which is
-  channel-first) adds to it directly.
+- global heads: token-major throughout ([B, N, c1]): softmax(q) over each
+  token's channels; the softmax of k over the tokens as exp(k - max) with the
+  max and the sum reduced along the token axis and the sum dividing the context
+  rows after e^T v; one [c1, c1] context for all heads with the cross-head
+  blocks masked to zero, so q' ctx is one MatMul into the output. Only the LePE
+  (a Conv, channel-first) transposes v and its result.
 - local heads: the grid is zero-padded to whole windows (0 = the whole axis),
   q and k are cut into windows token-major, v channel-first; padded keys get an
   additive bias of -inf ([nWin, 1, 1, T], built from the shape: all zeros when no
@@ -159,21 +160,37 @@ def _swap_last(b: _Body, x: str, rank: int) -> str:
 
 
 def _global_heads(b: _Body, g: str, weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
-    """Global heads of g [B, H, W, 3, c1] -> [B, H, W, c1] (LePE included)."""
+    """Global heads of g [B, H, W, 3, c1] -> [B, H, W, c1] (LePE included).
+
+    Token-major throughout ([B, N, c1], no transposes of q, k or the output): the softmax of k over the
+    tokens is exp(k - max) with the max and the sum reduced along the token axis, and the sum divides the
+    context's rows after ``E^T v``. All heads share one [c1, c1] context product whose off-diagonal head
+    blocks are zeroed (a block-diagonal mask), so ``q' ctx`` is one MatMul straight into the token-major
+    output; this costs gh times the FLOPs of the per-head products, which are a small share of the layer.
+    """
     gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
     batch, height, width, tokens = dims["batch"], dims["height"], dims["width"], dims["tokens"]
-    q, kv = b.op("Split", g, b.ints([1, 2]), axis=3, outputs=2)
-    q = b.op("Softmax", b.reshape(q, batch, tokens, b.ints([gh, d])), axis=-1)  # over each token's channels
-    q = b.op("Transpose", q, perm=[0, 2, 3, 1])  # [B, gh, d, N]
-    kv = b.op("Transpose", b.reshape(kv, batch, tokens, b.ints([2, gh, d])), perm=[2, 0, 3, 4, 1])  # [2, B, gh, d, N]
-    k, v = b.op("Split", kv, b.ints([1, 1]), axis=0, outputs=2)  # [1, B, gh, d, N]
-    k = b.op("Softmax", k, axis=-1)  # over all tokens: the innermost axis
-    context = b.op("MatMul", k, _swap_last(b, v, 5))  # [1, B, gh, d_k, d_v] = k'^T v
-    out = b.op("MatMul", _swap_last(b, context, 5), q)  # [1, B, gh, d_v, N] = (q' ctx)^T
-    image = b.concat(batch, b.ints([c1]), height, width)
-    lepe = _depthwise3x3(b, b.reshape(v, image), weight, bias, c1)  # [B, c1, H, W]
-    out = b.op("Add", b.reshape(out, image), lepe)
-    return b.op("Reshape", b.op("Transpose", out, perm=[0, 2, 3, 1]), b.ints([0, 0, 0, c1]))
+    q, k, v = b.op("Split", b.reshape(g, batch, tokens, b.ints([3, c1])), b.ints([1, 1, 1]), axis=2, outputs=3)
+    q = b.reshape(b.op("Softmax", b.reshape(q, batch, tokens, b.ints([gh, d])), axis=-1),
+                  batch, tokens, b.ints([c1]))  # over each token's channels, head by head
+    k, v = b.reshape(k, batch, tokens, b.ints([c1])), b.reshape(v, batch, tokens, b.ints([c1]))  # [B, N, c1]
+    # [B, 1, c1]: the max over the tokens (ArgMax + GatherElements costs what ReduceMax does in ONNX Runtime, and
+    # symbolic_shape_infer follows it; it cannot follow opset-18 ReduceMax with its axes from a Constant)
+    k_max = b.op("GatherElements", k, b.op("ArgMax", k, axis=1, keepdims=1), axis=1)
+    e = b.op("Exp", b.op("Sub", k, k_max))
+    e_sum = b.op("ReduceSum", e, b.ints([1]), keepdims=1)  # [B, 1, c1]: softmax_N(k) = e / e_sum
+    context = b.op("MatMul", _swap_last(b, e, 3), v)  # [B, c1 (k), c1 (v)] = e^T v, every head pair
+    head = b.op("Div", b.op("Range", b.op("Constant", value_int=0), b.op("Constant", value_int=c1),
+                             b.op("Constant", value_int=1)), b.op("Constant", value_int=d))
+    same_head = b.op("Equal", b.op("Unsqueeze", head, b.ints([1])), b.op("Unsqueeze", head, b.ints([0])))
+    zero, one = b.scalar_float(0.0), b.scalar_float(1.0)
+    row_scale = b.op("Div", b.op("Where", same_head, one, zero),
+                     b.op("Reshape", e_sum, b.ints([0, c1, 1])))  # [B, c1, c1]: mask / sum
+    out = b.op("MatMul", q, b.op("Mul", context, row_scale))  # [B, N, c1] = q' ctx
+    image = b.concat(batch, height, width, b.ints([c1]))
+    v_cf = b.op("Transpose", b.reshape(v, image), perm=[0, 3, 1, 2])  # [B, c1, H, W] for the Conv
+    lepe = b.op("Transpose", _depthwise3x3(b, v_cf, weight, bias, c1), perm=[0, 2, 3, 1])
+    return b.op("Reshape", b.op("Add", b.reshape(out, image), lepe), b.ints([0, 0, 0, c1]))
 
 
 def _window_size(b: _Body, attr: str, extent: str) -> str:
