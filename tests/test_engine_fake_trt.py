@@ -9,7 +9,7 @@ per-version differences (ENABLE_PLUGIN_OVERRIDE from 10.15 on, STRONGLY_TYPED de
 ignored in 11, get_plugin_creator gone in 11). test_fake_trt_names_exist_in_the_real_bindings checks
 every name against those sources where the TensorRT mirror is present. The stand-in parser picks a
 plugin or the local function for an elfatt node by the rules of each parser version
-(docs/op-spec.md), so the builder's guards are tested against the behaviour they guard against.
+(docs/plugin.md, "TensorRT's parser"), so the builder's guards are tested against the behaviour they guard against.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def make_fake_trt(version: str, calls: list):
             self.flags |= 1 << int(flag)
 
         def _imports_as_plugin(self, node, functions):
-            """Which importer the real parser of this version picks for a custom-domain node (op-spec.md)."""
+            """Which importer the real parser of this version picks for a custom-domain node (plugin.md)."""
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             registered = registry._registered(node.op_type, attrs.get("plugin_version", b"1").decode(),
                                              attrs.get("plugin_namespace", b"").decode())
