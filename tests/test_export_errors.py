@@ -83,10 +83,10 @@ def _existing(tmp_path) -> Path:
 
 
 def test_failure_mid_export_leaves_target_untouched(tiny, tmp_path, monkeypatch):
-    def broken_function(opset):
+    def broken_functions(model, opset=None):
         raise RuntimeError("simulated failure while attaching the function")
 
-    monkeypatch.setattr(exporter, "build_function", broken_function)
+    monkeypatch.setattr(exporter, "attach_functions", broken_functions)
     with pytest.raises(RuntimeError, match="simulated failure"):
         export_onnx(tiny, tmp_path / "new.onnx", "1x3x64x64")
     assert not (tmp_path / "new.onnx").exists()

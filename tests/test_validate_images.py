@@ -31,7 +31,8 @@ def test_fp32_file_matches_pytorch_on_every_image(reference_vit_onnx, held_out_i
 
 
 def test_int8_file_agrees_and_reports_both_accuracies(int8_onnx, held_out_images, tmp_path):
-    code, report = _validate(int8_onnx, held_out_images.root, tmp_path)
+    # 80 fresh images: one flip is 1.25 points, so the check is >= 0.97 here (validate's int8 default is 0.99)
+    code, report = _validate(int8_onnx, held_out_images.root, tmp_path, "--min-agreement", "0.97")
     assert code == 0 and report["settings"]["precision"] == "int8-qdq"
     assert report["top1_agreement"] >= 0.97
     assert 1e-4 < report["rel_l2_error"] <= report["rtol_l2"] == 5e-2
