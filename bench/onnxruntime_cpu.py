@@ -151,32 +151,42 @@ def _parse_cases(text: str) -> list:
     return cases
 
 
-def _old_build_function(rev: str):
-    """``build_function(opset)`` of onnx_function.py at git revision ``rev`` (a one-function body)."""
+def _old_body_module(rev: str):
+    """onnx_function.py as it was at git revision ``rev``, imported under a private name."""
     import importlib.util
 
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:elfatt_deploy/export/onnx_function.py"],
                             capture_output=True, text=True, check=True).stdout
     path = Path(tempfile.mkdtemp(prefix="elfatt-body-")) / "old_onnx_function.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("old_onnx_function", path)
+    import elfatt_deploy.export  # noqa: F401  (the old module's relative imports resolve in today's package)
+
+    spec = importlib.util.spec_from_file_location(f"elfatt_deploy.export._onnx_function_at_{rev}", path)
     module = importlib.util.module_from_spec(spec)
+    module.__package__ = "elfatt_deploy.export"
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
-    return module.build_function
+    return module
 
 
 def _with_old_body(new_path: Path, old_path: Path, rev: str) -> None:
+    """Writes new_path's model with the function body(s) of revision ``rev``: its ``attach_functions`` where it
+    has one (one overload per channel layout), else its single ``build_function(opset)``."""
     import onnx
 
     from elfatt_deploy.export.onnx_function import DOMAIN
 
+    old = _old_body_module(rev)
     model = onnx.load(str(new_path))
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    keep = [f for f in model.functions if f.domain != DOMAIN]
-    del model.functions[:]
-    model.functions.extend(keep + [_old_build_function(rev)(opset)])
-    for node in model.graph.node:
-        node.overload = ""
+    if hasattr(old, "attach_functions"):
+        old.attach_functions(model, opset)
+    else:
+        keep = [f for f in model.functions if f.domain != DOMAIN]
+        del model.functions[:]
+        model.functions.extend(keep + [old.build_function(opset)])
+        for node in model.graph.node:
+            node.overload = ""
     onnx.save(model, str(old_path))
 
 
