@@ -159,8 +159,8 @@ def _swap_last(b: _Body, x: str, rank: int) -> str:
     return b.op("Transpose", x, perm=list(range(rank - 2)) + [rank - 1, rank - 2])
 
 
-def _global_heads(b: _Body, g: str, weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
-    """Global heads of g [B, H, W, 3, c1] -> [B, H, W, c1] (LePE included).
+def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
+    """Global heads of (q, k, v), each [B, H, W, c1] -> [B, H, W, c1] (LePE included).
 
     Token-major throughout ([B, N, c1], no transposes of q, k or the output): the softmax of k over the
     tokens is exp(k - max) with the max and the sum reduced along the token axis, and the sum divides the
@@ -170,7 +170,7 @@ def _global_heads(b: _Body, g: str, weight: str, bias: str, layout: ChannelLayou
     """
     gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
     batch, height, width, tokens = dims["batch"], dims["height"], dims["width"], dims["tokens"]
-    q, k, v = b.op("Split", b.reshape(g, batch, tokens, b.ints([3, c1])), b.ints([1, 1, 1]), axis=2, outputs=3)
+    q, k, v = qkv
     q = b.reshape(b.op("Softmax", b.reshape(q, batch, tokens, b.ints([gh, d])), axis=-1),
                   batch, tokens, b.ints([c1]))  # over each token's channels, head by head
     k, v = b.reshape(k, batch, tokens, b.ints([c1])), b.reshape(v, batch, tokens, b.ints([c1]))  # [B, N, c1]
@@ -215,8 +215,8 @@ def _key_bias(b: _Body, dims: dict, wh: str, ww: str, nh: str, nw: str, height_p
     return b.reshape(grid, n_windows, one, one, window_tokens)
 
 
-def _local_heads(b: _Body, l: str, weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
-    """Local heads of l [B, H, W, 3, c2] -> [B, H, W, c2] (LePE included)."""
+def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
+    """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included)."""
     lh, d, c2 = layout.local_heads, layout.head_dim, layout.local_channels
     batch, height, width = dims["batch"], dims["height"], dims["width"]
     one = b.ints([1])
@@ -225,24 +225,25 @@ def _local_heads(b: _Body, l: str, weight: str, bias: str, layout: ChannelLayout
     nw = b.op("Div", b.op("Sub", b.op("Add", width, ww), one), ww)
     height_p, width_p = b.op("Mul", nh, wh), b.op("Mul", nw, ww)
     n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
-    pads = b.concat(b.ints([0, 0, 0, 0, 0, 0]), b.op("Sub", height_p, height), b.op("Sub", width_p, width),
-                    b.ints([0, 0]))  # rank 5: begins, then ends; zeros in the padding
-    qk, v = b.op("Split", b.op("Pad", l, pads), b.ints([2, 1]), axis=3, outputs=2)  # [B, Hp, Wp, 2|1, c2]
+    pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", height_p, height), b.op("Sub", width_p, width),
+                    b.ints([0]))  # rank 4: begins, then ends; zeros in the padding
+    q, k, v = (b.op("Pad", t, pads) for t in qkv)  # [B, Hp, Wp, c2]
 
-    qk = b.reshape(qk, batch, nh, wh, nw, ww, b.ints([2, lh, d]))
-    qk = b.op("Transpose", qk, perm=[5, 0, 1, 3, 6, 2, 4, 7])  # [2, B, nh, nw, lh, wh, ww, d]
-    q, k = b.op("Split", b.reshape(qk, b.ints([2]), batch, n_windows, b.ints([lh]), window_tokens, b.ints([d])),
-                b.ints([1, 1]), axis=0, outputs=2)  # [1, B, nWin, lh, T, d]
+    def token_major_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nWin, lh, T, d]
+        t = b.op("Transpose", b.reshape(t, batch, nh, wh, nw, ww, b.ints([lh, d])), perm=[0, 1, 3, 5, 2, 4, 6])
+        return b.reshape(t, batch, n_windows, b.ints([lh]), window_tokens, b.ints([d]))
+
+    q, k = token_major_windows(q), token_major_windows(k)
     v = b.op("Transpose", b.reshape(v, batch, nh, wh, nw, ww, b.ints([lh, d])), perm=[0, 1, 3, 5, 6, 2, 4])
     windows_cf = b.concat(batch, n_windows, b.ints([lh, d]), window_tokens)  # v channel-first: [B, nWin, lh, d, T]
     v_cf = b.reshape(v, windows_cf)
 
     scale_attr = b.attr_float("scale")
     scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), b.scalar_float(d ** -0.5), scale_attr)
-    logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 6))  # [1, B, nWin, lh, T, T]
+    logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 5))  # [B, nWin, lh, T, T]
     logits = b.op("Add", logits, _key_bias(b, dims, wh, ww, nh, nw, height_p, width_p))
     probs = b.op("Softmax", logits, axis=-1)  # every window holds >= 1 real key: no NaN
-    out = b.op("MatMul", v_cf, _swap_last(b, probs, 6))  # [1, B, nWin, lh, d, T] = (P v)^T
+    out = b.op("MatMul", v_cf, _swap_last(b, probs, 5))  # [B, nWin, lh, d, T] = (P v)^T
 
     image = b.concat(b.op("Mul", batch, n_windows), b.ints([c2]), wh, ww)  # the windows as a batch of images
     lepe = _depthwise3x3(b, b.reshape(v, image), weight, bias, c2)
@@ -273,21 +274,24 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
     x = b.op("Cast", "qkv", to=f32)
     # [B, H, W, 0] (no data) first in the output Concat: its shape inference takes B, H, W from it
     parts = [b.op("Slice", x, b.ints([0]), b.ints([0]), b.ints([3]), name="shape_carrier")]
-    x = b.op("Reshape", x, b.ints([0, 0, 0, 3, c]))  # [B, H, W, 3, C]: q | k | v
+    # one Split of qkv [B, H, W, 3C] into q, k, v of each part (the only copy of qkv the body makes)
+    sizes = [n for n in (c1, c2) if n] * 3
+    pieces = b.op("Split", x, b.ints(sizes), axis=3, outputs=len(sizes))
+    per_part = len(sizes) // 3
+    qkv_g = pieces[0::per_part] if c1 else None  # (q, k, v) of the global channels
+    qkv_l = pieces[per_part - 1::per_part] if c2 else None
     weight, bias = b.op("Cast", "lepe_weight", to=f32), b.op("Cast", "lepe_bias", to=f32)
     if c1 and c2:
-        g, l = b.op("Split", x, b.ints([c1, c2]), axis=4, outputs=2)
         weight_g, weight_l = b.op("Split", weight, b.ints([c1, c2]), axis=0, outputs=2)
         bias_g, bias_l = b.op("Split", bias, b.ints([c1, c2]), axis=0, outputs=2)
     else:
-        g = l = x
         weight_g = weight_l = weight
         bias_g = bias_l = bias
 
     if c1:
-        parts.append(_global_heads(b, g, weight_g, bias_g, layout, dims))
+        parts.append(_global_heads(b, qkv_g, weight_g, bias_g, layout, dims))
     if c2:
-        parts.append(_local_heads(b, l, weight_l, bias_l, layout, dims))
+        parts.append(_local_heads(b, qkv_l, weight_l, bias_l, layout, dims))
     out = b.op("Concat", *parts, axis=-1)
     b.nodes.append(helper.make_node("CastLike", [out, "qkv"], ["out"]))
     function = helper.make_function(
