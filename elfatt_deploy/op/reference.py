@@ -6,7 +6,10 @@ zero-padding the grid to whole windows and reshaping; padded keys get an additiv
 so peak memory is O(B * H * W * window) for a fixed window. The softmax of k over
 the tokens runs along the innermost axis ([B, heads, d, N]), the LePE is one depthwise
 conv per part. Reductions run in float32 for float16/bfloat16 inputs (float64 stays
-float64). The ONNX function body (export/onnx_function.py) makes the same choices.
+float64). The ONNX function body (export/onnx_function.py) shares the window layout,
+the additive key bias and the per-part conv; its global heads stay token-major (the
+k-softmax as max / exp / a sum folded into the context), which suits ONNX Runtime,
+where every transpose is a copy.
 """
 
 from __future__ import annotations
