@@ -3,7 +3,8 @@
 torch.export traces the model (``torch.onnx.export(..., dynamo=True)``); the
 custom translation (translation.py) turns each ``elfatt::attention`` call into
 one node; the main-graph nodes that depend on weights alone are computed once
-(fold.py: in a static export the resampled position-embedding table); then the model-local function (onnx_function.py) is attached unless
+(fold.py: in a static export the resampled position-embedding table), the GELUs are put in
+the operand order ONNX Runtime fuses (gelu.py); then the model-local function (onnx_function.py) is attached unless
 ``plugin_only``, the metadata is set, the file is checked with
 ``onnx.checker.check_model(full_check=True)``, inlined into standard ops with
 ``inline`` (inline.py) and written atomically.
@@ -29,6 +30,7 @@ from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
 from ..shapes import check_image_shape, format_shape, parse_shape
 from .fold import fold_constant_nodes
+from .gelu import reorder_erf_gelu
 from .fp16 import to_half_precision
 from .inline import inline_elfatt_functions
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
@@ -242,6 +244,7 @@ def build_onnx_model(
     _strip_exporter_props(proto)
     stage("folding what depends on the weights only (the position-embedding table)")
     fold_constant_nodes(proto)
+    reorder_erf_gelu(proto)  # the MLPs' GELU in the operand order ONNX Runtime fuses (bitwise the same)
     del proto.functions[:]
     if not plugin_only:
         attach_functions(proto, _default_opset_version(proto))

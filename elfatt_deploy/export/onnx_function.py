@@ -159,7 +159,7 @@ def _swap_last(b: _Body, x: str, rank: int) -> str:
     return b.op("Transpose", x, perm=list(range(rank - 2)) + [rank - 1, rank - 2])
 
 
-def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
+def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout) -> str:
     """Global heads of (q, k, v), each [B, H, W, c1] -> [B, H, W, c1] (LePE included).
 
     Token-major throughout ([B, N, c1], no transposes of q, k or the output): the softmax of k over the
@@ -169,28 +169,29 @@ def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: 
     output; this costs gh times the FLOPs of the per-head products, which are a small share of the layer.
     """
     gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
-    batch, height, width, tokens = dims["batch"], dims["height"], dims["width"], dims["tokens"]
     q, k, v = qkv
-    q = b.reshape(b.op("Softmax", b.reshape(q, batch, tokens, b.ints([gh, d])), axis=-1),
-                  batch, tokens, b.ints([c1]))  # over each token's channels, head by head
-    k, v = b.reshape(k, batch, tokens, b.ints([c1])), b.reshape(v, batch, tokens, b.ints([c1]))  # [B, N, c1]
+    # every reshape target is a constant (0 = keep that dim, -1 = the tokens): no shape arithmetic at run time
+    q = b.op("Reshape", b.op("Softmax", b.op("Reshape", q, b.ints([0, 0, 0, gh, d])), axis=-1),
+             b.ints([0, 0, 0, c1]))  # over each token's channels, head by head; [B, H, W, c1]
+    tokens = b.ints([0, -1, c1])
+    k_tokens, v_tokens = b.op("Reshape", k, tokens), b.op("Reshape", v, tokens)  # [B, N, c1]
     # [B, 1, c1]: the max over the tokens (ArgMax + GatherElements costs what ReduceMax does in ONNX Runtime, and
     # symbolic_shape_infer follows it; it cannot follow opset-18 ReduceMax with its axes from a Constant)
-    k_max = b.op("GatherElements", k, b.op("ArgMax", k, axis=1, keepdims=1), axis=1)
-    e = b.op("Exp", b.op("Sub", k, k_max))
+    k_max = b.op("GatherElements", k_tokens, b.op("ArgMax", k_tokens, axis=1, keepdims=1), axis=1)
+    e = b.op("Exp", b.op("Sub", k_tokens, k_max))
     e_sum = b.op("ReduceSum", e, b.ints([1]), keepdims=1)  # [B, 1, c1]: softmax_N(k) = e / e_sum
-    context = b.op("MatMul", _swap_last(b, e, 3), v)  # [B, c1 (k), c1 (v)] = e^T v, every head pair
+    context = b.op("MatMul", _swap_last(b, e, 3), v_tokens)  # [B, c1 (k), c1 (v)] = e^T v, every head pair
     head = b.op("Div", b.op("Range", b.op("Constant", value_int=0), b.op("Constant", value_int=c1),
                              b.op("Constant", value_int=1)), b.op("Constant", value_int=d))
     same_head = b.op("Equal", b.op("Unsqueeze", head, b.ints([1])), b.op("Unsqueeze", head, b.ints([0])))
     zero, one = b.scalar_float(0.0), b.scalar_float(1.0)
     row_scale = b.op("Div", b.op("Where", same_head, one, zero),
                      b.op("Reshape", e_sum, b.ints([0, c1, 1])))  # [B, c1, c1]: mask / sum
-    out = b.op("MatMul", q, b.op("Mul", context, row_scale))  # [B, N, c1] = q' ctx
-    image = b.concat(batch, height, width, b.ints([c1]))
-    v_cf = b.op("Transpose", b.reshape(v, image), perm=[0, 3, 1, 2])  # [B, c1, H, W] for the Conv
-    lepe = b.op("Transpose", _depthwise3x3(b, v_cf, weight, bias, c1), perm=[0, 2, 3, 1])
-    return b.op("Reshape", b.op("Add", b.reshape(out, image), lepe), b.ints([0, 0, 0, c1]))
+    out = b.op("MatMul", b.op("Reshape", q, tokens), b.op("Mul", context, row_scale))  # [B, N, c1] = q' ctx
+    out = b.op("Reshape", out, b.op("Shape", v))  # [B, H, W, c1]
+    lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", v, perm=[0, 3, 1, 2]), weight, bias, c1),
+                perm=[0, 2, 3, 1])  # the Conv reads v channel-first (ONNX Runtime: its channels-last reorders)
+    return b.op("Reshape", b.op("Add", out, lepe), b.ints([0, 0, 0, c1]))
 
 
 def _window_size(b: _Body, attr: str, extent: str) -> str:
@@ -228,33 +229,45 @@ def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: C
     pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", height_p, height), b.op("Sub", width_p, width),
                     b.ints([0]))  # rank 4: begins, then ends; zeros in the padding
     q, k, v = (b.op("Pad", t, pads) for t in qkv)  # [B, Hp, Wp, c2]
+    padded_shape = b.op("Shape", v)
+    # the reshape targets, each built once (0 = keep that dim): the grid with its window axes split out
+    # [B, nh, wh, nw, ww, c2] and with the heads split too, the windows as [B, nWin, lh, T, d]
+    grid_windows = b.concat(b.ints([0]), nh, wh, nw, ww, b.ints([c2]))
+    grid_heads = b.concat(b.ints([0]), nh, wh, nw, ww, b.ints([lh, d]))
+    windows_heads = b.concat(b.ints([0]), n_windows, b.ints([lh]), window_tokens, b.ints([d]))
 
     def token_major_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nWin, lh, T, d]
-        t = b.op("Transpose", b.reshape(t, batch, nh, wh, nw, ww, b.ints([lh, d])), perm=[0, 1, 3, 5, 2, 4, 6])
-        return b.reshape(t, batch, n_windows, b.ints([lh]), window_tokens, b.ints([d]))
+        t = b.op("Transpose", b.op("Reshape", t, grid_heads), perm=[0, 1, 3, 5, 2, 4, 6])
+        return b.op("Reshape", t, windows_heads)
 
     q, k = token_major_windows(q), token_major_windows(k)
-    v = b.op("Transpose", b.reshape(v, batch, nh, wh, nw, ww, b.ints([lh, d])), perm=[0, 1, 3, 5, 6, 2, 4])
-    windows_cf = b.concat(batch, n_windows, b.ints([lh, d]), window_tokens)  # v channel-first: [B, nWin, lh, d, T]
-    v_cf = b.reshape(v, windows_cf)
+    # v window-major with its channels innermost ([B, nh, nw, wh, ww, c2]: rows of c2 move whole): the LePE's
+    # input as channels-last images and, with the heads split off, the right-hand side of P v
+    v = b.op("Transpose", b.op("Reshape", v, grid_windows), perm=[0, 1, 3, 2, 4, 5])
+    v_heads = b.op("Transpose", b.op("Reshape", v, b.concat(b.ints([0]), n_windows, window_tokens, b.ints([lh, d]))),
+                   perm=[0, 1, 3, 2, 4])  # [B, nWin, lh, T, d]
 
     scale_attr = b.attr_float("scale")
     scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), b.scalar_float(d ** -0.5), scale_attr)
     logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 5))  # [B, nWin, lh, T, T]
     logits = b.op("Add", logits, _key_bias(b, dims, wh, ww, nh, nw, height_p, width_p))
     probs = b.op("Softmax", logits, axis=-1)  # every window holds >= 1 real key: no NaN
-    out = b.op("MatMul", v_cf, _swap_last(b, probs, 5))  # [B, nWin, lh, d, T] = (P v)^T
+    out = b.op("MatMul", probs, v_heads)  # [B, nWin, lh, T, d]
+    out = b.op("Transpose", b.op("Reshape", out, b.concat(b.ints([0]), nh, nw, b.ints([lh]), wh, ww, b.ints([d]))),
+               perm=[0, 1, 4, 2, 5, 3, 6])  # [B, nh, wh, nw, ww, lh, d]
 
-    image = b.concat(b.op("Mul", batch, n_windows), b.ints([c2]), wh, ww)  # the windows as a batch of images
-    lepe = _depthwise3x3(b, b.reshape(v, image), weight, bias, c2)
-    out = b.op("Add", out, b.reshape(lepe, windows_cf))
-    out = b.reshape(out, batch, nh, nw, b.ints([lh, d]), wh, ww)
-    out = b.op("Transpose", out, perm=[0, 1, 5, 2, 6, 3, 4])  # [B, nh, wh, nw, ww, lh, d]
-    out = b.reshape(out, batch, height_p, width_p, b.ints([c2]))
+    # the windows as a batch of channels-last images; the Conv reads them channel-first (ONNX Runtime turns the
+    # two Transposes around the Conv into its channels-last reorders)
+    images = b.op("Reshape", v, b.concat(b.ints([-1]), wh, ww, b.ints([c2])))  # [B nWin, wh, ww, c2]
+    lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", images, perm=[0, 3, 1, 2]), weight, bias, c2),
+                perm=[0, 2, 3, 1])
+    lepe = b.op("Transpose", b.op("Reshape", lepe, b.op("Shape", v)), perm=[0, 1, 3, 2, 4, 5])  # [B, nh, wh, nw, ww, c2]
+    out = b.op("Add", b.op("Reshape", out, b.ints([0, 0, 0, 0, 0, c2])), lepe)
+    out = b.op("Reshape", out, padded_shape)  # [B, Hp, Wp, c2]
     out = b.op("Slice", out, b.ints([0, 0]), b.concat(height, width), b.ints([1, 2]))  # crop the padding
     # the same shape twice, for two kinds of shape inference: from the data (symbolic_shape_infer on the inlined
     # form cannot prove height <= padded height at the Slice) and from a constant (plain ONNX inference)
-    out = b.reshape(out, batch, height, width, b.ints([c2]))
+    out = b.op("Reshape", out, b.op("Shape", qkv[0]))
     return b.op("Reshape", out, b.ints([0, 0, 0, c2]))
 
 
@@ -269,7 +282,6 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
     shape = b.op("Shape", "qkv")
     dims = {name: b.op("Slice", shape, b.ints([i]), b.ints([i + 1]), name=name)
             for i, name in enumerate(("batch", "height", "width"))}
-    dims["tokens"] = b.op("Mul", dims["height"], dims["width"], name="tokens")
 
     x = b.op("Cast", "qkv", to=f32)
     # [B, H, W, 0] (no data) first in the output Concat: its shape inference takes B, H, W from it
@@ -289,7 +301,7 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
         bias_g = bias_l = bias
 
     if c1:
-        parts.append(_global_heads(b, qkv_g, weight_g, bias_g, layout, dims))
+        parts.append(_global_heads(b, qkv_g, weight_g, bias_g, layout))
     if c2:
         parts.append(_local_heads(b, qkv_l, weight_l, bias_l, layout, dims))
     out = b.op("Concat", *parts, axis=-1)
