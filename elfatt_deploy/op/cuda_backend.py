@@ -336,7 +336,9 @@ def register_cuda_kernel() -> None:
         from . import library  # noqa: F401  (defines elfatt::attention)
 
         build_extension()
-        torch.library.register_kernel("elfatt::attention", "cuda", _op_kernel)
+        # torch.library.impl, not register_kernel: the latter wraps the kernel in torch._disable_dynamo, which
+        # imports torch._dynamo on the first call (the op is opaque to torch.compile either way: it has a fake)
+        torch.library.impl("elfatt::attention", "cuda", _op_kernel)
         _registered = True
 
 

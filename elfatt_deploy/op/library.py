@@ -62,25 +62,30 @@ def attention_reference(qkv, lepe_weight, lepe_bias, global_heads, local_heads, 
     )
 
 
-@torch.library.custom_op("elfatt::attention", mutates_args=())
-def attention(
-    qkv: torch.Tensor,
-    lepe_weight: Optional[torch.Tensor],
-    lepe_bias: Optional[torch.Tensor],
-    global_heads: int,
-    local_heads: int,
-    window_h: int,
-    window_w: int,
-    scale: float,
-) -> torch.Tensor:
+#: The op's schema (docs/op-spec.md: the PyTorch binding). Registered with ``torch.library.Library`` rather
+#: than ``torch.library.custom_op``: the latter wraps the eager kernel in ``torch._disable_dynamo``, which
+#: imports torch._dynamo (about 1 s) on the first call of the op in every process.
+SCHEMA = ("attention(Tensor qkv, Tensor? lepe_weight, Tensor? lepe_bias, int global_heads, int local_heads, "
+          "int window_h, int window_w, float scale) -> Tensor")
+
+_LIBRARY = torch.library.Library("elfatt", "DEF")  # noqa: TOR901 (kept alive by the module)
+_LIBRARY.define(SCHEMA)
+
+
+def _attention_eager(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale):
     return attention_reference(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
 
 
-@attention.register_fake
+_LIBRARY.impl("attention", _attention_eager, "CompositeExplicitAutograd")
+
+
 def _attention_fake(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale):
     check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, window_h, window_w, scale)
     b, h, w, c3 = qkv.shape
     return qkv.new_empty((b, h, w, c3 // 3))
+
+
+torch.library.register_fake("elfatt::attention", _attention_fake, lib=_LIBRARY)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -101,4 +106,7 @@ def _backward(ctx, grad_out):
     return (*result, None, None, None, None, None)
 
 
-attention.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd("elfatt::attention", _backward, setup_context=_setup_context, lib=_LIBRARY)
+
+#: the op (an OpOverloadPacket): ``attention(qkv, lepe_weight, lepe_bias, global_heads, ...)``
+attention = torch.ops.elfatt.attention
