@@ -194,46 +194,49 @@ def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: 
     return b.op("Reshape", b.op("Add", out, lepe), b.ints([0, 0, 0, c1]))
 
 
-def _window_size(b: _Body, attr: str, extent: str) -> str:
-    """The window along one axis: 0 = the whole axis, never larger than it, at least 1."""
-    zero, one = b.ints([0]), b.ints([1])
-    whole = b.op("Equal", attr, zero)
-    return b.op("Max", b.op("Where", whole, extent, b.op("Min", attr, extent)), one)
+def _window_geometry(b: _Body, grid: str) -> dict:
+    """The windows of the grid ``[H, W]`` ([2] int64), both axes at once (every value a [2] or [1] tensor):
+    ``size`` [wh, ww] (the attribute; 0 = the whole axis; never larger than the axis, at least 1), ``count``
+    [nh, nw], ``padded`` [Hp, Wp], ``n_windows`` [nh nw], ``tokens`` [wh ww] and ``split`` [nh, wh, nw, ww]."""
+    window = b.concat(b.attr_int("window_h"), b.attr_int("window_w"))  # a constant once the function is inlined
+    one = b.ints([1])
+    size = b.op("Max", b.op("Where", b.op("Equal", window, b.ints([0])), grid, b.op("Min", window, grid)), one)
+    count = b.op("Div", b.op("Sub", b.op("Add", grid, size), one), size)
+    first, second = b.ints([0]), b.ints([1])
+
+    def product(pair: str) -> str:
+        return b.op("Mul", b.op("Slice", pair, first, second), b.op("Slice", pair, second, b.ints([2])))
+
+    return {"size": size, "count": count, "padded": b.op("Mul", count, size),
+            "n_windows": product(count), "tokens": product(size),
+            "split": b.op("Gather", b.concat(count, size), b.ints([0, 2, 1, 3]), axis=0)}  # [nh, wh, nw, ww]
 
 
-def _key_bias(b: _Body, dims: dict, wh: str, ww: str, nh: str, nw: str, height_p: str, width_p: str) -> str:
-    """[nWin, 1, 1, T] float: 0 for the window slots that hold a token, -inf for the padding."""
-    zero, one = b.ints([0]), b.ints([1])
-
-    def axis_bias(padded: str, extent: str) -> str:
-        positions = b.op("Range", b.op("Squeeze", zero), b.op("Squeeze", padded), b.op("Squeeze", one))
-        return b.op("Where", b.op("Less", positions, extent), b.scalar_float(0.0), b.scalar_float(float("-inf")))
-
-    rows, cols = axis_bias(height_p, dims["height"]), axis_bias(width_p, dims["width"])
-    grid = b.op("Add", b.op("Unsqueeze", rows, one), b.op("Unsqueeze", cols, zero))  # [Hp, Wp]
-    grid = b.op("Transpose", b.reshape(grid, nh, wh, nw, ww), perm=[0, 2, 1, 3])
-    n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
-    return b.reshape(grid, n_windows, one, one, window_tokens)
+def _key_bias(b: _Body, grid: str, geometry: dict) -> str:
+    """[nWin, 1, 1, T] float: 0 for the window slots that hold a token, -inf for the padding (zeros of the
+    grid's shape padded with -inf, cut into windows like the tokens)."""
+    zeros = b.op("ConstantOfShape", grid, value=helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0]))
+    ends = b.op("Sub", geometry["padded"], grid)
+    padded = b.op("Pad", zeros, b.concat(b.ints([0, 0]), ends), b.scalar_float(float("-inf")))  # [Hp, Wp]
+    windows = b.op("Transpose", b.op("Reshape", padded, geometry["split"]), perm=[0, 2, 1, 3])  # [nh, nw, wh, ww]
+    return b.op("Reshape", windows, b.concat(geometry["n_windows"], b.ints([1, 1]), geometry["tokens"]))
 
 
 def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
     """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included)."""
     lh, d, c2 = layout.local_heads, layout.head_dim, layout.local_channels
-    batch, height, width = dims["batch"], dims["height"], dims["width"]
-    one = b.ints([1])
-    wh, ww = _window_size(b, b.attr_int("window_h"), height), _window_size(b, b.attr_int("window_w"), width)
-    nh = b.op("Div", b.op("Sub", b.op("Add", height, wh), one), wh)
-    nw = b.op("Div", b.op("Sub", b.op("Add", width, ww), one), ww)
-    height_p, width_p = b.op("Mul", nh, wh), b.op("Mul", nw, ww)
-    n_windows, window_tokens = b.op("Mul", nh, nw), b.op("Mul", wh, ww)
-    pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", height_p, height), b.op("Sub", width_p, width),
+    grid = dims["grid"]
+    geometry = _window_geometry(b, grid)
+    size, count, n_windows, window_tokens = (geometry[k] for k in ("size", "count", "n_windows", "tokens"))
+    pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", geometry["padded"], grid),
                     b.ints([0]))  # rank 4: begins, then ends; zeros in the padding
     q, k, v = (b.op("Pad", t, pads) for t in qkv)  # [B, Hp, Wp, c2]
     padded_shape = b.op("Shape", v)
     # the reshape targets, each built once (0 = keep that dim): the grid with its window axes split out
     # [B, nh, wh, nw, ww, c2] and with the heads split too, the windows as [B, nWin, lh, T, d]
-    grid_windows = b.concat(b.ints([0]), nh, wh, nw, ww, b.ints([c2]))
-    grid_heads = b.concat(b.ints([0]), nh, wh, nw, ww, b.ints([lh, d]))
+    split = geometry["split"]
+    grid_windows = b.concat(b.ints([0]), split, b.ints([c2]))
+    grid_heads = b.concat(b.ints([0]), split, b.ints([lh, d]))
     windows_heads = b.concat(b.ints([0]), n_windows, b.ints([lh]), window_tokens, b.ints([d]))
 
     def token_major_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nWin, lh, T, d]
@@ -250,21 +253,21 @@ def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: C
     scale_attr = b.attr_float("scale")
     scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), b.scalar_float(d ** -0.5), scale_attr)
     logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 5))  # [B, nWin, lh, T, T]
-    logits = b.op("Add", logits, _key_bias(b, dims, wh, ww, nh, nw, height_p, width_p))
+    logits = b.op("Add", logits, _key_bias(b, grid, geometry))
     probs = b.op("Softmax", logits, axis=-1)  # every window holds >= 1 real key: no NaN
     out = b.op("MatMul", probs, v_heads)  # [B, nWin, lh, T, d]
-    out = b.op("Transpose", b.op("Reshape", out, b.concat(b.ints([0]), nh, nw, b.ints([lh]), wh, ww, b.ints([d]))),
+    out = b.op("Transpose", b.op("Reshape", out, b.concat(b.ints([0]), count, b.ints([lh]), size, b.ints([d]))),
                perm=[0, 1, 4, 2, 5, 3, 6])  # [B, nh, wh, nw, ww, lh, d]
 
     # the windows as a batch of channels-last images; the Conv reads them channel-first (ONNX Runtime turns the
     # two Transposes around the Conv into its channels-last reorders)
-    images = b.op("Reshape", v, b.concat(b.ints([-1]), wh, ww, b.ints([c2])))  # [B nWin, wh, ww, c2]
+    images = b.op("Reshape", v, b.concat(b.ints([-1]), size, b.ints([c2])))  # [B nWin, wh, ww, c2]
     lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", images, perm=[0, 3, 1, 2]), weight, bias, c2),
                 perm=[0, 2, 3, 1])
     lepe = b.op("Transpose", b.op("Reshape", lepe, b.op("Shape", v)), perm=[0, 1, 3, 2, 4, 5])  # [B, nh, wh, nw, ww, c2]
     out = b.op("Add", b.op("Reshape", out, b.ints([0, 0, 0, 0, 0, c2])), lepe)
     out = b.op("Reshape", out, padded_shape)  # [B, Hp, Wp, c2]
-    out = b.op("Slice", out, b.ints([0, 0]), b.concat(height, width), b.ints([1, 2]))  # crop the padding
+    out = b.op("Slice", out, b.ints([0, 0]), grid, b.ints([1, 2]))  # crop the padding
     # the same shape twice, for two kinds of shape inference: from the data (symbolic_shape_infer on the inlined
     # form cannot prove height <= padded height at the Slice) and from a constant (plain ONNX inference)
     out = b.op("Reshape", out, b.op("Shape", qkv[0]))
@@ -279,9 +282,7 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
     f32 = TensorProto.FLOAT
     c, c1, c2 = layout.channels, layout.global_channels, layout.local_channels
 
-    shape = b.op("Shape", "qkv")
-    dims = {name: b.op("Slice", shape, b.ints([i]), b.ints([i + 1]), name=name)
-            for i, name in enumerate(("batch", "height", "width"))}
+    dims = {"grid": b.op("Slice", b.op("Shape", "qkv"), b.ints([1]), b.ints([3]), name="grid")}  # [H, W]
 
     x = b.op("Cast", "qkv", to=f32)
     # [B, H, W, 0] (no data) first in the output Concat: its shape inference takes B, H, W from it
