@@ -4,20 +4,26 @@ The body follows docs/op-spec.md:
 
 - qkv is cast to float32; everything reduces in float32; the result is cast
   back to qkv's type (CastLike), so fp16/bf16 I/O accumulates in fp32.
-- global heads: token-major throughout ([B, N, c1]): softmax(q) over each
-  token's channels; the softmax of k over the tokens as exp(k - max) with the
-  max and the sum reduced along the token axis and the sum dividing the context
-  rows after e^T v; one [c1, c1] context for all heads with the cross-head
-  blocks masked to zero, so q' ctx is one MatMul into the output. Only the LePE
-  (a Conv, channel-first) transposes v and its result.
-- local heads: the grid is zero-padded to whole windows (0 = the whole axis),
-  q and k are cut into windows token-major, v channel-first; padded keys get an
-  additive bias of -inf ([nWin, 1, 1, T], built from the shape: all zeros when no
-  window is partial, so an exact grid pays one Add and no Where); out^T =
-  v P^T, plus the LePE conv of the windows, then the padding is cropped.
+- global heads: softmax(q) over each token's channels; the softmax of k over
+  the tokens as exp(k - max) with the max and the sum reduced along the token
+  axis of the token-major [B, N, c1] (innermost channels) and the sum dividing
+  the context's rows after e^T v; e, v, q' and the output move to head-major
+  [B, gh, N, d] for the two per-head products (the op's FLOPs, no more). The
+  LePE Conv reads v channel-first (ONNX Runtime: its channels-last reorders).
+- local heads: the grid is zero-padded to whole windows (0 = the whole axis;
+  the window geometry is computed on [H, W] as one [2] tensor), q and k are cut
+  into windows token-major, v window-major with its channels innermost (the
+  LePE's channels-last images, and with the heads split off the right-hand side
+  of P v); padded keys get an additive bias of -inf ([nWin, 1, 1, T]: zeros of
+  the grid padded with -inf, all zeros when no window is partial, so an exact
+  grid pays one Add and no Where); P v plus the LePE conv of the windows, then
+  the windows go back to the grid and the padding is cropped. No transpose
+  moves the head dim d or the channels off the innermost axis.
 - LePE: one depthwise 3x3 ``Conv`` per part (with the LePE bias as its bias):
   over the whole grid for the global channels, over each window (the windows as
   a batch, zero padding = taps outside the window read zero) for the local ones.
+- reshape targets are constants (0 = keep the dim, -1 = the tokens), ``Shape``
+  of a tensor of the wanted shape, or built once per layer from the geometry.
 
 **One function per channel layout (ONNX function overloads).** ``Conv``'s
 ``group`` must be a static attribute, and the node has no channel-count
@@ -162,32 +168,29 @@ def _swap_last(b: _Body, x: str, rank: int) -> str:
 def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout) -> str:
     """Global heads of (q, k, v), each [B, H, W, c1] -> [B, H, W, c1] (LePE included).
 
-    Token-major throughout ([B, N, c1], no transposes of q, k or the output): the softmax of k over the
-    tokens is exp(k - max) with the max and the sum reduced along the token axis, and the sum divides the
-    context's rows after ``E^T v``. All heads share one [c1, c1] context product whose off-diagonal head
-    blocks are zeroed (a block-diagonal mask), so ``q' ctx`` is one MatMul straight into the token-major
-    output; this costs gh times the FLOPs of the per-head products, which are a small share of the layer.
+    The k-softmax over the tokens reduces along the token axis of the token-major [B, N, c1] (channels
+    innermost): exp(k - max) with the max (ArgMax + GatherElements) and the sum over the tokens, the sum
+    dividing the context's rows after ``E^T v``. The two products run per head on [B, gh, N, d] (transposes
+    that keep d innermost), so the body does the op's 4 N d c1 FLOPs.
     """
     gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
     q, k, v = qkv
     # every reshape target is a constant (0 = keep that dim, -1 = the tokens): no shape arithmetic at run time
-    q = b.op("Reshape", b.op("Softmax", b.op("Reshape", q, b.ints([0, 0, 0, gh, d])), axis=-1),
-             b.ints([0, 0, 0, c1]))  # over each token's channels, head by head; [B, H, W, c1]
-    tokens = b.ints([0, -1, c1])
-    k_tokens, v_tokens = b.op("Reshape", k, tokens), b.op("Reshape", v, tokens)  # [B, N, c1]
+    heads = b.ints([0, -1, gh, d])
+    q = b.op("Softmax", b.op("Reshape", q, heads), axis=-1)  # [B, N, gh, d]: over each token's channels, per head
+    k_tokens = b.op("Reshape", k, b.ints([0, -1, c1]))  # [B, N, c1]
     # [B, 1, c1]: the max over the tokens (ArgMax + GatherElements costs what ReduceMax does in ONNX Runtime, and
     # symbolic_shape_infer follows it; it cannot follow opset-18 ReduceMax with its axes from a Constant)
     k_max = b.op("GatherElements", k_tokens, b.op("ArgMax", k_tokens, axis=1, keepdims=1), axis=1)
     e = b.op("Exp", b.op("Sub", k_tokens, k_max))
     e_sum = b.op("ReduceSum", e, b.ints([1]), keepdims=1)  # [B, 1, c1]: softmax_N(k) = e / e_sum
-    context = b.op("MatMul", _swap_last(b, e, 3), v_tokens)  # [B, c1 (k), c1 (v)] = e^T v, every head pair
-    head = b.op("Div", b.op("Range", b.op("Constant", value_int=0), b.op("Constant", value_int=c1),
-                             b.op("Constant", value_int=1)), b.op("Constant", value_int=d))
-    same_head = b.op("Equal", b.op("Unsqueeze", head, b.ints([1])), b.op("Unsqueeze", head, b.ints([0])))
-    zero, one = b.scalar_float(0.0), b.scalar_float(1.0)
-    row_scale = b.op("Div", b.op("Where", same_head, one, zero),
-                     b.op("Reshape", e_sum, b.ints([0, c1, 1])))  # [B, c1, c1]: mask / sum
-    out = b.op("MatMul", b.op("Reshape", q, tokens), b.op("Mul", context, row_scale))  # [B, N, c1] = q' ctx
+
+    def head_major(t: str) -> str:  # [B, N, c1] or [B, N, gh, d] -> [B, gh, N, d]
+        return b.op("Transpose", b.op("Reshape", t, heads), perm=[0, 2, 1, 3])
+
+    context = b.op("MatMul", _swap_last(b, head_major(e), 4), head_major(v))  # [B, gh, d (k), d (v)] = e^T v
+    context = b.op("Div", context, b.op("Reshape", e_sum, b.ints([0, gh, d, 1])))  # rows / sum: softmax_N(k)^T v
+    out = b.op("Transpose", b.op("MatMul", head_major(q), context), perm=[0, 2, 1, 3])  # [B, N, gh, d] = q' ctx
     out = b.op("Reshape", out, b.op("Shape", v))  # [B, H, W, c1]
     lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", v, perm=[0, 3, 1, 2]), weight, bias, c1),
                 perm=[0, 2, 3, 1])  # the Conv reads v channel-first (ONNX Runtime: its channels-last reorders)

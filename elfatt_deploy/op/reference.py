@@ -6,10 +6,11 @@ zero-padding the grid to whole windows and reshaping; padded keys get an additiv
 so peak memory is O(B * H * W * window) for a fixed window. The softmax of k over
 the tokens runs along the innermost axis ([B, heads, d, N]), the LePE is one depthwise
 conv per part. Reductions run in float32 for float16/bfloat16 inputs (float64 stays
-float64). The ONNX function body (export/onnx_function.py) shares the window layout,
-the additive key bias and the per-part conv; its global heads stay token-major (the
-k-softmax as max / exp / a sum folded into the context), which suits ONNX Runtime,
-where every transpose is a copy.
+float64). The ONNX function body (export/onnx_function.py) shares the window cut,
+the additive key bias and the per-part conv; it reduces the k-softmax token-major
+(max / exp / a sum folded into the context: channels innermost) and lays the local
+v out window-major with its channels innermost, which suits ONNX Runtime, where
+every transpose is a copy and one that moves the innermost axis is a slow one.
 """
 
 from __future__ import annotations
