@@ -454,6 +454,35 @@ def test_fused_path_follows_the_device(emulator, tmp_path, rng, sm, kernels):
     assert any(k.startswith("fused") for k in run.kernels) == (sm >= 80), run.kernels
 
 
+@pytest.mark.parametrize("sm, programmatic", [(90, True), (87, False), (80, False)])
+def test_fused_output_is_a_programmatic_dependent_launch_on_sm90(emulator, tmp_path, rng, sm, programmatic):
+    """sm_90: the output kernel goes through cudaLaunchKernelEx with programmatic stream serialization
+    (PDL), the pass kernel executes griddepcontrol.launch_dependents (every thread of every block) and
+    the output kernel griddepcontrol.wait (every thread, once per item); sm_87 (Jetson Orin, no PDL) and
+    sm_80: a plain launch, and no griddepcontrol instruction (the kernels compile it out there)."""
+    case = OpCase("pdl", 1, 6, 7, 32, 1, 1, 3, 4)
+    run = run_case(emulator, case, torch.float16, "fused", tmp_path, rng,
+                   env=emulation_env(ELFATT_EMULATION_SM=str(sm)))
+    assert_matches(run, torch.float16, f"fused on sm_{sm}")
+    launches = re.findall(
+        r"^host emulation: launch (\S+(?:, \S+)?) grid=(\d+) \(emulated (\d+)\) .* dependency=(\w+)$", run.proc.stderr, re.M)
+    dependency = {name: dep for name, _, _, dep in launches}
+    assert dependency == {"fusedPassKernel<__half, 32>": "stream",
+                          "fusedOutputKernel<__half, 32>": "programmatic" if programmatic else "stream"}, launches
+    control = dict(re.findall(r"^host emulation: griddepcontrol (\S+(?:, \S+)?) (launch_dependents=.*)$",
+                              run.proc.stderr, re.M))
+    if not programmatic:
+        assert control == {}, control
+        return
+    emulated = {name: int(e) for name, _, e, _ in launches}
+    output_items = int(next(g for name, g, _, _ in launches if name.startswith("fusedOutputKernel")))
+    threads = 128
+    assert control == {
+        "fusedPassKernel<__half, 32>": f"launch_dependents={emulated['fusedPassKernel<__half, 32>'] * threads} wait=0",
+        "fusedOutputKernel<__half, 32>": f"launch_dependents=0 wait={output_items * threads}",
+    }, control
+
+
 @pytest.mark.parametrize("max_blocks", [1, 2, 64])
 def test_fused_grid_split(emulator, tmp_path, rng, max_blocks):
     """The first launch splits its blocks between reduction and local items: one block doing both,

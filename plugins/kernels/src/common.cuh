@@ -217,6 +217,39 @@ inline cudaError_t launchKernel(void (*kernel)(Params...), unsigned grid, unsign
 #endif
 }
 
+//! Launches kernel with cudaLaunchKernelEx as a programmatic dependent of the previous kernel in
+//! the stream (cudaLaunchAttributeProgrammaticStreamSerialization = 1: programmatic dependent
+//! launch, PDL, CUDA C++ Programming Guide "Programmatic Dependent Launch and Synchronization"):
+//! it may start before that kernel completes, once all of its blocks have executed
+//! griddepcontrol.launch_dependents or exited, and must call griddepcontrol.wait
+//! (ptx::gridDependencyWait) before it reads anything the previous kernel writes or writes
+//! anything the previous kernel reads. Only for sm_90 and newer (the caller checks); stream
+//! capture turns the attribute into a programmatic edge of the graph. Returns the launch error.
+//! The host emulation runs it through the same cudaLaunchKernelEx (emulation::registerKernel lets
+//! its cudaLaunchKernelExC unpack the argument array).
+template <typename... Params, typename... Args>
+inline cudaError_t launchKernelDependent(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smemBytes,
+    cudaStream_t stream, Args... args) noexcept
+{
+#ifdef ELFATT_HOST_EMULATION
+    ::elfatt::emulation::registerKernel(kernel);
+#endif
+    cudaLaunchAttribute attribute[1] = {};
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    // gridDim, blockDim, dynamicSmemBytes, stream, attrs, numAttrs (positional: the host emulation
+    // defines gridDim and blockDim as macros, the built-in variables).
+    cudaLaunchConfig_t const config = {dim3(grid, 1, 1), dim3(block, 1, 1), smemBytes, stream, attribute, 1U};
+    return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+}
+
+//! Whether a device of this compute capability (major * 10 + minor) has programmatic dependent
+//! launch (griddepcontrol, cudaLaunchAttributeProgrammaticStreamSerialization): sm_90 and newer.
+inline bool programmaticLaunchAvailable(int32_t computeCapability) noexcept
+{
+    return computeCapability >= 90;
+}
+
 //! Grid size for a block-stride loop over `items` work items.
 inline unsigned gridFor(int64_t items) noexcept
 {

@@ -7,7 +7,9 @@
  *                      query tiles. One grid: the local work never waits for the reduction, and
  *                      a B = 1 ViT-S problem at 64 x 64 tokens has R + L = 24 + 300 blocks.
  *   fusedOutputKernel: softmax(q) . ctx + LePE of the global heads, one block per 8 x 8 tokens
- *                      (with global heads only).
+ *                      (with global heads only). On sm_90 a programmatic dependent launch (PDL,
+ *                      cudaLaunchKernelEx): its blocks load the q tile, the LePE halo and weights
+ *                      while the pass kernel finishes, then griddepcontrol.wait for the context.
  * float16 / bfloat16, head dim 32 or 64, sm_80+; see fused_local.cuh and fused_global.cuh.
  */
 #include "fused_global.cuh"
@@ -37,6 +39,10 @@ __global__ void __launch_bounds__(kFUSED_THREADS, kFUSED_MIN_BLOCKS) fusedPassKe
     if constexpr (ptx::kAVAILABLE)
     {
         ELFATT_DYNAMIC_SHARED(unsigned char, smem);
+        // sm_90: the output kernel (a programmatic dependent launch) may be scheduled as soon as every
+        // block of this grid has got here. Safe at once: its griddepcontrol.wait still waits for this
+        // whole grid to complete and flush its memory before it reads the context.
+        ptx::gridLaunchDependents();
         // The first blocks reduce, the others run local items, each kind in its own block-stride
         // loop (one loop over both would keep the loop invariants of both alive: register spills).
         // With the full grid (R + L blocks) that is one item per block; a single block does both.
@@ -201,6 +207,17 @@ cudaError_t launchFusedDim(LaunchPlan const& plan, T const* qkv, void const* lep
     if (status != cudaSuccess)
     {
         return status;
+    }
+    // sm_90: a programmatic dependent of the pass kernel (PDL). Its blocks may start while the pass
+    // kernel's last blocks still run: they load their q tile and LePE halo and stage the LePE
+    // parameters, then wait (griddepcontrol.wait) for the whole pass grid (the context, and the
+    // local heads' stores to out) before they read ctx. The pass kernel itself is an ordinary
+    // launch: everything before it in the stream (the memset, whatever wrote qkv) has completed
+    // when it starts, hence also when the output kernel's blocks start.
+    if (programmaticLaunchAvailable(currentComputeCapability()))
+    {
+        return launchKernelDependent(fusedOutputKernel<T, kD>, gridFor(a.outputItems), kFUSED_THREADS, outBytes,
+            stream, a, q16, weight, bias, out, ws);
     }
     return launchKernel(fusedOutputKernel<T, kD>, gridFor(a.outputItems), kFUSED_THREADS, outBytes, stream, a, q16,
         weight, bias, out, ws);

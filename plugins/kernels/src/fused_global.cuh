@@ -16,7 +16,9 @@
  * Output item (b, global head, tile of up to 8 x 8 tokens), in the second launch:
  *   softmax(q) over the head's channels in registers (the A fragment of the query tile, row max
  *   and sum over the quad), times ctx on tensor cores (bfloat16: q'_hi ctx_hi + q'_lo ctx_hi +
- *   q'_hi ctx_lo), plus LePE of v over the whole grid from a halo tile, 16-byte stores.
+ *   q'_hi ctx_lo), plus LePE of v over the whole grid from a halo tile, 16-byte stores. The q tile,
+ *   the halo and the LePE parameters are loaded before griddepcontrol.wait, the context after it
+ *   (sm_90: the kernel is a programmatic dependent launch of the pass kernel).
  */
 #pragma once
 
@@ -354,15 +356,26 @@ __device__ __forceinline__ void fusedOutputItem(FusedArgs const& a, int32_t item
     Rect const haloRect = haloOf(tile, grid);
 
     __syncthreads(); // the previous item is done with shared memory
+    // What does not depend on the pass kernel first: the q tile and the LePE halo of v (qkv is the
+    // op's input) and the LePE parameters. On sm_90 this kernel is a programmatic dependent launch
+    // and this part overlaps the pass kernel's last blocks; the wait below returns once the whole
+    // pass grid has completed and its writes (ctx) are visible (at once on a later item, or
+    // without PDL).
     copyRect<kD>(sQ, kFUSED_ROWS, base + ch, tile, a.width, stride);
+    if (a.hasLepe)
+    {
+        copyRect<kD>(sHalo, haloRect.rows * haloRect.cols, base + 2 * a.channels + ch, haloRect, a.width, stride);
+    }
+    ptx::cpAsyncCommit();
+    if (a.hasLepe)
+    {
+        stageLepe<T, kD>(sW, lepeWeight, lepeBias, ch, a.lepeFloat32); // own region: read after the barriers below
+    }
+    ptx::gridDependencyWait();
 #pragma unroll
     for (int32_t part = 0; part < kPARTS; ++part)
     {
         copyTokens<kD>(sCtx(part), kD, ws.ctx + (static_cast<int64_t>(pair) * kPARTS + part) * kD * kD, 0, kD, kD);
-    }
-    if (a.hasLepe)
-    {
-        copyRect<kD>(sHalo, haloRect.rows * haloRect.cols, base + 2 * a.channels + ch, haloRect, a.width, stride);
     }
     ptx::cpAsyncCommit();
     ptx::cpAsyncWait<0>();
@@ -464,10 +477,6 @@ __device__ __forceinline__ void fusedOutputItem(FusedArgs const& a, int32_t item
     }
     __syncthreads(); // every warp is done with sQ and sCtx: the float32 output tile goes over them
     stageRows<kD>(sOut, 16 * warp, acc);
-    if (a.hasLepe)
-    {
-        stageLepe<T, kD>(sW, lepeWeight, lepeBias, ch, a.lepeFloat32);
-    }
     __syncthreads();
     storeTile<T, kD>(sOut, tile, grid, sHalo, haloRect, a.hasLepe ? sW : nullptr,
         out + static_cast<int64_t>(b) * tokens * a.channels, ch, a.width, a.channels);

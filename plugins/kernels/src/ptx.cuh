@@ -10,6 +10,12 @@
  *   cp.async.cg.shared.global [dst], [src], 16, srcBytes              cpAsync16 (zero-fills past srcBytes)
  *   cp.async.commit_group / cp.async.wait_group N                      cpAsyncCommit / cpAsyncWait<N>
  *
+ * and, on sm_90 only (programmatic dependent launch, PDL; compiled out for sm_80 / sm_87, where
+ * both are empty: those devices launch every kernel after the previous one has completed):
+ *
+ *   griddepcontrol.launch_dependents                                   gridLaunchDependents
+ *   griddepcontrol.wait                                                gridDependencyWait
+ *
  * Register fragments, exactly as the PTX ISA documents them for m16n8k16 with 16-bit inputs
  * ("Matrix Fragments for mma.m16n8k16 with floating point type"); groupID = lane >> 2,
  * tig = lane & 3 (thread ID in group). A 32-bit register holds two 16-bit elements, the one
@@ -104,6 +110,16 @@ template <int32_t kN>
 __device__ __forceinline__ void cpAsyncWait()
 {
     ::elfatt::emulation::ptx::cpAsyncWait(kN);
+}
+
+__device__ __forceinline__ void gridLaunchDependents()
+{
+    ::elfatt::emulation::ptx::gridDependencyControl(false);
+}
+
+__device__ __forceinline__ void gridDependencyWait()
+{
+    ::elfatt::emulation::ptx::gridDependencyControl(true);
 }
 
 #else // device code
@@ -202,6 +218,29 @@ __device__ __forceinline__ void cpAsyncWait()
 {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kN) : "memory");
+#endif
+}
+
+//! griddepcontrol.launch_dependents (PTX ISA 7.8, sm_90): a kernel launched after this one with
+//! cudaLaunchAttributeProgrammaticStreamSerialization may be scheduled once every block of this
+//! grid has executed it or exited. Only a scheduling hint: the dependent's griddepcontrol.wait
+//! still waits for this whole grid to complete and flush its memory, so any point is safe.
+//! A no-op without such a dependent, and compiled out before sm_90.
+__device__ __forceinline__ void gridLaunchDependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+//! griddepcontrol.wait (PTX ISA 7.8, sm_90): waits until the grids this one depends on
+//! programmatically have completed and their memory operations are visible to this grid. Returns
+//! at once in a kernel launched without the PDL attribute (ordinary stream order has already
+//! waited), and on a later call. Compiled out before sm_90, where there is no PDL launch.
+__device__ __forceinline__ void gridDependencyWait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 

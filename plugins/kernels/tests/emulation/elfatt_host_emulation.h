@@ -52,6 +52,7 @@
 #include <source_location>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 // ---------------------------------------------------------------------------------------------
 // CUDA keywords
@@ -97,8 +98,17 @@ inline thread_local dim3 tGridDim{1, 1, 1};
 inline thread_local LaunchState* tLaunch = nullptr;
 
 //! Runs body (one call = one CUDA thread running the kernel once) on the emulated grid.
+//! programmaticDependent: the launch asked for programmatic stream serialization (PDL, from
+//! cudaLaunchKernelEx); it runs like any other (after the previous launch has completed) and the
+//! trace records it.
 cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t smemBytes,
-    std::function<void()> const& body) noexcept;
+    std::function<void()> const& body, bool programmaticDependent = false) noexcept;
+
+//! Launches a kernel from the argument array of cudaLaunchKernelExC (pointers to the arguments).
+using ArgumentArrayLauncher = cudaError_t (*)(
+    void const* kernel, unsigned grid, unsigned block, size_t smemBytes, bool programmatic, void** args);
+//! Remembers how to launch kernel from an argument array (see emulation::registerKernel).
+void registerArgumentArrayLauncher(void const* kernel, ArgumentArrayLauncher launcher) noexcept;
 
 void* dynamicSharedBase() noexcept;
 void syncThreads(std::source_location const& where) noexcept;
@@ -156,15 +166,59 @@ T* dynamicShared() noexcept
 }
 
 //! Emulated kernel<<<grid, block, smemBytes>>>(args...): synchronous; returns the launch error.
+//! programmatic: launched with programmatic stream serialization (cudaLaunchKernelEx + PDL).
 template <typename... Params, typename... Args>
-cudaError_t launch(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smemBytes, Args... args) noexcept
+cudaError_t launchWith(
+    void (*kernel)(Params...), unsigned grid, unsigned block, size_t smemBytes, bool programmatic, Args... args) noexcept
 {
     static_assert(sizeof...(Params) == sizeof...(Args), "launch: wrong number of kernel arguments");
     std::tuple<Params...> const packed(static_cast<Params>(args)...);
-    return detail::runLaunch(reinterpret_cast<void const*>(kernel), grid, block, smemBytes, [&packed, kernel]() {
-        std::tuple<Params...> copy(packed); // kernel parameters are per-thread copies, as on the device
-        std::apply(kernel, copy);
-    });
+    return detail::runLaunch(
+        reinterpret_cast<void const*>(kernel), grid, block, smemBytes,
+        [&packed, kernel]() {
+            std::tuple<Params...> copy(packed); // kernel parameters are per-thread copies, as on the device
+            std::apply(kernel, copy);
+        },
+        programmatic);
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smemBytes, Args... args) noexcept
+{
+    return launchWith(kernel, grid, block, smemBytes, false, args...);
+}
+
+namespace detail
+{
+
+template <typename... Params, size_t... kI>
+cudaError_t launchFromArgumentArrayImpl(void const* kernel, unsigned grid, unsigned block, size_t smemBytes,
+    bool programmatic, void** args, std::index_sequence<kI...>) noexcept
+{
+    auto const typed = reinterpret_cast<void (*)(Params...)>(const_cast<void*>(kernel));
+    return launchWith(typed, grid, block, smemBytes, programmatic,
+        *static_cast<std::remove_cv_t<std::remove_reference_t<Params>>*>(args[kI])...);
+}
+
+template <typename... Params>
+cudaError_t launchFromArgumentArray(
+    void const* kernel, unsigned grid, unsigned block, size_t smemBytes, bool programmatic, void** args)
+{
+    return launchFromArgumentArrayImpl<Params...>(
+        kernel, grid, block, smemBytes, programmatic, args, std::index_sequence_for<Params...>{});
+}
+
+} // namespace detail
+
+//! Makes kernel launchable through the CUDA runtime's cudaLaunchKernelEx (cuda_runtime.h's
+//! template packs the arguments into an array of pointers and calls cudaLaunchKernelExC, which
+//! the emulation implements in emulation_runtime.cpp: it needs the parameter types to unpack
+//! them, which only this template knows). detail::launchKernelEx calls it before every launch.
+template <typename... Params>
+void registerKernel(void (*kernel)(Params...)) noexcept
+{
+    detail::registerArgumentArrayLauncher(
+        reinterpret_cast<void const*>(kernel), &detail::launchFromArgumentArray<Params...>);
 }
 
 } // namespace emulation

@@ -21,6 +21,11 @@
  *    issuing thread covers the copy's commit group. A read before that wait (or, by another
  *    thread, before the barrier after it) sees NaN; so does a copy issued into a buffer that
  *    other threads still read. Copies still in flight when a block ends abort the run.
+ *  - griddepcontrol.launch_dependents / griddepcontrol.wait (sm_90, programmatic dependent
+ *    launch): ordering no-ops here, since launches run one after another and each completes
+ *    before the next starts (what the wait guarantees on the device). They are counted per launch
+ *    (thread instructions) when the emulated device is sm_90 or newer only: the kernels compile
+ *    them out for sm_80 / sm_87, so on an emulated Orin the count stays 0, as in its binary.
  *
  * What it cannot model: the tensor cores' internal rounding of the sum (the device may add
  * the 16 products in another order or with wider intermediates: differences of a few float32
@@ -58,7 +63,9 @@ enum class Op : int32_t
     kCP_ASYNC = 2,  //!< cp.async of 16 bytes (thread instructions)
     kCOMMIT = 3,    //!< cp.async.commit_group (thread instructions)
     kWAIT = 4,      //!< cp.async.wait_group (thread instructions)
-    kCOUNT = 5,
+    kGRID_LAUNCH = 5, //!< griddepcontrol.launch_dependents (thread instructions, sm_90+)
+    kGRID_WAIT = 6,   //!< griddepcontrol.wait (thread instructions, sm_90+)
+    kCOUNT = 7,
 };
 
 inline std::atomic<uint64_t> gCounts[static_cast<int32_t>(Op::kCOUNT)];
@@ -84,6 +91,21 @@ inline std::string formatCounts()
         static_cast<unsigned long long>(gCounts[0].load()), static_cast<unsigned long long>(gCounts[1].load()),
         static_cast<unsigned long long>(gCounts[2].load()), static_cast<unsigned long long>(gCounts[3].load()),
         static_cast<unsigned long long>(gCounts[4].load()));
+    return text;
+}
+
+//! "launch_dependents=N wait=N" (griddepcontrol) for the trace, or "" when both are 0.
+inline std::string formatGridCounts()
+{
+    uint64_t const launches = gCounts[static_cast<int32_t>(Op::kGRID_LAUNCH)].load();
+    uint64_t const waits = gCounts[static_cast<int32_t>(Op::kGRID_WAIT)].load();
+    if (launches == 0 && waits == 0)
+    {
+        return {};
+    }
+    char text[120];
+    std::snprintf(text, sizeof(text), "launch_dependents=%llu wait=%llu", static_cast<unsigned long long>(launches),
+        static_cast<unsigned long long>(waits));
     return text;
 }
 
@@ -321,6 +343,17 @@ ELFATT_EMULATION_UNTRACED inline void cpAsyncWait(int32_t pending) noexcept
         detail::tCopies.committed.pop_front();
     }
     countOp(Op::kWAIT);
+}
+
+//! griddepcontrol.wait (wait = true) or .launch_dependents: no-ops for the order (launches run
+//! one after another, each complete before the next), counted where the device has them (sm_90+).
+ELFATT_EMULATION_UNTRACED inline void gridDependencyControl(bool wait) noexcept
+{
+    (void) ::elfatt::emulation::detail::currentLane(wait ? "griddepcontrol.wait" : "griddepcontrol.launch_dependents");
+    if (::elfatt::emulation::detail::emulatedSm() >= 90)
+    {
+        countOp(wait ? Op::kGRID_WAIT : Op::kGRID_LAUNCH);
+    }
 }
 
 //! Called by the runtime when a thread finishes a block: no copy may still be in flight.

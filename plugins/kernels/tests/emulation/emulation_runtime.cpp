@@ -955,8 +955,39 @@ bool isShared(void const* ptr, size_t bytes) noexcept
     return false;
 }
 
+namespace
+{
+
+std::mutex gArgumentLaunchersMutex;
+
+std::map<void const*, ArgumentArrayLauncher>& argumentLaunchers()
+{
+    static std::map<void const*, ArgumentArrayLauncher> launchers;
+    return launchers;
+}
+
+} // namespace
+
+void registerArgumentArrayLauncher(void const* kernel, ArgumentArrayLauncher launcher) noexcept
+{
+    std::lock_guard<std::mutex> lock(gArgumentLaunchersMutex);
+    argumentLaunchers()[kernel] = launcher;
+}
+
+ArgumentArrayLauncher findArgumentArrayLauncher(void const* kernel) noexcept
+{
+    std::lock_guard<std::mutex> lock(gArgumentLaunchersMutex);
+    auto const found = argumentLaunchers().find(kernel);
+    return found == argumentLaunchers().end() ? nullptr : found->second;
+}
+
+char const* kernelName(void const* kernel)
+{
+    return kernelInfo(kernel).name.c_str();
+}
+
 cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t smemBytes,
-    std::function<void()> const& body) noexcept
+    std::function<void()> const& body, bool programmaticDependent) noexcept
 {
     KernelInfo& info = kernelInfo(kernel);
     if (grid == 0 || block == 0 || block > 1024)
@@ -1017,12 +1048,14 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
     if (traceLaunches())
     {
         std::fprintf(stderr,
-            "host emulation: launch %s grid=%u (emulated %u) block=%u dynamicSmem=%zu staticSmem=%zu schedule=%s\n",
-            info.name.c_str(), grid, launch.emulatedGrid, block, smemBytes, info.staticSharedBytes, scheduleName());
+            "host emulation: launch %s grid=%u (emulated %u) block=%u dynamicSmem=%zu staticSmem=%zu schedule=%s "
+            "dependency=%s\n",
+            info.name.c_str(), grid, launch.emulatedGrid, block, smemBytes, info.staticSharedBytes, scheduleName(),
+            programmaticDependent ? "programmatic" : "stream");
     }
     poisonShared(launch);
     ptx::resetCounts();
-    trace::LaunchInfo traced{info.name.c_str(), grid, block, smemBytes, info.staticSharedBytes, {}};
+    trace::LaunchInfo traced{info.name.c_str(), grid, block, smemBytes, info.staticSharedBytes, {}, programmaticDependent};
     if (trace::gHooks != nullptr)
     {
         // Tracing build: the tracer may pick a sample of the real grid (gridDim.x = grid).
@@ -1087,6 +1120,11 @@ cudaError_t runLaunch(void const* kernel, unsigned grid, unsigned block, size_t 
     if (traceLaunches())
     {
         std::fprintf(stderr, "host emulation: counted %s %s\n", info.name.c_str(), ptx::formatCounts().c_str());
+        std::string const grid = ptx::formatGridCounts();
+        if (!grid.empty())
+        {
+            std::fprintf(stderr, "host emulation: griddepcontrol %s %s\n", info.name.c_str(), grid.c_str());
+        }
     }
     if (trace::gHooks != nullptr)
     {
@@ -1191,8 +1229,76 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
     {
         std::fprintf(stderr, "host emulation: memset %zu bytes\n", count);
     }
+    if (::elfatt::emulation::trace::gHooks != nullptr && ::elfatt::emulation::trace::gHooks->memset != nullptr)
+    {
+        ::elfatt::emulation::trace::gHooks->memset(count);
+    }
     return cudaSuccess;
 }
+
+// cudaLaunchKernelEx: cuda_runtime.h's variadic template (compiled here by g++ too) packs the
+// arguments into an array of pointers and calls this function. The kernel must have been
+// registered (emulation::registerKernel, done by detail::launchKernelEx) so that the array can be
+// unpacked into its parameter types; the launch then runs like any other (emulation::launch).
+// Only 1-D grids and blocks (what the library launches) and the attribute
+// cudaLaunchAttributeProgrammaticStreamSerialization are emulated; any other attribute is
+// refused. PDL needs sm_90 (CUDA C++ Programming Guide, "Programmatic Dependent Launch and
+// Synchronization"): asking for it on an emulated older device is refused too (the emulation's
+// own check: the library must launch such a kernel normally there).
+// cudaLaunchConfig_t's fields gridDim and blockDim: not the emulated built-in variables here.
+#pragma push_macro("gridDim")
+#pragma push_macro("blockDim")
+#undef gridDim
+#undef blockDim
+cudaError_t cudaLaunchKernelExC(cudaLaunchConfig_t const* config, void const* func, void** args)
+{
+    if (config == nullptr || func == nullptr || (config->numAttrs > 0 && config->attrs == nullptr))
+    {
+        return emu::tLastError = cudaErrorInvalidValue;
+    }
+    emu::ArgumentArrayLauncher const launcher = emu::findArgumentArrayLauncher(func);
+    if (launcher == nullptr)
+    {
+        std::fprintf(stderr,
+            "host emulation: cudaLaunchKernelEx of %s, which was not registered (launch through "
+            "detail::launchKernelEx, which calls emulation::registerKernel)\n",
+            emu::kernelName(func));
+        return emu::tLastError = cudaErrorInvalidDeviceFunction;
+    }
+    if (config->gridDim.y != 1 || config->gridDim.z != 1 || config->blockDim.y != 1 || config->blockDim.z != 1)
+    {
+        std::fprintf(stderr, "host emulation: cudaLaunchKernelEx of %s: only 1-D grids and blocks are emulated\n",
+            emu::kernelName(func));
+        return emu::tLastError = cudaErrorInvalidConfiguration;
+    }
+    bool programmatic = false;
+    for (unsigned i = 0; i < config->numAttrs; ++i)
+    {
+        cudaLaunchAttribute const& attribute = config->attrs[i];
+        switch (attribute.id)
+        {
+        case cudaLaunchAttributeIgnore: break;
+        case cudaLaunchAttributeProgrammaticStreamSerialization:
+            programmatic = attribute.val.programmaticStreamSerializationAllowed != 0;
+            break;
+        default:
+            std::fprintf(stderr, "host emulation: cudaLaunchKernelEx of %s: launch attribute %d is not emulated\n",
+                emu::kernelName(func), static_cast<int>(attribute.id));
+            return emu::tLastError = cudaErrorInvalidValue;
+        }
+    }
+    if (programmatic && emu::emulatedSm() < 90)
+    {
+        std::fprintf(stderr,
+            "host emulation: cudaLaunchKernelEx of %s with programmatic stream serialization on sm_%d: PDL needs "
+            "sm_90\n",
+            emu::kernelName(func), emu::emulatedSm());
+        return emu::tLastError = cudaErrorInvalidValue;
+    }
+    return launcher(func, config->gridDim.x, config->blockDim.x, config->dynamicSmemBytes, programmatic, args);
+}
+#pragma pop_macro("blockDim")
+#pragma pop_macro("gridDim")
 
 cudaError_t cudaFuncSetAttribute(void const* func, enum cudaFuncAttribute attr, int value)
 {

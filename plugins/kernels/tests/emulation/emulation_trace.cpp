@@ -20,12 +20,16 @@
  *     same word is a broadcast); "ideal" is what the same bytes would cost without conflicts;
  *   fmaf / expf / exp2f calls, wmma m x n x k operations, barriers and shuffles.
  * Output: JSON lines on the file named by ELFATT_TRACE_OUT, one per traced block and one per
- * launch (with the per-instruction table, weighted by the blocks' weights).
+ * launch (with the per-instruction table, weighted by the blocks' weights, whether the launch was
+ * a programmatic (PDL) dependent of the one before it, and how many griddepcontrol.launch_dependents
+ * the traced threads executed), and one per cudaMemsetAsync (a stream operation, with the index of
+ * the launch that follows it).
  */
 #include "emulation_trace.h"
 #include "emulation_tracer.h"
 
 #include "elfatt_host_emulation.h"
+#include "emulation_ptx.h"
 
 #include <algorithm>
 #include <cmath>
@@ -104,6 +108,7 @@ struct State
     unsigned block{0};
     size_t dynamicSmem{0};
     size_t staticSmem{0};
+    bool programmaticDependent{false};
     LaunchSample const* sample{nullptr};
     std::vector<Event> events[kMAX_THREADS];
     unsigned blocksDone{0};
@@ -543,6 +548,7 @@ void launchBegin(LaunchInfo const& launch)
     s.block = launch.block;
     s.dynamicSmem = launch.dynamicSmemBytes;
     s.staticSmem = launch.staticSmemBytes;
+    s.programmaticDependent = launch.programmaticDependent;
     s.shared = launch.shared;
     s.pcs.clear();
     s.blocksDone = 0;
@@ -568,8 +574,10 @@ void launchEnd()
     jsonString(out, s.kernel);
     std::fprintf(out,
         ", \"grid\": %u, \"block\": %u, \"dynamic_smem\": %zu, \"static_smem\": %zu, \"traced_blocks\": %u, "
-        "\"pcs\": [",
-        s.grid, s.block, s.dynamicSmem, s.staticSmem, s.blocksDone);
+        "\"programmatic_dependent\": %s, \"launch_dependents\": %llu, \"pcs\": [",
+        s.grid, s.block, s.dynamicSmem, s.staticSmem, s.blocksDone, s.programmaticDependent ? "true" : "false",
+        static_cast<unsigned long long>(
+            ptx::gCounts[static_cast<int32_t>(ptx::Op::kGRID_LAUNCH)].load(std::memory_order_relaxed)));
     bool first = true;
     for (auto const& [key, stat] : s.pcs)
     {
@@ -604,6 +612,15 @@ void mma(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site)
     record(reinterpret_cast<uintptr_t>(site), packed, 0, kMMA);
 }
 
+//! A stream operation between launches: {"type": "memset", "bytes": N, "before_launch": index of
+//! the next launch}.
+void memsetOp(size_t bytes)
+{
+    State& s = state();
+    std::fprintf(s.out, "{\"type\": \"memset\", \"bytes\": %zu, \"before_launch\": %u}\n", bytes, s.launchIndex);
+    std::fflush(s.out);
+}
+
 } // namespace
 
 //! A wrapped math call (fmaf: kFMA, expf / exp2f: kEXP) of the calling emulated thread.
@@ -615,7 +632,7 @@ void math(uint8_t kind, void const* site)
 namespace
 {
 
-Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma};
+Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp};
 
 } // namespace
 

@@ -42,6 +42,9 @@ struct LaunchInfo
     size_t dynamicSmemBytes;
     size_t staticSmemBytes;
     std::vector<SharedRange> shared; //!< dynamic shared memory and the kernel's static __shared__ arrays
+    //! Launched with programmatic stream serialization (cudaLaunchKernelEx, PDL): a dependent of the
+    //! launch before it that may start early and waits with griddepcontrol.wait.
+    bool programmaticDependent{false};
 };
 
 enum class Sync : int32_t
@@ -66,6 +69,8 @@ struct Hooks
     void (*access)(void const* addr, uint32_t bytes, bool write, void const* site);
     //! A warp-wide matrix multiply-accumulate m x n x k with inputs of inBytes bytes (per lane call).
     void (*mma)(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site);
+    //! A cudaMemsetAsync of bytes bytes in the stream (a stream operation between launches).
+    void (*memset)(size_t bytes);
 };
 
 //! Null except in the tracing build (defined in emulation_runtime.cpp).
