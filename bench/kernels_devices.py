@@ -12,6 +12,8 @@ import dataclasses
 CUDA_GUIDE = ("https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html"
               "#features-and-technical-specifications-technical-specifications-per-compute-capability")
 CUDA_GUIDE_THROUGHPUT = "https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html#arithmetic-instructions"
+CUDA_GUIDE_PDL = ("https://docs.nvidia.com/cuda/cuda-c-programming-guide/index.html"
+                  "#programmatic-dependent-launch-and-synchronization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,10 +53,25 @@ class Device:
     tensor_fraction: float = 0.70   # mma.sync (warp-level) on Hopper cannot reach the wgmma peak
     dram_latency_ns: float = 700.0
     launch_us: float = 2.0
+    #: a cudaMemsetAsync in the stream (a stream-ordered operation the next launch waits for): the
+    #: overhead of one launch (assumed, see ASSUMPTIONS); None: launch_us
+    memset_us: float | None = None
     #: FlashAttention-2 forward, non-causal, head dim 64, TFLOP/s by sequence length (published).
     fa2_tflops: tuple[tuple[int, float], ...] = ()
     fa2_fraction: float | None = None  # where no per-length curve is published: fraction of tensor peak
     fa2_source: str = ""
+
+    @property
+    def stream_op_us(self) -> float:
+        """Cost of one cudaMemsetAsync in the stream."""
+        return self.launch_us if self.memset_us is None else self.memset_us
+
+    @property
+    def programmatic_launch(self) -> bool:
+        """Programmatic dependent launch (griddepcontrol, cudaLaunchAttributeProgrammaticStreamSerialization):
+        compute capability 9.0 and newer (CUDA C++ Programming Guide, "Programmatic Dependent Launch and
+        Synchronization"); the library uses it there only."""
+        return self.limits.sm >= 90
 
 
 FA3_PAPER = ("https://arxiv.org/abs/2407.08608 (FlashAttention-3, Shah et al. 2024, Fig. 'Attention forward "
@@ -100,7 +117,20 @@ DEVICES = {
 ASSUMPTIONS = [
     "time of a launch = the largest of its ceilings (DRAM, tensor, FP32, SFU, shared-memory wavefronts, "
     "instruction issue, DRAM latency) + a fixed launch overhead; ceilings overlap perfectly inside a launch",
-    "launches of one enqueue run one after another in one stream (v1: 4 launches at fp16 with global and local heads)",
+    "the launches and stream operations of one enqueue run one after another in one stream (v1: 4 launches at "
+    "fp16 with global and local heads, no memset; v2 with global heads: a cudaMemsetAsync of the chunk counters, "
+    "then 2 launches; each listed in the table's bound column)",
+    "a cudaMemsetAsync in the stream (v2: the per-(b, head) chunk counters, a few bytes) costs as much as one "
+    "launch overhead (2 us on H100/H200, 4 us on Orin) and overlaps nothing: assumed, not measured (a stream-"
+    "ordered operation the next launch waits for, executed by the device like a small kernel); its bytes are "
+    "not counted",
+    "programmatic dependent launch (PDL) on sm_90 (H100, H200): a launch made with cudaLaunchAttribute"
+    "ProgrammaticStreamSerialization right after a kernel whose blocks execute griddepcontrol.launch_dependents "
+    "(both seen in the trace) has its launch overhead overlapped with that kernel's execution, at most that "
+    "execution time (CUDA C++ Programming Guide, 'Programmatic Dependent Launch and Synchronization': the "
+    "secondary kernel can be launched before the primary finishes); its work still runs after the primary's "
+    "(griddepcontrol.wait waits for the whole primary grid; the part before the wait is not credited); no "
+    f"overlap on Orin (sm_87 has no PDL: the library launches plainly there) nor after a memset ({CUDA_GUIDE_PDL})",
     "achievable fraction of peak DRAM bandwidth: 0.90 on H100/H200 (HBM3/HBM3e), 0.80 on Orin (LPDDR5)",
     "achievable fraction of the dense tensor-core peak with mma.sync / wmma: 0.70 on sm_90 (the published "
     "peak needs wgmma), 0.80 on sm_87; FP32, SFU, shared memory and issue: the full per-clock rates",

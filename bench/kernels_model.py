@@ -353,12 +353,50 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     ceilings["latency"] = dram_bytes / latency_bw if latency_bw > 0 else 0.0
     bound = max(ceilings, key=ceilings.get)
     time_us = ceilings[bound] * 1e6 + device.launch_us
-    return {"kernel": trace.kernel, "grid": grid, "block": trace.block, "blocks_per_sm": per_sm,
+    return {"kernel": trace.kernel, "grid": grid, "execution_us": ceilings[bound] * 1e6,
+            "launch_overhead_us": device.launch_us, "block": trace.block, "blocks_per_sm": per_sm,
             "occupancy_limit": limiter, "registers": registers, "smem_bytes": smem,
             "spills": (res.spill_stores + res.spill_loads) if res else None, "issue_ratio": ratio,
             "issued_warp_instructions": issued,
             "dram_bytes": dram_bytes, "ceilings_us": {k: v * 1e6 for k, v in ceilings.items()}, "bound": bound,
             "time_us": time_us}
+
+
+def stream_sequence(traces: list[LaunchTrace], launches: list[dict], device: Device) -> list[dict]:
+    """The stream around the launches: the memsets before each launch (returned, each costing
+    device.stream_op_us), and programmatic dependent launch, applied to ``launches`` in place.
+
+    A launch the trace shows as a programmatic dependent (cudaLaunchKernelEx with programmatic stream
+    serialization) directly after a kernel whose traced blocks executed griddepcontrol.launch_dependents,
+    on a device with PDL (sm_90), has its launch overhead hidden behind that kernel's execution, at most
+    that execution time; its own execution is not overlapped. Not after a memset (the launch then
+    follows a stream operation, not the triggering kernel)."""
+    memsets = []
+    previous = None  # (trace, prediction) of the kernel just before, with nothing in between
+    for tr, launch in zip(traces, launches):
+        for size in tr.memsets_before:
+            memsets.append({"op": "cudaMemsetAsync", "bytes": size, "before": tr.kernel,
+                            "time_us": device.stream_op_us})
+        if tr.memsets_before:
+            previous = None
+        if (tr.programmatic_dependent and device.programmatic_launch and previous is not None
+                and previous[0].launch_dependents > 0 and "execution_us" in previous[1]):
+            hidden = min(launch["launch_overhead_us"], previous[1]["execution_us"])
+            launch["pdl_hidden_launch_us"] = hidden
+            launch["launch_overhead_us"] -= hidden
+            launch["time_us"] -= hidden
+        previous = (tr, launch)
+    return memsets
+
+
+def sequence_bounds(traces: list[LaunchTrace], launches: list[dict]) -> list[str]:
+    """The table's bound column: 'memset' for each memset in the stream, then each launch's bound
+    ('+pdl' where its launch overhead overlaps the kernel before it)."""
+    out = []
+    for tr, launch in zip(traces, launches):
+        out += ["memset"] * len(tr.memsets_before)
+        out.append(launch.get("bound", "error") + ("+pdl" if launch.get("pdl_hidden_launch_us") else ""))
+    return out
 
 
 def fa2_prediction(problem: Problem, device: Device) -> float:
@@ -387,7 +425,7 @@ def case_launches(program: Path, case: Case, version: str, work: Path) -> tuple[
         if version == "v2" and "enqueueWithPath returned" in str(error):
             return None, "the library refuses KernelPath 4 (fused): no kernels v2"
         raise
-    names = {rec["kernel"].split("<")[0] for rec in launches}
+    names = {rec["kernel"].split("<")[0] for rec in launches if rec.get("type", "launch") == "launch"}
     if version == "v2" and names <= V1_KERNELS:
         return None, f"path 'fused' still launches the v1 kernels ({', '.join(sorted(names))}): no kernels v2 yet"
     return names, ""
@@ -566,20 +604,26 @@ def main(argv: list[str] | None = None) -> int:
                         res = resources.get(arch, {}).get(tr.kernel)
                         issued, how = issued_instructions(tr, res, lines)
                         launches.append({**predict_launch(tr, res, dev, issued), "issue_estimate": how})
-                    predicted = sum(l["time_us"] for l in launches)
+                    memsets = stream_sequence(traces, launches, dev)
+                    predicted = sum(l["time_us"] for l in launches) + sum(m["time_us"] for m in memsets)
                     floor_us = floor_bytes / (dev.dram_gbs * 1e9) * 1e6
                     row = {"case": case.name, "kernel": version, "device": dev.name, "predicted_us": predicted,
                            "floor_us": floor_us, "fraction_of_floor": floor_us / predicted,
-                           "launches": len(traces), "bound": [l["bound"] for l in launches],
+                           "launches": len(traces), "memsets": len(memsets),
+                           "memset_us": sum(m["time_us"] for m in memsets),
+                           "pdl_hidden_us": sum(l.get("pdl_hidden_launch_us", 0.0) for l in launches),
+                           "bound": sequence_bounds(traces, launches),
                            # the same sum without the DRAM-latency ceiling (throughput ceilings only)
                            "throughput_only_us": sum(max(v for k, v in l["ceilings_us"].items() if k != "latency")
-                                                     + dev.launch_us for l in launches),
+                                                     + l["launch_overhead_us"] for l in launches)
+                           + sum(m["time_us"] for m in memsets),
                            "fa2_us": fa2_prediction(case.problem, dev)}
                     m = measured.get((case.name, version, dev.name))
                     if m is not None:
                         row["measured_us"] = m
                     rows.append(row)
                     entry["devices"][dev.name] = launches
+                    entry.setdefault("memsets", {})[dev.name] = memsets
                 details.append(entry)
     elapsed = time.monotonic() - start
 
@@ -618,7 +662,7 @@ def print_table(rows: list[dict]) -> None:
     has_measured = any("measured_us" in r for r in rows)
     width = max(len(r["case"]) for r in rows)
     head = f"{'case':<{width}}  {'device':<19} {'kernel':<6} {'predicted':>10} {'floor':>8} {'of floor':>8} {'FA2':>9}"
-    print(head + ("  measured" if has_measured else "") + "  bound (per launch)")
+    print(head + ("  measured" if has_measured else "") + "  bound (per stream operation: memset, launches)")
     for r in rows:
         line = (f"{r['case']:<{width}}  {r['device']:<19} {r['kernel']:<6} {r['predicted_us']:>8.1f}us "
                 f"{r['floor_us']:>6.1f}us {r['fraction_of_floor']:>8.3f} {r['fa2_us']:>7.1f}us")

@@ -354,6 +354,14 @@ class LaunchTrace:
     buffers: dict           # name -> {"read": sectors, "write": sectors} footprint
     pcs: list               # per-instruction table (weighted)
     blocks: list            # raw per-block records
+    #: launched with programmatic stream serialization (cudaLaunchKernelEx + PDL, sm_90): a dependent
+    #: of the launch before it
+    programmatic_dependent: bool = False
+    #: griddepcontrol.launch_dependents executed by the traced threads (the PDL trigger; > 0: this
+    #: launch lets a programmatic dependent start before it completes)
+    launch_dependents: int = 0
+    #: bytes of each cudaMemsetAsync enqueued in the stream between the previous launch and this one
+    memsets_before: list = dataclasses.field(default_factory=list)
 
 
 def footprint(blocks: list[dict], buffer: str, direction: str, rows_total: int | None,
@@ -408,6 +416,13 @@ def workspace_bytes(p: Problem) -> int:
 
 def list_launches(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600) -> list[dict]:
     """The launches of enqueueWithPath(p, path) (kernel, grid, block, shared memory), running no block."""
+    records = _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s)
+    return [r for r in records if r.get("type") == "launch"]
+
+
+def list_stream_operations(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600) -> list[dict]:
+    """Every stream operation of enqueueWithPath(p, path) in order, running no block: the launches
+    ({"type": "launch", ...}) and the memsets ({"type": "memset", "bytes": N, "before_launch": i})."""
     return _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s)
 
 
@@ -430,7 +445,7 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     def call(mode: str, samples: Path, out: Path) -> list[dict]:
         return _call(program, p, path, mode, samples, out, timeout_s)
 
-    launches = call("dry", work / "none", work / "dry.jsonl")
+    launches = [r for r in call("dry", work / "none", work / "dry.jsonl") if r["type"] == "launch"]
     plan = []
     kind_counts = {}
     for rec in launches:
@@ -442,6 +457,9 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     records = call("sample", samples, work / "trace.jsonl")
 
     geometry = buffer_geometry(p, workspace_bytes(p))
+    memsets: dict[int, list] = {}
+    for rec in (r for r in records if r["type"] == "memset"):
+        memsets.setdefault(rec["before_launch"], []).append(rec["bytes"])
     traces = []
     for rec in (r for r in records if r["type"] == "launch"):
         blocks = [b for b in records if b["type"] == "block" and b["launch"] == rec["launch"]]
@@ -459,7 +477,9 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
                                   for t in b.get("buffers", {}).values())
         traces.append(LaunchTrace(rec["launch"], rec["kernel"], rec["grid"], rec["block"], rec["dynamic_smem"],
                                   rec["static_smem"], rec["traced_blocks"], kind_counts[rec["launch"]], totals,
-                                  reads, writes, per_block("read"), per_block("write"), buffers, rec["pcs"], blocks))
+                                  reads, writes, per_block("read"), per_block("write"), buffers, rec["pcs"], blocks,
+                                  bool(rec.get("programmatic_dependent", False)), int(rec.get("launch_dependents", 0)),
+                                  memsets.get(rec["launch"], [])))
     return traces
 
 
@@ -488,6 +508,7 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-__all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "block_kinds", "sample_blocks", "footprint",
+__all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "list_stream_operations",
+           "block_kinds", "sample_blocks", "footprint",
            "fused_plan",
            "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]
