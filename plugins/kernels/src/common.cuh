@@ -223,8 +223,9 @@ inline cudaError_t launchKernel(void (*kernel)(Params...), unsigned grid, unsign
 //! it may start before that kernel completes, once all of its blocks have executed
 //! griddepcontrol.launch_dependents or exited, and must call griddepcontrol.wait
 //! (ptx::gridDependencyWait) before it reads anything the previous kernel writes or writes
-//! anything the previous kernel reads. Only for sm_90 and newer (the caller checks); stream
-//! capture turns the attribute into a programmatic edge of the graph. Returns the launch error.
+//! anything the previous kernel reads. Only for sm_90 and newer (the caller checks). No host
+//! synchronization and no allocation, so it may be captured into a CUDA graph (CUDA 12.3+ keeps
+//! the attribute as a programmatic edge; not yet checked on a GPU). Returns the launch error.
 //! The host emulation runs it through the same cudaLaunchKernelEx (emulation::registerKernel lets
 //! its cudaLaunchKernelExC unpack the argument array).
 template <typename... Params, typename... Args>
