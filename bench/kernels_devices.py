@@ -53,18 +53,10 @@ class Device:
     tensor_fraction: float = 0.70   # mma.sync (warp-level) on Hopper cannot reach the wgmma peak
     dram_latency_ns: float = 700.0
     launch_us: float = 2.0
-    #: a cudaMemsetAsync in the stream (a stream-ordered operation the next launch waits for): the
-    #: overhead of one launch (assumed, see ASSUMPTIONS); None: launch_us
-    memset_us: float | None = None
     #: FlashAttention-2 forward, non-causal, head dim 64, TFLOP/s by sequence length (published).
     fa2_tflops: tuple[tuple[int, float], ...] = ()
     fa2_fraction: float | None = None  # where no per-length curve is published: fraction of tensor peak
     fa2_source: str = ""
-
-    @property
-    def stream_op_us(self) -> float:
-        """Cost of one cudaMemsetAsync in the stream."""
-        return self.launch_us if self.memset_us is None else self.memset_us
 
     @property
     def programmatic_launch(self) -> bool:

@@ -364,7 +364,7 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
 
 def stream_sequence(traces: list[LaunchTrace], launches: list[dict], device: Device) -> list[dict]:
     """The stream around the launches: the memsets before each launch (returned, each costing
-    device.stream_op_us), and programmatic dependent launch, applied to ``launches`` in place.
+    device.launch_us), and programmatic dependent launch, applied to ``launches`` in place.
 
     A launch the trace shows as a programmatic dependent (cudaLaunchKernelEx with programmatic stream
     serialization) directly after a kernel whose traced blocks executed griddepcontrol.launch_dependents,
@@ -376,7 +376,7 @@ def stream_sequence(traces: list[LaunchTrace], launches: list[dict], device: Dev
     for tr, launch in zip(traces, launches):
         for size in tr.memsets_before:
             memsets.append({"op": "cudaMemsetAsync", "bytes": size, "before": tr.kernel,
-                            "time_us": device.stream_op_us})
+                            "time_us": device.launch_us})
         if tr.memsets_before:
             previous = None
         if (tr.programmatic_dependent and device.programmatic_launch and previous is not None
@@ -425,7 +425,7 @@ def case_launches(program: Path, case: Case, version: str, work: Path) -> tuple[
         if version == "v2" and "enqueueWithPath returned" in str(error):
             return None, "the library refuses KernelPath 4 (fused): no kernels v2"
         raise
-    names = {rec["kernel"].split("<")[0] for rec in launches if rec.get("type", "launch") == "launch"}
+    names = {rec["kernel"].split("<")[0] for rec in launches}
     if version == "v2" and names <= V1_KERNELS:
         return None, f"path 'fused' still launches the v1 kernels ({', '.join(sorted(names))}): no kernels v2 yet"
     return names, ""

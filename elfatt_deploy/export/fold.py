@@ -28,7 +28,8 @@ from onnx import numpy_helper
 #: a folded value larger than this stays computed at run time (the file would grow by it)
 DEFAULT_MAX_BYTES = 256 * 2**20
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
+#: the domains of the standard ONNX operator set
+STANDARD_DOMAINS = ("", "ai.onnx")
 
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:
@@ -41,7 +42,7 @@ def _foldable_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     constant = {init.name for init in graph.initializer if init.name not in graph_inputs}
     foldable = []
     for node in graph.node:
-        standard = node.domain in _DEFAULT_DOMAINS and not _has_subgraph(node)
+        standard = node.domain in STANDARD_DOMAINS and not _has_subgraph(node)
         if standard and node.op_type == "Constant":
             if not any(a.ref_attr_name for a in node.attribute):
                 constant.update(node.output)
@@ -60,11 +61,11 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], wanted: list[
     graph = model.graph
     produced = {o for n in nodes for o in n.output}
     needed = {name for n in nodes for name in n.input if name and name not in produced}
-    constants = [n for n in graph.node if n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+    constants = [n for n in graph.node if n.op_type == "Constant" and n.domain in STANDARD_DOMAINS
                  and n.output[0] in needed]
     initializers = [init for init in graph.initializer if init.name in needed]
     sub_graph = onnx.helper.make_graph(constants + list(nodes), "fold", [], [], initializers)
-    opsets = [o for o in model.opset_import if o.domain in _DEFAULT_DOMAINS]
+    opsets = [o for o in model.opset_import if o.domain in STANDARD_DOMAINS]
     sub = onnx.helper.make_model(sub_graph, opset_imports=opsets, ir_version=model.ir_version)
     types = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(sub, strict_mode=True).graph.value_info}
     sub.graph.output.extend(types[name] for name in wanted)
@@ -125,7 +126,7 @@ def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_
 def _drop_unread_constants(graph: onnx.GraphProto) -> None:
     """Removes the initializers and Constant nodes that nothing reads any more."""
     read = _read_outside(graph, set())
-    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.domain in _DEFAULT_DOMAINS
+    nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.domain in STANDARD_DOMAINS
                                            and not any(o in read for o in n.output))]
     if len(nodes) != len(graph.node):
         del graph.node[:]

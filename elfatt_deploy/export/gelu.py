@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
+from .fold import STANDARD_DOMAINS
 
 
 def _scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
@@ -37,7 +37,7 @@ def _scalar_constants(graph: onnx.GraphProto) -> dict[str, float]:
         if int(np.prod(tensor.dims)) == 1:
             values[tensor.name] = float(numpy_helper.to_array(tensor).reshape(-1)[0])
     for node in graph.node:
-        if node.op_type == "Constant" and node.domain in _DEFAULT_DOMAINS and len(node.attribute) == 1:
+        if node.op_type == "Constant" and node.domain in STANDARD_DOMAINS and len(node.attribute) == 1:
             attribute = node.attribute[0]
             if attribute.name == "value" and int(np.prod(attribute.t.dims)) == 1:
                 values[node.output[0]] = float(numpy_helper.to_array(attribute.t).reshape(-1)[0])
@@ -65,7 +65,7 @@ def reorder_erf_gelu(model: onnx.ModelProto) -> int:
 
     def only(name: str, op_type: str) -> Optional[onnx.NodeProto]:
         node = producer.get(name)
-        if node is None or node.op_type != op_type or node.domain not in _DEFAULT_DOMAINS or readers.get(name) != 1:
+        if node is None or node.op_type != op_type or node.domain not in STANDARD_DOMAINS or readers.get(name) != 1:
             return None
         return node
 
@@ -76,7 +76,7 @@ def reorder_erf_gelu(model: onnx.ModelProto) -> int:
 
     rewritten = 0
     for outer in graph.node:
-        if outer.op_type != "Mul" or outer.domain not in _DEFAULT_DOMAINS or len(outer.input) != 2:
+        if outer.op_type != "Mul" or outer.domain not in STANDARD_DOMAINS or len(outer.input) != 2:
             continue
         for x_name, inner_name in (outer.input, reversed(outer.input)):
             inner = only(inner_name, "Mul")

@@ -151,8 +151,6 @@ class _Body:
     def concat(self, *parts: str) -> str:
         return self.op("Concat", *parts, axis=0)
 
-    def reshape(self, x: str, *dims: str) -> str:
-        return self.op("Reshape", x, self.concat(*dims) if len(dims) > 1 else dims[0])
 
 
 def _depthwise3x3(b: _Body, image: str, weight: str, bias: str, channels: int) -> str:
@@ -225,10 +223,9 @@ def _key_bias(b: _Body, grid: str, geometry: dict) -> str:
     return b.op("Reshape", windows, b.concat(geometry["n_windows"], b.ints([1, 1]), geometry["tokens"]))
 
 
-def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, dims: dict) -> str:
-    """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included)."""
+def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, grid: str) -> str:
+    """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included); grid = [H, W]."""
     lh, d, c2 = layout.local_heads, layout.head_dim, layout.local_channels
-    grid = dims["grid"]
     geometry = _window_geometry(b, grid)
     size, count, n_windows, window_tokens = (geometry[k] for k in ("size", "count", "n_windows", "tokens"))
     pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", geometry["padded"], grid),
@@ -285,7 +282,7 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
     f32 = TensorProto.FLOAT
     c, c1, c2 = layout.channels, layout.global_channels, layout.local_channels
 
-    dims = {"grid": b.op("Slice", b.op("Shape", "qkv"), b.ints([1]), b.ints([3]), name="grid")}  # [H, W]
+    grid = b.op("Slice", b.op("Shape", "qkv"), b.ints([1]), b.ints([3]), name="grid")  # [H, W]
 
     x = b.op("Cast", "qkv", to=f32)
     # [B, H, W, 0] (no data) first in the output Concat: its shape inference takes B, H, W from it
@@ -307,7 +304,7 @@ def build_function(opset: int, layout: ChannelLayout) -> onnx.FunctionProto:
     if c1:
         parts.append(_global_heads(b, qkv_g, weight_g, bias_g, layout))
     if c2:
-        parts.append(_local_heads(b, qkv_l, weight_l, bias_l, layout, dims))
+        parts.append(_local_heads(b, qkv_l, weight_l, bias_l, layout, grid))
     out = b.op("Concat", *parts, axis=-1)
     b.nodes.append(helper.make_node("CastLike", [out, "qkv"], ["out"]))
     function = helper.make_function(

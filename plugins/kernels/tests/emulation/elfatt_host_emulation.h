@@ -213,7 +213,7 @@ cudaError_t launchFromArgumentArray(
 //! Makes kernel launchable through the CUDA runtime's cudaLaunchKernelEx (cuda_runtime.h's
 //! template packs the arguments into an array of pointers and calls cudaLaunchKernelExC, which
 //! the emulation implements in emulation_runtime.cpp: it needs the parameter types to unpack
-//! them, which only this template knows). detail::launchKernelEx calls it before every launch.
+//! them, which only this template knows). detail::launchKernelDependent calls it before every launch.
 template <typename... Params>
 void registerKernel(void (*kernel)(Params...)) noexcept
 {

@@ -1238,7 +1238,7 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
 
 // cudaLaunchKernelEx: cuda_runtime.h's variadic template (compiled here by g++ too) packs the
 // arguments into an array of pointers and calls this function. The kernel must have been
-// registered (emulation::registerKernel, done by detail::launchKernelEx) so that the array can be
+// registered (emulation::registerKernel, done by detail::launchKernelDependent) so that the array can be
 // unpacked into its parameter types; the launch then runs like any other (emulation::launch).
 // Only 1-D grids and blocks (what the library launches) and the attribute
 // cudaLaunchAttributeProgrammaticStreamSerialization are emulated; any other attribute is
@@ -1261,7 +1261,7 @@ cudaError_t cudaLaunchKernelExC(cudaLaunchConfig_t const* config, void const* fu
     {
         std::fprintf(stderr,
             "host emulation: cudaLaunchKernelEx of %s, which was not registered (launch through "
-            "detail::launchKernelEx, which calls emulation::registerKernel)\n",
+            "detail::launchKernelDependent, which calls emulation::registerKernel)\n",
             emu::kernelName(func));
         return emu::tLastError = cudaErrorInvalidDeviceFunction;
     }
