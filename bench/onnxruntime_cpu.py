@@ -14,7 +14,8 @@ the new body are measured side by side in one run.
 
 Each (file, size) runs in its own subprocess: one warm-up run, then ``--repeats``
 timed runs; the variants of a size take turns, ``--rounds`` times (interleaved, so
-a change in machine load hits all of them alike), and the latency is the median of
+a change in machine load hits all of them alike, and in an order that rotates each
+round, so that none always runs in the same place), and the latency is the median of
 all timed runs. Peak memory is the growth of the worker's peak resident set size
 (VmHWM) from just before the session is created to after the last run. The 1-minute
 load average is recorded before and after every worker. ``--profile`` adds one
@@ -255,8 +256,11 @@ def main(argv=None) -> int:
             for size in sizes:
                 row = {"size": size, "tokens": (-(-size // 16)) ** 2, **_flop_ideal(name, size)}
                 runs = {kind: [] for kind in variants}
-                for _ in range(args.rounds):
-                    for kind in variants:
+                for round_index in range(args.rounds):
+                    # the order rotates each round, so that no variant always runs in the same place (two byte-identical
+                    # files measured in turn differed by 3-8% by their place on a 2-CPU VM)
+                    shift = round_index % len(variants)
+                    for kind in variants[shift:] + variants[:shift]:
                         runs[kind].append(_run_worker(files[kind], size, args))
                         print(f"  {name} {size}: {kind} {runs[kind][-1]['median_ms']:.1f} ms "
                               f"(load {runs[kind][-1]['load_1m']})", flush=True)

@@ -4,21 +4,23 @@ The body follows docs/op-spec.md:
 
 - qkv is cast to float32; everything reduces in float32; the result is cast
   back to qkv's type (CastLike), so fp16/bf16 I/O accumulates in fp32.
-- global heads: softmax(q) over each token's channels; the softmax of k over
-  the tokens as exp(k - max) with the max and the sum reduced along the token
-  axis of the token-major [B, N, c1] (innermost channels) and the sum dividing
-  the context's rows after e^T v; e, v, q' and the output move to head-major
-  [B, gh, N, d] for the two per-head products (the op's FLOPs, no more). The
-  LePE Conv reads v channel-first (ONNX Runtime: its channels-last reorders).
+- global heads: k goes channel-major ([B, c1, N], one transpose that moves the
+  token axis inwards), so the softmax of k over the tokens is one ``Softmax``
+  along the innermost axis and k'^T v a plain MatMul of [B, gh, d, N] by v
+  head-major [B, gh, N, d]; q head-major [B, gh, N, d], its softmax over the
+  head's channels, then q' ctx per head (the op's FLOPs, no more). The LePE Conv
+  reads v channel-first (ONNX Runtime: its channels-last reorders).
 - local heads: the grid is zero-padded to whole windows (0 = the whole axis;
   the window geometry is computed on [H, W] as one [2] tensor), q and k are cut
   into windows token-major, v window-major with its channels innermost (the
   LePE's channels-last images, and with the heads split off the right-hand side
-  of P v); padded keys get an additive bias of -inf ([nWin, 1, 1, T]: zeros of
-  the grid padded with -inf, all zeros when no window is partial, so an exact
-  grid pays one Add and no Where); P v plus the LePE conv of the windows, then
-  the windows go back to the grid and the padding is cropped. No transpose
-  moves the head dim d or the channels off the innermost axis.
+  of P v); the windows stay two batch axes [B, nh, nw, ...], so every reshape
+  that merges or splits them has a constant target; padded keys get an additive
+  bias of -inf ([nh, nw, 1, 1, T]: zeros of the grid padded with -inf, all zeros
+  when no window is partial, so an exact grid pays one Add and no Where); P v
+  plus the LePE conv of the windows, then the windows go back to the grid and
+  the padding is cropped. No transpose moves the head dim d or the channels off
+  the innermost axis, except k's for the global heads.
 - LePE: one depthwise 3x3 ``Conv`` per part (with the LePE bias as its bias):
   over the whole grid for the global channels, over each window (the windows as
   a batch, zero padding = taps outside the window read zero) for the local ones.
@@ -166,29 +168,24 @@ def _swap_last(b: _Body, x: str, rank: int) -> str:
 def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout) -> str:
     """Global heads of (q, k, v), each [B, H, W, c1] -> [B, H, W, c1] (LePE included).
 
-    The k-softmax over the tokens reduces along the token axis of the token-major [B, N, c1] (channels
-    innermost): exp(k - max) with the max (ArgMax + GatherElements) and the sum over the tokens, the sum
-    dividing the context's rows after ``E^T v``. The two products run per head on [B, gh, N, d] (transposes
-    that keep d innermost), so the body does the op's 4 N d c1 FLOPs.
+    k goes channel-major ([B, c1, N]: one transpose that moves the token axis inwards), so the k-softmax over
+    the tokens is one ``Softmax`` along the innermost axis, and ``k'^T v`` is a plain MatMul of [B, gh, d, N] by
+    v head-major [B, gh, N, d]. q head-major, softmax over its d channels, ``q' ctx`` per head: the body does the
+    op's 4 N d c1 FLOPs. Only the LePE Conv reads v channel-first (ONNX Runtime: its channels-last reorders).
     """
     gh, d, c1 = layout.global_heads, layout.head_dim, layout.global_channels
     q, k, v = qkv
     # every reshape target is a constant (0 = keep that dim, -1 = the tokens): no shape arithmetic at run time
     heads = b.ints([0, -1, gh, d])
-    q = b.op("Softmax", b.op("Reshape", q, heads), axis=-1)  # [B, N, gh, d]: over each token's channels, per head
-    k_tokens = b.op("Reshape", k, b.ints([0, -1, c1]))  # [B, N, c1]
-    # [B, 1, c1]: the max over the tokens (ArgMax + GatherElements costs what ReduceMax does in ONNX Runtime, and
-    # symbolic_shape_infer follows it; it cannot follow opset-18 ReduceMax with its axes from a Constant)
-    k_max = b.op("GatherElements", k_tokens, b.op("ArgMax", k_tokens, axis=1, keepdims=1), axis=1)
-    e = b.op("Exp", b.op("Sub", k_tokens, k_max))
-    e_sum = b.op("ReduceSum", e, b.ints([1]), keepdims=1)  # [B, 1, c1]: softmax_N(k) = e / e_sum
 
-    def head_major(t: str) -> str:  # [B, N, c1] or [B, N, gh, d] -> [B, gh, N, d]
+    def head_major(t: str) -> str:  # [B, H, W, c1] -> [B, gh, N, d]
         return b.op("Transpose", b.op("Reshape", t, heads), perm=[0, 2, 1, 3])
 
-    context = b.op("MatMul", _swap_last(b, head_major(e), 4), head_major(v))  # [B, gh, d (k), d (v)] = e^T v
-    context = b.op("Div", context, b.op("Reshape", e_sum, b.ints([0, gh, d, 1])))  # rows / sum: softmax_N(k)^T v
-    out = b.op("Transpose", b.op("MatMul", head_major(q), context), perm=[0, 2, 1, 3])  # [B, N, gh, d] = q' ctx
+    k = b.op("Transpose", b.op("Reshape", k, b.ints([0, -1, c1])), perm=[0, 2, 1])  # [B, c1, N]
+    k = b.op("Reshape", b.op("Softmax", k, axis=-1), b.ints([0, gh, d, -1]))  # [B, gh, d, N]: softmax_N(k)
+    context = b.op("MatMul", k, head_major(v))  # [B, gh, d (k), d (v)] = k'^T v
+    q = b.op("Softmax", head_major(q), axis=-1)  # [B, gh, N, d]: over each token's channels, per head
+    out = b.op("Transpose", b.op("MatMul", q, context), perm=[0, 2, 1, 3])  # [B, N, gh, d] = q' ctx
     out = b.op("Reshape", out, b.op("Shape", v))  # [B, H, W, c1]
     lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", v, perm=[0, 3, 1, 2]), weight, bias, c1),
                 perm=[0, 2, 3, 1])  # the Conv reads v channel-first (ONNX Runtime: its channels-last reorders)
@@ -196,72 +193,69 @@ def _global_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: 
 
 
 def _window_geometry(b: _Body, grid: str) -> dict:
-    """The windows of the grid ``[H, W]`` ([2] int64), both axes at once (every value a [2] or [1] tensor):
-    ``size`` [wh, ww] (the attribute; 0 = the whole axis; never larger than the axis, at least 1), ``count``
-    [nh, nw], ``padded`` [Hp, Wp], ``n_windows`` [nh nw], ``tokens`` [wh ww] and ``split`` [nh, wh, nw, ww]."""
+    """The windows of the grid ``[H, W]`` ([2] int64), both axes at once (every value a [2] or [4] tensor):
+    ``size`` [wh, ww] (the attribute, 0 = the whole axis; never larger than the axis, at least 1), ``count``
+    [nh, nw], ``ends`` [Hp - H, Wp - W] (the zero padding to whole windows) and ``split`` [nh, wh, nw, ww]."""
     window = b.concat(b.attr_int("window_h"), b.attr_int("window_w"))  # a constant once the function is inlined
     one = b.ints([1])
-    size = b.op("Max", b.op("Where", b.op("Equal", window, b.ints([0])), grid, b.op("Min", window, grid)), one)
+    # 0 (the whole axis) as 2^31 - 1 (more than any axis; fits int32 shape tensors), so that size = min(window, max(H, 1)) with no Where on the grid
+    # (the Equal / Where on the constant window fold away once the function is inlined); an empty axis gets
+    # windows of 1 and a count of 0
+    unbounded = b.op("Where", b.op("Equal", window, b.ints([0])), b.ints([2 ** 31 - 1]), window)
+    size = b.op("Min", unbounded, b.op("Max", grid, one))
     count = b.op("Div", b.op("Sub", b.op("Add", grid, size), one), size)
-    first, second = b.ints([0]), b.ints([1])
-
-    def product(pair: str) -> str:
-        return b.op("Mul", b.op("Slice", pair, first, second), b.op("Slice", pair, second, b.ints([2])))
-
-    return {"size": size, "count": count, "padded": b.op("Mul", count, size),
-            "n_windows": product(count), "tokens": product(size),
+    return {"size": size, "count": count, "ends": b.op("Sub", b.op("Mul", count, size), grid),
             "split": b.op("Gather", b.concat(count, size), b.ints([0, 2, 1, 3]), axis=0)}  # [nh, wh, nw, ww]
 
 
 def _key_bias(b: _Body, grid: str, geometry: dict) -> str:
-    """[nWin, 1, 1, T] float: 0 for the window slots that hold a token, -inf for the padding (zeros of the
+    """[nh, nw, 1, 1, T] float: 0 for the window slots that hold a token, -inf for the padding (zeros of the
     grid's shape padded with -inf, cut into windows like the tokens)."""
     zeros = b.op("ConstantOfShape", grid, value=helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0]))
-    ends = b.op("Sub", geometry["padded"], grid)
-    padded = b.op("Pad", zeros, b.concat(b.ints([0, 0]), ends), b.scalar_float(float("-inf")))  # [Hp, Wp]
+    padded = b.op("Pad", zeros, b.concat(b.ints([0, 0]), geometry["ends"]), b.scalar_float(float("-inf")))
     windows = b.op("Transpose", b.op("Reshape", padded, geometry["split"]), perm=[0, 2, 1, 3])  # [nh, nw, wh, ww]
-    return b.op("Reshape", windows, b.concat(geometry["n_windows"], b.ints([1, 1]), geometry["tokens"]))
+    return b.op("Reshape", windows, b.ints([0, 0, 1, 1, -1]))
 
 
 def _local_heads(b: _Body, qkv: Sequence[str], weight: str, bias: str, layout: ChannelLayout, grid: str) -> str:
-    """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included); grid = [H, W]."""
+    """Local heads of (q, k, v), each [B, H, W, c2] -> [B, H, W, c2] (LePE included); grid = [H, W].
+
+    The windows are kept as two batch axes [B, nh, nw, ...] (T = wh ww tokens each), so that every reshape that
+    merges or splits the window axes has a constant target (0 = keep that dim, -1 = the tokens)."""
     lh, d, c2 = layout.local_heads, layout.head_dim, layout.local_channels
     geometry = _window_geometry(b, grid)
-    size, count, n_windows, window_tokens = (geometry[k] for k in ("size", "count", "n_windows", "tokens"))
-    pads = b.concat(b.ints([0, 0, 0, 0, 0]), b.op("Sub", geometry["padded"], grid),
-                    b.ints([0]))  # rank 4: begins, then ends; zeros in the padding
+    size = geometry["size"]
+    pads = b.concat(b.ints([0, 0, 0, 0, 0]), geometry["ends"], b.ints([0]))  # rank 4: begins, then ends; zeros
     q, k, v = (b.op("Pad", t, pads) for t in qkv)  # [B, Hp, Wp, c2]
     padded_shape = b.op("Shape", v)
-    # the reshape targets, each built once (0 = keep that dim): the grid with its window axes split out
-    # [B, nh, wh, nw, ww, c2] and with the heads split too, the windows as [B, nWin, lh, T, d]
     split = geometry["split"]
-    grid_windows = b.concat(b.ints([0]), split, b.ints([c2]))
-    grid_heads = b.concat(b.ints([0]), split, b.ints([lh, d]))
-    windows_heads = b.concat(b.ints([0]), n_windows, b.ints([lh]), window_tokens, b.ints([d]))
+    grid_windows = b.concat(b.ints([0]), split, b.ints([c2]))  # [B, nh, wh, nw, ww, c2]
+    grid_heads = b.concat(b.ints([0]), split, b.ints([lh, d]))  # [B, nh, wh, nw, ww, lh, d]
+    tokens_heads = b.ints([0, 0, 0, 0, -1, d])  # [B, nh, nw, lh, wh, ww, d] -> [B, nh, nw, lh, T, d]
 
-    def token_major_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nWin, lh, T, d]
+    def token_major_windows(t: str) -> str:  # [B, Hp, Wp, c2] -> [B, nh, nw, lh, T, d]
         t = b.op("Transpose", b.op("Reshape", t, grid_heads), perm=[0, 1, 3, 5, 2, 4, 6])
-        return b.op("Reshape", t, windows_heads)
+        return b.op("Reshape", t, tokens_heads)
 
     q, k = token_major_windows(q), token_major_windows(k)
     # v window-major with its channels innermost ([B, nh, nw, wh, ww, c2]: rows of c2 move whole): the LePE's
     # input as channels-last images and, with the heads split off, the right-hand side of P v
     v = b.op("Transpose", b.op("Reshape", v, grid_windows), perm=[0, 1, 3, 2, 4, 5])
-    v_heads = b.op("Transpose", b.op("Reshape", v, b.concat(b.ints([0]), n_windows, window_tokens, b.ints([lh, d]))),
-                   perm=[0, 1, 3, 2, 4])  # [B, nWin, lh, T, d]
+    v_heads = b.op("Transpose", b.op("Reshape", v, b.ints([0, 0, 0, -1, lh, d])),
+                   perm=[0, 1, 2, 4, 3, 5])  # [B, nh, nw, lh, T, d]
 
     scale_attr = b.attr_float("scale")
     scale = b.op("Where", b.op("Equal", scale_attr, b.scalar_float(0.0)), b.scalar_float(d ** -0.5), scale_attr)
-    logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 5))  # [B, nWin, lh, T, T]
+    logits = b.op("MatMul", b.op("Mul", q, scale), _swap_last(b, k, 6))  # [B, nh, nw, lh, T, T]
     logits = b.op("Add", logits, _key_bias(b, grid, geometry))
     probs = b.op("Softmax", logits, axis=-1)  # every window holds >= 1 real key: no NaN
-    out = b.op("MatMul", probs, v_heads)  # [B, nWin, lh, T, d]
-    out = b.op("Transpose", b.op("Reshape", out, b.concat(b.ints([0]), count, b.ints([lh]), size, b.ints([d]))),
+    out = b.op("MatMul", probs, v_heads)  # [B, nh, nw, lh, T, d]
+    out = b.op("Transpose", b.op("Reshape", out, b.concat(b.ints([0, 0, 0, 0]), size, b.ints([d]))),
                perm=[0, 1, 4, 2, 5, 3, 6])  # [B, nh, wh, nw, ww, lh, d]
 
     # the windows as a batch of channels-last images; the Conv reads them channel-first (ONNX Runtime turns the
     # two Transposes around the Conv into its channels-last reorders)
-    images = b.op("Reshape", v, b.concat(b.ints([-1]), size, b.ints([c2])))  # [B nWin, wh, ww, c2]
+    images = b.op("Reshape", v, b.concat(b.ints([-1]), size, b.ints([c2])))  # [B nh nw, wh, ww, c2]
     lepe = b.op("Transpose", _depthwise3x3(b, b.op("Transpose", images, perm=[0, 3, 1, 2]), weight, bias, c2),
                 perm=[0, 2, 3, 1])
     lepe = b.op("Transpose", b.op("Reshape", lepe, b.op("Shape", v)), perm=[0, 1, 3, 2, 4, 5])  # [B, nh, wh, nw, ww, c2]
