@@ -110,12 +110,14 @@ ASSUMPTIONS = [
     "time of a launch = the largest of its ceilings (DRAM, tensor, FP32, SFU, shared-memory wavefronts, "
     "instruction issue, DRAM latency) + a fixed launch overhead; ceilings overlap perfectly inside a launch",
     "the launches and stream operations of one enqueue run one after another in one stream (v1: 4 launches at "
-    "fp16 with global and local heads, no memset; v2 with global heads: a cudaMemsetAsync of the chunk counters, "
-    "then 2 launches; each listed in the table's bound column)",
-    "a cudaMemsetAsync in the stream (v2: the per-(b, head) chunk counters, a few bytes) costs as much as one "
-    "launch overhead (2 us on H100/H200, 4 us on Orin) and overlaps nothing: assumed, not measured (a stream-"
-    "ordered operation the next launch waits for, executed by the device like a small kernel); its bytes are "
-    "not counted",
+    "fp16 with global and local heads, no memset; v2: 2 launches, traced as the TensorRT plugin runs them, with "
+    "the plugin instance's persistent chunk counters (enqueueWithState: zeroed once, left zeroed by the kernels), "
+    "so no memset; each operation listed in the table's bound column)",
+    "a cudaMemsetAsync in the stream (v2 without persistent state, as the PyTorch binding calls it: the per-(b, "
+    "head) chunk counters, a few bytes) costs as much as one launch overhead (2 us on H100/H200, 4 us on Orin) "
+    "and overlaps nothing: assumed, not measured (a stream-ordered operation the next launch waits for, executed "
+    "by the device like a small kernel); its bytes are not counted; reported as memset_path_us / "
+    "memset_path_fraction",
     "programmatic dependent launch (PDL) on sm_90 (H100, H200): a launch made with cudaLaunchAttribute"
     "ProgrammaticStreamSerialization right after a kernel whose blocks execute griddepcontrol.launch_dependents "
     "(both seen in the trace) has its launch overhead overlapped with that kernel's execution, at most that "

@@ -48,8 +48,8 @@ for entry in (ROOT, BENCH):
 
 import kernel_cases  # noqa: E402
 from kernels_devices import ASSUMPTIONS, DEVICES, Device, fa2_tflops, occupancy  # noqa: E402
-from kernels_trace import (KERNELS, LaunchTrace, Problem, build_tracer, list_launches, run_tracer,  # noqa: E402
-                           source_lines)
+from kernels_trace import (KERNELS, LaunchTrace, Problem, build_tracer, list_launches,  # noqa: E402
+                           list_stream_operations, run_tracer, source_lines)
 
 from elfatt_deploy.atomic import atomic_write_text  # noqa: E402
 from elfatt_deploy.errors import InputError, MissingDependencyError, ToolkitError  # noqa: E402
@@ -431,12 +431,21 @@ def case_launches(program: Path, case: Case, version: str, work: Path) -> tuple[
     return names, ""
 
 
-def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> tuple[list | None, str]:
-    """The traces of one case and version, or (None, why not)."""
+def model_case(program: Path, case: Case, version: str, per_kind: int, work: Path) -> tuple[list | None, str, int]:
+    """The traces of one case and version, or (None, why not), and the memsets the path without
+    persistent state adds.
+
+    v2 is traced as the TensorRT plugin runs it: enqueueWithState with the plugin's persistent chunk
+    counters (no cudaMemsetAsync). The PyTorch binding calls the library without state; the stream
+    operations of that path (a dry run, no block runs) give the memsets it adds, for memset_path_us."""
     names, why = case_launches(program, case, version, work)
     if names is None:
-        return None, why
-    return run_tracer(program, case.problem, VERSIONS[version], per_kind, work), ""
+        return None, why, 0
+    path = VERSIONS[version]
+    traces = run_tracer(program, case.problem, path, per_kind, work, state=version == "v2")
+    plain = list_stream_operations(program, case.problem, path, work / "plain")
+    added = sum(o["type"] == "memset" for o in plain) - sum(len(t.memsets_before) for t in traces)
+    return traces, "", added
 
 
 def line_table(program: Path, traces: list[LaunchTrace]) -> list[dict]:
@@ -589,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             floor_bytes = case.problem.floor_bytes()
             for version in versions:
-                traces, why = traced[(case.name, version)].result()
+                traces, why, added_memsets = traced[(case.name, version)].result()
                 if traces is None:
                     details.append({"case": case.name, "kernel": version, "available": False, "why": why})
                     print(f"{case.name} {version}: not modelled: {why}", flush=True)
@@ -617,7 +626,12 @@ def main(argv: list[str] | None = None) -> int:
                            "throughput_only_us": sum(max(v for k, v in l["ceilings_us"].items() if k != "latency")
                                                      + l["launch_overhead_us"] for l in launches)
                            + sum(m["time_us"] for m in memsets),
-                           "fa2_us": fa2_prediction(case.problem, dev)}
+                           "fa2_us": fa2_prediction(case.problem, dev),
+                           # the same kernels called without persistent state (the PyTorch binding): one
+                           # cudaMemsetAsync more per enqueue where v2 has global heads, each a launch overhead
+                           "memset_path_memsets": added_memsets,
+                           "memset_path_us": predicted + added_memsets * dev.launch_us,
+                           "memset_path_fraction": floor_us / (predicted + added_memsets * dev.launch_us)}
                     m = measured.get((case.name, version, dev.name))
                     if m is not None:
                         row["measured_us"] = m
@@ -681,7 +695,8 @@ def print_targets(rows: list[dict]) -> None:
             else:
                 verdict = "met" if r["fraction_of_floor"] >= minimum else "MISSED"
                 print(f"  {case} on {device}: >= {minimum:.2f} of the floor: {r['fraction_of_floor']:.3f} {verdict} "
-                      f"(bound: {','.join(r['bound'])})")
+                      f"(bound: {','.join(r['bound'])}; without persistent counters, as the PyTorch binding "
+                      f"calls it: {r['memset_path_fraction']:.3f})")
 
 
 def print_review(rows: list[dict]) -> None:

@@ -386,7 +386,7 @@ def footprint(blocks: list[dict], buffer: str, direction: str, rows_total: int |
     return min(unique, float(buffer_sectors))
 
 
-def buffer_geometry(p: Problem, workspace_bytes: int) -> dict[str, tuple[int | None, int]]:
+def buffer_geometry(p: Problem, workspace_bytes: int, state_bytes: int = 0) -> dict[str, tuple[int | None, int]]:
     """name -> (rows of a row-major buffer or None, sectors)."""
     e = ELEMENT_BYTES[p.dtype]
     return {
@@ -395,7 +395,13 @@ def buffer_geometry(p: Problem, workspace_bytes: int) -> dict[str, tuple[int | N
         "lepe_weight": (None, -(-9 * p.channels * e // 32)),
         "lepe_bias": (None, -(-p.channels * e // 32)),
         "workspace": (None, -(-workspace_bytes // 32)),
+        "state": (None, -(-state_bytes // 32)),
     }
+
+
+def state_bytes(p: Problem) -> int:
+    """plan.cpp's stateSize: one uint32 counter per (batch item, global head)."""
+    return 4 * p.batch * p.global_heads if p.global_heads and p.tokens else 0
 
 
 def workspace_bytes(p: Problem) -> int:
@@ -414,22 +420,28 @@ def workspace_bytes(p: Problem) -> int:
     return cursor
 
 
-def list_launches(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600) -> list[dict]:
+def list_launches(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600,
+                  state: bool = False) -> list[dict]:
     """The launches of enqueueWithPath(p, path) (kernel, grid, block, shared memory), running no block."""
-    records = _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s)
+    records = _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s, state)
     return [r for r in records if r.get("type") == "launch"]
 
 
-def list_stream_operations(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600) -> list[dict]:
+def list_stream_operations(program: Path, p: Problem, path: str, work: Path, timeout_s: float = 600,
+                           state: bool = False) -> list[dict]:
     """Every stream operation of enqueueWithPath(p, path) in order, running no block: the launches
-    ({"type": "launch", ...}) and the memsets ({"type": "memset", "bytes": N, "before_launch": i})."""
-    return _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s)
+    ({"type": "launch", ...}) and the memsets ({"type": "memset", "bytes": N, "before_launch": i}).
+    state: enqueueWithPathAndState with zeroed persistent counters (what the TensorRT plugin runs)."""
+    return _call(program, p, path, "dry", work / "none", work / "dry.jsonl", timeout_s, state)
 
 
-def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: Path, timeout_s: float) -> list[dict]:
+def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: Path, timeout_s: float,
+          state: bool = False) -> list[dict]:
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELFATT_")}
     env["ELFATT_EMULATION_SM"] = "90"
+    if state:
+        env["ELFATT_TRACE_STATE"] = "1"
     proc = subprocess.run([str(program), *p.args(path), mode, str(samples), str(out)], capture_output=True,
                           text=True, env=env, timeout=timeout_s)
     if proc.returncode != 0:
@@ -439,11 +451,12 @@ def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: P
 
 
 def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
-               timeout_s: float = 1800) -> list[LaunchTrace]:
-    """Traces every launch of enqueueWithPath(p, path) on a sample of its blocks."""
+               timeout_s: float = 1800, state: bool = False) -> list[LaunchTrace]:
+    """Traces every launch of enqueueWithPath(p, path) on a sample of its blocks (state: with the
+    persistent counters of enqueueWithPathAndState, as the TensorRT plugin runs it)."""
     work.mkdir(parents=True, exist_ok=True)
     def call(mode: str, samples: Path, out: Path) -> list[dict]:
-        return _call(program, p, path, mode, samples, out, timeout_s)
+        return _call(program, p, path, mode, samples, out, timeout_s, state)
 
     launches = [r for r in call("dry", work / "none", work / "dry.jsonl") if r["type"] == "launch"]
     plan = []
@@ -456,7 +469,7 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     samples.write_text("".join(f"{launch} {block} {weight!r}\n" for launch, block, weight in plan))
     records = call("sample", samples, work / "trace.jsonl")
 
-    geometry = buffer_geometry(p, workspace_bytes(p))
+    geometry = buffer_geometry(p, workspace_bytes(p), state_bytes(p) if state else 0)
     memsets: dict[int, list] = {}
     for rec in (r for r in records if r["type"] == "memset"):
         memsets.setdefault(rec["before_launch"], []).append(rec["bytes"])

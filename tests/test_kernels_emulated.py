@@ -389,6 +389,49 @@ def test_float32_lepe_with_16bit_activations(emulator, tmp_path, rng, dtype, pat
             assert run.kernels[0].startswith("fusedPassKernel"), run.kernels
 
 
+STATE_CASES = [
+    OpCase("state-chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),   # 3 reduction chunks of one (b, head)
+    OpCase("state-batch3-d32", 3, 9, 8, 64, 2, 0, 3, 0),     # 6 counters, one chunk each, global heads only
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("case", STATE_CASES, ids=lambda c: c.id)
+def test_persistent_state_replaces_the_memset(emulator, tmp_path, rng, case, dtype):
+    """enqueueWithState: two enqueues back to back on one caller-owned state, zeroed once; no
+    cudaMemsetAsync in either; the second is right (so the first left every counter at zero: the driver
+    also checks the state's bytes after each); the plain enqueue on the same case does memset."""
+    run = run_case(emulator, case, dtype, "fused", tmp_path, rng, env=emulation_env(ELFATT_EMULATE_STATE="clean"))
+    assert_matches(run, dtype, f"{case.id} with persistent state, second enqueue")
+    passes = [k for k in run.kernels if k.startswith("fusedPassKernel")]
+    assert len(passes) == 2, run.kernels
+    assert "host emulation: memset" not in run.proc.stderr, "a memset ran although the state holds the counters"
+    plain = run_case(emulator, case, dtype, "fused", tmp_path / "plain", rng)
+    assert_matches(plain, dtype, f"{case.id} without state")
+    assert len(re.findall(r"^host emulation: memset \d+ bytes", plain.proc.stderr, re.M)) == 1
+
+
+def test_persistent_state_left_dirty_shows(emulator, tmp_path, rng):
+    """What the test above would see if the kernels did not zero their counters: a state that starts
+    non-zero loses the merge of the context, and the output is wrong (NaN here, the workspace's fill)."""
+    case = STATE_CASES[0]
+    run = run_case(emulator, case, torch.float16, "fused", tmp_path, rng,
+                   env=emulation_env(ELFATT_EMULATE_STATE="dirty"))
+    assert run.proc.returncode == 0, run.proc.stderr[-4000:]
+    with pytest.raises(AssertionError, match="NaN|relative L2"):
+        assert_matches(run, torch.float16, "dirty state")
+
+
+def test_persistent_state_on_paths_without_counters(emulator, tmp_path, rng):
+    """The state is kernels v2's alone: the tensor-core path (v1) and float32 ignore it and stay right."""
+    case = STATE_CASES[0]
+    for dtype, path in ((torch.float16, "tensorcore"), (torch.float32, "fused")):
+        run = run_case(emulator, case, dtype, path, tmp_path / f"{path}-{SHORT[dtype]}", rng,
+                       env=emulation_env(ELFATT_EMULATE_STATE="clean"))
+        assert_matches(run, dtype, f"state on path {path}, {dtype}")
+        assert not any(k.startswith("fusedPassKernel") for k in run.kernels), run.kernels
+
+
 @pytest.mark.parametrize("max_blocks", [1, 64])
 def test_emulated_grid_size(emulator, tmp_path, rng, max_blocks):
     """One block doing every work item, and (nearly) the full grid: same results."""

@@ -975,11 +975,16 @@ int32_t ElfattPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
         }
         void const* lepeWeight = hasLepe ? inputs[kLEPE_WEIGHT_INDEX] : nullptr;
         void const* lepeBias = hasLepe ? inputs[kLEPE_BIAS_INDEX] : nullptr;
-        cudaError_t const status
-            = elfatt::enqueue(params, inputs[kQKV_INDEX], lepeWeight, lepeBias, outputs[0], workspace, stream);
+        // Kernels v2 keep their chunk counters in this instance's memory (zeroed once, left zeroed by the
+        // kernels) instead of zeroing them in the workspace every time; nullptr: the workspace and a memset.
+        size_t const stateBytes = elfatt::stateSize(params);
+        void* const state = mCounters.acquire(stateBytes, stream);
+        cudaError_t const status = elfatt::enqueueWithState(params, inputs[kQKV_INDEX], lepeWeight, lepeBias,
+            outputs[0], workspace, state, state != nullptr ? stateBytes : 0, stream);
         if (status != cudaSuccess)
         {
-            logError(where("enqueue") + "elfatt::enqueue failed with " + cudaGetErrorName(status) + " ("
+            mCounters.markDirty();
+            logError(where("enqueue") + "elfatt::enqueueWithState failed with " + cudaGetErrorName(status) + " ("
                 + cudaGetErrorString(status) + ") for qkv " + dimsToString(inputDesc[kQKV_INDEX].dims) + ", "
                 + mAttrs.toString());
             return 1;
@@ -999,7 +1004,8 @@ int32_t ElfattPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
 
 nvinfer1::IPluginV3* ElfattPlugin::attachToContext(nvinfer1::IPluginResourceContext* /* context */) noexcept
 {
-    // No per-context resources: the workspace comes from TensorRT.
+    // Per-context resources: the clone's own chunk counters, allocated at its first enqueue (the
+    // workspace comes from TensorRT).
     return clone();
 }
 

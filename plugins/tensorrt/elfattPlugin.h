@@ -3,7 +3,8 @@
  *
  * IPluginV3 with the IPluginV3OneCore / IPluginV3OneBuild / IPluginV3OneRuntime
  * capabilities, and its IPluginCreatorV3One creator. A thin wrapper over the CUDA
- * kernels of plugins/kernels (elfatt::validateParams / workspaceSize / enqueue).
+ * kernels of plugins/kernels (elfatt::validateParams / workspaceSize / stateSize /
+ * enqueueWithState).
  *
  * This header and elfattPlugin.cpp use TensorRT headers only (no libnvinfer
  * symbol): registration with the plugin registry and the exported entry points
@@ -18,6 +19,7 @@
 #include <NvInferRuntime.h>
 
 #include "elfatt/elfatt_kernels.h"
+#include "elfattPluginState.h"
 
 #include <array>
 #include <cstdint>
@@ -154,6 +156,8 @@ private:
     std::string mMetadata;
     std::vector<nvinfer1::PluginField> mSerialFields;
     nvinfer1::PluginFieldCollection mSerialFc{};
+    //! Kernels v2's chunk counters, kept across enqueues (a clone starts without them).
+    PersistentCounters mCounters;
 };
 
 class ElfattPluginCreator : public nvinfer1::IPluginCreatorV3One

@@ -14,7 +14,7 @@ namespace
 
 template <typename T>
 cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const* lepeWeight, void const* lepeBias,
-    void* out, void* workspace, cudaStream_t stream) noexcept
+    void* out, void* workspace, uint32_t* counters, cudaStream_t stream) noexcept
 {
     T const* q = static_cast<T const*>(qkv);
     // The LePE weight and bias hold T, or float32 with plan.lepeFloat32: only lepeAt reads them.
@@ -28,7 +28,7 @@ cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const
         auto const aligned = [](void const* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
         if (plan.fused && aligned(qkv) && aligned(out) && detail::fusedAvailable(detail::currentComputeCapability()))
         {
-            return detail::launchFused<T>(plan, q, lepeWeight, lepeBias, o, workspace, stream);
+            return detail::launchFused<T>(plan, q, lepeWeight, lepeBias, o, workspace, counters, stream);
         }
     }
     cudaError_t const status = detail::launchGlobalHeads<T>(plan, q, w, b, o, workspace, stream);
@@ -41,8 +41,9 @@ cudaError_t runHeads(detail::LaunchPlan const& plan, void const* qkv, void const
 
 } // namespace
 
-cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void const* qkv, void const* lepeWeight,
-    void const* lepeBias, void* out, void* workspace, cudaStream_t stream) noexcept
+cudaError_t enqueueWithPathAndState(AttentionParams const& params, KernelPath path, void const* qkv,
+    void const* lepeWeight, void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes,
+    cudaStream_t stream) noexcept
 {
     detail::LaunchPlan plan;
     if (detail::makePlan(params, path, plan, nullptr, 0) != Status::kSUCCESS)
@@ -58,7 +59,8 @@ cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void
     {
         return cudaErrorInvalidValue;
     }
-    if (reinterpret_cast<uintptr_t>(workspace) % alignof(float) != 0)
+    if (reinterpret_cast<uintptr_t>(workspace) % alignof(float) != 0
+        || reinterpret_cast<uintptr_t>(state) % alignof(uint32_t) != 0)
     {
         return cudaErrorInvalidValue;
     }
@@ -68,19 +70,39 @@ cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void
     {
         return cudaErrorInvalidValue;
     }
+    // Persistent counters where the caller gives enough of them, else the workspace's (zeroed per enqueue).
+    uint32_t* const counters = state != nullptr && stateBytes >= plan.stateBytes && plan.stateBytes > 0
+        ? static_cast<uint32_t*>(state)
+        : nullptr;
     switch (plan.dtype)
     {
-    case DataType::kFLOAT: return runHeads<float>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
-    case DataType::kHALF: return runHeads<__half>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
-    case DataType::kBF16: return runHeads<__nv_bfloat16>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    case DataType::kFLOAT: return runHeads<float>(plan, qkv, lepeWeight, lepeBias, out, workspace, counters, stream);
+    case DataType::kHALF:
+        return runHeads<__half>(plan, qkv, lepeWeight, lepeBias, out, workspace, counters, stream);
+    case DataType::kBF16:
+        return runHeads<__nv_bfloat16>(plan, qkv, lepeWeight, lepeBias, out, workspace, counters, stream);
     }
     return cudaErrorInvalidValue;
+}
+
+cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void const* qkv, void const* lepeWeight,
+    void const* lepeBias, void* out, void* workspace, cudaStream_t stream) noexcept
+{
+    return enqueueWithPathAndState(
+        params, path, qkv, lepeWeight, lepeBias, out, workspace, /*state=*/nullptr, /*stateBytes=*/0, stream);
 }
 
 cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* lepeWeight, void const* lepeBias,
     void* out, void* workspace, cudaStream_t stream) noexcept
 {
     return enqueueWithPath(params, defaultKernelPath(), qkv, lepeWeight, lepeBias, out, workspace, stream);
+}
+
+cudaError_t enqueueWithState(AttentionParams const& params, void const* qkv, void const* lepeWeight,
+    void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes, cudaStream_t stream) noexcept
+{
+    return enqueueWithPathAndState(
+        params, defaultKernelPath(), qkv, lepeWeight, lepeBias, out, workspace, state, stateBytes, stream);
 }
 
 } // namespace elfatt

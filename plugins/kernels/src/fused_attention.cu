@@ -1,7 +1,8 @@
 /*
  * elfatt-deploy kernels v2 (KernelPath::kFUSED): the two launches of the op.
  *
- *   (memset of the per-(b, head) chunk counters, with global heads)
+ *   (memset of the per-(b, head) chunk counters, with global heads; none where the caller owns
+ *   persistent counters, enqueueWithState: the last block of each (b, head) zeroes its counter)
  *   fusedPassKernel:   blocks [0, R) reduce the global heads' K/V chunks (the last block of each
  *                      (b, head) merges the context), blocks [R, R + L) run the local heads'
  *                      query tiles. One grid: the local work never waits for the reduction, and
@@ -156,7 +157,7 @@ cudaError_t allowSharedMemory(Kernel kernel, size_t bytes, std::atomic<int32_t>&
 
 template <typename T, int32_t kD>
 cudaError_t launchFusedDim(LaunchPlan const& plan, T const* qkv, void const* lepeWeight, void const* lepeBias, T* out,
-    void* workspace, cudaStream_t stream) noexcept
+    void* workspace, uint32_t* counters, cudaStream_t stream) noexcept
 {
     FusedArgs const a = makeFusedArgs(plan);
     FusedWorkspace ws{};
@@ -167,12 +168,20 @@ cudaError_t launchFusedDim(LaunchPlan const& plan, T const* qkv, void const* lep
         ws.maxPartial = reinterpret_cast<float*>(base + plan.wsMaxPartial);
         ws.sumPartial = reinterpret_cast<float*>(base + plan.wsSumPartial);
         ws.ctx = reinterpret_cast<uint16_t*>(base + plan.wsCtx);
-        ws.counters = reinterpret_cast<uint32_t*>(base + plan.wsCounters);
-        cudaError_t const status = cudaMemsetAsync(
-            ws.counters, 0, static_cast<size_t>(plan.batch * plan.globalHeads) * sizeof(uint32_t), stream);
-        if (status != cudaSuccess)
+        if (counters != nullptr)
         {
-            return status;
+            // The caller's persistent counters: zero now, and the pass kernel leaves them zeroed.
+            ws.counters = counters;
+        }
+        else
+        {
+            ws.counters = reinterpret_cast<uint32_t*>(base + plan.wsCounters);
+            cudaError_t const status = cudaMemsetAsync(
+                ws.counters, 0, static_cast<size_t>(plan.batch * plan.globalHeads) * sizeof(uint32_t), stream);
+            if (status != cudaSuccess)
+            {
+                return status;
+            }
         }
     }
     uint16_t const* const q16 = reinterpret_cast<uint16_t const*>(qkv);
@@ -232,20 +241,20 @@ bool fusedAvailable(int32_t computeCapability) noexcept
 
 template <typename T>
 cudaError_t launchFused(LaunchPlan const& plan, T const* qkv, void const* lepeWeight, void const* lepeBias, T* out,
-    void* workspace, cudaStream_t stream) noexcept
+    void* workspace, uint32_t* counters, cudaStream_t stream) noexcept
 {
     switch (plan.headDim)
     {
-    case 32: return launchFusedDim<T, 32>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
-    case 64: return launchFusedDim<T, 64>(plan, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    case 32: return launchFusedDim<T, 32>(plan, qkv, lepeWeight, lepeBias, out, workspace, counters, stream);
+    case 64: return launchFusedDim<T, 64>(plan, qkv, lepeWeight, lepeBias, out, workspace, counters, stream);
     default: return cudaErrorInvalidValue;
     }
 }
 
 template cudaError_t launchFused<__half>(LaunchPlan const&, __half const*, void const*, void const*, __half*, void*,
-    cudaStream_t) noexcept;
+    uint32_t*, cudaStream_t) noexcept;
 template cudaError_t launchFused<__nv_bfloat16>(LaunchPlan const&, __nv_bfloat16 const*, void const*, void const*,
-    __nv_bfloat16*, void*, cudaStream_t) noexcept;
+    __nv_bfloat16*, void*, uint32_t*, cudaStream_t) noexcept;
 
 } // namespace detail
 } // namespace elfatt

@@ -91,7 +91,7 @@ struct FusedWorkspace
     float* maxPartial;   //!< [B][G][chunks][kD]: m_i of each chunk
     float* sumPartial;   //!< [B][G][chunks][kD]: sum_n exp(k_i - m_i) of each chunk
     uint16_t* ctx;       //!< [B][G][parts][kD][kD] 16-bit: the merged context (bfloat16: hi, then lo)
-    uint32_t* counters;  //!< [B][G]: chunks done (zeroed before every launch)
+    uint32_t* counters;  //!< [B][G]: chunks done (zero when the launch starts; left zero)
 };
 
 //! A rectangle of the token grid: rows [r0, r0 + rows), columns [c0, c0 + cols).

@@ -11,7 +11,8 @@
  *   double-buffered with cp.async. The chunk's partial (ctx_c, m_c, s_c) goes to the workspace;
  *   then __threadfence and an atomic counter per (b, head): the block that finishes the last
  *   chunk merges all of them exactly (M = max m_c, S = sum s_c e^(m_c - M),
- *   ctx = sum ctx_c e^(m_c - M) / S) and writes ctx in the input type (bfloat16: hi and lo).
+ *   ctx = sum ctx_c e^(m_c - M) / S) and writes ctx in the input type (bfloat16: hi and lo);
+ *   it also zeroes the counter, so that persistent counters (enqueueWithState) need no memset.
  *   No extra pass over the tokens, no extra launch.
  * Output item (b, global head, tile of up to 8 x 8 tokens), in the second launch:
  *   softmax(q) over the head's channels in registers (the A fragment of the query tile, row max
@@ -310,7 +311,14 @@ __device__ __forceinline__ void fusedReductionItem(
     if (threadIdx.x == 0)
     {
         uint32_t const done = atomicAdd(ws.counters + pair, 1U);
-        *sLast = done + 1 == static_cast<uint32_t>(a.chunks) ? 1 : 0;
+        bool const last = done + 1 == static_cast<uint32_t>(a.chunks);
+        if (last)
+        {
+            // Every chunk of this (b, head) is counted: nothing reads the counter again in this launch.
+            // Zero it for the next enqueue (persistent counters, enqueueWithState; harmless after a memset).
+            ws.counters[pair] = 0U;
+        }
+        *sLast = last ? 1 : 0;
     }
     __syncthreads();
     if (*sLast != 0)

@@ -34,10 +34,12 @@ cudaError_t launchLocalHeadsTensorCore(LaunchPlan const& plan, Geometry const& g
 
 //! Kernels v2 (fused_attention.cu), float16 / bfloat16, head dim 32 or 64 (plan.fused): one launch
 //! for the global heads' context reduction and the local heads, one for the global heads' output.
-//! Needs plan.workspaceBytes of workspace, 16-byte aligned qkv and out, and sm_80.
+//! Needs plan.workspaceBytes of workspace, 16-byte aligned qkv and out, and sm_80. counters: the
+//! caller's persistent, zeroed chunk counters (plan.stateBytes; left zeroed), or nullptr: the
+//! workspace's, zeroed with a cudaMemsetAsync first.
 template <typename T>
 cudaError_t launchFused(LaunchPlan const& plan, T const* qkv, void const* lepeWeight, void const* lepeBias, T* out,
-    void* workspace, cudaStream_t stream) noexcept;
+    void* workspace, uint32_t* counters, cudaStream_t stream) noexcept;
 
 //! Whether a device of this compute capability runs kernels v2 (sm_80: mma.sync bf16, cp.async).
 bool fusedAvailable(int32_t computeCapability) noexcept;

@@ -323,6 +323,7 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
             return fail();
         }
         plan.workspaceBytes = cursor;
+        plan.stateBytes = static_cast<size_t>(counters) * sizeof(uint32_t);
     }
     return Status::kSUCCESS;
 }
@@ -343,6 +344,16 @@ size_t workspaceSize(AttentionParams const& params) noexcept
         return 0;
     }
     return plan.workspaceBytes;
+}
+
+size_t stateSize(AttentionParams const& params) noexcept
+{
+    detail::LaunchPlan plan;
+    if (detail::makePlan(params, KernelPath::kAUTO, plan, nullptr, 0) != Status::kSUCCESS)
+    {
+        return 0;
+    }
+    return plan.stateBytes;
 }
 
 KernelPath defaultKernelPath() noexcept

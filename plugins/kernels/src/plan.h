@@ -107,6 +107,9 @@ struct LaunchPlan
     //! the merged context in wsCtx as the input type (hi, and lo for bfloat16: 4 bytes per entry).
     size_t wsCounters{0};
     size_t workspaceBytes{0};
+    //! Bytes of the caller's persistent counters that can replace wsCounters (enqueueWithState):
+    //! uint32 [B][G], 0 without global heads.
+    size_t stateBytes{0};
 
     // Kernel choices.
     LocalKernel localKernel{LocalKernel::kGENERIC};

@@ -1118,6 +1118,16 @@ void testRuntime(ElfattPluginCreator& creator)
     check(r.qkv == inputs[0] && r.lepeWeight == inputs[1] && r.lepeBias == inputs[2] && r.out == outputs[0]
             && r.workspace == ws && r.stream == stream,
         "enqueue.pointers_passed");
+    {
+        // Kernels v2's counters: this instance's own device memory where a device is current, else none
+        // (the kernels then zero counters in the workspace). No GPU here: none.
+        int device = -1;
+        bool const haveDevice = cudaGetDevice(&device) == cudaSuccess;
+        static_cast<void>(cudaGetLastError());
+        check(haveDevice ? (r.state != nullptr && r.stateBytes == elfatt::stateSize(p))
+                         : (r.state == nullptr && r.stateBytes == 0),
+            "enqueue.state_only_with_a_device", haveDevice ? "a device is current" : "no device");
+    }
 
     // One input: no LePE pointers (another plugin: the input count of one is fixed once known).
     auto plugin1 = create(creator, f.build());
@@ -1165,6 +1175,110 @@ void testRuntime(ElfattPluginCreator& creator)
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------------------
+// PersistentCounters against a fake CUDA runtime
+
+struct FakeCuda
+{
+    int device{0};
+    cudaError_t deviceResult{cudaSuccess};
+    cudaError_t mallocResult{cudaSuccess};
+    cudaStreamCaptureStatus capture{cudaStreamCaptureStatusNone};
+    int mallocs{0};
+    int frees{0};
+    int memsets{0};
+    int lastErrorReads{0};
+    size_t lastMallocBytes{0};
+    size_t lastMemsetBytes{0};
+    void* lastMemsetPtr{nullptr};
+    cudaStream_t lastMemsetStream{nullptr};
+    std::vector<std::unique_ptr<unsigned char[]>> blocks;
+};
+FakeCuda gFake;
+
+elfatt::trt::CounterCudaApi const kFAKE_API{
+    [](int* device) {
+        *device = gFake.device;
+        return gFake.deviceResult;
+    },
+    [](void** ptr, size_t bytes) {
+        ++gFake.mallocs;
+        gFake.lastMallocBytes = bytes;
+        if (gFake.mallocResult != cudaSuccess)
+        {
+            return gFake.mallocResult;
+        }
+        gFake.blocks.emplace_back(new unsigned char[bytes]);
+        *ptr = gFake.blocks.back().get();
+        return cudaSuccess;
+    },
+    [](void*) {
+        ++gFake.frees;
+        return cudaSuccess;
+    },
+    [](void* ptr, int, size_t bytes, cudaStream_t stream) {
+        ++gFake.memsets;
+        gFake.lastMemsetPtr = ptr;
+        gFake.lastMemsetBytes = bytes;
+        gFake.lastMemsetStream = stream;
+        return cudaSuccess;
+    },
+    [](cudaStream_t, cudaStreamCaptureStatus* status) {
+        *status = gFake.capture;
+        return cudaSuccess;
+    },
+    []() {
+        ++gFake.lastErrorReads;
+        return cudaSuccess;
+    },
+};
+
+void testPersistentCounters()
+{
+    using elfatt::trt::PersistentCounters;
+    cudaStream_t const stream = reinterpret_cast<cudaStream_t>(0x5);
+    gFake = FakeCuda{};
+    {
+        PersistentCounters c(kFAKE_API);
+        check(c.acquire(0, stream) == nullptr && gFake.mallocs == 0, "counters.none_needed");
+        void* const first = c.acquire(24, stream);
+        check(first != nullptr && gFake.mallocs == 1 && gFake.lastMallocBytes == PersistentCounters::kMIN_BYTES
+                && gFake.memsets == 1 && gFake.lastMemsetPtr == first
+                && gFake.lastMemsetBytes == PersistentCounters::kMIN_BYTES && gFake.lastMemsetStream == stream,
+            "counters.allocated_and_zeroed_in_stream_once");
+        void* const again = c.acquire(24, stream);
+        check(again == first && gFake.mallocs == 1 && gFake.memsets == 1, "counters.reused_without_memset");
+        c.markDirty();
+        check(c.acquire(24, stream) == first && gFake.memsets == 2, "counters.zeroed_again_after_a_failure");
+        void* const larger = c.acquire(PersistentCounters::kMIN_BYTES + 4, stream);
+        check(larger != nullptr && larger != first && gFake.frees == 1 && gFake.mallocs == 2
+                && gFake.lastMallocBytes == PersistentCounters::kMIN_BYTES + 4 && gFake.memsets == 3,
+            "counters.grow_frees_the_smaller");
+        PersistentCounters copy(c);
+        check(copy.capacity() == 0 && c.capacity() == PersistentCounters::kMIN_BYTES + 4,
+            "counters.copy_owns_nothing");
+        gFake.capture = cudaStreamCaptureStatusActive;
+        check(copy.acquire(24, stream) == nullptr && gFake.mallocs == 2, "counters.no_allocation_while_capturing");
+        check(c.acquire(24, stream) == larger && gFake.memsets == 3, "counters.clean_ones_usable_while_capturing");
+        c.markDirty();
+        check(c.acquire(24, stream) == nullptr && gFake.memsets == 3, "counters.no_memset_of_dirty_ones_while_capturing");
+        gFake.capture = cudaStreamCaptureStatusNone;
+        gFake.device = 1;
+        check(c.acquire(24, stream) == nullptr && gFake.mallocs == 2 && gFake.frees == 1,
+            "counters.other_device_left_alone");
+        gFake.device = 0;
+        gFake.deviceResult = cudaErrorNoDevice;
+        int const reads = gFake.lastErrorReads;
+        check(copy.acquire(24, stream) == nullptr && gFake.lastErrorReads == reads + 1, "counters.no_device");
+        gFake.deviceResult = cudaSuccess;
+        gFake.mallocResult = cudaErrorMemoryAllocation;
+        check(copy.acquire(24, stream) == nullptr && gFake.lastErrorReads == reads + 2 && copy.capacity() == 0,
+            "counters.allocation_failure_cleared");
+        gFake.mallocResult = cudaSuccess;
+    }
+    check(gFake.frees == 2, "counters.freed_by_the_destructor", std::to_string(gFake.frees) + " frees");
+}
+
 void testLoggerRouting(ElfattPluginCreator& creator)
 {
     Fields f;
@@ -1206,6 +1320,7 @@ int main()
     testFormatCombinations(creator);
     testConfigureAndWorkspace(creator);
     testRuntime(creator);
+    testPersistentCounters();
     testLoggerRouting(creator);
     elfatt::trt::setPluginLoggerFinder(nullptr);
     std::printf("SUMMARY %d checks, %d failed\n", gChecks, gFailures);

@@ -57,8 +57,19 @@ cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* 
     r.lepeBias = lepeBias;
     r.out = out;
     r.workspace = workspace;
+    r.state = nullptr;
+    r.stateBytes = 0;
     r.stream = stream;
     return test::gEnqueueResult;
+}
+
+cudaError_t enqueueWithState(AttentionParams const& params, void const* qkv, void const* lepeWeight,
+    void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes, cudaStream_t stream) noexcept
+{
+    cudaError_t const status = enqueue(params, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    test::lastEnqueue().state = state;
+    test::lastEnqueue().stateBytes = stateBytes;
+    return status;
 }
 
 #if !ELFATT_TEST_REAL_PLAN
@@ -96,6 +107,11 @@ size_t workspaceSize(AttentionParams const& params) noexcept
     int64_t const heads = static_cast<int64_t>(params.globalHeads) + params.localHeads;
     int64_t const d = heads > 0 ? params.channels / heads : 0;
     return static_cast<size_t>(params.batch * params.globalHeads * d * d * 4);
+}
+
+size_t stateSize(AttentionParams const& params) noexcept
+{
+    return static_cast<size_t>(params.batch * params.globalHeads * 4);
 }
 #endif
 

@@ -12,7 +12,7 @@ namespace elfatt
 namespace test
 {
 
-//! What the last elfatt::enqueue call received.
+//! What the last elfatt::enqueue / enqueueWithState call received.
 struct EnqueueRecord
 {
     int32_t calls{0};
@@ -22,6 +22,8 @@ struct EnqueueRecord
     void const* lepeBias{nullptr};
     void* out{nullptr};
     void* workspace{nullptr};
+    void* state{nullptr};
+    size_t stateBytes{0};
     cudaStream_t stream{nullptr};
 };
 

@@ -3,7 +3,7 @@
  *
  * Plain CUDA C++ with no TensorRT or PyTorch dependency. The TensorRT plugin
  * (plugins/tensorrt) and the PyTorch extension (plugins/torch) are thin
- * wrappers over the three functions below.
+ * wrappers over the functions below.
  *
  * Layouts (all row-major, contiguous):
  *   qkv          [B, H, W, 3C]   channels [q | k | v], each C wide
@@ -75,5 +75,24 @@ size_t workspaceSize(AttentionParams const& params) noexcept;
 //! bytes, aligned to 256 bytes.
 cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* lepeWeight, void const* lepeBias,
     void* out, void* workspace, cudaStream_t stream) noexcept;
+
+//! Bytes of caller-owned persistent state that enqueueWithState can use for these params: one
+//! 32-bit counter per (batch item, global head), which kernels v2 otherwise keep in the workspace
+//! and zero with a cudaMemsetAsync at every enqueue. 0 without global heads, for an empty problem
+//! and for params that fail validateParams. Monotone non-decreasing in B; independent of H and W.
+//! Host-only, never throws.
+size_t stateSize(AttentionParams const& params) noexcept;
+
+//! enqueue() with caller-owned persistent state (stateSize(params) bytes, 4-byte aligned), which
+//! saves kernels v2 the cudaMemsetAsync of their chunk counters (one stream operation per enqueue).
+//! The caller zeroes the state once before its first use (cudaMemset / cudaMemsetAsync); every
+//! enqueueWithState whose kernels complete leaves it zeroed again, so the next one uses it as it is.
+//! Rules: enqueues that share one state must not overlap in time (issue them in one stream, or
+//! order them with events), as one TensorRT plugin instance in one execution context does; after
+//! an enqueue that returned an error, zero the state again before its next use. state == nullptr or
+//! stateBytes < stateSize(params): exactly enqueue() (counters in the workspace, memset). A state
+//! that is not 4-byte aligned: cudaErrorInvalidValue. Same other rules and return values as enqueue().
+cudaError_t enqueueWithState(AttentionParams const& params, void const* qkv, void const* lepeWeight,
+    void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes, cudaStream_t stream) noexcept;
 
 } // namespace elfatt

@@ -45,6 +45,11 @@ enum class KernelPath : int32_t
 cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void const* qkv, void const* lepeWeight,
     void const* lepeBias, void* out, void* workspace, cudaStream_t stream) noexcept;
 
+//! enqueueWithState() with an explicit kernel path (the state is used by kernels v2 only).
+cudaError_t enqueueWithPathAndState(AttentionParams const& params, KernelPath path, void const* qkv,
+    void const* lepeWeight, void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes,
+    cudaStream_t stream) noexcept;
+
 //! The path enqueue() uses in this process (from ELFATT_KERNEL_PATH, else kAUTO).
 KernelPath defaultKernelPath() noexcept;
 

@@ -10,6 +10,12 @@
  * Runs elfatt::enqueueWithPath on exact-size heap buffers (AddressSanitizer flags any access
  * past them), with out and the workspace filled with 0xFF bytes (NaN) first, and writes
  * DIR/out.bin [B,H,W,C]. Exits 0 on success, 1 on a library error, 2 on bad usage or files.
+ *
+ * ELFATT_EMULATE_STATE=clean: the caller-owned persistent state instead (elfatt::stateSize bytes,
+ * zeroed once): two enqueueWithPathAndState calls back to back on the same state (out and the
+ * workspace reset to NaN before each), out.bin from the second; exits 1 unless the state is zero
+ * again afterwards. ELFATT_EMULATE_STATE=dirty: the same with a state that starts non-zero (what a
+ * kernel that forgot to zero its counters leaves behind), no check of the state: the output shows it.
  */
 #include "elfatt/elfatt_kernels.h"
 #include "elfatt/elfatt_kernels_ext.h"
@@ -200,29 +206,61 @@ int main(int argc, char** argv)
     }
     Buffer out(tokens * channels * element);
     Buffer workspace(elfatt::workspaceSize(params));
-    if (out.bytes > 0)
+    char const* const stateMode = std::getenv("ELFATT_EMULATE_STATE");
+    bool const cleanState = stateMode != nullptr && std::strcmp(stateMode, "clean") == 0;
+    bool const dirtyState = stateMode != nullptr && std::strcmp(stateMode, "dirty") == 0;
+    if (stateMode != nullptr && !cleanState && !dirtyState)
     {
-        std::memset(out.data, 0xFF, out.bytes); // NaN: any element the kernels do not write stays NaN
+        usage("ELFATT_EMULATE_STATE must be clean or dirty");
     }
-    if (workspace.bytes > 0)
+    Buffer state(cleanState || dirtyState ? elfatt::stateSize(params) : 0);
+    if (state.bytes > 0)
     {
-        std::memset(workspace.data, 0xFF, workspace.bytes); // NaN: reads before writes show
+        std::memset(state.data, dirtyState ? 0x01 : 0x00, state.bytes);
     }
-
-    cudaError_t const status = elfatt::enqueueWithPath(
-        params, path, qkv.data, weight.data, bias.data, out.data, workspace.data, /*stream=*/nullptr);
-    if (status != cudaSuccess)
+    int const runs = cleanState || dirtyState ? 2 : 1;
+    for (int run = 0; run < runs; ++run)
     {
-        std::fprintf(stderr, "elfatt_emulate: enqueueWithPath returned %s (%d): %s\n", cudaGetErrorName(status),
-            static_cast<int>(status), cudaGetErrorString(status));
-        return 1;
-    }
-    cudaError_t const last = cudaGetLastError();
-    if (last != cudaSuccess)
-    {
-        std::fprintf(stderr, "elfatt_emulate: cudaGetLastError after enqueue: %s (%d)\n", cudaGetErrorName(last),
-            static_cast<int>(last));
-        return 1;
+        if (out.bytes > 0)
+        {
+            std::memset(out.data, 0xFF, out.bytes); // NaN: any element the kernels do not write stays NaN
+        }
+        if (workspace.bytes > 0)
+        {
+            std::memset(workspace.data, 0xFF, workspace.bytes); // NaN: reads before writes show
+        }
+        cudaError_t const status = runs == 1
+            ? elfatt::enqueueWithPath(
+                params, path, qkv.data, weight.data, bias.data, out.data, workspace.data, /*stream=*/nullptr)
+            : elfatt::enqueueWithPathAndState(params, path, qkv.data, weight.data, bias.data, out.data,
+                workspace.data, state.data, state.bytes, /*stream=*/nullptr);
+        if (status != cudaSuccess)
+        {
+            std::fprintf(stderr, "elfatt_emulate: enqueueWithPath returned %s (%d): %s\n", cudaGetErrorName(status),
+                static_cast<int>(status), cudaGetErrorString(status));
+            return 1;
+        }
+        cudaError_t const last = cudaGetLastError();
+        if (last != cudaSuccess)
+        {
+            std::fprintf(stderr, "elfatt_emulate: cudaGetLastError after enqueue: %s (%d)\n",
+                cudaGetErrorName(last), static_cast<int>(last));
+            return 1;
+        }
+        if (cleanState)
+        {
+            unsigned char const* const bytes = static_cast<unsigned char const*>(state.data);
+            for (size_t i = 0; i < state.bytes; ++i)
+            {
+                if (bytes[i] != 0)
+                {
+                    std::fprintf(stderr,
+                        "elfatt_emulate: byte %zu of the persistent state is %u after enqueue %d (must be 0)\n", i,
+                        static_cast<unsigned>(bytes[i]), run + 1);
+                    return 1;
+                }
+            }
+        }
     }
 
     std::string const outPath = dir + "/out.bin";

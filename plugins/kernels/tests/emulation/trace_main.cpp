@@ -199,6 +199,15 @@ int main(int argc, char** argv)
     Buffer bias(params.hasLepe ? channels * element : 0);
     Buffer output(tokens * channels * element);
     Buffer workspace(elfatt::workspaceSize(params));
+    // ELFATT_TRACE_STATE=1: the caller-owned persistent counters (enqueueWithState, what the TensorRT
+    // plugin passes), zeroed, instead of the workspace's counters and their memset.
+    char const* const stateEnv = std::getenv("ELFATT_TRACE_STATE");
+    bool const withState = stateEnv != nullptr && std::strcmp(stateEnv, "1") == 0;
+    Buffer state(withState ? elfatt::stateSize(params) : 0);
+    if (state.bytes > 0)
+    {
+        std::memset(state.data, 0, state.bytes);
+    }
     fill(qkv, dtype, 1, 2.F);
     fill(weight, dtype, 2, 0.3F);
     fill(bias, dtype, 3, 0.1F);
@@ -212,10 +221,14 @@ int main(int argc, char** argv)
     tr::addGlobalBuffer("lepe_weight", weight.data, weight.bytes, 0);
     tr::addGlobalBuffer("lepe_bias", bias.data, bias.bytes, 0);
     tr::addGlobalBuffer("workspace", workspace.data, workspace.bytes, 0);
+    tr::addGlobalBuffer("state", state.data, state.bytes, 0);
     tr::install();
 
-    cudaError_t const status = elfatt::enqueueWithPath(
-        params, path, qkv.data, weight.data, bias.data, output.data, workspace.data, /*stream=*/nullptr);
+    cudaError_t const status = withState
+        ? elfatt::enqueueWithPathAndState(params, path, qkv.data, weight.data, bias.data, output.data,
+            workspace.data, state.data, state.bytes, /*stream=*/nullptr)
+        : elfatt::enqueueWithPath(
+            params, path, qkv.data, weight.data, bias.data, output.data, workspace.data, /*stream=*/nullptr);
     std::fclose(out);
     if (status != cudaSuccess)
     {
