@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
-        raise ValueError(
-            f"checkpoint {str(path)!r} could not be read with weights_only=True ({exc}); "
-            "save it as a plain state dict (torch.save(model.state_dict(), path)) or as .safetensors"
-        ) from None
+        raise ValueError(_load_failure_message(path, exc)) from None
     return _unwrap(obj, path)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _load_failure_message(path: Path, exc: Exception) -> str:
+    """One line for a torch.load(weights_only=True) failure: which object the checkpoint holds that a safe
+    load refuses (and how to re-save it), or that the file is no PyTorch checkpoint at all."""
+    text = _ANSI.sub("", str(exc))
+    where = f"checkpoint {str(path)!r}"
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found is not None or ("Weights only load failed" in text and "Unsupported operand" not in text):
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{where} holds Python objects besides tensors{what}, which the safe load (weights_only=True) refuses "
+                "to run; re-save its weights alone, from a file you trust: python -c \"import torch; "
+                f"c = torch.load({str(path)!r}, weights_only=False); "
+                "torch.save(c.get('state_dict', c.get('model', c)), 'weights.pt')\", or save it as .safetensors")
+    operand = re.search(r"Unsupported operand \d+", text)  # the pickle's first byte is no pickle opcode
+    first = operand.group(0) if operand else next((ln.strip() for ln in text.splitlines() if ln.strip()),
+                                                  type(exc).__name__)
+    first = first.split(". ")[0][:200]
+    return (f"{where} is not a readable PyTorch checkpoint (torch.load: {first}); give a file written by "
+            "torch.save(model.state_dict(), path), or a .safetensors file")
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

@@ -88,11 +88,34 @@ class _Evil:
         return (print, ("pwned",))
 
 
-def test_pickled_code_is_refused(tmp_path):
+def test_pickled_code_is_refused(tmp_path, capsys):
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"x": _Evil()}, f)
-    with pytest.raises(ValueError, match="weights_only=True"):
+    with pytest.raises(ValueError, match="weights_only=True|not a readable PyTorch checkpoint"):
         load_checkpoint(tiny(), tmp_path / "evil.pt")
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_training_checkpoint_with_python_objects_gets_one_line(tmp_path):
+    """A training checkpoint with an argparse.Namespace beside the weights: one line that names the object and
+    says how to re-save the weights; no ANSI escapes, no torch.load essay. The file's code never runs."""
+    import argparse
+
+    torch.save({"state_dict": tiny().state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "train.pt")
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(tiny(), tmp_path / "train.pt")
+    message = str(info.value)
+    assert "argparse.Namespace" in message and "weights_only=False" in message and "state_dict" in message
+    assert "\n" not in message and "\x1b" not in message, message
+    assert len(message.replace(str(tmp_path / "train.pt"), "P")) < 400, message
+
+
+@pytest.mark.parametrize("content", [b"xxxxx", b"PK\x03\x04garbage"], ids=["text", "broken-zip"])
+def test_file_that_is_no_checkpoint_says_so(tmp_path, content):
+    (tmp_path / "junk.pt").write_bytes(content)
+    with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint") as info:
+        load_checkpoint(tiny(), tmp_path / "junk.pt")
+    assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
 
 
 def test_bad_paths(tmp_path):

@@ -29,11 +29,25 @@ def test_version_flag():
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x4x224x224"], "has 4 channels"),
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1xax2x2"], "'a'"),
     (["forward", "--model", "elfatt_vit_tiny", "--device", "gpu"], "--device 'gpu' is not a torch device"),
-    (["forward", "--model", "elfatt_vit_tiny", "--device", "cuda:99"], "--device cuda:99"),
 ])
 def test_user_errors_exit_2_with_a_message(capsys, argv, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:99"])
+def test_missing_gpu_is_exit_3_and_a_missing_index_exit_2(capsys, device):
+    """docs/cli.md: a missing GPU is the environment (exit 3); a GPU index this machine lacks is bad input (2)."""
+    import torch
+
+    code = main(["forward", "--model", "elfatt_vit_tiny", "--device", device])
+    err = capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert code == 3 and "no CUDA GPU is usable here" in err and "--device cpu" in err, err
+    elif device == "cuda:99":
+        assert code == 2 and "--device cuda:99" in err, err
+    else:
+        assert code == 0, err
 
 
 def test_forward_runs_a_model(capsys):

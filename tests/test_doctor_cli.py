@@ -79,6 +79,14 @@ def test_doctor_checks_an_engine(tmp_path, capsys, rng):
         assert checks["engine compat"]["status"] == "missing" and rc == 3 and "engine compat" in report["missing"]
 
 
+def test_doctor_with_a_missing_engine_is_bad_input(tmp_path, capsys):
+    """A file argument that is not there: exit 2 with the path, and no report written."""
+    rc = main(["doctor", "--engine", str(tmp_path / "missing.engine"), "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.engine" in err and "does not exist" in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_cuobjdump_parsing_and_verdict():
     text = "ELF file    1: libelfatt_trt_plugin.1.sm_80.cubin\nELF file    2: libelfatt_trt_plugin.2.sm_87.cubin\n"
     assert parse_cuobjdump_list(text) == {80, 87}

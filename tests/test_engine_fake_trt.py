@@ -30,6 +30,7 @@ from elfatt_deploy.engine import builder as builder_mod
 from elfatt_deploy.engine import onnx_prep, trt_api
 from elfatt_deploy.engine.builder import BuildOptions, EngineBuildError, build_engine
 from elfatt_deploy.engine.engine_file import load_engine, sha256_bytes
+from elfatt_deploy.errors import InputError
 
 
 class _Enum(int):
@@ -416,6 +417,45 @@ def test_timing_cache_workspace_and_progress(fake_build, tmp_path):
     fake_build("10.3.0", timing_cache=True)  # reads the cache written by the first build
     assert (tmp_path / "cache.bin").read_bytes() == b"cache:cache:"
     assert ("set_shape", "images", (1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32)) in calls
+
+
+@pytest.mark.parametrize("where", ["engine", "timing-cache"])
+def test_unwritable_outputs_refused_before_building(tmp_path, where):
+    """An engine or timing-cache path that cannot be written is refused by prepare_build, i.e. before
+    TensorRT is imported or builds anything (minutes on a Jetson), and nothing is written."""
+    onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
+    bad_dir = tmp_path / "read-only"
+    bad_dir.mkdir()
+    bad_dir.chmod(0o500)
+    if os.access(bad_dir, os.W_OK):  # root writes anywhere: /proc takes no new file even for root
+        bad_dir = Path("/proc")
+        if not bad_dir.is_dir():
+            pytest.skip("no unwritable directory to try (root, no /proc)")
+    good = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False)
+    builder_mod.prepare_build(good)  # the control: the same options with writable paths pass
+    if where == "engine":
+        options = BuildOptions(onnx_path=onnx_path, output=bad_dir / "m.engine", use_plugin=False)
+    else:
+        options = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False,
+                               timing_cache=bad_dir / "cache.bin")
+    with pytest.raises(InputError, match="not writable"):
+        builder_mod.prepare_build(options)
+    assert not (bad_dir / "m.engine").exists() and not (bad_dir / "cache.bin").exists()
+    assert not (tmp_path / "m.engine").exists()
+
+
+@pytest.mark.parametrize("where", ["engine", "timing-cache"])
+def test_outputs_in_missing_directories_refused_before_building(tmp_path, where):
+    onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
+    missing = tmp_path / "no-such-dir"
+    if where == "engine":
+        options = BuildOptions(onnx_path=onnx_path, output=missing / "m.engine", use_plugin=False)
+    else:
+        options = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False,
+                               timing_cache=missing / "cache.bin")
+    with pytest.raises(FileNotFoundError, match="no-such-dir"):
+        builder_mod.prepare_build(options)
+    assert not missing.exists() and not (tmp_path / "m.engine").exists()
 
 
 def test_one_logger_per_process(fake_build):

@@ -54,13 +54,18 @@ def test_validate_passes_and_writes_report(fp32_file, tmp_path, capsys):
 def test_validate_fails_when_tolerance_is_exceeded(fp32_file, capsys):
     code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--rtol-l2", "1e-12"])
     assert code == 1
-    assert "FAIL" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "FAIL" in captured.out
+    # float32 rounding against a tightened tolerance is no weights mismatch: no such hint
+    assert "different weights" not in captured.out + captured.err
 
 
 def test_validate_detects_a_different_model(fp32_file, capsys):
-    """Other weights (another seed) must not pass: the check can fail."""
+    """Other weights (another seed) must not pass: the check can fail, and the hint names the likely cause."""
     code = main(["validate", str(fp32_file), "--shapes", "1x3x64x96", "--samples", "1", "--weight-seed", "7"])
     assert code == 1
+    captured = capsys.readouterr()
+    assert "different weights" in captured.out + captured.err
 
 
 def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
@@ -78,13 +83,16 @@ def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
     (["validate", "{file}", "--samples", "0"], "--samples 0 must be >= 1"),
     (["validate", "{file}", "--rtol-l2", "-1"], "must be a positive number"),
     (["validate", "{file}", "--providers", "nosuch"], "execution provider 'nosuch' is not available here"),
+    (["validate", "{file}", "--min-agreement", "2"], "--min-agreement apply with --images DIR only"),
+    (["validate", "{file}", "--input-shape", "1x3x64x96"], "--input-shape apply with --images DIR only"),
+    (["validate", "{file}", "--images", "{tmp}", "--min-agreement", "2"], "--min-agreement 2.0 must be in [0, 1]"),
     (["validate", "--backend", "tensorrt"], "--backend tensorrt needs --engine PATH"),
     (["export", "--model", "nosuch", "-o", "x.onnx"], "unknown model 'nosuch'"),
     (["export", "--model", "elfatt_vit_tiny", "--checkpoint", "none.safetensors", "-o", "x.onnx"], "does not exist"),
 ])
 def test_cli_errors_are_clear(fp32_file, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
-    argv = [a.replace("{file}", str(fp32_file)) for a in argv]
+    argv = [a.replace("{file}", str(fp32_file)).replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, check_output_path
 from ..errors import MissingDependencyError, ToolkitError
 from ..export.inline import is_inlined
 from .engine_file import sha256_file, write_engine_file
@@ -116,6 +116,12 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
         raise ValueError(f"output {output} is the input ONNX file; write the engine to another file")
     if options.timing_cache is not None and Path(options.timing_cache).is_dir():
         raise ValueError(f"--timing-cache {options.timing_cache} is a directory; give a file path")
+    # Every file the build writes must be writable before minutes of building: the engine, its metadata
+    # beside it, and the timing cache.
+    check_output_path(output, what="-o")
+    check_output_path(output.with_name(output.name + ".json"), what="-o (the metadata beside the engine)")
+    if options.timing_cache is not None:
+        check_output_path(options.timing_cache, what="--timing-cache")
     if options.plugin and not options.use_plugin:
         raise ValueError("--plugin and --no-plugin contradict each other: give one of them")
 
@@ -280,9 +286,10 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
         precision=options.precision,
         extra=options.extra_metadata,
     )
-    write_engine_file(options.output, metadata, memoryview(serialized))
+    # The timing cache first: a cache that cannot be written then leaves no engine behind with exit 2.
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
+    write_engine_file(options.output, metadata, memoryview(serialized))
     return metadata
 
 

@@ -76,7 +76,7 @@ def resolve_device(core, device: Optional[str]) -> str:
     if name in available or (name == base and any(a.split(".")[0] == base for a in available)):
         return name
     raise MissingDependencyError(f"OpenVINO device {name} is not present here; {listing}. Use --device CPU, or run "
-                                 "where that device and its OpenVINO driver are installed", extra="openvino")
+                                 "where that device and its OpenVINO driver are installed")
 
 
 def read_onnx_for_openvino(core, onnx_path, *, log=None):

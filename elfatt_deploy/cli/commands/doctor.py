@@ -241,6 +241,7 @@ def _engine_rows(args, add, plugin_version):
 
 def run(args) -> int:
     import json
+    from pathlib import Path
 
     from ...atomic import atomic_write_text, check_output_path
     from ...errors import EXIT_ENVIRONMENT, EXIT_OK
@@ -248,6 +249,11 @@ def run(args) -> int:
 
     if args.json:
         check_output_path(args.json, what="--json")
+    engine = getattr(args, "engine", None)
+    if engine and not Path(engine).is_file():
+        # a file argument that is not there is bad input (exit 2), not a row of the report
+        raise FileNotFoundError(f"--engine {engine!r} does not exist or is not a file; give a TensorRT engine "
+                                "(`elfatt-deploy build` writes one)")
     asked = args.backend or ("tensorrt" if args.plugin else None)
     rows = collect(args)
     print(format_table(["component", "status", "detail"], [[r["component"], r["status"], r["detail"]] for r in rows]))

@@ -155,9 +155,11 @@ def _memory_check(args, name, config, shapes):
     check_memory(estimate, force=args.force)
 
 
-def _gross_failure_hint(result, rtol, weights_source) -> str:
+def _gross_failure_hint(result, rtol, weights_source, default_rtol=None) -> str:
+    """The likely cause of an error far above the tolerance. Measured against the backend's default tolerance
+    too, so that a tolerance tightened with --rtol-l2 does not make rounding look like a weights mismatch."""
     worst = max(result.worst(o).metrics.rel_l2_error for o in result.outputs())
-    if worst < GROSS_FAILURE_FACTOR * rtol:
+    if worst < GROSS_FAILURE_FACTOR * max(rtol, default_rtol or 0.0):
         return ""
     if weights_source.startswith("the file records no weights"):
         cause = ("the file records no weights, so the PyTorch side assumed random weights (seed 0); pass the "
@@ -195,6 +197,14 @@ def run(args) -> int:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
+    if not args.images:
+        given = [flag for flag, value in (("--input-shape", args.input_shape), ("--min-agreement", args.min_agreement))
+                 if value is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} apply with --images DIR only; for random inputs give the "
+                             "shapes with --shapes (e.g. --shapes 1x3x224x224,2x3x200x264)")
+    elif args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
+        raise InputError(f"--min-agreement {args.min_agreement} must be in [0, 1], e.g. 0.99")
     if args.report:
         check_output_path(args.report, what="--report")
     onnx_file = inspect_onnx_file(args.onnx) if args.onnx else None
@@ -259,7 +269,7 @@ def run(args) -> int:
           + ", ".join(f"{o} {result.worst(o).metrics.rel_l2_error:.3e}" for o in result.outputs())
           + f" (tolerance {rtol:.1e})")
     if not result.passed:
-        hint = _gross_failure_hint(result, rtol, weights_source)
+        hint = _gross_failure_hint(result, rtol, weights_source, default_rtol_l2(args.backend, precision, None))
         if hint:
             print(hint)
     if args.report:
