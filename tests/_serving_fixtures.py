@@ -44,3 +44,20 @@ def vc_plugin_library(tmp_path):
     from test_engine_plugin_search import VC_SRC, _cc
 
     return _cc(tmp_path, "vclib/libelfatt_trt_plugin_vc.so", VC_SRC)
+
+
+def no_plugin_anywhere(monkeypatch, tmp_path):
+    """Makes the plugin search (engine/plugin.py) find nothing: no $ELFATT_PLUGIN_PATH, no checkout build, no system
+    library; returns the search's error (PluginNotFoundError)."""
+    import pytest
+
+    from elfatt_deploy.engine import plugin
+
+    monkeypatch.delenv("ELFATT_PLUGIN_PATH", raising=False)
+    monkeypatch.setattr(plugin, "repo_root", lambda: tmp_path / "no-checkout")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    monkeypatch.setattr(plugin, "_system_dirs", lambda: [tmp_path / "no-system-lib"])
+    monkeypatch.setattr(plugin.ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(plugin.PluginNotFoundError) as caught:
+        plugin.find_plugin_library()
+    return caught.value

@@ -7,10 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from _serving_fixtures import fake_engine, static_plugin_library, vc_plugin_library
+from _serving_fixtures import fake_engine, no_plugin_anywhere, static_plugin_library, vc_plugin_library
 from test_engine_onnx_fixture import elfatt_model, save
 from elfatt_deploy.cli import main
-from elfatt_deploy.errors import InputError
+from elfatt_deploy.engine.plugin import PluginNotFoundError
+from elfatt_deploy.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, InputError
 from elfatt_deploy.preprocess import DEFAULT_NORMALIZATION
 from elfatt_deploy.serving.deepstream import DeepStreamOptions, write_config
 
@@ -90,3 +91,37 @@ def test_cli(tmp_path, rng, capsys):
     assert read_property(tmp_path / "c.txt")["infer-dims"] == "3;300;400"
     assert main(["deepstream", str(engine), "-o", str(tmp_path / "nodir" / "c.txt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_plugin_the_search_cannot_find_is_an_environment_error(tmp_path, rng, capsys, monkeypatch):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)  # its sidecar says it uses the plugin
+    no_plugin_anywhere(monkeypatch, tmp_path)
+    out = tmp_path / "a.txt"
+    with pytest.raises(PluginNotFoundError):  # exit 3, as `build` says it
+        write_config(DeepStreamOptions(engine=engine, output=out))
+    assert main(["deepstream", str(engine), "-o", str(out)]) == EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "libelfatt_trt_plugin.so was not found" in err and "which nvinfer must load" in err
+    assert "$ELFATT_PLUGIN_PATH (not set)" in err and "--plugin PATH/libelfatt_trt_plugin.so" in err
+    assert not out.exists()
+
+
+def test_a_plugin_path_that_does_not_exist_and_a_negative_gpu_id_are_bad_input(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)
+    out = tmp_path / "a.txt"
+    missing = tmp_path / "missing.so"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_config(DeepStreamOptions(engine=engine, output=out, plugin=missing))
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(missing)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--plugin {missing} does not exist" in err
+    assert "readable ELF" not in err and "Errno" not in err and "static registration" not in err
+    lib = static_plugin_library(tmp_path)
+    with pytest.raises(InputError, match="--gpu-id -1 must be"):
+        write_config(DeepStreamOptions(engine=engine, output=out, plugin=lib, gpu_id=-1))
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--gpu-id", "-1"]) == EXIT_BAD_INPUT
+    assert "--gpu-id -1 must be a GPU index >= 0" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--gpu-id", "1"]) == 0
+    assert read_property(out)["gpu-id"] == "1"

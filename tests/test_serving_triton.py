@@ -1,12 +1,14 @@
 """elfatt-deploy triton: the model repository, its config.pbtxt parsed with Triton's own schema."""
 
 import os
+import re
 
 import pytest
 
-from _serving_fixtures import fake_engine, static_plugin_library, vc_plugin_library
+from _serving_fixtures import fake_engine, no_plugin_anywhere, static_plugin_library, vc_plugin_library
 from elfatt_deploy.cli import main
-from elfatt_deploy.errors import InputError
+from elfatt_deploy.engine.plugin import PluginNotFoundError
+from elfatt_deploy.errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, InputError
 from elfatt_deploy.serving.triton import TritonOptions, write_repository
 
 
@@ -119,3 +121,140 @@ def test_cli(tmp_path, rng, capsys):
     assert main(["triton", str(tmp_path / "none.engine"), "-o", str(tmp_path / "r2"), "--name", "vit"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "r2")
+
+
+def test_a_plugin_the_search_cannot_find_is_an_environment_error(tmp_path, rng, capsys, monkeypatch):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)  # its sidecar says it uses the plugin
+    no_plugin_anywhere(monkeypatch, tmp_path)
+    with pytest.raises(PluginNotFoundError):  # exit 3, as `build` says it
+        _write(tmp_path, [engine])
+    assert main(["triton", str(engine), "-o", str(tmp_path / "r"), "--name", "vit"]) == EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # one line, not the search's multi-line listing
+    assert "libelfatt_trt_plugin.so was not found" in err and "which Triton must load" in err
+    assert "$ELFATT_PLUGIN_PATH (not set)" in err and str(tmp_path / "no-checkout" / "plugins" / "build") in err
+    assert "--plugin PATH/libelfatt_trt_plugin.so" in err and "--no-plugin" not in err  # a build option
+    assert not (tmp_path / "r").exists() and not (tmp_path / "repo").exists()
+
+
+def test_a_plugin_path_that_does_not_exist_is_said_plainly(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)
+    with pytest.raises(FileNotFoundError, match=r"--plugin \S*missing.so does not exist"):
+        _write(tmp_path, [engine], plugins=[tmp_path / "missing.so"])
+    assert main(["triton", str(engine), "-o", str(tmp_path / "r"), "--name", "vit", "--plugin",
+                 str(tmp_path / "missing.so")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--plugin {tmp_path / 'missing.so'} does not exist" in err
+    assert "readable ELF" not in err and "Errno" not in err and "static registration" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_profile_whose_min_batch_is_above_1_is_warned_about(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, batch=(2, 4, 8))
+    lib = static_plugin_library(tmp_path)
+    repo = tmp_path / "r"
+    assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--plugin", str(lib),
+                 "--dynamic-batching"]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "warning" not in captured.out
+    assert "minimum batch 2" in warning[0] and "max_batch_size: 8" in warning[0]
+    assert "batch-1 requests" in warning[0] and "--shapes min:1x3x224x224,opt:4x3x512x512,max:8x3x1024x1024" in warning[0]
+    readme = (repo / "README.md").read_text()
+    assert "minimum batch 2" in readme and "min:1x3x224x224" in readme
+    assert "perf_analyzer -m vit -b 2 --shape image:3,512,512" in readme  # its default batch 1 would be refused
+    assert parse_config(repo / "vit" / "config.pbtxt").max_batch_size == 8
+    # min batch 1: no warning
+    ok, _ = fake_engine(tmp_path / "ok.engine", rng, batch=(1, 4, 8))
+    written = write_repository(TritonOptions(engines=[ok], repository=repo, name="vit", plugins=[lib]),
+                               warn=pytest.fail)
+    assert written["warnings"] == [] and "minimum batch" not in written["readme"].read_text()
+
+
+@pytest.mark.parametrize("plugin_first", [True, False])
+def test_the_readme_covers_every_model_of_the_repository(tmp_path, rng, capsys, plugin_first):
+    dyn, _ = fake_engine(tmp_path / "dyn.engine", rng, batch=(1, 4, 8))
+    static, _ = fake_engine(tmp_path / "static.engine", rng, batch=(1, 1, 1), hw=((224, 224),) * 3, plugin=False,
+                            precision="fp32")
+    lib = static_plugin_library(tmp_path)
+    repo = tmp_path / "rr"
+    runs = [["triton", str(dyn), "-o", str(repo), "--name", "a", "--plugin", str(lib)],
+            ["triton", str(static), "-o", str(repo), "--name", "b"]]
+    for argv in runs if plugin_first else runs[::-1]:
+        assert main(argv) == 0
+    readme = (repo / "README.md").read_text()
+    copied = (repo / "a" / "plugins" / "x86_64" / "libelfatt_trt_plugin.so").resolve()
+    assert copied.read_bytes() == lib.read_bytes()
+    assert f"--backend-config=tensorrt,plugins=\"{copied}\"" in readme  # model a's plugin, whoever was written last
+    assert f"LD_PRELOAD={copied} tritonserver --model-repository={repo.resolve()}" in readme
+    for name, shape in (("a", "image:3,512,512"), ("b", "image:1,3,224,224")):
+        assert f"### {name}" in readme and f"curl -s localhost:8000/v2/models/{name}/ready" in readme
+        assert f"perf_analyzer -m {name} --shape {shape}" in readme
+    assert not [p for p in repo.rglob("*.tmp")]  # written atomically: no temporary files left
+    # rewriting a model keeps one section per model
+    assert main(runs[0]) == 0
+    readme = (repo / "README.md").read_text()
+    assert readme.count("### a") == 1 and readme.count("### b") == 1
+
+
+def test_two_cpus_get_a_server_command_each(tmp_path, rng):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)
+    x86 = static_plugin_library(tmp_path)
+    arm = tmp_path / "arm" / "libelfatt_trt_plugin.so"
+    arm.parent.mkdir()
+    data = bytearray(x86.read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # e_machine = EM_AARCH64
+    arm.write_bytes(bytes(data))
+    written = _write(tmp_path, [engine], plugins=[x86, arm])
+    readme = written["readme"].read_text()
+    for machine in ("x86_64", "aarch64"):
+        path = (tmp_path / "repo" / "vit" / "plugins" / machine / "libelfatt_trt_plugin.so").resolve()
+        assert f"### {machine}" in readme and f"plugins=\"{path}\"" in readme
+    assert not re.search(r'plugins="[^"]*;', readme)  # never both CPUs' libraries in one server
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_output_directory_that_cannot_be_written_is_refused_up_front(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)
+    assert main(["triton", str(engine), "-o", "/proc/elfatt-repo", "--name", "vit"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "cannot write -o '/proc/elfatt-repo'" in err and "Errno" not in err
+    assert not os.path.exists("/proc/elfatt-repo")
+    assert main(["triton", str(engine), "-o", str(tmp_path / "nodir" / "repo"), "--name", "vit"]) == EXIT_BAD_INPUT
+    assert "the output directory" in capsys.readouterr().err and not (tmp_path / "nodir").exists()
+    (tmp_path / "file").write_text("x")
+    assert main(["triton", str(engine), "-o", str(tmp_path / "file" / "repo"), "--name", "vit"]) == EXIT_BAD_INPUT
+    assert "is not a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["my model", "a/b", ".hidden", "..", "vit;rm", "vit?x=1", "", "caf\u00e9"])
+def test_a_model_name_that_is_not_a_triton_name_is_refused(tmp_path, rng, capsys, name):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)
+    assert main(["triton", str(engine), "-o", str(tmp_path / "r"), "--name", name]) == EXIT_BAD_INPUT
+    assert "plain directory name (Triton's model name)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["vit", "vit_small-v2.1", "ViT-B.16", "-x", "9"])
+def test_model_names_triton_takes_are_accepted(tmp_path, rng, name):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)
+    written = write_repository(TritonOptions(engines=[engine], repository=tmp_path / "r", name=name))
+    assert parse_config(written["config"]).name == name
+
+
+def test_every_trtexec_build_in_docs_serving_md_gives_the_profile_and_strong_typing():
+    """A dynamic export built without --minShapes/--optShapes/--maxShapes gets every dynamic dimension set to 1."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    commands = re.findall(r"^trtexec (?:[^\n]*\\\n)*[^\n]*$", text, flags=re.M)
+    builds = [" ".join(c.replace("\\\n", " ").split()) for c in commands if "--onnx=" in c]
+    assert len(builds) >= 2, builds
+    profiles = set()
+    for command in builds:
+        flags = dict(re.findall(r"--(minShapes|optShapes|maxShapes)=(\S+)", command))
+        assert set(flags) == {"minShapes", "optShapes", "maxShapes"}, command
+        assert all(v.startswith("image:") for v in flags.values()), command  # the export's input name
+        assert "--stronglyTyped" in command.split() and "--saveEngine=" in command, command
+        profiles.add(tuple(sorted(flags.items())))
+    assert len(profiles) == 1, profiles  # the same profile in each

@@ -19,8 +19,10 @@ import onnx
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..engine.metadata import source_onnx_path
 from ..engine.onnx_prep import elfatt_functions, load_model, remove_elfatt_functions
+from ..engine.plugin import find_plugin_library
 from ..errors import InputError
 from ..preprocess import DEFAULT_NORMALIZATION, format_floats, normalization_from_props
+from ._plugin import check_plugin_path, check_static_registration, search_plugin
 from .engine_info import EngineInfo, describe_engine
 
 #: elfatt-deploy precision -> nvinfer network-mode (0 FP32, 1 INT8, 2 FP16).
@@ -131,26 +133,35 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
     return "\n".join(lines) + "\n"
 
 
+def _check_options(options: DeepStreamOptions) -> Optional[Path]:
+    """The checks that need no engine, before reading it; returns the checked ``--plugin`` (or None)."""
+    if isinstance(options.gpu_id, bool) or not isinstance(options.gpu_id, int) or options.gpu_id < 0:
+        raise InputError(f"--gpu-id {options.gpu_id} must be a GPU index >= 0 (0 is the first GPU; nvidia-smi lists them)")
+    if options.batch_size is not None and options.batch_size < 1:
+        raise InputError(f"--batch-size {options.batch_size} must be >= 1")
+    return check_plugin_path(options.plugin) if options.plugin else None
+
+
 def write_config(options: DeepStreamOptions) -> dict:
     """Writes the config (and a plugin-only ONNX copy when needed); returns {"config", "onnx", "plugin"}."""
-    from ..engine.plugin import PLUGIN_LIBRARY_NAME, STYLE_STATIC, find_plugin_library, library_info  # noqa: PLC0415
-
     output = Path(options.output)
-    info = describe_engine(options.engine, plugin=options.plugin)
+    explicit = _check_options(options)
+    info = describe_engine(options.engine, plugin=explicit)
     batch, height, width = _check(options, info)
     plugin = None
     if info.uses_plugin is not False:
-        try:
-            plugin = Path(options.plugin) if options.plugin else find_plugin_library()
-        except FileNotFoundError as exc:
-            if info.uses_plugin:
-                raise FileNotFoundError(f"the engine uses the ElfattAttention plugin, which nvinfer must load: {exc}") from None
+        if explicit is not None:
+            plugin = explicit
+        elif info.uses_plugin:
+            plugin = search_plugin("the engine uses the ElfattAttention plugin, which nvinfer must load")
+        else:  # no sidecar says whether the plan needs it: point at it when it is here
+            try:
+                plugin = find_plugin_library()
+            except FileNotFoundError:
+                plugin = None
         if plugin is not None:
-            kind = library_info(plugin)
-            if kind.style != STYLE_STATIC:
-                raise InputError(f"--plugin {plugin}: nvinfer's custom-lib-path dlopens the library, so it needs "
-                                 f"{PLUGIN_LIBRARY_NAME} (static registration), not "
-                                 + ("a getCreators build" if kind.style else f"this file ({kind.error})"))
+            check_static_registration(plugin, what="--plugin" if explicit is not None else "the plugin found",
+                                      how="nvinfer's custom-lib-path dlopens the library")
     elif options.plugin:
         raise InputError("--plugin given, but the engine does not use the ElfattAttention plugin (its sidecar says so)")
     source = Path(options.onnx) if options.onnx else None

@@ -2,10 +2,11 @@
 
 Layout written under ``REPO`` (docs/serving.md)::
 
-    REPO/README.md                      the exact tritonserver commands
+    REPO/README.md                      the exact tritonserver commands, for every model in REPO
     REPO/NAME/config.pbtxt              platform "tensorrt_plan", I/O, batching, instances, parameters
     REPO/NAME/1/model.plan              one engine; or model.sm87.plan, model.sm90.plan ... with cc_model_filenames
     REPO/NAME/plugins/<cpu>/libelfatt_trt_plugin.so   the plugin (static registration: what plugins= dlopens)
+    REPO/NAME/elfatt_triton.json        what README.md says of the model (rewritten from all of them each run)
 
 Triton ignores subdirectories of a model that are not numerically named, so the plugin can live
 beside the plans without being taken for a version. Batching follows the profile: a dynamic batch
@@ -17,14 +18,20 @@ own schema (tritonclient's model_config_pb2) in the tests.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from ..atomic import atomic_output, atomic_write_text
+from .._version import __version__
+from ..atomic import atomic_output, atomic_write_text, check_output_path
 from ..errors import InputError
+from ..engine.engine_file import sha256_file
 from ..engine.profiles import Profile
+from ..shapes import format_shape
+from ._plugin import check_plugin_path, check_static_registration, search_plugin
 from .engine_info import EngineInfo, describe_engine
 
 #: TensorRT DataType name -> Triton data_type (model_config.proto).
@@ -46,10 +53,17 @@ class TritonOptions:
     plugins: Sequence[Path] = field(default_factory=list)  # static-registration libraries, one per CPU architecture
 
 
+#: Triton model names are directory names in the repository and go into URLs (/v2/models/NAME) and
+#: command lines: letters, digits, '_', '-', '.', not starting with '.'.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
 def _check_options(options: TritonOptions) -> None:
+    """Every check that needs no engine: the flags, the --plugin files, the output directory (nothing written)."""
     name = options.name
-    if not name or "/" in name or name in (".", "..") or name.startswith("."):
-        raise InputError(f"--name {name!r} must be a plain directory name (Triton's model name), e.g. --name vit_small")
+    if not name or not MODEL_NAME.fullmatch(name):
+        raise InputError(f"--name {name!r} must be a plain directory name (Triton's model name): letters, digits, "
+                         "'_', '-' and '.', not starting with '.', e.g. --name vit_small")
     if options.version < 1:
         raise InputError(f"--version {options.version} must be >= 1 (Triton ignores version 0 and non-numbers)")
     if options.instances < 1:
@@ -60,9 +74,26 @@ def _check_options(options: TritonOptions) -> None:
         raise InputError(f"--max-queue-delay-us {options.max_queue_delay_us} must be >= 0")
     if not options.engines:
         raise InputError("give at least one engine")
-    repo = Path(options.repository)
-    if repo.exists() and not repo.is_dir():
-        raise InputError(f"-o {repo} exists and is not a directory; give the model repository directory")
+    for plugin in options.plugins:
+        check_plugin_path(plugin)
+    _check_repository(Path(options.repository), name)
+
+
+def _check_repository(repo: Path, name: str) -> None:
+    """The model repository can be written: an existing writable directory, or a new one in an existing
+    writable directory (as every command's output path, elfatt_deploy/atomic.py)."""
+    if not str(repo).strip():
+        raise InputError("-o is empty; give the model repository directory")
+    if repo.exists():
+        if not repo.is_dir():
+            raise InputError(f"-o {repo} exists and is not a directory; give the model repository directory")
+        check_output_path(repo / "README.md", what="-o")  # probes that the directory takes new files
+        model_dir = repo / name
+        if model_dir.exists() and not model_dir.is_dir():
+            raise InputError(f"{model_dir} exists and is not a directory, so model {name!r} cannot be written there; "
+                             "remove it or give another --name")
+    else:
+        check_output_path(repo, what="-o")  # its parent must exist and take a new directory
 
 
 def _dims(shape: Sequence[int], profile: Profile, *, drop_batch: bool, is_input: bool) -> list[int]:
@@ -188,7 +219,7 @@ def _check_same_io(infos: list[EngineInfo]) -> None:
 
 def _plugin_copies(options: TritonOptions, infos: list[EngineInfo], model_dir: Path) -> list[tuple[Path, Path]]:
     """(source, destination) of the plugin libraries to copy, one per CPU architecture."""
-    from ..engine.plugin import PLUGIN_LIBRARY_NAME, STYLE_STATIC, find_plugin_library, library_info  # noqa: PLC0415
+    from ..engine.plugin import PLUGIN_LIBRARY_NAME, find_plugin_library  # noqa: PLC0415
 
     needed = [i.uses_plugin for i in infos]
     if not any(n is None or n for n in needed):
@@ -196,23 +227,20 @@ def _plugin_copies(options: TritonOptions, infos: list[EngineInfo], model_dir: P
             raise InputError("--plugin given, but none of the engines uses the ElfattAttention plugin (their sidecars "
                              "say so); drop --plugin")
         return []
-    sources = [Path(p) for p in options.plugins]
+    explicit = bool(options.plugins)
+    sources = [check_plugin_path(p) for p in options.plugins]
     if not sources:
-        try:
-            sources = [find_plugin_library()]
-        except FileNotFoundError as exc:
-            if all(needed):
-                raise FileNotFoundError(f"the engines use the ElfattAttention plugin, which Triton must load: {exc}") from None
-            return []  # no sidecar says so: the plan may not need it
+        if all(needed):
+            sources = [search_plugin("the engines use the ElfattAttention plugin, which Triton must load")]
+        else:  # no sidecar says so: the plan may not need it; copy it when it is here
+            try:
+                sources = [find_plugin_library()]
+            except FileNotFoundError:
+                return []
     copies, machines = [], set()
     for source in sources:
-        info = library_info(source)
-        if info.style != STYLE_STATIC:
-            raise InputError(
-                f"--plugin {source}: Triton's plugins= option dlopens the library, so it needs "
-                f"{PLUGIN_LIBRARY_NAME} (static registration), not "
-                + ("a getCreators build" if info.style else f"this file ({info.error})")
-            )
+        info = check_static_registration(source, what="--plugin" if explicit else "the plugin found",
+                                         how="Triton's plugins= option dlopens the library")
         if info.machine in machines:
             raise InputError(f"two --plugin libraries for the same CPU ({info.machine}); give one per architecture")
         machines.add(info.machine)
@@ -226,44 +254,163 @@ def _copy_atomic(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp)
 
 
-def write_readme(repo: Path, name: str, infos: list[EngineInfo], plugins: list[Path], max_batch: int) -> str:
+#: Per model, what REPO/README.md is made from (Triton ignores files in a model directory other than config.pbtxt).
+MANIFEST_NAME = "elfatt_triton.json"
+
+
+def min_batch_warning(info: EngineInfo, max_batch: int) -> Optional[str]:
+    """A warning when Triton would send the engine batches below its profile's minimum (None when it cannot)."""
+    low = info.profile.min[0]
+    if not max_batch or low <= 1:
+        return None
+    profile = info.profile
+    shapes = ",".join(f"{k}:{format_shape(s)}" for k, s in (("min", (1, *profile.min[1:])), ("opt", profile.opt),
+                                                              ("max", profile.max)))
+    return (f"{info.path}: the engine's profile has minimum batch {low} ({profile.describe()}), but the config says "
+            f"max_batch_size: {max_batch}, so Triton accepts batches 1 to {max_batch} and the TensorRT backend rejects "
+            f"every request with a batch below {low} (batch-1 requests included, also under dynamic batching); "
+            f"rebuild the engine with min batch 1 (elfatt-deploy build ... --shapes {shapes})")
+
+
+def _manifest(options: TritonOptions, infos: list[EngineInfo], filenames: list[str], copies: list[tuple[Path, Path]],
+              max_batch: int, warnings: list[str]) -> dict:
+    model_dir = Path(options.repository) / options.name
+    info = infos[0]
+    return {
+        "written_by": "elfatt-deploy triton", "toolkit_version": __version__, "name": options.name,
+        "version": options.version,
+        "plans": [{"file": f"{options.version}/{f}", "engine": str(Path(i.path).resolve()),
+                   "tensorrt_version": i.tensorrt_version, "compute_capability": i.compute_capability}
+                  for i, f in zip(infos, filenames)],
+        "plugins": [{"machine": target.parent.name, "path": target.relative_to(model_dir).as_posix(),
+                     "sha256": sha256_file(source)} for source, target in copies],
+        "input": info.input["name"], "max_batch_size": max_batch, "min_batch": min(i.profile.min[0] for i in infos),
+        "opt_shape": list(info.profile.opt), "warnings": list(warnings),
+    }
+
+
+def _repository_models(repo: Path) -> list[dict]:
+    """The models in ``repo``: our manifests, and a stand-in for each other model directory (its plugins found
+    under NAME/plugins/<cpu>/, as an older elfatt-deploy wrote them)."""
+    from ..engine.plugin import PLUGIN_LIBRARY_NAME  # noqa: PLC0415
+
+    models = []
+    for model_dir in sorted((d for d in repo.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                            key=lambda d: d.name):
+        manifest = model_dir / MANIFEST_NAME
+        if manifest.is_file():
+            try:
+                data = json.loads(manifest.read_text())
+                if isinstance(data, dict) and data.get("name") == model_dir.name:
+                    models.append(data)
+                    continue
+            except (OSError, ValueError):
+                pass
+        if not (model_dir / "config.pbtxt").is_file():
+            continue
+        plugins = [{"machine": p.parent.name, "path": p.relative_to(model_dir).as_posix(), "sha256": sha256_file(p)}
+                   for p in sorted(model_dir.glob(f"plugins/*/{PLUGIN_LIBRARY_NAME}")) if p.is_file()]
+        models.append({"name": model_dir.name, "plugins": plugins, "other": True})
+    return models
+
+
+def _server_plugins(repo: Path, models: list[dict]) -> tuple[dict[str, Path], list[str]]:
+    """{cpu: the one plugin library the server loads}, and notes where models carry different builds."""
+    chosen: dict[str, tuple[Path, str, str]] = {}
+    notes = []
+    for model in models:
+        for plugin in model.get("plugins") or []:
+            machine, path = plugin["machine"], repo / model["name"] / plugin["path"]
+            if machine not in chosen:
+                chosen[machine] = (path, plugin.get("sha256"), model["name"])
+            elif chosen[machine][1] != plugin.get("sha256"):
+                notes.append(f"models {chosen[machine][2]!r} and {model['name']!r} carry different builds of "
+                             f"{path.name} for {machine}; a server registers one ElfattAttention creator, so the "
+                             f"commands load {chosen[machine][2]!r}'s: write both with the same --plugin")
+    return {m: v[0] for m, v in sorted(chosen.items())}, notes
+
+
+def _server_commands(repo: Path, plugin: Optional[Path]) -> list[str]:
+    if plugin is None:
+        return ["```sh", f"tritonserver --model-repository={repo}", "```", ""]
+    return ["The TensorRT backend loads the ElfattAttention plugin with `plugins=` (a `;`-separated list; it dlopens "
+            "each file, so this is the static-registration build):", "", "```sh",
+            f"tritonserver --model-repository={repo} \\", f"    --backend-config=tensorrt,plugins=\"{plugin}\"",
+            "```", "", "or preloads it into the server process:", "", "```sh",
+            f"LD_PRELOAD={plugin} tritonserver --model-repository={repo}", "```", "",
+            "In a container, mount the repository at the same path (or rewrite the paths above):", "", "```sh",
+            f"docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 -v {repo}:{repo} \\",
+            "    nvcr.io/nvidia/tritonserver:<release>-py3 \\",
+            f"    tritonserver --model-repository={repo} --backend-config=tensorrt,plugins=\"{plugin}\"",
+            "```", ""]
+
+
+def _model_section(model: dict) -> list[str]:
+    name = model["name"]
+    lines = [f"### {name}", ""]
+    if model.get("other"):
+        return lines + [f"Not written by this version of `elfatt-deploy triton` (no {name}/{MANIFEST_NAME}): see its "
+                        "config.pbtxt" + (", its plugin is in the server commands above." if model.get("plugins")
+                                          else "; add what it needs to the server commands yourself."), ""]
+    versions = sorted({p["tensorrt_version"] for p in model.get("plans", []) if p.get("tensorrt_version")})
+    plans = ", ".join(f"`{name}/{p['file']}` (from {p['engine']}, compute capability "
+                      f"{p.get('compute_capability') or '?'})" for p in model.get("plans", []))
+    plugins = ", ".join(f"`{name}/{p['path']}`" for p in model.get("plugins", []))
+    max_batch, low, opt = model["max_batch_size"], model["min_batch"], model["opt_shape"]
+    shape = opt[1:] if max_batch else opt
+    batch_flag = f" -b {low}" if max_batch and low > 1 else ""
+    lines += [f"Plans: {plans}; TensorRT {', '.join(versions) or 'unknown (no sidecar)'}.",
+              f"Plugin: {plugins} (in the server commands above)." if plugins else "Plugin: none needed.", ""]
+    for warning in model.get("warnings") or []:
+        lines += [f"**Warning**: {warning}", ""]
+    lines += ["```sh", f"curl -s localhost:8000/v2/models/{name}/ready && echo ready",
+              f"curl -s localhost:8000/v2/models/{name}/config",
+              f"perf_analyzer -m {name}{batch_flag} --shape {model['input']}:{','.join(str(d) for d in shape)}",
+              "```", "",
+              "The input is float NCHW, normalized as the model expects (`elfatt.input_normalization` in "
+              f"config.pbtxt's parameters); the profile's opt shape is {'x'.join(str(d) for d in opt)}.", ""]
+    return lines
+
+
+def render_readme(repo: Path, models: list[dict]) -> tuple[str, list[str]]:
+    """REPO/README.md for every model in the repository; returns (text, notes on conflicting plugins)."""
     repo = repo.resolve()
-    plugin_arg = ";".join(str(p.resolve()) for p in plugins)
-    versions = sorted({i.tensorrt_version for i in infos if i.tensorrt_version})
-    shape = "x".join(str(d) for d in infos[0].profile.opt)
-    lines = [f"# Triton model repository: {name}", "",
-             "Written by `elfatt-deploy triton`. Engines run only with the TensorRT version they were built with "
+    plugins, notes = _server_plugins(repo, models)
+    ours = [m for m in models if not m.get("other")]
+    versions = sorted({p["tensorrt_version"] for m in ours for p in m.get("plans", []) if p.get("tensorrt_version")})
+    lines = ["# Triton model repository", "",
+             f"Models: {', '.join(m['name'] for m in models)}. Written by `elfatt-deploy triton`, which rewrites this "
+             f"file from every model in the repository each time it writes one (NAME/{MANIFEST_NAME} holds what it "
+             "knows of each).", "",
+             "Engines run only with the TensorRT version they were built with "
              f"({', '.join(versions) or 'unknown: no sidecar'}): use the Triton release whose TensorRT is that version "
              "(x86: the NGC `tritonserver` container of that release; Jetson: the Triton release for JetPack whose "
              "TensorRT matches, e.g. TensorRT 10.3 on JetPack 6.1/6.2).", "",
              "## Start the server", ""]
-    if plugins:
-        lines += ["The TensorRT backend loads the ElfattAttention plugin with `plugins=` (a `;`-separated list; it "
-                  "dlopens each file, so this is the static-registration build):", "", "```sh",
-                  f"tritonserver --model-repository={repo} \\", f"    --backend-config=tensorrt,plugins=\"{plugin_arg}\"",
-                  "```", "", "or preloads it into the server process:", "", "```sh",
-                  f"LD_PRELOAD={plugin_arg.split(';')[0]} tritonserver --model-repository={repo}", "```", "",
-                  "In a container, mount the repository at the same path (or rewrite the paths above):", "", "```sh",
-                  f"docker run --gpus all --rm -p8000:8000 -p8001:8001 -p8002:8002 -v {repo}:{repo} \\",
-                  "    nvcr.io/nvidia/tritonserver:<release>-py3 \\",
-                  f"    tritonserver --model-repository={repo} --backend-config=tensorrt,plugins=\"{plugin_arg}\"",
-                  "```", "",
-                  "Pick the library of the server's CPU (`plugins/x86_64/` or `plugins/aarch64/`)." if len(plugins) > 1
-                  else ""]
+    if not plugins:
+        lines += _server_commands(repo, None)
+    elif len(plugins) == 1:
+        lines += _server_commands(repo, next(iter(plugins.values())))
     else:
-        lines += ["```sh", f"tritonserver --model-repository={repo}", "```", ""]
-    lines += ["## Check it", "", "```sh", f"curl -s localhost:8000/v2/models/{name}/ready && echo ready",
-              f"curl -s localhost:8000/v2/models/{name}/config",
-              f"perf_analyzer -m {name} --shape {infos[0].input['name']}:"
-              f"{','.join(str(d) for d in (infos[0].profile.opt[1:] if max_batch else infos[0].profile.opt))}",
-              "```", "",
-              f"The input is float NCHW, normalized as the model expects (`elfatt.input_normalization` in "
-              f"config.pbtxt's parameters); the profile's opt shape is {shape}.", ""]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+        lines += ["Use the commands of the server's CPU (each plugin library is built for one).", ""]
+        for machine, plugin in plugins.items():
+            lines += [f"### {machine}", ""] + _server_commands(repo, plugin)
+    for note in notes:
+        lines += [f"**Note**: {note}", ""]
+    lines += ["## Models", ""]
+    for model in models:
+        lines += _model_section(model)
+    return "\n".join(lines) + "\n", notes
 
 
-def write_repository(options: TritonOptions) -> dict:
-    """Writes the repository; returns {"config": path, "plans": [...], "plugins": [...], "readme": path}."""
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def write_repository(options: TritonOptions, *, warn: Callable[[str], None] = _print_warning) -> dict:
+    """Writes the model and rewrites REPO/README.md for every model there; returns {"config": path, "plans": [...],
+    "plugins": [...], "readme": path, "manifest": path, "warnings": [...]}. ``warn`` gets each warning (default:
+    ``warning: ...`` on stderr)."""
     _check_options(options)
     infos = [describe_engine(p, plugin=(options.plugins[0] if options.plugins else None)) for p in options.engines]
     several = len(infos) > 1
@@ -274,6 +421,8 @@ def write_repository(options: TritonOptions) -> dict:
     repo = Path(options.repository)
     model_dir = repo / options.name
     copies = _plugin_copies(options, infos, model_dir)
+    max_batch = batch_layout(infos[0])[0]
+    warnings = [w for w in (min_batch_warning(i, max_batch) for i in infos) if w]
     version_dir = model_dir / str(options.version)
     version_dir.mkdir(parents=True, exist_ok=True)
     plans = []
@@ -285,7 +434,11 @@ def write_repository(options: TritonOptions) -> dict:
     for source, target in copies:
         _copy_atomic(source, target)
     config_path = atomic_write_text(model_dir / "config.pbtxt", config)
-    readme = atomic_write_text(repo / "README.md", write_readme(repo, options.name, infos, [t for _, t in copies],
-                                                                  batch_layout(infos[0])[0]))
-    return {"config": config_path, "plans": plans, "plugins": [t for _, t in copies], "readme": readme}
-
+    manifest = atomic_write_text(model_dir / MANIFEST_NAME, json.dumps(
+        _manifest(options, infos, filenames, copies, max_batch, warnings), indent=2, sort_keys=True) + "\n")
+    text, notes = render_readme(repo, _repository_models(repo))
+    readme = atomic_write_text(repo / "README.md", text)
+    for message in warnings + notes:
+        warn(message)
+    return {"config": config_path, "plans": plans, "plugins": [t for _, t in copies], "readme": readme,
+            "manifest": manifest, "warnings": warnings + notes}
