@@ -159,7 +159,8 @@ def test_a_profile_whose_min_batch_is_above_1_is_warned_about(tmp_path, rng, cap
     warning = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
     assert len(warning) == 1 and "warning" not in captured.out
     assert "minimum batch 2" in warning[0] and "max_batch_size: 8" in warning[0]
-    assert "batch-1 requests" in warning[0] and "--shapes min:1x3x224x224,opt:4x3x512x512,max:8x3x1024x1024" in warning[0]
+    assert "batch-1 requests" in warning[0]
+    assert "--shapes min:1x3x224x224,opt:4x3x512x512,max:8x3x1024x1024" in warning[0]
     readme = (repo / "README.md").read_text()
     assert "minimum batch 2" in readme and "min:1x3x224x224" in readme
     assert "perf_analyzer -m vit -b 2 --shape image:3,512,512" in readme  # its default batch 1 would be refused

@@ -22,8 +22,7 @@ from ..engine.onnx_prep import elfatt_functions, load_model, remove_elfatt_funct
 from ..engine.plugin import find_plugin_library
 from ..errors import InputError
 from ..preprocess import DEFAULT_NORMALIZATION, format_floats, normalization_from_props
-from ._plugin import check_plugin_path, check_static_registration, search_plugin
-from .engine_info import EngineInfo, describe_engine
+from .engine_info import EngineInfo, check_plugin_path, check_static_registration, describe_engine, search_plugin
 
 #: elfatt-deploy precision -> nvinfer network-mode (0 FP32, 1 INT8, 2 FP16).
 NETWORK_MODES = {"fp32": 0, "int8": 1, "int8-qdq": 1, "fp16": 2}
@@ -136,7 +135,8 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
 def _check_options(options: DeepStreamOptions) -> Optional[Path]:
     """The checks that need no engine, before reading it; returns the checked ``--plugin`` (or None)."""
     if isinstance(options.gpu_id, bool) or not isinstance(options.gpu_id, int) or options.gpu_id < 0:
-        raise InputError(f"--gpu-id {options.gpu_id} must be a GPU index >= 0 (0 is the first GPU; nvidia-smi lists them)")
+        raise InputError(f"--gpu-id {options.gpu_id} must be a GPU index >= 0 (0 is the first GPU; nvidia-smi "
+                         "lists them)")
     if options.batch_size is not None and options.batch_size < 1:
         raise InputError(f"--batch-size {options.batch_size} must be >= 1")
     return check_plugin_path(options.plugin) if options.plugin else None

@@ -3,6 +3,13 @@
 From the sidecar (engine/engine_file.py) when there is one, which needs no TensorRT; for a plan
 without a sidecar (trtexec, Polygraphy) by deserializing it with TensorRT, where TensorRT and a
 GPU are present.
+
+Also the plugin library a serving config points at (``--plugin`` checked, or the plugin search).
+Both serving tools (Triton's ``plugins=``, DeepStream's ``custom-lib-path``) dlopen it, so it must be
+the static-registration build, ``libelfatt_trt_plugin.so``. The errors follow the exit-code scheme
+(docs/cli.md): a ``--plugin`` path that does not exist is bad input (FileNotFoundError, exit 2); a
+search that finds nothing is the environment (``PluginNotFoundError``, a ToolkitError: exit 3, as in
+``build``).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..engine.engine_file import EngineFile, load_engine
+from ..engine.plugin import (ENV_VAR, PLUGIN_LIBRARY_NAME, STYLE_STATIC, LibraryInfo, PluginNotFoundError,
+                             candidate_paths, find_plugin_library, library_info)
 from ..engine.profiles import Profile
 from ..errors import InputError
 
@@ -101,4 +110,49 @@ def describe_engine(path, *, plugin: Optional[str] = None) -> EngineInfo:
         raise InputError(f"{engine.path} has {len(info.inputs)} inputs; the serving configs are written for one image input")
     if not info.outputs:
         raise InputError(f"{engine.path} has no outputs")
+    return info
+
+
+BUILD_COMMAND = "cmake -S plugins -B plugins/build -DELFATT_BUILD_TRT_PLUGIN=ON && cmake --build plugins/build -j"
+
+
+def check_plugin_path(path, *, what: str = "--plugin") -> Path:
+    """An explicit ``--plugin``: an existing file, or a directory holding ``libelfatt_trt_plugin.so``."""
+    given = Path(path).expanduser()
+    if given.is_dir():
+        inside = given / PLUGIN_LIBRARY_NAME
+        if not inside.is_file():
+            raise InputError(f"{what} {path} is a directory without {PLUGIN_LIBRARY_NAME} in it; give the library "
+                             f"file itself, e.g. {what} plugins/build/tensorrt/{PLUGIN_LIBRARY_NAME}")
+        return inside
+    if not given.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist; give the path of {PLUGIN_LIBRARY_NAME} "
+                                f"(build it with `{BUILD_COMMAND}`)")
+    if not given.is_file():
+        raise InputError(f"{what} {path} is not a regular file; give the path of {PLUGIN_LIBRARY_NAME}")
+    return given
+
+
+def search_plugin(needed_by: str) -> Path:
+    """The plugin search (engine/plugin.py); when it finds nothing, a one-line PluginNotFoundError (exit 3).
+
+    ``needed_by`` starts the message, e.g. "the engine uses the ElfattAttention plugin, which nvinfer must load"."""
+    try:
+        return find_plugin_library()
+    except PluginNotFoundError:
+        where = "; ".join(description for description, _ in candidate_paths())
+        raise PluginNotFoundError(
+            f"{needed_by}, but {PLUGIN_LIBRARY_NAME} was not found (looked in: {where}); pass --plugin "
+            f"PATH/{PLUGIN_LIBRARY_NAME} or set {ENV_VAR} (build it with `{BUILD_COMMAND}`)"
+        ) from None
+
+
+def check_static_registration(path: Path, *, what: str, how: str) -> LibraryInfo:
+    """``library_info`` of ``path``, refusing a library that is not the static-registration build.
+
+    ``how`` says why, e.g. "Triton's plugins= option dlopens the library"."""
+    info = library_info(path)
+    if info.style != STYLE_STATIC:
+        raise InputError(f"{what} {path}: {how}, so it needs {PLUGIN_LIBRARY_NAME} (static registration), not "
+                         + ("a getCreators build" if info.style else f"this file ({info.error})"))
     return info

@@ -31,8 +31,7 @@ from ..errors import InputError
 from ..engine.engine_file import sha256_file
 from ..engine.profiles import Profile
 from ..shapes import format_shape
-from ._plugin import check_plugin_path, check_static_registration, search_plugin
-from .engine_info import EngineInfo, describe_engine
+from .engine_info import EngineInfo, check_plugin_path, check_static_registration, describe_engine, search_plugin
 
 #: TensorRT DataType name -> Triton data_type (model_config.proto).
 TRITON_DTYPES = {"FLOAT": "TYPE_FP32", "HALF": "TYPE_FP16", "BF16": "TYPE_BF16", "INT8": "TYPE_INT8",
@@ -289,6 +288,9 @@ def _manifest(options: TritonOptions, infos: list[EngineInfo], filenames: list[s
     }
 
 
+_MANIFEST_KEYS = {"name", "plans", "plugins", "input", "max_batch_size", "min_batch", "opt_shape"}
+
+
 def _repository_models(repo: Path) -> list[dict]:
     """The models in ``repo``: our manifests, and a stand-in for each other model directory (its plugins found
     under NAME/plugins/<cpu>/, as an older elfatt-deploy wrote them)."""
@@ -301,7 +303,7 @@ def _repository_models(repo: Path) -> list[dict]:
         if manifest.is_file():
             try:
                 data = json.loads(manifest.read_text())
-                if isinstance(data, dict) and data.get("name") == model_dir.name:
+                if isinstance(data, dict) and data.get("name") == model_dir.name and _MANIFEST_KEYS <= set(data):
                     models.append(data)
                     continue
             except (OSError, ValueError):
