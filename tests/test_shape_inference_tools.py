@@ -163,6 +163,29 @@ def test_quantization_preprocess_runs_on_a_dynamic_file(exports, family, tmp_pat
     assert rel_l2(session.run(None, {"image": image})[0], expected) <= 1e-5
 
 
+def test_surgeon_sanitize_with_a_shape_override_on_the_default_vit_export(exports, tmp_path, rng):
+    """`polygraphy surgeon sanitize --override-input-shapes ... --fold-constants` on the default (function) form
+    of a dynamic ViT: onnx-graphsurgeon folds Shape(x, start, end) of a now static tensor to the whole shape, so
+    the exporter writes torch's sym_size as Shape + Slice; the sanitized file must load and match PyTorch."""
+    import shutil
+
+    pytest.importorskip("onnx_graphsurgeon", reason="onnx-graphsurgeon is not installed (it is in the test extra)")
+    src, out = exports["vit"]["dynamic"], tmp_path / "sanitized.onnx"
+    assert not [n for n in onnx.load(str(src)).graph.node if n.op_type == "Shape" and n.attribute]
+    shape = (2, 3, *CHECK_SIZE)
+    exe = shutil.which("polygraphy")
+    done = subprocess.run(([exe] if exe else [sys.executable, "-m", "polygraphy"]) +
+                          ["surgeon", "sanitize", str(src), "--override-input-shapes",
+                           f"image:[{','.join(map(str, shape))}]", "--fold-constants", "-o", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "Incompatible dimensions" not in log and "Inference failed" not in log, log[-3000:]
+    image = random_image(rng, shape)
+    got = ort_session(out).run(None, {"image": image})[0]
+    assert rel_l2(got, torch_reference(exports["vit"]["model"], image)) <= 1e-5
+
+
 def test_surgeon_sanitize_folds_the_inlined_cswin_cleanly(exports, tmp_path, rng):
     """The documented workaround for `polygraphy surgeon sanitize --fold-constants` (docs/export.md): sanitize
     the --inline form. On CSWin (several channel layouts) it is the only form that survives onnx-graphsurgeon;

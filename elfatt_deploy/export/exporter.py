@@ -32,7 +32,7 @@ from ..shapes import check_image_shape, format_shape, parse_shape
 from .fold import fold_constant_nodes
 from .gelu import reorder_erf_gelu
 from .fp16 import to_half_precision
-from .inline import inline_elfatt_functions
+from .inline import inline_elfatt_functions, shape_slices_as_slice
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, attach_functions
 from .translation import custom_translation_table
@@ -245,6 +245,9 @@ def build_onnx_model(
     stage("folding what depends on the weights only (the position-embedding table)")
     fold_constant_nodes(proto)
     reorder_erf_gelu(proto)  # the MLPs' GELU in the operand order ONNX Runtime fuses (bitwise the same)
+    # torch.onnx's sym_size as Shape + Slice: onnx-graphsurgeon (polygraphy surgeon sanitize --fold-constants)
+    # folds Shape(x, start, end) of a static tensor to the whole shape, breaking the file
+    shape_slices_as_slice(proto.graph)
     del proto.functions[:]
     if not plugin_only:
         attach_functions(proto, _default_opset_version(proto))
