@@ -411,6 +411,34 @@ def test_persistent_state_replaces_the_memset(emulator, tmp_path, rng, case, dty
     assert len(re.findall(r"^host emulation: memset \d+ bytes", plain.proc.stderr, re.M)) == 1
 
 
+@pytest.mark.parametrize("schedule", ["reverse", "free"])
+def test_persistent_state_with_many_blocks_per_head(emulator, tmp_path, rng, schedule):
+    """Three reduction blocks count the same (b, head) on one persistent state (64 emulated blocks: one per
+    item), in reverse warp order too: the one that counts last merges and zeroes, twice in a row."""
+    case = STATE_CASES[0]
+    env = emulation_env(ELFATT_EMULATE_STATE="clean", ELFATT_EMULATION_MAX_BLOCKS="64",
+                        ELFATT_EMULATION_SCHEDULE=schedule)
+    run = run_case(emulator, case, torch.bfloat16, "fused", tmp_path, rng, env=env)
+    assert_matches(run, torch.bfloat16, f"persistent state, one block per item, {schedule}")
+    grids = re.findall(r"launch fusedPassKernel[^=]* grid=(\d+) \(emulated (\d+)\)", run.proc.stderr)
+    assert len(grids) == 2 and all(int(e) == int(g) for g, e in grids), grids
+    assert "host emulation: memset" not in run.proc.stderr
+
+
+def test_persistent_state_too_small_or_misaligned(emulator, tmp_path, rng):
+    """A state 4 bytes short of stateSize: the library takes the memset path (one per enqueue) and is right;
+    a state pointer off a 4-byte boundary: refused with cudaErrorInvalidValue before any launch."""
+    case = STATE_CASES[1]
+    run = run_case(emulator, case, torch.float16, "fused", tmp_path / "small", rng,
+                   env=emulation_env(ELFATT_EMULATE_STATE="small"))
+    assert_matches(run, torch.float16, "state too small")
+    assert len(re.findall(r"^host emulation: memset \d+ bytes", run.proc.stderr, re.M)) == 2, run.proc.stderr[-3000:]
+    run = run_case(emulator, case, torch.float16, "fused", tmp_path / "misaligned", rng,
+                   env=emulation_env(ELFATT_EMULATE_STATE="misaligned"))
+    assert run.proc.returncode == 1 and "cudaErrorInvalidValue" in run.proc.stderr, run.proc.stderr[-3000:]
+    assert "host emulation: launch" not in run.proc.stderr
+
+
 def test_persistent_state_left_dirty_shows(emulator, tmp_path, rng):
     """What the test above would see if the kernels did not zero their counters: a state that starts
     non-zero loses the merge of the context, and the output is wrong (NaN here, the workspace's fill)."""

@@ -4,22 +4,47 @@
  */
 #include "elfattPluginState.h"
 
+#include <atomic>
+#include <new>
+
 namespace elfatt
 {
 namespace trt
 {
+namespace
+{
+std::atomic<CounterCudaApi const*> gDefaultApi{nullptr};
+} // namespace
 
 CounterCudaApi const& cudaRuntimeCounterApi() noexcept
 {
     static CounterCudaApi const kAPI{
         [](int* device) { return cudaGetDevice(device); },
+        [](int device) { return cudaSetDevice(device); },
         [](void** ptr, size_t bytes) { return cudaMalloc(ptr, bytes); },
         [](void* ptr) { return cudaFree(ptr); },
         [](void* ptr, int value, size_t bytes, cudaStream_t stream) { return cudaMemsetAsync(ptr, value, bytes, stream); },
         [](cudaStream_t stream, cudaStreamCaptureStatus* status) { return cudaStreamIsCapturing(stream, status); },
+        [](cudaStreamCaptureMode* mode) { return cudaThreadExchangeStreamCaptureMode(mode); },
         []() { return cudaGetLastError(); },
     };
     return kAPI;
+}
+
+void setDefaultCounterCudaApi(CounterCudaApi const* api) noexcept
+{
+    gDefaultApi.store(api);
+}
+
+CounterCudaApi const& defaultCounterCudaApi() noexcept
+{
+    CounterCudaApi const* api = gDefaultApi.load();
+    return api != nullptr ? *api : cudaRuntimeCounterApi();
+}
+
+PersistentCounters::PersistentCounters() noexcept
+    : mApi(&defaultCounterCudaApi())
+{
 }
 
 PersistentCounters::PersistentCounters(CounterCudaApi const& api) noexcept
@@ -34,23 +59,28 @@ PersistentCounters::PersistentCounters(PersistentCounters const& other) noexcept
 
 PersistentCounters::~PersistentCounters() noexcept
 {
-    release();
-}
-
-void PersistentCounters::release() noexcept
-{
+    if (mPtr == nullptr && mRetired.empty())
+    {
+        return;
+    }
+    // Free on the buffers' device; at process exit the CUDA runtime may already be gone
+    // (cudaErrorCudartUnloading): nothing to do then.
+    int current = -1;
+    bool const switched = mApi->getDevice(&current) == cudaSuccess && current != mDevice
+        && mApi->setDevice(mDevice) == cudaSuccess;
+    for (void* ptr : mRetired)
+    {
+        static_cast<void>(mApi->free(ptr));
+    }
     if (mPtr != nullptr)
     {
-        // At process exit the CUDA runtime may already be gone (cudaErrorCudartUnloading): nothing to do then.
-        if (mApi->free(mPtr) != cudaSuccess)
-        {
-            static_cast<void>(mApi->getLastError());
-        }
+        static_cast<void>(mApi->free(mPtr));
     }
-    mPtr = nullptr;
-    mBytes = 0;
-    mDevice = -1;
-    mDirty = false;
+    if (switched)
+    {
+        static_cast<void>(mApi->setDevice(current));
+    }
+    static_cast<void>(mApi->getLastError());
 }
 
 void PersistentCounters::markDirty() noexcept
@@ -93,13 +123,38 @@ void* PersistentCounters::acquire(size_t bytes, cudaStream_t stream) noexcept
     }
     if (!fits)
     {
-        release();
-        size_t const size = bytes > kMIN_BYTES ? bytes : kMIN_BYTES;
+        // At least twice the old size, so that a batch that keeps growing retires O(log) buffers.
+        size_t size = bytes > kMIN_BYTES ? bytes : kMIN_BYTES;
+        size = size < 2 * mBytes ? 2 * mBytes : size;
+        // A retired buffer is zero (its last enqueue completed or was zeroed) and may be in a captured
+        // graph: keep it until the destructor. Reserve first, so that no allocation is left unowned.
+        if (mPtr != nullptr)
+        {
+            try
+            {
+                mRetired.reserve(mRetired.size() + 1);
+            }
+            catch (std::bad_alloc const&)
+            {
+                return nullptr;
+            }
+        }
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        bool const exchanged = mApi->exchangeCaptureMode(&mode) == cudaSuccess;
         void* ptr = nullptr;
-        if (mApi->malloc(&ptr, size) != cudaSuccess || ptr == nullptr)
+        cudaError_t const status = mApi->malloc(&ptr, size);
+        if (exchanged)
+        {
+            static_cast<void>(mApi->exchangeCaptureMode(&mode));
+        }
+        if (status != cudaSuccess || ptr == nullptr)
         {
             static_cast<void>(mApi->getLastError()); // not sticky: leave no error for the next call to find
             return nullptr;
+        }
+        if (mPtr != nullptr)
+        {
+            mRetired.push_back(mPtr); // capacity reserved above: cannot throw
         }
         mPtr = ptr;
         mBytes = size;

@@ -11,6 +11,10 @@
  * time. Every case this class cannot serve (no device, another device, a stream being captured into
  * a CUDA graph before the memory exists, allocation failure) returns nullptr: the enqueue then takes
  * the workspace and the memset, which is always correct.
+ *
+ * Memory handed out is never freed before the instance is destroyed: a CUDA graph captured from an
+ * enqueue keeps the counters' address, so when a larger batch needs more counters the smaller buffer
+ * is retired (kept, still zero) rather than freed, and the destructor frees all of them.
  */
 #pragma once
 
@@ -18,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace elfatt
 {
@@ -28,15 +33,22 @@ namespace trt
 struct CounterCudaApi
 {
     cudaError_t (*getDevice)(int* device);
+    cudaError_t (*setDevice)(int device);
     cudaError_t (*malloc)(void** ptr, size_t bytes);
     cudaError_t (*free)(void* ptr);
     cudaError_t (*memsetAsync)(void* ptr, int value, size_t bytes, cudaStream_t stream);
     cudaError_t (*streamIsCapturing)(cudaStream_t stream, cudaStreamCaptureStatus* status);
+    cudaError_t (*exchangeCaptureMode)(cudaStreamCaptureMode* mode);
     cudaError_t (*getLastError)();
 };
 
 //! The CUDA runtime's functions.
 CounterCudaApi const& cudaRuntimeCounterApi() noexcept;
+
+//! The API that PersistentCounters made from now on use: api, or the CUDA runtime's for nullptr (the
+//! default). For the header-only test driver, which runs the plugin without a GPU.
+void setDefaultCounterCudaApi(CounterCudaApi const* api) noexcept;
+CounterCudaApi const& defaultCounterCudaApi() noexcept;
 
 class PersistentCounters
 {
@@ -44,7 +56,8 @@ public:
     //! Allocations are at least this large (1024 counters), so that a growing batch rarely reallocates.
     static constexpr size_t kMIN_BYTES = 4096;
 
-    explicit PersistentCounters(CounterCudaApi const& api = cudaRuntimeCounterApi()) noexcept;
+    PersistentCounters() noexcept;
+    explicit PersistentCounters(CounterCudaApi const& api) noexcept;
     //! A copy (the plugin's clone) owns no memory yet: two instances never share counters.
     PersistentCounters(PersistentCounters const& other) noexcept;
     PersistentCounters& operator=(PersistentCounters const&) = delete;
@@ -52,8 +65,9 @@ public:
 
     //! Counters of at least `bytes` bytes on the current device, zero when work that follows in
     //! `stream` starts (a zeroing cudaMemsetAsync is enqueued on stream after an allocation or
-    //! markDirty), or nullptr: take the per-enqueue memset. Never throws, never synchronizes
-    //! (except the implicit synchronization of cudaFree when a larger allocation replaces a smaller).
+    //! markDirty), or nullptr: take the per-enqueue memset. Never throws, never synchronizes the
+    //! device, frees nothing (a smaller buffer is retired, see above). The allocation runs in the
+    //! relaxed capture mode, so that another thread's global-mode graph capture is not invalidated.
     void* acquire(size_t bytes, cudaStream_t stream) noexcept;
 
     //! After an enqueue that failed: the counters may hold counts; zero them before their next use.
@@ -63,15 +77,19 @@ public:
     {
         return mBytes;
     }
+    //! Buffers kept for graphs that may still use them (freed by the destructor).
+    size_t retired() const noexcept
+    {
+        return mRetired.size();
+    }
 
 private:
-    void release() noexcept;
-
     CounterCudaApi const* mApi;
     void* mPtr{nullptr};
     size_t mBytes{0};
     int mDevice{-1};
     bool mDirty{false};
+    std::vector<void*> mRetired;
 };
 
 } // namespace trt

@@ -323,7 +323,8 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
             return fail();
         }
         plan.workspaceBytes = cursor;
-        plan.stateBytes = static_cast<size_t>(counters) * sizeof(uint32_t);
+        // only kernels v2 count chunks: no state for the v1 paths (float32, other head dims, huge grids)
+        plan.stateBytes = plan.fused ? static_cast<size_t>(counters) * sizeof(uint32_t) : 0;
     }
     return Status::kSUCCESS;
 }

@@ -108,7 +108,7 @@ struct LaunchPlan
     size_t wsCounters{0};
     size_t workspaceBytes{0};
     //! Bytes of the caller's persistent counters that can replace wsCounters (enqueueWithState):
-    //! uint32 [B][G], 0 without global heads.
+    //! uint32 [B][G] where kernels v2 run (fused), else 0.
     size_t stateBytes{0};
 
     // Kernel choices.

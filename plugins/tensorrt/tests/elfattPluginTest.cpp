@@ -22,6 +22,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace nvinfer1;
@@ -1118,16 +1119,6 @@ void testRuntime(ElfattPluginCreator& creator)
     check(r.qkv == inputs[0] && r.lepeWeight == inputs[1] && r.lepeBias == inputs[2] && r.out == outputs[0]
             && r.workspace == ws && r.stream == stream,
         "enqueue.pointers_passed");
-    {
-        // Kernels v2's counters: this instance's own device memory where a device is current, else none
-        // (the kernels then zero counters in the workspace). No GPU here: none.
-        int device = -1;
-        bool const haveDevice = cudaGetDevice(&device) == cudaSuccess;
-        static_cast<void>(cudaGetLastError());
-        check(haveDevice ? (r.state != nullptr && r.stateBytes == elfatt::stateSize(p))
-                         : (r.state == nullptr && r.stateBytes == 0),
-            "enqueue.state_only_with_a_device", haveDevice ? "a device is current" : "no device");
-    }
 
     // One input: no LePE pointers (another plugin: the input count of one is fixed once known).
     auto plugin1 = create(creator, f.build());
@@ -1184,14 +1175,18 @@ struct FakeCuda
     cudaError_t deviceResult{cudaSuccess};
     cudaError_t mallocResult{cudaSuccess};
     cudaStreamCaptureStatus capture{cudaStreamCaptureStatusNone};
+    cudaStreamCaptureMode mode{cudaStreamCaptureModeGlobal};
+    cudaStreamCaptureMode modeAtMalloc{cudaStreamCaptureModeGlobal};
     int mallocs{0};
     int frees{0};
     int memsets{0};
     int lastErrorReads{0};
+    int setDevices{0};
     size_t lastMallocBytes{0};
     size_t lastMemsetBytes{0};
     void* lastMemsetPtr{nullptr};
     cudaStream_t lastMemsetStream{nullptr};
+    std::vector<void*> freed;
     std::vector<std::unique_ptr<unsigned char[]>> blocks;
 };
 FakeCuda gFake;
@@ -1201,9 +1196,15 @@ elfatt::trt::CounterCudaApi const kFAKE_API{
         *device = gFake.device;
         return gFake.deviceResult;
     },
+    [](int device) {
+        ++gFake.setDevices;
+        gFake.device = device;
+        return cudaSuccess;
+    },
     [](void** ptr, size_t bytes) {
         ++gFake.mallocs;
         gFake.lastMallocBytes = bytes;
+        gFake.modeAtMalloc = gFake.mode;
         if (gFake.mallocResult != cudaSuccess)
         {
             return gFake.mallocResult;
@@ -1212,8 +1213,9 @@ elfatt::trt::CounterCudaApi const kFAKE_API{
         *ptr = gFake.blocks.back().get();
         return cudaSuccess;
     },
-    [](void*) {
+    [](void* ptr) {
         ++gFake.frees;
+        gFake.freed.push_back(ptr);
         return cudaSuccess;
     },
     [](void* ptr, int, size_t bytes, cudaStream_t stream) {
@@ -1227,6 +1229,10 @@ elfatt::trt::CounterCudaApi const kFAKE_API{
         *status = gFake.capture;
         return cudaSuccess;
     },
+    [](cudaStreamCaptureMode* mode) {
+        std::swap(*mode, gFake.mode);
+        return cudaSuccess;
+    },
     []() {
         ++gFake.lastErrorReads;
         return cudaSuccess;
@@ -1238,24 +1244,29 @@ void testPersistentCounters()
     using elfatt::trt::PersistentCounters;
     cudaStream_t const stream = reinterpret_cast<cudaStream_t>(0x5);
     gFake = FakeCuda{};
+    void* larger = nullptr;
+    void* first = nullptr;
     {
         PersistentCounters c(kFAKE_API);
         check(c.acquire(0, stream) == nullptr && gFake.mallocs == 0, "counters.none_needed");
-        void* const first = c.acquire(24, stream);
+        first = c.acquire(24, stream);
         check(first != nullptr && gFake.mallocs == 1 && gFake.lastMallocBytes == PersistentCounters::kMIN_BYTES
                 && gFake.memsets == 1 && gFake.lastMemsetPtr == first
                 && gFake.lastMemsetBytes == PersistentCounters::kMIN_BYTES && gFake.lastMemsetStream == stream,
             "counters.allocated_and_zeroed_in_stream_once");
+        check(gFake.modeAtMalloc == cudaStreamCaptureModeRelaxed && gFake.mode == cudaStreamCaptureModeGlobal,
+            "counters.allocated_in_relaxed_capture_mode_then_restored");
         void* const again = c.acquire(24, stream);
         check(again == first && gFake.mallocs == 1 && gFake.memsets == 1, "counters.reused_without_memset");
         c.markDirty();
         check(c.acquire(24, stream) == first && gFake.memsets == 2, "counters.zeroed_again_after_a_failure");
-        void* const larger = c.acquire(PersistentCounters::kMIN_BYTES + 4, stream);
-        check(larger != nullptr && larger != first && gFake.frees == 1 && gFake.mallocs == 2
-                && gFake.lastMallocBytes == PersistentCounters::kMIN_BYTES + 4 && gFake.memsets == 3,
-            "counters.grow_frees_the_smaller");
+        larger = c.acquire(PersistentCounters::kMIN_BYTES + 4, stream);
+        // a graph captured with `first` may still replay: it is kept, not freed, until the destructor
+        check(larger != nullptr && larger != first && gFake.frees == 0 && c.retired() == 1 && gFake.mallocs == 2
+                && gFake.lastMallocBytes == 2 * PersistentCounters::kMIN_BYTES && gFake.memsets == 3,
+            "counters.grow_retires_the_smaller_without_freeing");
         PersistentCounters copy(c);
-        check(copy.capacity() == 0 && c.capacity() == PersistentCounters::kMIN_BYTES + 4,
+        check(copy.capacity() == 0 && c.capacity() == 2 * PersistentCounters::kMIN_BYTES,
             "counters.copy_owns_nothing");
         gFake.capture = cudaStreamCaptureStatusActive;
         check(copy.acquire(24, stream) == nullptr && gFake.mallocs == 2, "counters.no_allocation_while_capturing");
@@ -1264,19 +1275,77 @@ void testPersistentCounters()
         check(c.acquire(24, stream) == nullptr && gFake.memsets == 3, "counters.no_memset_of_dirty_ones_while_capturing");
         gFake.capture = cudaStreamCaptureStatusNone;
         gFake.device = 1;
-        check(c.acquire(24, stream) == nullptr && gFake.mallocs == 2 && gFake.frees == 1,
+        check(c.acquire(24, stream) == nullptr && gFake.mallocs == 2 && gFake.frees == 0,
             "counters.other_device_left_alone");
-        gFake.device = 0;
         gFake.deviceResult = cudaErrorNoDevice;
         int const reads = gFake.lastErrorReads;
         check(copy.acquire(24, stream) == nullptr && gFake.lastErrorReads == reads + 1, "counters.no_device");
         gFake.deviceResult = cudaSuccess;
         gFake.mallocResult = cudaErrorMemoryAllocation;
-        check(copy.acquire(24, stream) == nullptr && gFake.lastErrorReads == reads + 2 && copy.capacity() == 0,
+        check(copy.acquire(24, stream) == nullptr && gFake.lastErrorReads == reads + 2 && copy.capacity() == 0
+                && gFake.mode == cudaStreamCaptureModeGlobal,
             "counters.allocation_failure_cleared");
         gFake.mallocResult = cudaSuccess;
+        // gFake.device is 1 now: the destructor frees on the buffers' device 0 and switches back
     }
-    check(gFake.frees == 2, "counters.freed_by_the_destructor", std::to_string(gFake.frees) + " frees");
+    bool const bothFreed = gFake.frees == 2 && gFake.freed.size() == 2
+        && ((gFake.freed[0] == first && gFake.freed[1] == larger) || (gFake.freed[0] == larger && gFake.freed[1] == first));
+    check(bothFreed && gFake.device == 1 && gFake.setDevices == 2, "counters.freed_by_the_destructor_on_their_device",
+        std::to_string(gFake.frees) + " frees, " + std::to_string(gFake.setDevices) + " setDevice calls");
+}
+
+//! The plugin's own use of its counters (through the default API, here the fake): passed to the kernels with
+//! their size, zeroed once, zeroed again after a failed enqueue, and a clone has its own.
+void testPluginCounters(ElfattPluginCreator& creator)
+{
+    gFake = FakeCuda{};
+    {
+        Fields f;
+        f.globalHeads = 1;
+        f.localHeads = 3;
+        f.windowH = 4;
+        auto plugin = create(creator, f.build());
+        // float16, head dim 32: kernels v2's shape (the real planner gives state only there)
+        PluginTensorDesc in[3] = {desc({2, 5, 6, 384}, DataType::kHALF), desc({128, 1, 3, 3}, DataType::kHALF),
+            desc({128}, DataType::kHALF)};
+        PluginTensorDesc out[1] = {desc({2, 5, 6, 128}, DataType::kHALF)};
+        void const* inputs[3] = {reinterpret_cast<void*>(0x10), reinterpret_cast<void*>(0x11),
+            reinterpret_cast<void*>(0x12)};
+        void* outputs[1] = {reinterpret_cast<void*>(0x20)};
+        void* ws = reinterpret_cast<void*>(0x1000);
+        cudaStream_t stream = reinterpret_cast<cudaStream_t>(0x2000);
+        check(plugin != nullptr && plugin->onShapeChange(in, 3, out, 1) == 0, "plugin_counters.setup",
+            gFinder.mLogger.errors());
+        elfatt::test::EnqueueRecord const& r = elfatt::test::lastEnqueue();
+        bool ok = plugin->enqueue(in, out, inputs, outputs, ws, stream) == 0;
+        void* const state = r.state;
+        check(ok && state != nullptr && r.stateBytes == elfatt::stateSize(r.params) && r.stateBytes > 0
+                && gFake.mallocs == 1 && gFake.memsets == 1 && gFake.lastMemsetStream == stream,
+            "plugin_counters.passed_to_the_kernels_zeroed_in_stream");
+        ok = plugin->enqueue(in, out, inputs, outputs, ws, stream) == 0;
+        check(ok && r.state == state && gFake.memsets == 1, "plugin_counters.no_memset_on_later_enqueues");
+        elfatt::test::setEnqueueResult(cudaErrorLaunchFailure);
+        check(plugin->enqueue(in, out, inputs, outputs, ws, stream) != 0, "plugin_counters.failed_enqueue_reported");
+        elfatt::test::setEnqueueResult(cudaSuccess);
+        ok = plugin->enqueue(in, out, inputs, outputs, ws, stream) == 0;
+        check(ok && r.state == state && gFake.memsets == 2, "plugin_counters.zeroed_again_after_a_failed_enqueue");
+        std::unique_ptr<IPluginV3> clone(plugin->clone());
+        auto* runtime = clone == nullptr ? nullptr
+            : static_cast<IPluginV3OneRuntime*>(clone->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        ok = runtime != nullptr && runtime->onShapeChange(in, 3, out, 1) == 0
+            && runtime->enqueue(in, out, inputs, outputs, ws, stream) == 0;
+        check(ok && r.state != nullptr && r.state != state && gFake.mallocs == 2, "plugin_counters.clone_has_its_own");
+        gFake.capture = cudaStreamCaptureStatusActive;
+        std::unique_ptr<IPluginV3> capturing(plugin->clone());
+        runtime = capturing == nullptr ? nullptr
+            : static_cast<IPluginV3OneRuntime*>(capturing->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+        ok = runtime != nullptr && runtime->onShapeChange(in, 3, out, 1) == 0
+            && runtime->enqueue(in, out, inputs, outputs, ws, stream) == 0;
+        check(ok && r.state == nullptr && r.stateBytes == 0 && gFake.mallocs == 2,
+            "plugin_counters.memset_path_when_first_enqueued_under_capture");
+        gFake.capture = cudaStreamCaptureStatusNone;
+    }
+    check(gFake.frees == 2, "plugin_counters.freed_with_the_instances", std::to_string(gFake.frees) + " frees");
 }
 
 void testLoggerRouting(ElfattPluginCreator& creator)
@@ -1310,6 +1379,9 @@ int main()
         elfatt::test::usesRealPlan() ? "real plan.cpp" : "stubs");
     elfatt::trt::setPluginLoggerFinder(&gFinder);
     elfatt::trt::setFallbackLoggerSource(&fallbackSource);
+    // The plugins' counters go through the fake CUDA runtime (the test's streams are fake handles, which the
+    // real cudaStreamIsCapturing must not see on a machine with a GPU); testPluginCounters checks their use.
+    elfatt::trt::setDefaultCounterCudaApi(&kFAKE_API);
     ElfattPluginCreator& creator = elfatt::trt::getElfattPluginCreator();
     testCreatorBasics(creator);
     testValidCreate(creator);
@@ -1321,6 +1393,7 @@ int main()
     testConfigureAndWorkspace(creator);
     testRuntime(creator);
     testPersistentCounters();
+    testPluginCounters(creator);
     testLoggerRouting(creator);
     elfatt::trt::setPluginLoggerFinder(nullptr);
     std::printf("SUMMARY %d checks, %d failed\n", gChecks, gFailures);

@@ -78,9 +78,9 @@ cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* 
 
 //! Bytes of caller-owned persistent state that enqueueWithState can use for these params: one
 //! 32-bit counter per (batch item, global head), which kernels v2 otherwise keep in the workspace
-//! and zero with a cudaMemsetAsync at every enqueue. 0 without global heads, for an empty problem
-//! and for params that fail validateParams. Monotone non-decreasing in B; independent of H and W.
-//! Host-only, never throws.
+//! and zero with a cudaMemsetAsync at every enqueue. 0 where kernels v2 do not run (float32, head
+//! dims other than 32 and 64, a grid whose indices exceed int32), without global heads, for an empty
+//! problem and for params that fail validateParams. Host-only, never throws.
 size_t stateSize(AttentionParams const& params) noexcept;
 
 //! enqueue() with caller-owned persistent state (stateSize(params) bytes, 4-byte aligned), which

@@ -16,6 +16,8 @@
  * workspace reset to NaN before each), out.bin from the second; exits 1 unless the state is zero
  * again afterwards. ELFATT_EMULATE_STATE=dirty: the same with a state that starts non-zero (what a
  * kernel that forgot to zero its counters leaves behind), no check of the state: the output shows it.
+ * ELFATT_EMULATE_STATE=small: a zeroed state 4 bytes short of stateSize (the library must take the memset
+ * path); =misaligned: a state pointer 1 byte off a 4-byte boundary (the library must refuse it).
  */
 #include "elfatt/elfatt_kernels.h"
 #include "elfatt/elfatt_kernels_ext.h"
@@ -207,18 +209,25 @@ int main(int argc, char** argv)
     Buffer out(tokens * channels * element);
     Buffer workspace(elfatt::workspaceSize(params));
     char const* const stateMode = std::getenv("ELFATT_EMULATE_STATE");
-    bool const cleanState = stateMode != nullptr && std::strcmp(stateMode, "clean") == 0;
-    bool const dirtyState = stateMode != nullptr && std::strcmp(stateMode, "dirty") == 0;
-    if (stateMode != nullptr && !cleanState && !dirtyState)
+    std::string const mode = stateMode != nullptr ? stateMode : "";
+    bool const cleanState = mode == "clean";
+    bool const dirtyState = mode == "dirty";
+    bool const smallState = mode == "small";
+    bool const misalignedState = mode == "misaligned";
+    if (stateMode != nullptr && !cleanState && !dirtyState && !smallState && !misalignedState)
     {
-        usage("ELFATT_EMULATE_STATE must be clean or dirty");
+        usage("ELFATT_EMULATE_STATE must be clean, dirty, small or misaligned");
     }
-    Buffer state(cleanState || dirtyState ? elfatt::stateSize(params) : 0);
+    size_t const stateBytes = elfatt::stateSize(params);
+    bool const withState = stateMode != nullptr;
+    Buffer state(withState ? stateBytes + 4 : 0);
     if (state.bytes > 0)
     {
         std::memset(state.data, dirtyState ? 0x01 : 0x00, state.bytes);
     }
-    int const runs = cleanState || dirtyState ? 2 : 1;
+    void* const statePtr = misalignedState && state.data != nullptr ? static_cast<char*>(state.data) + 1 : state.data;
+    size_t const passedBytes = smallState ? (stateBytes >= 4 ? stateBytes - 4 : 0) : stateBytes;
+    int const runs = withState ? 2 : 1;
     for (int run = 0; run < runs; ++run)
     {
         if (out.bytes > 0)
@@ -233,7 +242,7 @@ int main(int argc, char** argv)
             ? elfatt::enqueueWithPath(
                 params, path, qkv.data, weight.data, bias.data, out.data, workspace.data, /*stream=*/nullptr)
             : elfatt::enqueueWithPathAndState(params, path, qkv.data, weight.data, bias.data, out.data,
-                workspace.data, state.data, state.bytes, /*stream=*/nullptr);
+                workspace.data, statePtr, passedBytes, /*stream=*/nullptr);
         if (status != cudaSuccess)
         {
             std::fprintf(stderr, "elfatt_emulate: enqueueWithPath returned %s (%d): %s\n", cudaGetErrorName(status),
@@ -250,7 +259,7 @@ int main(int argc, char** argv)
         if (cleanState)
         {
             unsigned char const* const bytes = static_cast<unsigned char const*>(state.data);
-            for (size_t i = 0; i < state.bytes; ++i)
+            for (size_t i = 0; i < stateBytes; ++i)
             {
                 if (bytes[i] != 0)
                 {
