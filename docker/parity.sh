@@ -42,19 +42,26 @@ int8=0
 # MIN_TORCH_FOR_EXPORT)
 min_torch="2.6"
 
+# the value of option $1 (exit 2, as for every usage error, when it is missing)
+need_value() {
+  if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
+    echo "parity.sh: error: $1 needs a value (see --help)" >&2; exit 2
+  fi
+}
+given_shape=0; given_iterations=0; given_warmup=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --backend) backend="${2:?--backend needs a value}"; shift 2 ;;
-    --models) models="${2:?--models needs a value}"; shift 2 ;;
-    --precisions) precisions="${2:?--precisions needs a value}"; shift 2 ;;
-    --input-shape) input_shape="${2:?--input-shape needs a value}"; shift 2 ;;
-    --plugin) plugin="${2:?--plugin needs a value}"; shift 2 ;;
-    --iterations) iterations="${2:?--iterations needs a value}"; shift 2 ;;
-    --warmup) warmup="${2:?--warmup needs a value}"; shift 2 ;;
-    --out) out="${2:?--out needs a value}"; shift 2 ;;
+    --backend) need_value "$@"; backend="$2"; shift 2 ;;
+    --models) need_value "$@"; models="$2"; shift 2 ;;
+    --precisions) need_value "$@"; precisions="$2"; shift 2 ;;
+    --input-shape) need_value "$@"; input_shape="$2"; given_shape=1; shift 2 ;;
+    --plugin) need_value "$@"; plugin="$2"; shift 2 ;;
+    --iterations) need_value "$@"; iterations="$2"; given_iterations=1; shift 2 ;;
+    --warmup) need_value "$@"; warmup="$2"; given_warmup=1; shift 2 ;;
+    --out) need_value "$@"; out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --export-only) export_only=1; shift ;;
-    --onnx-dir) onnx_dir="${2:?--onnx-dir needs a value}"; shift 2 ;;
+    --onnx-dir) need_value "$@"; onnx_dir="$2"; shift 2 ;;
     --int8) int8=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -62,17 +69,19 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ $quick -eq 1 ]]; then
-  # one small shape, few iterations, fp32 only unless --precisions was given explicitly
-  input_shape="1x3x64x64"; iterations=5; warmup=1
+  # one small shape, few iterations, fp32 only: the defaults of --quick; flags given explicitly win
+  [[ $given_shape -eq 1 ]] || input_shape="1x3x64x64"
+  [[ $given_iterations -eq 1 ]] || iterations=5
+  [[ $given_warmup -eq 1 ]] || warmup=1
   [[ "$precisions" == "fp32,fp16" ]] && precisions="fp32"
 fi
 case "$backend" in
   auto|tensorrt|onnxruntime) ;;
   *) echo "parity.sh: error: --backend '$backend' must be auto, tensorrt or onnxruntime" >&2; exit 2 ;;
 esac
-for n in "$iterations" "$warmup"; do
-  [[ "$n" =~ ^[0-9]+$ ]] || { echo "parity.sh: error: '$n' is not a non-negative integer (--iterations/--warmup)" >&2; exit 2; }
-done
+[[ "$iterations" =~ ^[0-9]+$ && "$iterations" -ge 1 ]] || {
+  echo "parity.sh: error: --iterations '$iterations' must be a positive integer" >&2; exit 2; }
+[[ "$warmup" =~ ^[0-9]+$ ]] || { echo "parity.sh: error: --warmup '$warmup' must be a non-negative integer" >&2; exit 2; }
 if [[ $export_only -eq 1 && -n "$onnx_dir" ]]; then
   echo "parity.sh: error: --export-only writes ONNX files and --onnx-dir reads them: give one of them" >&2; exit 2
 fi

@@ -130,3 +130,13 @@ def test_the_scheme_is_what_docs_cli_md_lists():
                           (EXIT_ENVIRONMENT, "environment"), (EXIT_INTERNAL, "internal error")):
         row = next((line for line in text.splitlines() if line.startswith(f"| {code} |")), None)
         assert row is not None and meaning in row.lower(), (code, meaning)
+
+
+def test_a_missing_package_is_an_environment_error(capsys):
+    """A dependency that is not installed (Pillow on a device image built with --no-deps): exit 3 with the
+    package to install, not an internal error (exit 4)."""
+    from elfatt_deploy.cli import _report
+
+    assert _report("validate", ModuleNotFoundError("No module named 'PIL'", name="PIL"), False) == EXIT_ENVIRONMENT
+    err = capsys.readouterr().err
+    assert "python3 -m pip install Pillow" in err and "internal error" not in err, err

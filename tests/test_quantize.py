@@ -1,6 +1,7 @@
 """`elfatt-deploy quantize`: explicit Q/DQ where the contract says, calibrated on images, bad input refused."""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -218,3 +219,31 @@ def test_output_paths_are_checked_before_calibrating(reference_vit_onnx, calibra
     code = main(["quantize", str(reference_vit_onnx), "-o", str(reference_vit_onnx), "--calib",
                  str(calibration_images.root)])
     assert code == 2 and "is the input file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def static_batch4_vit(tmp_path_factory):
+    """The reference ViT exported with a static batch of 4 (TensorRT-style fixed shape)."""
+    from elfatt_deploy.export.exporter import export_onnx
+    from elfatt_deploy.export.model_loading import build_model
+    from elfatt_deploy.reference_models import checkpoint_path
+
+    model = build_model("elfatt_vit_micro", checkpoint=str(checkpoint_path("elfatt_vit_micro")))
+    return export_onnx(model, tmp_path_factory.mktemp("static4") / "vit4.onnx", "4x3x112x112", dynamic=False)
+
+
+def test_static_batch_with_a_partial_last_batch(static_batch4_vit, tmp_path, capsys):
+    """6 images for a file whose batch is fixed at 4: the last batch is filled up (quantize calibrates, validate
+    --images compares all 6, not 8); an --input-shape the static input does not take is bad input."""
+    from elfatt_deploy.data.image_folder import write_image_folder
+
+    images = write_image_folder(tmp_path / "six", 6, seed=3, size=112)
+    code, out = _quantize(tmp_path, static_batch4_vit, images.root, "--calib-samples", "6")
+    assert code == 0 and out.is_file(), capsys.readouterr().err[-2000:]
+    capsys.readouterr()
+    assert main(["validate", str(static_batch4_vit), "--images", str(images.root), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"^images\s+6\b", text, re.M), text
+    assert main(["validate", str(static_batch4_vit), "--images", str(images.root), "--input-shape",
+                 "4x3x64x64"]) == 2
+    assert "does not fit the file's static input 4x3x112x112" in capsys.readouterr().err

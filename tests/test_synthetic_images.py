@@ -118,3 +118,30 @@ def test_model_input_is_resized_and_normalized(rng):
     assert x.shape == (1, 3, 30, 20) and x.dtype == np.float32
     assert np.max(np.abs(x[0] - expected)) < 1e-5
     assert to_model_input([image], (15, 10)).shape == (1, 3, 15, 10)
+
+
+def test_16bit_images_are_scaled_and_float_images_refused(tmp_path):
+    """A 16-bit grey PNG decodes to the same picture in 8 bits (convert("RGB") would clip it to white); a float
+    TIFF, whose range is unknown, is refused by name instead of becoming black."""
+    from PIL import Image
+
+    rng = np.random.default_rng()
+    values = rng.integers(0, 65536, (12, 10), dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    got = read_image(tmp_path / "g16.png")
+    assert got.shape == (12, 10, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[..., 0], np.round(values / 257.0).astype(np.uint8))
+    assert 0 < got.mean() < 255
+    Image.fromarray(rng.random((6, 6), dtype=np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match="f.tif.*floating-point pixels"):
+        read_image(tmp_path / "f.tif")
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_refused(tmp_path, monkeypatch):
+    """Pillow's DecompressionBombError is no OSError: it is a decode failure like the others (skipped, named)."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels > 2 x 100: the error, not the warning
+    with pytest.raises(ValueError, match="big.png.*DecompressionBombError"):
+        read_image(tmp_path / "big.png")

@@ -81,7 +81,8 @@ def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
     (["validate", "{file}", "--model", "elfatt_vit_small"], "differs from the model the file was exported from"),
     (["validate", "{file}", "--shapes", "1x3x64"], "has 3 dimensions; expected 4"),
     (["validate", "{file}", "--samples", "0"], "--samples 0 must be >= 1"),
-    (["validate", "{file}", "--rtol-l2", "-1"], "must be a positive number"),
+    (["validate", "{file}", "--rtol-l2", "-1"], "must be a positive finite number"),
+    (["validate", "{file}", "--rtol-l2", "inf"], "must be a positive finite number"),
     (["validate", "{file}", "--providers", "nosuch"], "execution provider 'nosuch' is not available here"),
     (["validate", "{file}", "--min-agreement", "2"], "--min-agreement apply with --images DIR only"),
     (["validate", "{file}", "--input-shape", "1x3x64x96"], "--input-shape apply with --images DIR only"),
@@ -165,3 +166,29 @@ def test_polygraphy_runs_a_static_fp16_file_as_is(tmp_path):
     result = _polygraphy(path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PASSED" in result.stdout + result.stderr
+
+
+def test_a_report_with_non_finite_errors_is_strict_json(fp32_file, tmp_path, capsys):
+    """A NaN in the weights makes the errors NaN / inf: the report is still JSON that strict parsers read
+    (null, not NaN / Infinity), the run fails, and the hint says the output is not finite."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(fp32_file))
+    for i, init in enumerate(model.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if a.ndim == 1 and a.size > 4 and a.dtype == np.float32:
+            a = a.copy()
+            a[1] = np.nan
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, init.name))
+    poisoned, report = tmp_path / "nan.onnx", tmp_path / "r.json"
+    onnx.save(model, str(poisoned))
+    code = main(["validate", str(poisoned), "--shapes", "1x3x64x96", "--samples", "1", "--report", str(report)])
+    captured = capsys.readouterr()
+    assert code == 1 and "not finite" in captured.out + captured.err
+
+    def refuse(value):
+        raise ValueError(f"non-standard JSON constant {value}")
+
+    data = json.loads(report.read_text(), parse_constant=refuse)
+    assert data["passed"] is False and any(r["rel_l2_error"] is None for r in data["rows"])

@@ -91,6 +91,8 @@ def exit_code_of(exc: BaseException) -> int:
     """The exit code an exception maps to (docs/cli.md)."""
     if isinstance(exc, ToolkitError) or _out_of_memory(exc):
         return EXIT_ENVIRONMENT
+    if isinstance(exc, ImportError):  # a package the command needs is not installed (e.g. Pillow on a device)
+        return EXIT_ENVIRONMENT
     if isinstance(exc, (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
         return EXIT_BAD_INPUT
     if isinstance(exc, OSError):  # disk full, I/O errors
@@ -120,6 +122,11 @@ def _report(command: str, exc: BaseException, debug: bool) -> int:
     elif isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.filename and \
             str(exc.filename) not in message:
         message = f"{message}: {exc.filename}"
+    if isinstance(exc, ImportError) and getattr(exc, "name", None):
+        package = {"PIL": "Pillow", "cv2": "opencv-python", "yaml": "PyYAML"}.get(exc.name.split(".")[0],
+                                                                              exc.name.split(".")[0])
+        message = (f"{message}: a package this command needs is not installed; install it with "
+                   f"python3 -m pip install {package} (or reinstall elfatt-deploy with its dependencies)")
     print(f"{prefix}: error: {message}", file=sys.stderr)
     if isinstance(exc, MissingDependencyError) and exc.extra:
         print(f"{prefix}: install it with: python3 -m pip install \"elfatt-deploy[{exc.extra}]\"", file=sys.stderr)

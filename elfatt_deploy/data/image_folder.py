@@ -77,13 +77,25 @@ def scan_image_folder(root) -> ImageFolder:
 
 
 def read_image(path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; ValueError naming the file when it does not decode."""
+    """RGB uint8 [H, W, 3]; ValueError naming the file when it does not decode or its pixels have no 8-bit
+    meaning. 16-bit grey images (PNG/TIFF ``I;16``, or ``I`` holding values up to 65535) are scaled to 8 bits
+    (``convert("RGB")`` would clip them to white); float images (``F``) are refused, since their range is not
+    known; images over Pillow's decompression-bomb limit are refused too."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I;16") or image.mode == "I":
+                values = np.asarray(image).astype(np.int64)
+                if values.size and (values.min() < 0 or values.max() > 65535):
+                    raise ValueError(f"32-bit integer pixels in [{values.min()}, {values.max()}], not 16-bit")
+                grey = np.round(values / 257.0).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=-1)
+            if image.mode == "F":
+                raise ValueError("floating-point pixels (mode F) have no known range; save the image as 8- or "
+                                 "16-bit")
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"{path}: not a decodable image ({type(exc).__name__}: {exc})") from None
 
 

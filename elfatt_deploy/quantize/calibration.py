@@ -33,6 +33,8 @@ class CalibrationSet:
     batch: int
     normalization: Normalization
     explicit_samples: bool
+    #: the model's batch dim is static: a last partial batch is filled up by repeating its last image
+    fixed_batch: bool = False
     used: list[DecodedImage] = field(default_factory=list)
     skipped: list = field(default_factory=list)
 
@@ -42,7 +44,7 @@ class CalibrationSet:
 
 
 def open_calibration_set(directory, *, samples: Optional[int], size, batch: int,
-                         normalization: Normalization) -> CalibrationSet:
+                         normalization: Normalization, fixed_batch: bool = False) -> CalibrationSet:
     """Checks the folder and the sample count; InputError when it cannot give ``samples`` images."""
     if samples is not None and (isinstance(samples, bool) or samples < 1):
         raise InputError(f"--calib-samples {samples} must be >= 1")
@@ -52,7 +54,7 @@ def open_calibration_set(directory, *, samples: Optional[int], size, batch: int,
                          f"--calib-samples {len(folder.items)} or fewer, or add images")
     wanted = samples if samples is not None else min(DEFAULT_MAX_SAMPLES, len(folder.items))
     return CalibrationSet(folder, wanted, (int(size[0]), int(size[1])), max(1, int(batch)), normalization,
-                          samples is not None)
+                          samples is not None, fixed_batch)
 
 
 class ImageCalibrationReader(CalibrationDataReader):
@@ -86,8 +88,11 @@ class ImageCalibrationReader(CalibrationDataReader):
                     bar.update(len(pending))
                     pending = []
             if pending:
+                count = len(pending)
+                if calib.fixed_batch:  # a static batch dim takes whole batches only
+                    pending = pending + [pending[-1]] * (calib.batch - count)
                 yield {self.input_name: to_model_input(pending, calib.size, calib.normalization)}
-                bar.update(len(pending))
+                bar.update(count)
         finally:
             bar.close()
         if not calib.used:

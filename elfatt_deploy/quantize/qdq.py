@@ -241,7 +241,8 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
     if method != "max" and dynamic_batch:
         batch = 1  # ORT's histogram calibrators stack per-batch outputs: batches must be of one size
     normalization = normalization_from_props({p.key: p.value for p in model.metadata_props})
-    calib = open_calibration_set(calib_dir, samples=samples, size=(h, w), batch=batch, normalization=normalization)
+    calib = open_calibration_set(calib_dir, samples=samples, size=(h, w), batch=batch, normalization=normalization,
+                                 fixed_batch=not dynamic_batch)
     if base_precision == "fp16" and _default_opset(model) < FP16_QDQ_OPSET:
         model = _upgrade_opset(model, FP16_QDQ_OPSET)
     had_function = any(f.domain == DOMAIN for f in model.functions)

@@ -67,8 +67,11 @@ def _rel_l2_rows(out: np.ndarray, ref: np.ndarray) -> list[float]:
 def run_image_parity(reference_runner, backend_runner, *, input_name: str, output_name: str, images,
                      size: Sequence[int], normalization: Normalization, rtol_l2: float,
                      min_agreement: float = DEFAULT_MIN_AGREEMENT, batch: int = 16, limit: Optional[int] = None,
-                     progress: bool = True) -> ImageParityResult:
-    """Runs both (Polygraphy) runners on the images of ``images`` (a folder path or an ImageFolder)."""
+                     progress: bool = True, fixed_batch: bool = False) -> ImageParityResult:
+    """Runs both (Polygraphy) runners on the images of ``images`` (a folder path or an ImageFolder).
+
+    ``fixed_batch``: the model's batch dim is static (``batch``), so a last partial batch is filled up by
+    repeating its last image and the extra rows are dropped from the results."""
     from tqdm import tqdm
 
     folder = images if isinstance(images, ImageFolder) else scan_image_folder(images)
@@ -80,10 +83,12 @@ def run_image_parity(reference_runner, backend_runner, *, input_name: str, outpu
     bar = tqdm(total=len(items), desc="images", unit="img", file=sys.stderr, disable=None if progress else True)
 
     def flush(pending):
-        x = to_model_input([d.image for d in pending], size, normalization)
+        count = len(pending)
+        filled = pending + [pending[-1]] * (batch - count) if fixed_batch else pending
+        x = to_model_input([d.image for d in filled], size, normalization)
         feed = OrderedDict([(input_name, x)])
-        refs.append(np.asarray(reference_runner.infer(feed)[output_name], dtype=np.float64))
-        outs.append(np.asarray(backend_runner.infer(feed)[output_name], dtype=np.float64))
+        refs.append(np.asarray(reference_runner.infer(feed)[output_name], dtype=np.float64)[:count])
+        outs.append(np.asarray(backend_runner.infer(feed)[output_name], dtype=np.float64)[:count])
         labels.extend(d.item.label for d in pending)
         bar.update(len(pending))
 

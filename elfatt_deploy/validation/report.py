@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .. import jsonio
+
 import json
 import platform
 from typing import Mapping, Optional
@@ -47,4 +49,4 @@ def environment() -> dict:
 def write_report(path, result: ParityResult, settings: Mapping) -> None:
     """Writes the JSON report atomically: settings, environment, every row, and the verdict."""
     report = {"passed": result.passed, "settings": dict(settings), "environment": environment(), **result.to_dict()}
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, jsonio.dumps(report, indent=2, sort_keys=False) + "\n")

@@ -23,8 +23,8 @@ DEFAULT_RTOL_L2 = {
 def default_rtol_l2(backend: str, precision: str, override: Optional[float] = None) -> float:
     """The tolerance to apply: ``override`` when given, else the default for backend and precision."""
     if override is not None:
-        if not (override > 0):
-            raise ValueError(f"relative L2 tolerance {override!r} must be a positive number, e.g. 1e-5")
+        if not (override > 0) or override == float("inf"):
+            raise ValueError(f"relative L2 tolerance {override!r} must be a positive finite number, e.g. 1e-5")
         return float(override)
     try:
         return DEFAULT_RTOL_L2[(backend, precision)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import jsonio
+
 NAME = "bench"
 HELP = "measure latency percentiles, throughput and GPU memory of a model on tensorrt, onnxruntime, openvino or torch"
 
@@ -258,6 +260,6 @@ def run(args) -> int:
     if memory and memory.get("torch_max_allocated_mb") is not None:
         print(f"GPU memory: {memory['torch_max_allocated_mb']:.1f} MiB peak torch allocations")
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(args.json, jsonio.dumps(result, indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")
     return 0

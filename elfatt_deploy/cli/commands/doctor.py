@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import jsonio
+
 NAME = "doctor"
 HELP = ("report CUDA, TensorRT, ONNX Runtime, OpenVINO, PyTorch, GPU and plugin status, and which backends are ready; "
         "with --backend, exit 3 when that backend lacks something")
@@ -273,7 +275,7 @@ def run(args) -> int:
         missing = backends[asked] if asked else []
         report = {"backend": asked, "ready": not missing, "missing": missing,
                   "backends": {b: {"ready": not m, "missing": m} for b, m in backends.items()}, "checks": rows}
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.json, jsonio.dumps(report, indent=2) + "\n")
     if asked and backends[asked]:
         return EXIT_ENVIRONMENT
     return EXIT_OK

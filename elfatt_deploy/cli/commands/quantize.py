@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ... import jsonio
+
 NAME = "quantize"
 HELP = ("INT8 post-training quantization: explicit Q/DQ on MatMul/Gemm/Conv, calibrated on your images "
         "(the file still runs in ONNX Runtime; `build` makes a strongly typed INT8 engine of it)")
@@ -51,6 +53,6 @@ def run(args) -> int:
     print(f"not quantized (by design, {result.base_precision} as exported): "
           + ", ".join(f"{k} x{v}" for k, v in result.float_ops.items()))
     if args.report:
-        atomic_write_text(args.report, json.dumps(result.to_dict(), indent=2) + "\n")
+        atomic_write_text(args.report, jsonio.dumps(result.to_dict(), indent=2) + "\n")
         print(f"report: {args.report}")
     return 0

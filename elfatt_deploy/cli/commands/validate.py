@@ -9,6 +9,8 @@ shapes against a static input, the checkpoint's hash, the output path, the memor
 
 from __future__ import annotations
 
+from ... import jsonio
+
 NAME = "validate"
 HELP = ("compare an exported model (ONNX Runtime, OpenVINO) or engine (TensorRT) with PyTorch; exit 1 when a tolerance "
         "is exceeded")
@@ -159,6 +161,9 @@ def _gross_failure_hint(result, rtol, weights_source, default_rtol=None) -> str:
     """The likely cause of an error far above the tolerance. Measured against the backend's default tolerance
     too, so that a tolerance tightened with --rtol-l2 does not make rounding look like a weights mismatch."""
     worst = max(result.worst(o).metrics.rel_l2_error for o in result.outputs())
+    if worst != worst or worst == float("inf"):
+        return ("hint: the error is not finite: one side's output holds NaN or inf (look for overflow in a "
+                "float16 file, or NaN/inf in the weights); --report keeps the numbers")
     if worst < GROSS_FAILURE_FACTOR * max(rtol, default_rtol or 0.0):
         return ""
     if weights_source.startswith("the file records no weights"):
@@ -298,7 +303,9 @@ def _run_images(args, reference, backend, meta, name, precision, rtol, input_nam
     min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
     if not 0 <= min_agreement <= 1:
         raise ValueError(f"--min-agreement {min_agreement} must be in [0, 1], e.g. 0.99")
+    fixed_batch = str(meta.get("dynamic", "true")).lower() != "true"
     result = run_image_parity(reference, backend, input_name=input_name, output_name=output_name, images=args.images,
+                              fixed_batch=fixed_batch,
                               size=(height, width), normalization=normalization_from_props(meta),
                               rtol_l2=rtol, min_agreement=min_agreement, batch=batch)
     print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {weights}")
@@ -310,19 +317,23 @@ def _run_images(args, reference, backend, meta, name, precision, rtol, input_nam
             "onnx": args.onnx, "engine": args.engine, "backend": args.backend, "providers": providers, "model": name,
             "checkpoint": args.checkpoint, "precision": precision, "images": args.images, "batch": batch},
             "environment": environment(), **result.to_dict()}
-        atomic_write_text(args.report, json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.report, jsonio.dumps(report, indent=2) + "\n")
         print(f"report: {args.report}")
     return 0 if result.passed else 1
 
 
 def _image_batch_shape(args, meta) -> tuple[int, int, int]:
     """(batch, height, width) for --images: --input-shape, else the file's static dims or traced shape."""
+    from ...errors import InputError
     from ...shapes import check_image_shape, parse_shape
 
-    if args.input_shape:
-        n, _, h, w = check_image_shape(parse_shape(args.input_shape, rank=4, what="--input-shape"),
-                                       what="--input-shape")
-        return n, h, w
     traced = [int(d) for d in meta["input_shape"].split("x")] if meta.get("input_shape") else [1, 3, 224, 224]
     dynamic = str(meta.get("dynamic", "true")).lower() == "true"
+    if args.input_shape:
+        shape = check_image_shape(parse_shape(args.input_shape, rank=4, what="--input-shape"), what="--input-shape")
+        if not dynamic and meta.get("input_shape") and list(shape) != traced:
+            raise InputError(f"--input-shape {args.input_shape} does not fit the file's static input "
+                             f"{'x'.join(map(str, traced))}; drop --input-shape, or export with --dynamic")
+        n, _, h, w = shape
+        return n, h, w
     return (16 if dynamic else traced[0]), traced[2], traced[3]
