@@ -140,3 +140,29 @@ def test_a_missing_package_is_an_environment_error(capsys):
     assert _report("validate", ModuleNotFoundError("No module named 'PIL'", name="PIL"), False) == EXIT_ENVIRONMENT
     err = capsys.readouterr().err
     assert "python3 -m pip install Pillow" in err and "internal error" not in err, err
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM (docker stop, timeout) mid-export: exit 143, no output file, no temporary file left in the output
+    directory or of ours in TMPDIR (the same cleanup as Ctrl-C)."""
+    import os
+    import signal
+    import time
+
+    out_dir, tmp = tmp_path / "out", tmp_path / "tmp"
+    out_dir.mkdir()
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "elfatt_deploy", "export", "--model", "elfatt_vit_base",
+                             "--input-shape", "1x3x224x224", "-o", str(out_dir / "m.onnx")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp)))
+    time.sleep(8)  # past the imports, inside the export
+    if proc.poll() is not None:
+        pytest.skip("the export finished before the signal")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated" in err, (proc.returncode, err[-2000:])
+    assert list(out_dir.iterdir()) == [], list(out_dir.iterdir())
+    # torch keeps its own caches in TMPDIR (torchinductor_*); nothing of ours may stay
+    ours = [p for p in tmp.rglob("*") if p.name.startswith("elfatt") or p.suffix in (".onnx", ".tmp", ".part")]
+    assert ours == [], ours

@@ -247,3 +247,27 @@ def test_static_batch_with_a_partial_last_batch(static_batch4_vit, tmp_path, cap
     assert main(["validate", str(static_batch4_vit), "--images", str(images.root), "--input-shape",
                  "4x3x64x64"]) == 2
     assert "does not fit the file's static input 4x3x112x112" in capsys.readouterr().err
+
+
+def test_activations_that_overflow_are_bad_input(reference_vit_onnx, calibration_images, tmp_path, capsys):
+    """A weight of 1e38 overflows the activations to inf: ONNX Runtime cannot make a scale of that range; the
+    command says so (exit 2) instead of an AssertionError (exit 4), and writes nothing."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(reference_vit_onnx))
+    matmul_weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMul"}
+    for i, init in enumerate(model.graph.initializer):
+        a = numpy_helper.to_array(init)
+        if init.name in matmul_weights and a.shape == (96, 384):  # the first MLP layer of the reference ViT
+            a = a.copy()
+            a[0, 0], a[1, 0] = 1e38, -1e38
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(a, init.name))
+            break
+    else:
+        pytest.fail("no MLP weight found to poison")
+    bad = tmp_path / "overflow.onnx"
+    onnx.save(model, str(bad))
+    code, out = _quantize(tmp_path, bad, calibration_images.root, "--calib-samples", "8")
+    err = capsys.readouterr().err
+    assert code == 2 and "without a finite INT8 scale" in err, err[-2000:]
+    _assert_nothing_written(out)

@@ -141,15 +141,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_BAD_INPUT
     debug = _debug_requested(args)
     restore_logs = configure_library_logs(verbose=bool(getattr(args, "verbose", False)))
+    restore_term = _terminate_as_interrupt()
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"elfatt-deploy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"elfatt-deploy {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except Exception as exc:  # noqa: BLE001  (every error becomes one line and an exit code)
         return _report(args.command, exc, debug)
     finally:
+        restore_term()
         restore_logs()
+
+
+class _Terminated(BaseException):
+    """SIGTERM (docker stop, timeout, a job scheduler) as an exception, so that temporary files and partial
+    outputs are cleaned up by the same finally blocks as for Ctrl-C; exit 143 (128 + 15)."""
+
+
+def _terminate_as_interrupt():
+    """Installs a SIGTERM handler that raises _Terminated (main thread only, and only where SIGTERM still has
+    its default action); returns the function that puts the previous handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return lambda: None
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -263,14 +263,21 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
     with tempfile.TemporaryDirectory(prefix="elfatt-quantize-") as tmp:
         staged_in, staged_out = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx"
         onnx.save(model, str(staged_in))
-        with _quiet_ort_quantizer():
-            quantize_static(
-                str(staged_in), str(staged_out), reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) + size_only,
-                calibrate_method=getattr(CalibrationMethod, METHODS[method]), calibration_providers=["CPUExecutionProvider"],
-                extra_options=extra,
-            )
+        try:
+            with _quiet_ort_quantizer():
+                quantize_static(
+                    str(staged_in), str(staged_out), reader, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(exclude) + size_only, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+                    calibration_providers=["CPUExecutionProvider"], extra_options=extra,
+                )
+        except AssertionError as exc:  # ORT's "scale issue": a range it cannot turn into a finite scale
+            raise InputError(
+                f"calibrating {source} gave activation ranges without a finite INT8 scale (ONNX Runtime: {exc}); "
+                "the model overflows (inf/NaN) on these images: check its weights and the images, or keep the "
+                "layers that overflow in float with --exclude"
+            ) from None
         quantized_model = onnx.load(str(staged_out))
     _attach_function(quantized_model, had_function)
     quantized, unquantized = _quantized_nodes(quantized_model, exclude, size_only)
