@@ -400,7 +400,8 @@ def buffer_geometry(p: Problem, workspace_bytes: int, state_bytes: int = 0) -> d
 
 
 def state_bytes(p: Problem) -> int:
-    """plan.cpp's stateSize: one uint32 counter per (batch item, global head)."""
+    """plan.cpp's stateSize for a case kernels v2 run (the only state run_tracer is asked for): one uint32
+    counter per (batch item, global head)."""
     return 4 * p.batch * p.global_heads if p.global_heads and p.tokens else 0
 
 

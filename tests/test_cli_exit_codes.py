@@ -4,6 +4,7 @@
 import errno
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -156,7 +157,23 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
                              "--input-shape", "1x3x224x224", "-o", str(out_dir / "m.onnx")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, TMPDIR=str(tmp)))
-    time.sleep(8)  # past the imports, inside the export
+    # wait until the CLI has installed its SIGTERM handler (the SigCgt mask in /proc: bit 15 - 1), then a little
+    # more, so that the signal lands inside the export, not in the interpreter's start-up
+    status = Path(f"/proc/{proc.pid}/status")
+    deadline = time.monotonic() + 120
+    installed = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        caught = next((line.split()[1] for line in status.read_text().splitlines() if line.startswith("SigCgt:")),
+                      "0") if status.exists() else None
+        if caught is None:
+            proc.kill()
+            pytest.skip("no /proc/PID/status to see when the handler is installed")
+        if int(caught, 16) & (1 << (signal.SIGTERM - 1)):
+            installed = True
+            break
+        time.sleep(0.1)
+    assert installed, "the CLI never installed a SIGTERM handler (the default action kills it without cleanup)"
+    time.sleep(2)
     if proc.poll() is not None:
         pytest.skip("the export finished before the signal")
     proc.send_signal(signal.SIGTERM)

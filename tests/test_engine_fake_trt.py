@@ -419,43 +419,40 @@ def test_timing_cache_workspace_and_progress(fake_build, tmp_path):
     assert ("set_shape", "images", (1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 32, 32)) in calls
 
 
+def _writing_into(directory: Path, tmp_path: Path, onnx_path: Path, where: str) -> BuildOptions:
+    """Build options whose engine (where="engine") or timing cache goes into ``directory``."""
+    if where == "engine":
+        return BuildOptions(onnx_path=onnx_path, output=directory / "m.engine", use_plugin=False)
+    return BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False,
+                        timing_cache=directory / "cache.bin")
+
+
 @pytest.mark.parametrize("where", ["engine", "timing-cache"])
-def test_unwritable_outputs_refused_before_building(tmp_path, where):
+@pytest.mark.parametrize("directory", ["read-only", "missing", "a-file"])
+def test_unwritable_outputs_refused_before_building(tmp_path, where, directory):
     """An engine or timing-cache path that cannot be written is refused by prepare_build, i.e. before
     TensorRT is imported or builds anything (minutes on a Jetson), and nothing is written."""
     onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
-    bad_dir = tmp_path / "read-only"
-    bad_dir.mkdir()
-    bad_dir.chmod(0o500)
-    if os.access(bad_dir, os.W_OK):  # root writes anywhere: /proc takes no new file even for root
-        bad_dir = Path("/proc")
-        if not bad_dir.is_dir():
-            pytest.skip("no unwritable directory to try (root, no /proc)")
-    good = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False)
-    builder_mod.prepare_build(good)  # the control: the same options with writable paths pass
-    if where == "engine":
-        options = BuildOptions(onnx_path=onnx_path, output=bad_dir / "m.engine", use_plugin=False)
+    builder_mod.prepare_build(_writing_into(tmp_path, tmp_path, onnx_path, where))  # the control: writable
+    target = tmp_path / directory
+    if directory == "read-only":
+        target.mkdir()
+        target.chmod(0o500)
+        if os.access(target, os.W_OK):  # root writes anywhere: /proc takes no new file even for root
+            target = Path("/proc")
+            if not target.is_dir():
+                pytest.skip("no unwritable directory to try (root, no /proc)")
+        error, match = InputError, "not writable"
+    elif directory == "missing":
+        error, match = FileNotFoundError, "does not exist"
     else:
-        options = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False,
-                               timing_cache=bad_dir / "cache.bin")
-    with pytest.raises(InputError, match="not writable"):
-        builder_mod.prepare_build(options)
-    assert not (bad_dir / "m.engine").exists() and not (bad_dir / "cache.bin").exists()
+        target.write_text("x")  # a file where the directory should be
+        error, match = (InputError, FileNotFoundError, NotADirectoryError), "a-file"
+    with pytest.raises(error, match=match):
+        builder_mod.prepare_build(_writing_into(target, tmp_path, onnx_path, where))
     assert not (tmp_path / "m.engine").exists()
-
-
-@pytest.mark.parametrize("where", ["engine", "timing-cache"])
-def test_outputs_in_missing_directories_refused_before_building(tmp_path, where):
-    onnx_path = save(elfatt_model(dims=(1, 3, 32, 32)), tmp_path / "m.onnx")
-    missing = tmp_path / "no-such-dir"
-    if where == "engine":
-        options = BuildOptions(onnx_path=onnx_path, output=missing / "m.engine", use_plugin=False)
-    else:
-        options = BuildOptions(onnx_path=onnx_path, output=tmp_path / "m.engine", use_plugin=False,
-                               timing_cache=missing / "cache.bin")
-    with pytest.raises(FileNotFoundError, match="no-such-dir"):
-        builder_mod.prepare_build(options)
-    assert not missing.exists() and not (tmp_path / "m.engine").exists()
+    if target.is_dir():
+        assert not (target / "m.engine").exists() and not (target / "cache.bin").exists()
 
 
 def test_one_logger_per_process(fake_build):

@@ -108,17 +108,11 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
     output = Path(options.output)
     if options.workspace_mb is not None and options.workspace_mb <= 0:
         raise ValueError(f"--workspace {options.workspace_mb} must be a positive number of MiB, e.g. --workspace 1024")
-    if not output.name or output.is_dir():
-        raise ValueError(f"output {output} is a directory; give a file name, e.g. -o {output / 'model.engine'}")
-    if not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise FileNotFoundError(f"cannot write {output}: the directory {output.parent} does not exist; create it first")
+    # Every file the build writes must be writable before minutes of building: the engine, its metadata
+    # beside it, and the timing cache (a directory, a missing or read-only directory: refused here).
+    check_output_path(output, what="-o")
     if output.resolve() == onnx_path.resolve():
         raise ValueError(f"output {output} is the input ONNX file; write the engine to another file")
-    if options.timing_cache is not None and Path(options.timing_cache).is_dir():
-        raise ValueError(f"--timing-cache {options.timing_cache} is a directory; give a file path")
-    # Every file the build writes must be writable before minutes of building: the engine, its metadata
-    # beside it, and the timing cache.
-    check_output_path(output, what="-o")
     check_output_path(output.with_name(output.name + ".json"), what="-o (the metadata beside the engine)")
     if options.timing_cache is not None:
         check_output_path(options.timing_cache, what="--timing-cache")

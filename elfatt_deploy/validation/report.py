@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from .. import jsonio
-
-import json
 import platform
 from typing import Mapping, Optional
 
+from .. import jsonio
 from ..cli.table import format_table
 from ..atomic import atomic_write_text
 from ..shapes import format_shape

@@ -23,7 +23,7 @@ DEFAULT_RTOL_L2 = {
 def default_rtol_l2(backend: str, precision: str, override: Optional[float] = None) -> float:
     """The tolerance to apply: ``override`` when given, else the default for backend and precision."""
     if override is not None:
-        if not (override > 0) or override == float("inf"):
+        if not (0 < override < float("inf")):  # NaN fails both comparisons
             raise ValueError(f"relative L2 tolerance {override!r} must be a positive finite number, e.g. 1e-5")
         return float(override)
     try:

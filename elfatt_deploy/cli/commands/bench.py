@@ -194,7 +194,6 @@ def _tensorrt_case(args, shape):
 
 def run(args) -> int:
     import datetime
-    import json
     import sys
 
     from ..._version import __version__

@@ -242,7 +242,6 @@ def _engine_rows(args, add, plugin_version):
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     from ...atomic import atomic_write_text, check_output_path

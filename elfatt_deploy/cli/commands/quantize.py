@@ -29,7 +29,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
     import time
 
     from ...atomic import atomic_write_text, check_output_path

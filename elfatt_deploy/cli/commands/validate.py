@@ -292,7 +292,6 @@ def run(args) -> int:
 def _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
                 weights) -> int:
     """``--images DIR``: both sides on the folder's images (validation/images.py)."""
-    import json
 
     from ...atomic import atomic_write_text
     from ...preprocess import normalization_from_props
