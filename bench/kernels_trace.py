@@ -365,25 +365,46 @@ class LaunchTrace:
 
 
 def footprint(blocks: list[dict], buffer: str, direction: str, rows_total: int | None,
-              buffer_sectors: int) -> float:
+              buffer_sectors: int, kinds: list | None = None) -> float:
     """Distinct sectors of a buffer over the whole grid, estimated from the sampled blocks.
 
     Row-major buffers (qkv, out): for each 32-byte column phase of a row, the rows in which a
     block touches it, summed over the grid with the blocks' weights and capped at the buffer's
     rows (a phase is read at most once per row: reuse between blocks is assumed caught in L2).
-    1-D buffers: the weighted sum of each block's distinct sectors, capped at the buffer's size."""
+    1-D buffers (workspace, LePE weights, state): the union of the sectors the traced blocks
+    touch, plus, for every block that was not traced, as many new sectors as the traced blocks
+    of its kind touch (blocks touch disjoint sectors), except for a set of sectors that two or
+    more traced blocks touch exactly: that set is shared by their kinds' blocks (the merged
+    context that every output tile of a head reads, the counter its reduction blocks count on)
+    and counted once. ``kinds``: the label of every block of the launch (block_kinds); the
+    sharing rule needs labels that separate the heads (not the systematic strata of unknown
+    kernels), without them each traced block stands for its weight in disjoint sectors.
+    Capped at the buffer's size. A trace without sector runs falls back to the weighted sum of
+    each block's distinct sectors."""
     phase_rows: dict[int, float] = {}
     unique = 0.0
+    touched = []
     for rec in blocks:
         touch = rec.get("buffers", {}).get(buffer, {}).get(direction)
         if not touch:
             continue
+        touched.append((rec, touch))
         unique += rec["weight"] * touch["unique"]
         for phase, rows in touch["phases"]:
             phase_rows[phase] = phase_rows.get(phase, 0.0) + rec["weight"] * rows
     if rows_total and phase_rows:
         return float(sum(min(rows_total, r) for r in phase_rows.values()))
-    return min(unique, float(buffer_sectors))
+    if not touched or any("runs" not in touch for _, touch in touched):
+        return min(unique, float(buffer_sectors))
+    sets = [frozenset(s for a, b in touch["runs"] for s in range(a, b)) for _, touch in touched]
+    known_kinds = kinds is not None and not any(isinstance(k, tuple) and k[:1] == ("stratum",) for k in kinds)
+    seen: dict[frozenset, int] = {}
+    for sectors in sets:
+        seen[sectors] = seen.get(sectors, 0) + 1
+    union: set[int] = set().union(*sets)
+    untraced = sum((rec["weight"] - 1.0) * len(sectors) for (rec, _), sectors in zip(touched, sets)
+                   if not (known_kinds and seen[sectors] >= 2))
+    return min(len(union) + untraced, float(buffer_sectors))
 
 
 def buffer_geometry(p: Problem, workspace_bytes: int, state_bytes: int = 0) -> dict[str, tuple[int | None, int]]:
@@ -462,9 +483,11 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     launches = [r for r in call("dry", work / "none", work / "dry.jsonl") if r["type"] == "launch"]
     plan = []
     kind_counts = {}
+    launch_kinds = {}
     for rec in launches:
         kinds = block_kinds(rec["kernel"], rec["grid"], p)
         kind_counts[rec["launch"]] = len(set(kinds))
+        launch_kinds[rec["launch"]] = kinds
         plan += [(rec["launch"], b, w) for b, w in sample_blocks(kinds, per_kind)]
     samples = work / "samples.txt"
     samples.write_text("".join(f"{launch} {block} {weight!r}\n" for launch, block, weight in plan))
@@ -480,9 +503,10 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
         totals = {k: sum(b["weight"] * b[k] for b in blocks) for k in SUMMED}
         buffers = {}
         reads = writes = 0.0
+        kinds = launch_kinds[rec["launch"]]
         for name, (rows, sectors) in geometry.items():
-            r = footprint(blocks, name, "read", rows, sectors)
-            w = footprint(blocks, name, "write", rows, sectors)
+            r = footprint(blocks, name, "read", rows, sectors, kinds)
+            w = footprint(blocks, name, "write", rows, sectors, kinds)
             if r or w:
                 buffers[name] = {"read": r, "write": w}
             reads += r

@@ -13,7 +13,8 @@
  * instruction (SIMT with reconvergence: lanes that skip an iteration are inactive lanes of it).
  * Per warp instruction:
  *   global memory: 32-byte sectors touched (requested), and per buffer the distinct sectors
- *     of the block (per row phase, for the footprint over the grid);
+ *     of the block (per row phase of a row-major buffer, as runs of sectors for a 1-D one:
+ *     for the footprint over the grid);
  *   shared memory: wavefronts with bank conflicts, 32 banks of 4 bytes; accesses of 8 bytes
  *     are served in two half-warp phases, of 16 bytes in four quarter-warp phases; in a phase
  *     the wavefronts are the largest number of distinct 4-byte words any bank holds (the
@@ -320,6 +321,24 @@ void jsonTouch(std::FILE* out, std::vector<uint64_t>& sectors, GlobalBuffer cons
                 static_cast<unsigned long long>(count));
             first = false;
         }
+        std::fprintf(out, "]}");
+        return;
+    }
+    // A one-dimensional buffer: the sectors themselves, as [first, last + 1) runs, so that the footprint
+    // over the grid can be the union of what the blocks touch (blocks of a kind may share sectors).
+    std::fprintf(out, "], \"runs\": [");
+    bool first = true;
+    for (size_t i = 0; i < sectors.size();)
+    {
+        size_t j = i + 1;
+        while (j < sectors.size() && sectors[j] == sectors[j - 1] + 1)
+        {
+            ++j;
+        }
+        std::fprintf(out, "%s[%llu, %llu]", first ? "" : ", ", static_cast<unsigned long long>(sectors[i]),
+            static_cast<unsigned long long>(sectors[j - 1] + 1));
+        first = false;
+        i = j;
     }
     std::fprintf(out, "]}");
 }
