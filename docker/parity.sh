@@ -146,10 +146,9 @@ if [[ "$backend" == tensorrt ]]; then
   trtexec=$(find_trtexec)
   if [[ -n "$trtexec" ]]; then
     # trtexec --staticPlugins dlopens the library: the static-registration build (docs/plugin.md)
-    static_plugin="$plugin"
-    if [[ -z "$static_plugin" ]]; then
-      static_plugin=$("$PYTHON" -c "from elfatt_deploy.engine.plugin import find_plugin_library; print(find_plugin_library())" 2>/dev/null || true)
-    fi
+    # (a --plugin directory or the getCreators file resolves to it)
+    static_plugin=$("$PYTHON" -c 'import sys; from elfatt_deploy.engine.plugin import static_plugin_library as f; print(f(sys.argv[1] or None))' "$plugin" 2>/dev/null) \
+      || static_plugin="$plugin"  # not resolvable: as given (trtexec then says what is wrong with it)
     echo "parity.sh: trtexec $trtexec loads each engine (plugin: ${static_plugin:-not found})"
   else
     echo "parity.sh: trtexec not found (\$TRTEXEC, PATH, \$TENSORRT_ROOT/bin, libnvinfer-bin): the trtexec load check is skipped"

@@ -193,6 +193,25 @@ def test_trtexec_loads_each_engine(tmp_path):
     assert proc.returncode == 1 and "trtexec" in proc.stdout
 
 
+@pytest.mark.parametrize("given", ["dir", "vc"])
+def test_trtexec_gets_the_static_registration_library(tmp_path, given):
+    """--plugin may be the build directory or the getCreators file (docs/deploy.md); trtexec --staticPlugins
+    needs the static-registration file, which registers its creator when opened."""
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text('#!/bin/sh\necho "trtexec $*" >> "$CALLS"\necho "&&&& PASSED"\n')
+    trtexec.chmod(0o755)
+    build = tmp_path / "build"
+    build.mkdir()
+    for name in ("libelfatt_trt_plugin.so", "libelfatt_trt_plugin_vc.so"):
+        (build / name).write_bytes(b"\x7fELF")
+    plugin = build if given == "dir" else build / "libelfatt_trt_plugin_vc.so"
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32", "--plugin", str(plugin),
+                TRTEXEC=str(trtexec))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if c.startswith("trtexec")]
+    assert any(f"--staticPlugins={build / 'libelfatt_trt_plugin.so'}" in r.split() for r in runs), runs
+
+
 def test_no_trtexec_skips_the_check(tmp_path):
     proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32",
                 TRTEXEC=str(tmp_path / "missing-trtexec"))

@@ -140,9 +140,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     debug = _debug_requested(args)
-    restore_logs = configure_library_logs(verbose=bool(getattr(args, "verbose", False)))
-    restore_term = _terminate_as_interrupt()
-    try:
+    restore_logs = restore_term = _nothing_to_restore
+    try:  # the set-up too: an error in it (e.g. a too old polygraphy) is one line and an exit code
+        restore_logs = configure_library_logs(verbose=bool(getattr(args, "verbose", False)))
+        restore_term = _terminate_as_interrupt()
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(f"elfatt-deploy {args.command}: interrupted", file=sys.stderr)
@@ -155,6 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         restore_term()
         restore_logs()
+
+
+def _nothing_to_restore() -> None:
+    return None
 
 
 class _Terminated(BaseException):

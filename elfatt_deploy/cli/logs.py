@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Callable
 
+from elfatt_deploy.errors import MissingDependencyError
+
 #: Python loggers of the libraries a command drives.
 LIBRARY_LOGGERS = ("Polygraphy", "torch.onnx", "onnxscript", "onnx_ir", "torch._dynamo", "torch.export")
 
@@ -49,6 +51,12 @@ def _route_polygraphy(verbose: bool) -> Callable[[], None]:
         from polygraphy.logger import G_LOGGER
     except Exception:  # polygraphy missing or broken: doctor says so
         return lambda: None
+    if not hasattr(G_LOGGER, "use_python_logging_system"):
+        import polygraphy  # noqa: PLC0415
+
+        raise MissingDependencyError(
+            f"polygraphy {getattr(polygraphy, '__version__', '?')} is too old: elfatt-deploy needs polygraphy >= 0.49.14; "
+            "upgrade it with: python3 -m pip install -U \"polygraphy>=0.49.14\"")
     previous = (G_LOGGER.use_python_logging_system, G_LOGGER.module_severity, G_LOGGER.colors)
     G_LOGGER.use_python_logging_system = True
     G_LOGGER.module_severity = G_LOGGER.INFO if verbose else G_LOGGER.ERROR

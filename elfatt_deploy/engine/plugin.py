@@ -213,6 +213,24 @@ def find_plugin_library(explicit: Optional[str | os.PathLike] = None, **search) 
     return find_plugin_libraries(explicit, **search)[0]
 
 
+def static_plugin_library(explicit: Optional[str | os.PathLike] = None, **search) -> Path:
+    """The static-registration library (what ``trtexec --staticPlugins`` and ``ctypes`` loads need: it registers
+    its creator when opened) for ``explicit``: a directory gives the file in it, the getCreators library its
+    sibling; without ``explicit`` the usual search for it. Raises FileNotFoundError / PluginNotFoundError."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            path = path / PLUGIN_LIBRARY_NAME
+        elif path.name == VC_LIBRARY_NAME:
+            path = path.with_name(PLUGIN_LIBRARY_NAME)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"static-registration plugin library {path} does not exist (the getCreators build "
+                f"{VC_LIBRARY_NAME} registers nothing when opened); build both with `cmake --build plugins/build`")
+        return path
+    return find_plugin_library(**search)
+
+
 def _creators(registry) -> list:
     try:
         return list(registry.all_creators or [])

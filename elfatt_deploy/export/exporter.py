@@ -35,6 +35,7 @@ from .fp16 import to_half_precision
 from .inline import inline_elfatt_functions, shape_slices_as_slice
 from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, attach_functions
+from .onnx_schema import register_schema
 from .translation import custom_translation_table
 
 DEFAULT_OPSET = 18
@@ -142,6 +143,7 @@ def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset:
     # The exporter logs a warning for every torchvision op it cannot register when
     # torchvision is absent: irrelevant for our models, so keep it quiet.
     registration_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    register_schema()  # before the exporter: a too old onnx is the environment, not the model
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _log_level(registration_log, logging.ERROR):
             warnings.simplefilter("ignore")

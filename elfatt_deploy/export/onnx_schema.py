@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, defs, helper
 
+from ..errors import MissingDependencyError
 from ..op.spec import ElfattAttrs, check_channels, check_qkv_channels
 from .onnx_function import DOMAIN, FLOAT_ATTRIBUTES, INT_ATTRIBUTES, OP_TYPE, STRING_ATTRIBUTES
 
@@ -75,8 +76,26 @@ def _make_schema() -> defs.OpSchema:
     return schema
 
 
+#: The oldest onnx whose OpSchema takes a Python inference function and survives interpreter exit with
+#: one registered (1.17-1.18 have no set_type_and_shape_inference_function, 1.19 hangs at exit, 1.20-1.22
+#: crash there); pyproject.toml requires it too.
+MIN_ONNX = (1, 23)
+
+
+def _check_onnx_version() -> None:
+    parts = []
+    for piece in onnx.__version__.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    if tuple(parts) < MIN_ONNX:
+        raise MissingDependencyError(
+            f"onnx {onnx.__version__} is too old: elfatt-deploy needs onnx >= {'.'.join(map(str, MIN_ONNX))} "
+            f"(its op schema's shape inference); upgrade it with: python3 -m pip install -U \"onnx>=1.23\"")
+
+
 def register_schema() -> None:
     """Registers the schema once per process (safe to call many times)."""
+    _check_onnx_version()
     try:
         defs.get_schema(OP_TYPE, OP_SET_VERSION, DOMAIN)
         return

@@ -130,11 +130,14 @@ bool checkTypes(DataType const* types, int32_t nbTypes, std::string& error)
     return true;
 }
 
-void logCaught(std::string const& where, std::exception const* e) noexcept
+//! Logs an exception a plugin method caught. ``method`` is a literal: building the message allocates, so it
+//! happens here, inside the try (a std::bad_alloc from it must not leave the noexcept method).
+void logCaught(char const* method, std::exception const* e) noexcept
 {
     try
     {
-        logError(where + "unexpected exception: " + (e != nullptr ? e->what() : "unknown"));
+        logError(std::string(kPLUGIN_NAME) + ": " + method + ": unexpected exception: "
+            + (e != nullptr ? e->what() : "unknown"));
     }
     catch (...)
     {
@@ -466,11 +469,11 @@ nvinfer1::IPluginCapability* ElfattPlugin::getCapabilityInterface(PluginCapabili
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getCapabilityInterface: ", &e);
+        logCaught("getCapabilityInterface", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getCapabilityInterface: ", nullptr);
+        logCaught("getCapabilityInterface", nullptr);
     }
     return nullptr;
 }
@@ -483,11 +486,11 @@ nvinfer1::IPluginV3* ElfattPlugin::clone() noexcept
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": clone: ", &e);
+        logCaught("clone", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": clone: ", nullptr);
+        logCaught("clone", nullptr);
     }
     return nullptr;
 }
@@ -682,11 +685,11 @@ int32_t ElfattPlugin::configurePlugin(
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": configurePlugin: ", &e);
+        logCaught("configurePlugin", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": configurePlugin: ", nullptr);
+        logCaught("configurePlugin", nullptr);
     }
     return 1;
 }
@@ -717,11 +720,11 @@ int32_t ElfattPlugin::getOutputDataTypes(
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getOutputDataTypes: ", &e);
+        logCaught("getOutputDataTypes", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getOutputDataTypes: ", nullptr);
+        logCaught("getOutputDataTypes", nullptr);
     }
     return 1;
 }
@@ -784,11 +787,11 @@ int32_t ElfattPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs,
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getOutputShapes: ", &e);
+        logCaught("getOutputShapes", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getOutputShapes: ", nullptr);
+        logCaught("getOutputShapes", nullptr);
     }
     return 1;
 }
@@ -820,11 +823,11 @@ bool ElfattPlugin::supportsFormatCombination(
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": supportsFormatCombination: ", &e);
+        logCaught("supportsFormatCombination", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": supportsFormatCombination: ", nullptr);
+        logCaught("supportsFormatCombination", nullptr);
     }
     return false;
 }
@@ -861,11 +864,11 @@ size_t ElfattPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getWorkspaceSize: ", &e);
+        logCaught("getWorkspaceSize", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getWorkspaceSize: ", nullptr);
+        logCaught("getWorkspaceSize", nullptr);
     }
     return 0;
 }
@@ -879,11 +882,11 @@ char const* ElfattPlugin::getMetadataString() noexcept
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getMetadataString: ", &e);
+        logCaught("getMetadataString", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getMetadataString: ", nullptr);
+        logCaught("getMetadataString", nullptr);
     }
     return nullptr;
 }
@@ -940,11 +943,11 @@ int32_t ElfattPlugin::onShapeChange(
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": onShapeChange: ", &e);
+        logCaught("onShapeChange", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": onShapeChange: ", nullptr);
+        logCaught("onShapeChange", nullptr);
     }
     return 1;
 }
@@ -993,11 +996,11 @@ int32_t ElfattPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDes
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": enqueue: ", &e);
+        logCaught("enqueue", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": enqueue: ", nullptr);
+        logCaught("enqueue", nullptr);
     }
     return 1;
 }
@@ -1031,11 +1034,11 @@ PluginFieldCollection const* ElfattPlugin::getFieldsToSerialize() noexcept
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getFieldsToSerialize: ", &e);
+        logCaught("getFieldsToSerialize", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": getFieldsToSerialize: ", nullptr);
+        logCaught("getFieldsToSerialize", nullptr);
     }
     return nullptr;
 }
@@ -1094,11 +1097,11 @@ nvinfer1::IPluginV3* ElfattPluginCreator::createPlugin(
     }
     catch (std::exception const& e)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": createPlugin: ", &e);
+        logCaught("createPlugin", &e);
     }
     catch (...)
     {
-        logCaught(std::string(kPLUGIN_NAME) + ": createPlugin: ", nullptr);
+        logCaught("createPlugin", nullptr);
     }
     return nullptr;
 }

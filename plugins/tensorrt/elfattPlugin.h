@@ -8,7 +8,7 @@
  *
  * This header and elfattPlugin.cpp use TensorRT headers only (no libnvinfer
  * symbol): registration with the plugin registry and the exported entry points
- * live in elfattPluginRegistration.cpp.
+ * live in elfattPluginStaticRegistration.cpp and elfattPluginCreators.cpp.
  *
  * Every virtual entry point is noexcept and catches everything: no exception
  * crosses the plugin boundary; failures are logged (elfattPluginLogger.h) and

@@ -8,7 +8,7 @@
  *  1. the ILogger of the ILoggerFinder that TensorRT passed to setLoggerFinder()
  *     (IPluginRegistry::loadLibrary / trtexec --dynamicPlugins),
  *  2. the logger returned by the fallback source, which the registration TU
- *     (elfattPluginRegistration.cpp) points at libnvinfer's getLogger(), the way
+ *     (elfattPluginStaticRegistration.cpp, elfattPluginCreators.cpp) points at libnvinfer's getLogger(), the way
  *     TensorRT's own plugin library falls back when no finder was given,
  *  3. stderr, for warnings and errors (info/verbose need a logger): an error is
  *     never dropped silently.

@@ -68,6 +68,10 @@ PersistentCounters::~PersistentCounters() noexcept
     int current = -1;
     bool const switched = mApi->getDevice(&current) == cudaSuccess && current != mDevice
         && mApi->setDevice(mDevice) == cudaSuccess;
+    // cudaFree in the relaxed capture mode, as cudaMalloc in acquire(): destroying a context while another
+    // thread captures a graph in the global mode must not invalidate that capture.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    bool const relaxed = mApi->exchangeCaptureMode(&mode) == cudaSuccess;
     for (void* ptr : mRetired)
     {
         static_cast<void>(mApi->free(ptr));
@@ -75,6 +79,10 @@ PersistentCounters::~PersistentCounters() noexcept
     if (mPtr != nullptr)
     {
         static_cast<void>(mApi->free(mPtr));
+    }
+    if (relaxed)
+    {
+        static_cast<void>(mApi->exchangeCaptureMode(&mode));
     }
     if (switched)
     {

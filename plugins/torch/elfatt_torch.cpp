@@ -19,6 +19,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -174,6 +175,9 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
     p.params.localHeads = toInt32(localHeads, "local_heads");
     p.params.windowH = toInt32(windowH, "window_h");
     p.params.windowW = toInt32(windowW, "window_w");
+    // A double outside float's range has no float value (the cast would be undefined behaviour).
+    TORCH_CHECK(std::isfinite(scale) && std::fabs(scale) <= static_cast<double>(std::numeric_limits<float>::max()),
+        "elfatt: scale ", scale, " is not a finite float32; pass 0 for 1/sqrt(d) or a finite value");
     p.params.scale = static_cast<float>(scale);
     p.params.dtype = dtype;
     p.params.hasLepe = p.weight.defined();

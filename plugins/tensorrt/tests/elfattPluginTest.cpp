@@ -1177,6 +1177,7 @@ struct FakeCuda
     cudaStreamCaptureStatus capture{cudaStreamCaptureStatusNone};
     cudaStreamCaptureMode mode{cudaStreamCaptureModeGlobal};
     cudaStreamCaptureMode modeAtMalloc{cudaStreamCaptureModeGlobal};
+    std::vector<cudaStreamCaptureMode> modesAtFree;
     int mallocs{0};
     int frees{0};
     int memsets{0};
@@ -1216,6 +1217,7 @@ elfatt::trt::CounterCudaApi const kFAKE_API{
     [](void* ptr) {
         ++gFake.frees;
         gFake.freed.push_back(ptr);
+        gFake.modesAtFree.push_back(gFake.mode);
         return cudaSuccess;
     },
     [](void* ptr, int, size_t bytes, cudaStream_t stream) {
@@ -1292,6 +1294,9 @@ void testPersistentCounters()
         && ((gFake.freed[0] == first && gFake.freed[1] == larger) || (gFake.freed[0] == larger && gFake.freed[1] == first));
     check(bothFreed && gFake.device == 1 && gFake.setDevices == 2, "counters.freed_by_the_destructor_on_their_device",
         std::to_string(gFake.frees) + " frees, " + std::to_string(gFake.setDevices) + " setDevice calls");
+    bool const relaxedFrees = gFake.modesAtFree.size() == 2 && gFake.modesAtFree[0] == cudaStreamCaptureModeRelaxed
+        && gFake.modesAtFree[1] == cudaStreamCaptureModeRelaxed && gFake.mode == cudaStreamCaptureModeGlobal;
+    check(relaxedFrees, "counters.freed_in_relaxed_capture_mode_then_restored");
 }
 
 //! The plugin's own use of its counters (through the default API, here the fake): passed to the kernels with
