@@ -24,7 +24,8 @@ class Issue:
     message: str
 
 
-def _version_parts(version: str) -> tuple[int, ...]:
+def version_parts(version: str) -> tuple[int, ...]:
+    """The leading numeric parts of a version string: '10.3.0.30' -> (10, 3, 0, 30), '1.20.1rc1' -> (1, 20, 1)."""
     parts = []
     for piece in str(version).split("."):
         digits = "".join(ch for ch in piece if ch.isdigit()) if piece else ""
@@ -51,7 +52,7 @@ def check_compatibility(metadata: Mapping, env: Mapping) -> list[Issue]:
     elif not built_trt:
         issues.append(Issue("error", "tensorrt", "the engine metadata does not say which TensorRT built it"))
     else:
-        b, r = _version_parts(built_trt), _version_parts(run_trt)
+        b, r = version_parts(built_trt), version_parts(run_trt)
         if b[:3] != r[:3]:
             issues.append(Issue("error", "tensorrt", f"built with TensorRT {built_trt}, running TensorRT {run_trt}"))
         elif b != r:

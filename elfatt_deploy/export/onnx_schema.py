@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, defs, helper
 
+from ..engine.compat import version_parts
 from ..errors import MissingDependencyError
 from ..op.spec import ElfattAttrs, check_channels, check_qkv_channels
 from .onnx_function import DOMAIN, FLOAT_ATTRIBUTES, INT_ATTRIBUTES, OP_TYPE, STRING_ATTRIBUTES
@@ -83,14 +84,11 @@ MIN_ONNX = (1, 23)
 
 
 def _check_onnx_version() -> None:
-    parts = []
-    for piece in onnx.__version__.split(".")[:2]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    if tuple(parts) < MIN_ONNX:
+    if version_parts(onnx.__version__)[:2] < MIN_ONNX:
+        wanted = ".".join(map(str, MIN_ONNX))
         raise MissingDependencyError(
-            f"onnx {onnx.__version__} is too old: elfatt-deploy needs onnx >= {'.'.join(map(str, MIN_ONNX))} "
-            f"(its op schema's shape inference); upgrade it with: python3 -m pip install -U \"onnx>=1.23\"")
+            f"onnx {onnx.__version__} is too old: elfatt-deploy needs onnx >= {wanted} "
+            f"(its op schema's shape inference); upgrade it with: python3 -m pip install -U \"onnx>={wanted}\"")
 
 
 def register_schema() -> None:
