@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import onnx
+import onnx.compose
 import pytest
 
 from test_engine_onnx_fixture import elfatt_model, save
@@ -57,6 +58,20 @@ def test_prepare_without_plugin_keeps_function(tmp_path):
 def test_no_plugin_on_plugin_only_file(tmp_path):
     with pytest.raises(ValueError, match="plugin-only export.*--plugin-only"):
         prepare_build(_options(tmp_path, elfatt_model(with_function=False, dims=(1, 3, 32, 32)), use_plugin=False))
+
+
+def test_prefixed_op_type_is_refused_for_the_plugin_and_builds_without_it(tmp_path):
+    """onnx.compose.add_prefix renames local functions and their nodes by default (rename_functions=True)."""
+    lib = tmp_path / PLUGIN_LIBRARY_NAME
+    lib.write_bytes(b"fake")
+    prefixed = onnx.compose.add_prefix(elfatt_model(dims=(1, 3, 32, 32)), "a_")
+    assert [n.op_type for n in prefixed.graph.node if n.domain == "elfatt"] == ["a_ElfattAttention"]
+    with pytest.raises(ValueError, match="'a_ElfattAttention'.*rename_functions=False.*--no-plugin"):
+        prepare_build(_options(tmp_path, prefixed, plugin=str(lib)))
+    plan = prepare_build(_options(tmp_path, prefixed, use_plugin=False))  # the renamed function body is imported
+    assert [f.name for f in elfatt_functions(onnx.load_from_string(plan.model_bytes))] == ["a_ElfattAttention"]
+    kept = onnx.compose.add_prefix(elfatt_model(dims=(1, 3, 32, 32)), "a_", rename_functions=False)
+    assert prepare_build(_options(tmp_path, kept, plugin=str(lib))).elfatt_node_count == 1
 
 
 def test_missing_plugin_lists_paths(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from test_export_helpers import (SIZES, attention_layer_count, elfatt_nodes, ort_session, random_image, reduced_model,
                              torch_reference)
@@ -87,6 +88,15 @@ def test_metadata(fp32_exports):
     assert meta["elfatt.input_name"] == "image" and meta["elfatt.input_layout"] == "NCHW"
     assert json.loads(meta["elfatt.input_normalization"])["std"] == [0.229, 0.224, 0.225]
     assert meta["elfatt.precision"] == "fp32" and meta["elfatt.dynamic"] == "true"
+
+
+def test_producer_is_the_toolkit_and_the_tracing_torch_is_recorded(fp32_exports):
+    """Netron, onnx.checker and model registries show producer_name/producer_version: ours, not torch.onnx's."""
+    _, path = fp32_exports["vit"]
+    proto = onnx.load(str(path))
+    assert (proto.producer_name, proto.producer_version) == ("elfatt-deploy", __version__)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["elfatt.torch_version"] == torch.__version__
 
 
 def test_plugin_only_file_has_no_function(tmp_path):

@@ -211,9 +211,13 @@ def test_symbolic_shape_infer_follows_the_body(tmp_path):
                 path = str(tmp_path / f"op_{heads[0]}_{heads[1]}_{static}_{form}.onnx")
                 onnx.save(proto, path)
                 expected[path] = [2, 9, 10, channels] if static else ["batch", "height", "width", channels]
-    done = subprocess.run([sys.executable, "-c", _SHAPE_TOOL, *expected], capture_output=True, text=True, timeout=300)
+    work = tmp_path / "cwd"  # the tool writes sym_shape_infer_temp.onnx there when a shape is left unknown
+    work.mkdir()
+    done = subprocess.run([sys.executable, "-c", _SHAPE_TOOL, *expected], capture_output=True, text=True, timeout=300,
+                          cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
+    assert not list(work.iterdir())
 
 
 def test_no_plugin_build_gives_each_overload_its_own_name(rng):

@@ -19,6 +19,7 @@ from .environment import gpu_info, jetson_release
 from .metadata import build_metadata
 from .onnx_prep import (
     ELFATT_OP,
+    check_no_renamed_elfatt_nodes,
     elfatt_functions,
     elfatt_nodes,
     load_model,
@@ -128,6 +129,7 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
     removed = 0
     candidates: list[Path] = []
     if options.use_plugin:
+        check_no_renamed_elfatt_nodes(model, source=str(onnx_path))
         removed = remove_elfatt_functions(model)
         if nodes:
             candidates = find_plugin_libraries(options.plugin)

@@ -77,6 +77,25 @@ def elfatt_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.domain == ELFATT_DOMAIN and n.op_type == ELFATT_OP]
 
 
+def check_no_renamed_elfatt_nodes(model: onnx.ModelProto, *, source: str = "the model") -> None:
+    """Refuses elfatt-domain nodes whose op type is no longer ``ElfattAttention``.
+
+    ``onnx.compose.add_prefix`` (and ``merge_models`` with a prefix, which calls it) renames model-local
+    functions and the nodes that call them by default (``rename_functions=True``): ``a_ElfattAttention``. ONNX
+    Runtime still runs such a file through the renamed function, but no plugin creator has that name, so the
+    plugin path would remove the function and leave the parser a node it cannot import."""
+    renamed = [n for n in model.graph.node if n.domain == ELFATT_DOMAIN and n.op_type != ELFATT_OP
+               and not n.op_type.startswith(FUNCTION_BODY_OP)]
+    if renamed:
+        node = renamed[0]
+        raise ValueError(
+            f"{source} has {len(renamed)} node(s) of the {ELFATT_DOMAIN!r} domain with an op type other than "
+            f"{ELFATT_OP!r} (first: {node.name or '(unnamed)'!r} of type {node.op_type!r}); the TensorRT plugin is "
+            f"registered as {ELFATT_OP!r} only. onnx.compose.add_prefix and merge_models rename local functions and "
+            "their nodes by default: prefix with onnx.compose.add_prefix(model, prefix, rename_functions=False) and "
+            "merge the prefixed models without a prefix, or build this file with --no-plugin")
+
+
 def elfatt_functions(model: onnx.ModelProto) -> list[onnx.FunctionProto]:
     return [f for f in model.functions if f.domain == ELFATT_DOMAIN]
 

@@ -25,6 +25,7 @@ import onnx
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..atomic import atomic_write_bytes, check_output_path
 from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
@@ -253,13 +254,15 @@ def build_onnx_model(
     del proto.functions[:]
     if not plugin_only:
         attach_functions(proto, _default_opset_version(proto))
-    proto.producer_name = "elfatt-deploy"
+    proto.producer_name = "elfatt-deploy"  # torch.onnx wrote "pytorch" and its own version
+    proto.producer_version = __version__
     set_metadata(proto, export_metadata(
         model_name=getattr(model, "model_name", type(model).__name__),
         model_config=getattr(model, "model_config", {}),
         precision=precision, dynamic=dynamic, input_shape=shape, output_name=output_name, plugin_only=plugin_only,
         inlined=inline,
         weights=getattr(model, "weights_provenance", None),
+        torch_version=torch.__version__,
     ))
     stage("checking (onnx.checker, full check)")
     try:

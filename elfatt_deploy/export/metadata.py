@@ -21,11 +21,13 @@ PRECISIONS = ("fp32", "fp16")
 
 def export_metadata(*, model_name: str, model_config: Mapping, precision: str, dynamic: bool,
                     input_shape, output_name: str, plugin_only: bool, inlined: bool = False,
-                    normalization: Mapping = INPUT_NORMALIZATION, weights: Optional[Mapping] = None) -> dict:
+                    normalization: Mapping = INPUT_NORMALIZATION, weights: Optional[Mapping] = None,
+                    torch_version: Optional[str] = None) -> dict:
     """The metadata of one export, as strings.
 
     ``weights`` records how the weights were made (export/model_loading.py: checkpoint path and
     sha256, or the seed of random weights); ``validate`` rebuilds exactly those from it.
+    ``torch_version`` is the PyTorch that traced the model (the file's ``producer_version`` is the toolkit's).
     """
     values = {
         "model_name": model_name,
@@ -43,6 +45,8 @@ def export_metadata(*, model_name: str, model_config: Mapping, precision: str, d
         "plugin_only": json.dumps(bool(plugin_only)),
         "inlined": json.dumps(bool(inlined)),  # export --inline: standard ops only (export/inline.py)
     }
+    if torch_version:
+        values["torch_version"] = torch_version
     if weights:
         values["weights"] = json.dumps(dict(weights), sort_keys=True)
     return {PREFIX + k: v for k, v in values.items()}

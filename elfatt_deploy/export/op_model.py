@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from .._version import OP_VERSION
+from .._version import OP_VERSION, __version__
 from ..op.spec import ElfattAttrs
 from .onnx_function import DOMAIN, OP_TYPE, ChannelLayout, build_function
 from .onnx_schema import OP_SET_VERSION, register_schema
@@ -55,4 +55,5 @@ def single_op_model(
         opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(DOMAIN, OP_SET_VERSION)],
         functions=functions,
         producer_name="elfatt-deploy",
+        producer_version=__version__,
     )

@@ -18,7 +18,7 @@ import onnx
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..engine.metadata import source_onnx_path
-from ..engine.onnx_prep import elfatt_functions, load_model, remove_elfatt_functions
+from ..engine.onnx_prep import check_no_renamed_elfatt_nodes, elfatt_functions, load_model, remove_elfatt_functions
 from ..engine.plugin import find_plugin_library
 from ..errors import InputError
 from ..preprocess import DEFAULT_NORMALIZATION, format_floats, normalization_from_props
@@ -68,6 +68,10 @@ def plugin_only_onnx(source: Path, target_dir: Path) -> Path:
     GPU); TensorRT's parser takes a local function over a registered plugin on several versions
     (docs/op-spec.md), so the copy drops the function and every version uses the plugin."""
     model = load_model(source)
+    try:
+        check_no_renamed_elfatt_nodes(model, source=str(source))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if not elfatt_functions(model):
         return source
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
