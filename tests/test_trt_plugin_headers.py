@@ -29,7 +29,7 @@ PLAN_CPP = REPO / "plugins" / "kernels" / "src" / "plan.cpp"
 OBJECT_SOURCES = ["elfattPlugin.cpp", "elfattPluginLogger.cpp", "elfattPluginState.cpp"]
 STATIC_SOURCE, VC_SOURCE = "elfattPluginStaticRegistration.cpp", "elfattPluginCreators.cpp"
 PLUGIN_SOURCES = OBJECT_SOURCES + [STATIC_SOURCE, VC_SOURCE]
-WARNINGS = ["-Wall", "-Wextra", "-Werror"]
+WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wold-style-cast", "-Wpedantic", "-Werror"]
 SYSTEM_TRT_INCLUDES = [
     "/usr/include/x86_64-linux-gnu",
     "/usr/include/aarch64-linux-gnu",

@@ -165,6 +165,11 @@ class ElfattPluginCreator : public nvinfer1::IPluginCreatorV3One
 public:
     ElfattPluginCreator();
     ~ElfattPluginCreator() override = default;
+    //! mFc points into this object's mFieldNames: a copy would point into the source's.
+    ElfattPluginCreator(ElfattPluginCreator const&) = delete;
+    ElfattPluginCreator& operator=(ElfattPluginCreator const&) = delete;
+    ElfattPluginCreator(ElfattPluginCreator&&) = delete;
+    ElfattPluginCreator& operator=(ElfattPluginCreator&&) = delete;
 
     char const* getPluginName() const noexcept override;
     char const* getPluginVersion() const noexcept override;

@@ -22,6 +22,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -317,6 +318,11 @@ std::string attrs(ElfattAttributes const& a)
 // ---------------------------------------------------------------------------------------------------------------------
 // Checks
 
+// The creator's field collection points into the creator itself: copying it must not compile.
+static_assert(!std::is_copy_constructible<ElfattPluginCreator>::value && !std::is_move_constructible<ElfattPluginCreator>::value
+        && !std::is_copy_assignable<ElfattPluginCreator>::value,
+    "ElfattPluginCreator must be neither copyable nor movable");
+
 void testCreatorBasics(ElfattPluginCreator& creator)
 {
     check(std::strcmp(creator.getPluginName(), "ElfattAttention") == 0, "creator.name");
@@ -444,9 +450,9 @@ void testValidCreate(ElfattPluginCreator& creator)
     }
     // An ONNX file written with scale=0 (an INT attribute) reaches the plugin as kINT32.
     {
-        int32_t heads = 4;
+        int32_t localHeads = 4;
         int32_t zero = 0;
-        PluginField intScale[] = {PluginField("local_heads", &heads, PluginFieldType::kINT32, 1),
+        PluginField intScale[] = {PluginField("local_heads", &localHeads, PluginFieldType::kINT32, 1),
             PluginField("scale", &zero, PluginFieldType::kINT32, 1)};
         PluginFieldCollection intScaleFc{2, intScale};
         auto p = create(creator, &intScaleFc);
