@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from elfatt_deploy import __version__
 from elfatt_deploy.cli import main
 from elfatt_deploy.data.image_folder import dataset_hash, decode_items, scan_image_folder, spread_order
 from elfatt_deploy.data.transforms import to_model_input
@@ -74,6 +75,9 @@ def test_the_file_keeps_its_function_body_metadata_and_checks(quantized, calibra
     assert meta["calibration_images"] == "30"
     assert meta["calibration_sha256"] == dataset_hash(used, folder.root) == result.calibration["sha256"]
     assert json.loads(meta["calibration"])["method"] == "max"
+    # ONNX Runtime's quantizer writes producer "onnx.quantize"; the file names the toolkit and the quantizer
+    assert (model.producer_name, model.producer_version) == ("elfatt-deploy", __version__)
+    assert meta["quantizer"].startswith(f"onnxruntime {ort.__version__} quantize_static")
 
 
 def test_the_quantized_model_agrees_with_pytorch_on_held_out_images(quantized, held_out_images):

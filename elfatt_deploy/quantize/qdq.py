@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 
 import onnx
 
+from .._version import __version__
 from ..atomic import atomic_write_bytes, check_output_path
 from ..errors import InputError
 from ..export.metadata import PREFIX, read_metadata, set_metadata
@@ -287,6 +288,8 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
     summary["method"] = method
     if method == "percentile":
         summary["percentile"] = float(percentile)
+    # ONNX Runtime's quantizer names itself (onnx.quantize 0.1.0); the quantizer is in elfatt.quantizer below
+    quantized_model.producer_name, quantized_model.producer_version = "elfatt-deploy", __version__
     set_metadata(quantized_model, {
         PREFIX + "precision": PRECISION,
         PREFIX + "base_precision": base_precision,
