@@ -319,7 +319,8 @@ std::string attrs(ElfattAttributes const& a)
 // Checks
 
 // The creator's field collection points into the creator itself: copying it must not compile.
-static_assert(!std::is_copy_constructible<ElfattPluginCreator>::value && !std::is_move_constructible<ElfattPluginCreator>::value
+static_assert(!std::is_copy_constructible<ElfattPluginCreator>::value
+        && !std::is_move_constructible<ElfattPluginCreator>::value
         && !std::is_copy_assignable<ElfattPluginCreator>::value,
     "ElfattPluginCreator must be neither copyable nor movable");
 
