@@ -48,12 +48,12 @@ need_value() {
     echo "parity.sh: error: $1 needs a value (see --help)" >&2; exit 2
   fi
 }
-given_shape=0; given_iterations=0; given_warmup=0
+given_shape=0; given_iterations=0; given_warmup=0; given_precisions=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --backend) need_value "$@"; backend="$2"; shift 2 ;;
     --models) need_value "$@"; models="$2"; shift 2 ;;
-    --precisions) need_value "$@"; precisions="$2"; shift 2 ;;
+    --precisions) need_value "$@"; precisions="$2"; given_precisions=1; shift 2 ;;
     --input-shape) need_value "$@"; input_shape="$2"; given_shape=1; shift 2 ;;
     --plugin) need_value "$@"; plugin="$2"; shift 2 ;;
     --iterations) need_value "$@"; iterations="$2"; given_iterations=1; shift 2 ;;
@@ -73,7 +73,7 @@ if [[ $quick -eq 1 ]]; then
   [[ $given_shape -eq 1 ]] || input_shape="1x3x64x64"
   [[ $given_iterations -eq 1 ]] || iterations=5
   [[ $given_warmup -eq 1 ]] || warmup=1
-  [[ "$precisions" == "fp32,fp16" ]] && precisions="fp32"
+  [[ $given_precisions -eq 1 ]] || precisions="fp32"
 fi
 case "$backend" in
   auto|tensorrt|onnxruntime) ;;

@@ -117,3 +117,22 @@ def test_validate_keeps_library_logs_off_stdout_and_quiet_by_default(exported, c
     assert re.search(r"^\[I\] ", loud.err, re.M)  # -v: Polygraphy's log, on stderr
     assert "validate" in loud.err and "run" in loud.err  # the progress bar
     assert quiet.out.splitlines()[-1] == loud.out.splitlines()[-1]  # same verdict line
+
+
+def test_the_toolkits_warnings_are_one_line_and_others_keep_pythons_format():
+    """docs/cli.md: a skipped image is one warning line, not Python's `path:line: Category: ...` plus source."""
+    import warnings
+
+    from elfatt_deploy.cli.logs import configure_library_logs
+    from elfatt_deploy.data.image_folder import ImageDecodeWarning
+
+    before = warnings.formatwarning
+    restore = configure_library_logs(verbose=False)
+    try:
+        ours = warnings.formatwarning(ImageDecodeWarning("skipped 1 image(s)"), ImageDecodeWarning, "/x/calib.py", 83)
+        theirs = warnings.formatwarning(UserWarning("other"), UserWarning, "/x/lib.py", 7)
+    finally:
+        restore()
+    assert ours == "warning: skipped 1 image(s)\n"
+    assert "/x/lib.py:7" in theirs and "UserWarning: other" in theirs
+    assert warnings.formatwarning is before

@@ -87,6 +87,15 @@ def test_quick_keeps_explicit_flags(tmp_path):
                            for c in benches), benches
 
 
+@pytest.mark.parametrize("given, exported", [((), {"fp32"}), (("--precisions", "fp32,fp16"), {"fp32", "fp16"})])
+def test_quick_runs_fp32_only_unless_precisions_are_given(tmp_path, given, exported):
+    """docker/README.md: --quick uses fp32 only where --precisions is not given (also when it names the default)."""
+    proc = _run(tmp_path, "--backend", "onnxruntime", "--models", "m1", "--quick", *given)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    exports = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if c.startswith("export")]
+    assert {p for p in ("fp32", "fp16") if any(f"--precision {p}" in c for c in exports)} == exported, exports
+
+
 def _old_torch(tmp_path):
     """A PYTHONPATH whose `torch` is JetPack 6's NVIDIA wheel version (too old for the exporter)."""
     fake = tmp_path / "oldtorch" / "torch"

@@ -97,12 +97,22 @@ def test_the_quantized_model_agrees_with_pytorch_on_held_out_images(quantized, h
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_histogram_methods_calibrate_too(reference_vit_onnx, calibration_images, tmp_path, method):
+def test_histogram_methods_calibrate_too(reference_vit_onnx, calibration_images, tmp_path, method, capsys):
+    """... and ONNX Runtime's histogram calibrators print nothing (docs/cli.md: library logs only with -v)."""
     out = tmp_path / "q.onnx"
+    capsys.readouterr()
     assert main(["quantize", str(reference_vit_onnx), "-o", str(out), "--calib", str(calibration_images.root),
                  "--calib-samples", "10", "--method", method, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    chatter = "Number of histogram bins"  # ORT's calibrators print() it
+    assert chatter not in captured.out + captured.err and captured.err == "", captured.err
     meta = read_metadata(str(out))
     assert json.loads(meta["calibration"])["method"] == method and meta["calibration_images"] == "10"
+    if method == "entropy":  # -v shows them, on stderr (stdout stays the command's result)
+        assert main(["quantize", str(reference_vit_onnx), "-o", str(out), "--calib", str(calibration_images.root),
+                     "--calib-samples", "10", "--method", method, "--no-progress", "-v"]) == 0
+        captured = capsys.readouterr()
+        assert chatter in captured.err and chatter not in captured.out
 
 
 def test_exclude_keeps_named_layers_in_float(reference_vit_onnx, calibration_images, tmp_path):
@@ -275,3 +285,20 @@ def test_activations_that_overflow_are_bad_input(reference_vit_onnx, calibration
     err = capsys.readouterr().err
     assert code == 2 and "without a finite INT8 scale" in err, err[-2000:]
     _assert_nothing_written(out)
+
+
+def test_a_file_onnx_runtime_cannot_load_is_not_written(calibration_images, tmp_path, capsys):
+    """A static opset-21 export: ONNX Runtime 1.32's optimizer cannot load its Q/DQ form (output_dtype INT8 vs a
+    UINT8 zero point). quantize writes only what ONNX Runtime opens, else says so (exit 2) and writes nothing."""
+    from elfatt_deploy.export.exporter import export_onnx
+    from elfatt_deploy.export.model_loading import build_model
+
+    model = build_model("elfatt_vit_micro", checkpoint=str(checkpoint_path("elfatt_vit_micro")))
+    static21 = export_onnx(model, tmp_path / "s21.onnx", "1x3x112x112", dynamic=False, opset=21)
+    code, out = _quantize(tmp_path, static21, calibration_images.root, "--calib-samples", "8")
+    err = capsys.readouterr().err
+    if code == 0:  # an ONNX Runtime without the optimizer bug: the file must then open
+        ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    else:
+        assert code == 2 and not out.exists(), err
+        assert "cannot load the quantized" in err and "opset 21" in err and "--opset 18" in err, err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Callable
 
 from elfatt_deploy.errors import MissingDependencyError
@@ -35,8 +36,11 @@ def configure_library_logs(*, verbose: bool) -> Callable[[], None]:
         logger.propagate = False
     undo_polygraphy = _route_polygraphy(verbose)
     _quiet_onnxruntime(verbose)
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _toolkit_warnings_as_one_line(previous_format)
 
     def restore() -> None:
+        warnings.formatwarning = previous_format
         undo_polygraphy()
         for logger, previous_level, propagate in saved:
             logger.removeHandler(handler)
@@ -44,6 +48,19 @@ def configure_library_logs(*, verbose: bool) -> Callable[[], None]:
             logger.propagate = propagate
 
     return restore
+
+
+def _toolkit_warnings_as_one_line(fallback: Callable) -> Callable:
+    """Formats the toolkit's own warnings (ImageDecodeWarning, ...) as ``warning: MESSAGE``, without Python's
+    source path and code line; other libraries' warnings as Python formats them. (A formatter, not a
+    showwarning: code that records warnings, such as warnings.catch_warnings(record=True), still gets them.)"""
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if getattr(category, "__module__", "").startswith("elfatt_deploy."):
+            return f"warning: {message}\n"
+        return fallback(message, category, filename, lineno, line)
+
+    return format_warning
 
 
 def _route_polygraphy(verbose: bool) -> Callable[[], None]:

@@ -22,6 +22,7 @@ is rebuilt for the new opset (the converter drops model-local functions).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import sys
@@ -67,6 +68,23 @@ class QuantizeResult:
         return {"output": str(self.output), "precision": PRECISION, "base_precision": self.base_precision,
                 "method": self.method, "calibration": self.calibration, "opset": self.opset,
                 "quantized": self.quantized, "unquantized": self.unquantized, "float_ops": self.float_ops}
+
+
+def _check_loads_in_onnxruntime(data: bytes, source: str, opset: int) -> None:
+    """Refuses to write a Q/DQ file ONNX Runtime cannot open with its default graph optimizations.
+
+    Seen with static exports at opset 21 (ONNX Runtime 1.32): its optimizer fuses a Reshape into a Q/DQ pair
+    and then fails type inference (output_dtype INT8 vs a UINT8 zero point); opsets 18-20 and dynamic files load."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    try:
+        ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400].rstrip(".")
+        raise InputError(
+            f"ONNX Runtime {ort.__version__} cannot load the quantized {source} (opset {opset}): {first}. "
+            "Nothing was written. Re-export with an opset from 18 to 20 (export --opset 18) or as a dynamic file "
+            "and quantize that") from None
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -197,14 +215,15 @@ def _float_ops(model: onnx.ModelProto) -> dict:
 
 
 @contextlib.contextmanager
-def _quiet_ort_quantizer():
+def _quiet_ort_quantizer(verbose: bool = False):
     """ORT's quantizer logs a pre-processing hint through the root logger and its histogram
-    calibrators print to stdout: keep the hint off the terminal and the chatter off stdout."""
+    calibrators print to stdout: keep the hint off the terminal and the chatter off stdout
+    (on stderr when ``verbose``, else dropped, as the CLI promises for library logs)."""
     root = logging.getLogger()
     previous = root.level
     root.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr if verbose else io.StringIO()):
             yield
     finally:
         root.setLevel(previous)
@@ -212,8 +231,9 @@ def _quiet_ort_quantizer():
 
 def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None, method: str = "max",
                   input_shape=None, exclude: Sequence[str] = (), percentile: float = DEFAULT_PERCENTILE,
-                  progress: bool = True) -> QuantizeResult:
-    """Quantizes ``onnx_path`` into ``output`` (written atomically; nothing is left there on error)."""
+                  progress: bool = True, verbose: bool = False) -> QuantizeResult:
+    """Quantizes ``onnx_path`` into ``output`` (written atomically; nothing is left there on error).
+    ``verbose`` shows ONNX Runtime's calibrator output on stderr."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from ..preprocess import normalization_from_props
@@ -265,7 +285,7 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
         staged_in, staged_out = Path(tmp) / "input.onnx", Path(tmp) / "quantized.onnx"
         onnx.save(model, str(staged_in))
         try:
-            with _quiet_ort_quantizer():
+            with _quiet_ort_quantizer(verbose):
                 quantize_static(
                     str(staged_in), str(staged_out), reader, quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True, reduce_range=False,
@@ -304,7 +324,9 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
         onnx.checker.check_model(quantized_model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise InputError(f"the quantized model fails onnx.checker (full_check): {exc}") from exc
-    atomic_write_bytes(output, quantized_model.SerializeToString())
+    data = quantized_model.SerializeToString()
+    _check_loads_in_onnxruntime(data, source, _default_opset(quantized_model))
+    atomic_write_bytes(output, data)
     return QuantizeResult(output=output, base_precision=base_precision, method=method, calibration=summary,
                           quantized=quantized, unquantized=unquantized, float_ops=_float_ops(quantized_model),
                           opset=_default_opset(quantized_model))

@@ -40,7 +40,7 @@ def run(args) -> int:
     exclude = [e.strip() for e in args.exclude.split(",") if e.strip()]
     result = quantize_onnx(args.onnx, args.output, args.calib, samples=args.calib_samples, method=args.method,
                            input_shape=args.input_shape, exclude=exclude, percentile=args.percentile,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, verbose=bool(getattr(args, "verbose", False)))
     elapsed = time.perf_counter() - start
     cal = result.calibration
     print(f"wrote {result.output} in {elapsed:.1f} s: int8-qdq over {result.base_precision}, opset {result.opset}, "
