@@ -10,19 +10,20 @@ def parse_shape(text: str, *, rank: int | None = None, what: str = "shape") -> t
 
     Raises ValueError naming the text and the expected form on bad input.
     """
+    example = "x".join(("1", "3", "224", "224")[-rank:]) if rank in (1, 2, 3, 4) else "1x3x224x224"
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"{what} {text!r} is empty: write it as dimensions joined by 'x', e.g. 1x3x224x224")
+        raise ValueError(f"{what} {text!r} is empty: write it as dimensions joined by 'x', e.g. {example}")
     parts = text.strip().lower().split("x")
     dims = []
     for part in parts:
         if not part.strip().isdigit():
             raise ValueError(
                 f"{what} {text!r} has the dimension {part!r}, which is not a non-negative integer: "
-                "write it as dimensions joined by 'x', e.g. 1x3x224x224"
+                f"write it as dimensions joined by 'x', e.g. {example}"
             )
         dims.append(int(part))
     if rank is not None and len(dims) != rank:
-        raise ValueError(f"{what} {text!r} has {len(dims)} dimensions; expected {rank}, e.g. 1x3x224x224")
+        raise ValueError(f"{what} {text!r} has {len(dims)} dimensions; expected {rank}, e.g. {example}")
     return tuple(dims)
 
 

@@ -183,3 +183,22 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     # torch keeps its own caches in TMPDIR (torchinductor_*); nothing of ours may stay
     ours = [p for p in tmp.rglob("*") if p.name.startswith("elfatt") or p.suffix in (".onnx", ".tmp", ".part")]
     assert ours == [], ours
+
+
+def test_a_reader_that_closes_the_pipe_is_not_an_error_of_the_environment():
+    """`elfatt-deploy models | head -1`: the pipe closes mid-output; exit 141 (128 + SIGPIPE, as shells report
+    it), no `error: [Errno 32] Broken pipe` (exit 3) and no 'Exception ignored' at the interpreter's exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "elfatt_deploy", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader leaves before the table is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "Exception ignored" not in err, err
+
+
+def test_a_bad_deepstream_input_size_names_the_form(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["deepstream", str(tmp_path / "m.engine"), "-o", str(tmp_path / "c.txt"), "--input-size", "384"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == EXIT_BAD_INPUT and "--input-size '384'" in err and "e.g. 224x224" in err, err
+    assert "_size" not in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import pkgutil
 import sys
@@ -151,6 +152,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _Terminated:
         print(f"elfatt-deploy {args.command}: terminated (SIGTERM)", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # `elfatt-deploy doctor | head`: the reader left; not an error of the environment
+        _silence_closed_stdout()
+        return 141
     except Exception as exc:  # noqa: BLE001  (every error becomes one line and an exit code)
         return _report(args.command, exc, debug)
     finally:
@@ -165,6 +169,15 @@ def _nothing_to_restore() -> None:
 class _Terminated(BaseException):
     """SIGTERM (docker stop, timeout, a job scheduler) as an exception, so that temporary files and partial
     outputs are cleaned up by the same finally blocks as for Ctrl-C; exit 143 (128 + 15)."""
+
+
+def _silence_closed_stdout() -> None:
+    """Points stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # a stdout without a file descriptor (captured in tests): nothing will flush to the pipe
 
 
 def _terminate_as_interrupt():

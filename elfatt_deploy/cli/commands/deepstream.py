@@ -6,10 +6,16 @@ NAME = "deepstream"
 HELP = "write a DeepStream nvinfer [property] config (engine, plugin, preprocessing) for an engine"
 
 
-def _size(text: str):
+def input_size(text: str):
+    """HxW for --input-size; a bad value is argparse's usage error with our message (not `invalid _size value`)."""
+    import argparse
+
     from ...shapes import parse_shape
 
-    return parse_shape(text, rank=2, what="--input-size")
+    try:
+        return parse_shape(text, rank=2, what="--input-size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser) -> None:
@@ -19,7 +25,7 @@ def add_arguments(parser) -> None:
                                        "copy is written beside the config when it has the elfatt function)")
     parser.add_argument("--plugin", help="libelfatt_trt_plugin.so for custom-lib-path (default: the plugin search)")
     parser.add_argument("--batch-size", type=int, help="nvinfer batch-size (default: the profile's opt batch)")
-    parser.add_argument("--input-size", type=_size, metavar="HxW", help="infer-dims height x width (default: the profile's opt)")
+    parser.add_argument("--input-size", type=input_size, metavar="HxW", help="infer-dims height x width (default: the profile's opt)")
     parser.add_argument("--network-type", default="other", choices=["other", "classifier"],
                         help="other (default): logits as tensor meta; classifier: needs --labels")
     parser.add_argument("--labels", help="labels file for --network-type classifier")
