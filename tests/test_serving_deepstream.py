@@ -125,3 +125,15 @@ def test_a_plugin_path_that_does_not_exist_and_a_negative_gpu_id_are_bad_input(t
     assert not out.exists()
     assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--gpu-id", "1"]) == 0
     assert read_property(out)["gpu-id"] == "1"
+
+
+def test_a_prefixed_op_type_is_refused_for_nvinfer_rebuilds(tmp_path):
+    """onnx.compose.add_prefix's default renames the node to a_ElfattAttention: no plugin creator has that name."""
+    import onnx.compose
+
+    from elfatt_deploy.serving.deepstream import plugin_only_onnx
+
+    source = Path(save(onnx.compose.add_prefix(elfatt_model(), "a_"), tmp_path / "prefixed.onnx"))
+    with pytest.raises(InputError, match="'a_ElfattAttention'.*rename_functions=False"):
+        plugin_only_onnx(source, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefixed.onnx"]  # no copy written

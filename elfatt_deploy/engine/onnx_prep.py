@@ -14,6 +14,8 @@ from typing import Union
 
 import onnx
 
+from ..errors import InputError
+
 ELFATT_DOMAIN = "elfatt"
 ELFATT_OP = "ElfattAttention"
 
@@ -88,7 +90,7 @@ def check_no_renamed_elfatt_nodes(model: onnx.ModelProto, *, source: str = "the 
                and not n.op_type.startswith(FUNCTION_BODY_OP)]
     if renamed:
         node = renamed[0]
-        raise ValueError(
+        raise InputError(
             f"{source} has {len(renamed)} node(s) of the {ELFATT_DOMAIN!r} domain with an op type other than "
             f"{ELFATT_OP!r} (first: {node.name or '(unnamed)'!r} of type {node.op_type!r}); the TensorRT plugin is "
             f"registered as {ELFATT_OP!r} only. onnx.compose.add_prefix and merge_models rename local functions and "

@@ -68,10 +68,7 @@ def plugin_only_onnx(source: Path, target_dir: Path) -> Path:
     GPU); TensorRT's parser takes a local function over a registered plugin on several versions
     (docs/op-spec.md), so the copy drops the function and every version uses the plugin."""
     model = load_model(source)
-    try:
-        check_no_renamed_elfatt_nodes(model, source=str(source))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    check_no_renamed_elfatt_nodes(model, source=str(source))
     if not elfatt_functions(model):
         return source
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
