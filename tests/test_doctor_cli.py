@@ -87,6 +87,20 @@ def test_doctor_with_a_missing_engine_is_bad_input(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_doctor_refuses_an_engine_that_is_another_kind_of_file(tmp_path, capsys):
+    """An ONNX file passed as --engine is bad input (exit 2) that says what the file is, not a plan 'without a
+    sidecar' (the row it got before)."""
+    from elfatt_deploy.export.op_model import single_op_model
+    from elfatt_deploy.op.spec import ElfattAttrs
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(single_op_model(ElfattAttrs(global_heads=1, local_heads=1, window_h=3, window_w=3), 8).SerializeToString())
+    rc = main(["doctor", "--engine", str(path), "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is an ONNX model, not a TensorRT plan" in err and f"elfatt-deploy build {path}" in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_cuobjdump_parsing_and_verdict():
     text = "ELF file    1: libelfatt_trt_plugin.1.sm_80.cubin\nELF file    2: libelfatt_trt_plugin.2.sm_87.cubin\n"
     assert parse_cuobjdump_list(text) == {80, 87}

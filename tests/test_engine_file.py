@@ -3,6 +3,7 @@
 import json
 import os
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,51 @@ def test_corrupt_old_header(tmp_path):
     path.write_bytes(ENGINE_MAGIC[:-1] + b"\x09" + struct.pack("<I", 2) + b"{}plan")
     with pytest.raises(EngineFileError, match="format version 9"):
         load_engine(path)
+
+
+def _other_files(tmp_path):
+    """Files people pass as --engine by mistake, each written by the library that makes them."""
+    import torch
+    from safetensors.torch import save_file
+
+    from elfatt_deploy.export.op_model import single_op_model
+    from elfatt_deploy.op.spec import ElfattAttrs
+
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(single_op_model(ElfattAttrs(global_heads=1, local_heads=1, window_h=3, window_w=3),
+                                          8).SerializeToString())
+    torch.save({"w": torch.zeros(3)}, tmp_path / "model.pt")
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "model.safetensors"))
+    sidecar = write_engine_file(tmp_path / "m.engine", {"precision": "fp16"}, b"\x00plan\xff" * 8)
+    (tmp_path / "notes.txt").write_text("an engine should be here; ünïcode ✓\n" * 200)
+    import onnxruntime
+    library = next(p for p in Path(onnxruntime.__file__).parent.rglob("*.so*"))
+    return {onnx_path: "an ONNX model", tmp_path / "model.pt": "a ZIP archive",
+            tmp_path / "model.safetensors": "a safetensors checkpoint", sidecar_path(sidecar): "a JSON file",
+            tmp_path / "notes.txt": "a text file", library: "an ELF shared library"}
+
+
+def test_files_that_are_not_plans_are_named_for_what_they_are(tmp_path):
+    for path, kind in _other_files(tmp_path).items():
+        with pytest.raises(EngineFileError, match="not a TensorRT plan") as info:
+            load_engine(path)
+        message = str(info.value)
+        assert message.startswith(f"{path} is {kind}"), message
+    with pytest.raises(EngineFileError, match=f"elfatt-deploy build {tmp_path / 'model.onnx'} -o"):
+        load_engine(tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("size", [1, 2, 15, 16, 4096, 100_000])
+def test_binary_plans_of_any_size_are_not_mistaken_for_other_files(tmp_path, rng, size):
+    """What the recogniser must never do: refuse a plan. Random binary data (as TensorRT's plans are, after a
+    short header) of every size, also starting with the bytes the checks look at."""
+    from elfatt_deploy.engine.not_a_plan import describe_non_plan
+
+    for prefix in (b"", b"\x08", b"ftrt", b"{"):
+        plan = (prefix + _plan(rng, size))[:size] if size > len(prefix) else _plan(rng, size)
+        if size >= 16:  # a text file shorter than that is not judged; random bytes are not all printable
+            plan = plan[:8] + b"\x00" + plan[9:]
+        assert describe_non_plan(plan) is None, plan[:32]
+        path = tmp_path / "p.plan"
+        path.write_bytes(plan)
+        assert load_engine(path).source == SOURCE_NONE

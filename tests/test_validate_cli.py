@@ -83,7 +83,7 @@ def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
     (["validate", "{file}", "--samples", "0"], "--samples 0 must be >= 1"),
     (["validate", "{file}", "--rtol-l2", "-1"], "must be a positive finite number"),
     (["validate", "{file}", "--rtol-l2", "inf"], "must be a positive finite number"),
-    (["validate", "{file}", "--providers", "nosuch"], "execution provider 'nosuch' is not available here"),
+    (["validate", "{file}", "--providers", "nosuch"], "--providers 'nosuch' is not an ONNX Runtime execution provider"),
     (["validate", "{file}", "--min-agreement", "2"], "--min-agreement apply with --images DIR only"),
     (["validate", "{file}", "--input-shape", "1x3x64x96"], "--input-shape apply with --images DIR only"),
     (["validate", "{file}", "--images", "{tmp}", "--min-agreement", "2"], "--min-agreement 2.0 must be in [0, 1]"),
@@ -97,6 +97,19 @@ def test_cli_errors_are_clear(fp32_file, tmp_path, monkeypatch, capsys, argv, me
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_provider_this_onnxruntime_build_lacks_is_the_environment(fp32_file, capsys):
+    """``--providers cuda`` with the CPU-only onnxruntime: exit 3 (docs/cli.md), naming the package to install;
+    a typo is exit 2 (above)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA execution provider")
+    assert main(["validate", str(fp32_file), "--providers", "cuda,cpu", "--samples", "1"]) == 3
+    err = capsys.readouterr().err
+    assert "'cuda' (CUDAExecutionProvider) is not available in this onnxruntime" in err
+    assert "pip install onnxruntime-gpu" in err
 
 
 def test_export_rejects_a_checkpoint_of_another_model(tmp_path, capsys):

@@ -13,7 +13,9 @@ sidecar describing the wrong plan.
 Reading (:func:`load_engine`) accepts three kinds of file:
 
 - a plan with its sidecar: the sidecar's plan hash must match (else EngineFileError);
-- a plan alone (trtexec ``--saveEngine``, Polygraphy): loads, with a warning that nothing can be checked;
+- a plan alone (trtexec ``--saveEngine``, Polygraphy): loads, with a warning that nothing can be checked,
+  unless it is certainly something else (an ONNX model, a checkpoint, a library, text: not_a_plan.py),
+  which is an EngineFileError that says what the file is and what to do;
 - the old elfatt-deploy header format (legacy_header.py): read-only, loads with its embedded metadata.
 """
 
@@ -28,6 +30,7 @@ from typing import Any, Mapping
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from .legacy_header import ENGINE_MAGIC, EngineFileError, decode_engine, has_legacy_header
+from .not_a_plan import describe_non_plan
 
 SIDECAR_SUFFIX = ".json"
 SIDECAR_FORMAT = "elfatt-deploy engine sidecar"
@@ -158,6 +161,9 @@ def load_engine(path: str | os.PathLike) -> EngineFile:
         return EngineFile(path, plan, metadata, SOURCE_LEGACY, warnings)
     if side.is_file():
         return EngineFile(path, data, _read_sidecar(side, data, path), SOURCE_SIDECAR)
+    other = describe_non_plan(data)
+    if other:
+        raise EngineFileError(f"{path} is {other}".replace("FILE", str(path)))
     return EngineFile(path, data, {}, SOURCE_NONE, [
         f"{path} has no sidecar ({side.name}): a plan from trtexec or Polygraphy, or one copied without it. It runs, "
         "but its TensorRT version, GPU and plugin version cannot be checked against this machine"

@@ -14,20 +14,39 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
                     "tensorrt": "TensorrtExecutionProvider"}
 
 
+#: The pip package that brings an execution provider ONNX Runtime knows but this build lacks.
+PROVIDER_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "TensorrtExecutionProvider": "onnxruntime-gpu",
+                     "OpenVINOExecutionProvider": "onnxruntime-openvino",
+                     "DmlExecutionProvider": "onnxruntime-directml"}
+
+
 def resolve_providers(providers: Optional[Sequence[str]]) -> list[str]:
-    """Full ONNX Runtime provider names; ValueError naming a provider this onnxruntime lacks."""
+    """Full ONNX Runtime provider names, in the given order (default CPU).
+
+    A name ONNX Runtime does not know at all (a typo) is bad input (InputError, exit 2); a provider
+    it knows but this installed build lacks (``cuda`` with the CPU-only ``onnxruntime``) is the
+    environment (MissingDependencyError, exit 3), with the package that brings it."""
     import onnxruntime as ort
 
+    from elfatt_deploy.errors import InputError, MissingDependencyError
+
     available = ort.get_available_providers()
+    known = set(ort.get_all_providers())
     wanted = list(providers) if providers else ["cpu"]
     resolved = []
     for provider in wanted:
         full = PROVIDER_ALIASES.get(provider.strip().lower(), provider.strip())
-        if full not in available:
-            hint = " (install onnxruntime-gpu for CUDA)" if full == "CUDAExecutionProvider" else ""
-            raise ValueError(f"ONNX Runtime execution provider {provider!r} is not available here{hint}; "
-                             f"available: {', '.join(available)}")
-        resolved.append(full)
+        if full in available:
+            resolved.append(full)
+            continue
+        listing = f"available here: {', '.join(available)} (short names: {', '.join(PROVIDER_ALIASES)})"
+        if full not in known:
+            raise InputError(f"--providers {provider!r} is not an ONNX Runtime execution provider; {listing}")
+        package = PROVIDER_PACKAGES.get(full)
+        install = (f"; install {package} in place of onnxruntime (pip uninstall onnxruntime && "
+                   f"pip install {package})") if package else ""
+        raise MissingDependencyError(f"ONNX Runtime execution provider {provider!r} ({full}) is not available "
+                                     f"in this onnxruntime {ort.__version__}{install}; {listing}")
     return resolved
 
 
