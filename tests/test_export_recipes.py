@@ -51,7 +51,10 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     ("opset = '18'\n", "opset = '18' must be an integer"),
     ("dynamic = 1\n", "dynamic = 1 must be true or false"),
-    ("precision = 'int8'\n", "precision 'int8' is not one of fp32, fp16"),
+    ("precision = 'int8'\n", "precision 'int8' is not one of fp32, fp16; an INT8 file is made from an fp32 or fp16 "
+                             "export with `elfatt-deploy quantize`"),
+    ("[model_config]\ndims = [32, 64]\n", "[model_config] 'dims' is not a setting of elfatt_vit_tiny; its settings: "
+                                          "embed_dim, depth, num_heads"),
     ("opset = 13\n", "opset 13 must be an int from 18"),
     ("dynamic = false\n", "dynamic = false but min/opt/max shapes differ"),
 ])
@@ -69,8 +72,6 @@ def test_bad_files(tmp_path):
         load_recipe(_write(tmp_path, BASE.replace("elfatt_vit_tiny", "vgg")))
     with pytest.raises(ValueError, match="min <= opt <= max"):
         load_recipe(_write(tmp_path, BASE.replace("2x3x512x512", "2x3x128x512")))
-    with pytest.raises(ValueError, match="lacks max_shape"):
-        load_recipe(_write(tmp_path, BASE.replace('max_shape = "2x3x512x512"\n', "")))
 
 
 def test_checkpoint_is_relative_to_the_recipe(tmp_path):
@@ -102,3 +103,33 @@ def test_flags_without_recipe():
     assert settings.model == "elfatt_cswin_tiny" and settings.opt_shape == (1, 3, 224, 224) and settings.dynamic
     with pytest.raises(ValueError, match="give --model NAME or --recipe FILE"):
         _export_settings([])
+
+
+def test_a_dynamic_recipe_without_min_and_max_exports_and_build_asks_for_shapes(tmp_path):
+    """The ONNX export needs only the traced shape; the profile is build's business, which then asks for --shapes."""
+    from elfatt_deploy.engine.profiles import resolve_profile
+
+    path = _write(tmp_path, BASE.replace('min_shape = "1x3x224x224"\n', "").replace('max_shape = "2x3x512x512"\n', ""))
+    recipe = load_recipe(path)
+    assert recipe.dynamic and recipe.opt_shape == (1, 3, 256, 256) and recipe.min_shape is recipe.max_shape is None
+    settings = _export_settings(["--recipe", str(path), "--input-shape", "2x3x320x224"])
+    assert settings.opt_shape == (2, 3, 320, 224) and settings.min_shape is settings.max_shape is None
+    with pytest.raises(ValueError, match="give the optimization profile with --shapes"):
+        resolve_profile("input", ["batch", 3, "height", "width"], recipe=recipe)
+    assert resolve_profile("input", ["batch", 3, "height", "width"], recipe=recipe,
+                           shapes="min:1x3x224x224,opt:1x3x256x256,max:2x3x512x512").max == (2, 3, 512, 512)
+    one_sided = load_recipe(_write(tmp_path, BASE.replace('max_shape = "2x3x512x512"\n', "")))
+    assert one_sided.min_shape == (1, 3, 224, 224) and one_sided.max_shape is None
+    with pytest.raises(ValueError, match="min <= opt <= max"):  # what is there is still checked against opt
+        load_recipe(_write(tmp_path, BASE.replace("1x3x224x224", "1x3x300x300").replace('max_shape = "2x3x512x512"\n', "")))
+
+
+def test_a_recipe_without_opt_shape_takes_the_input_shape_flag(tmp_path):
+    path = _write(tmp_path, BASE.replace('opt_shape = "1x3x256x256"\n', ""))
+    with pytest.raises(ValueError, match="has no opt_shape .*or give export --input-shape"):
+        load_recipe(path)
+    settings = _export_settings(["--recipe", str(path), "--input-shape", "1x3x320x288"])
+    assert settings.opt_shape == (1, 3, 320, 288)
+    assert settings.min_shape == (1, 3, 224, 224) and settings.max_shape == (2, 3, 512, 512)
+    static = load_recipe(_write(tmp_path, 'model = "elfatt_vit_tiny"\ndynamic = false\n'), opt_shape=(1, 3, 96, 64))
+    assert static.min_shape == static.opt_shape == static.max_shape == (1, 3, 96, 64)

@@ -76,7 +76,7 @@ def test_model_config_is_recorded_and_overridable():
     assert model.model_config["depth"] == 2 and model.model_config["window"] == [4, 4]
     assert model.model_name == "elfatt_vit_tiny"
     assert len(model.blocks) == 2 and model.head.out_features == 10
-    with pytest.raises(ValueError, match="bad override"):
+    with pytest.raises(ValueError, match="'no_such_option' is not a setting of elfatt_vit_tiny; its settings: embed_dim"):
         create_model("elfatt_vit_tiny", no_such_option=1)
 
 

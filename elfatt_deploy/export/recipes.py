@@ -10,8 +10,8 @@ A recipe is named by what it builds, e.g. ``elfatt_vit_small-fp16-dynamic-224-10
     plugin_only = false              # true: no function body (trtexec / Polygraphy with the plugin)
     inline = false                   # true: the function body inlined into standard ops (OpenVINO, ...)
     min_shape = "1x3x224x224"        # TensorRT optimization profile; opt_shape is also the traced shape
-    opt_shape = "1x3x512x512"
-    max_shape = "2x3x1024x1024"
+    opt_shape = "1x3x512x512"        # (export --input-shape gives it when the recipe has none)
+    max_shape = "2x3x1024x1024"      # optional for export; build then needs --shapes
 
     [model_config]                   # optional create_model overrides, e.g. num_classes = 10
     num_classes = 1000
@@ -44,9 +44,11 @@ Shape = tuple[int, int, int, int]
 @dataclass(frozen=True)
 class Recipe:
     model: str
-    min_shape: Shape
-    opt_shape: Shape
-    max_shape: Shape
+    #: The TensorRT profile. opt_shape is also the traced shape; min/max may be None in a dynamic
+    #: recipe (the ONNX export does not need them; ``build`` then asks for ``--shapes``).
+    min_shape: Optional[Shape] = None
+    opt_shape: Optional[Shape] = None
+    max_shape: Optional[Shape] = None
     checkpoint: Optional[str] = None
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
@@ -76,25 +78,40 @@ _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: 
 def _checked(recipe: Recipe) -> Recipe:
     # a recipe built in code (export without --recipe) is the command's flags: name those instead
     where = f"recipe {recipe.path}: " if recipe.path else ""
-    get_entry(recipe.model)  # ValueError listing the models
+    entry = get_entry(recipe.model)  # ValueError listing the models
+    entry.check_settings(recipe.model_config, where=f"{where}[model_config] " if recipe.path else "")
     if recipe.precision not in PRECISIONS:
-        raise ValueError(f"{where or '--'}precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}")
+        hint = ("; an INT8 file is made from an fp32 or fp16 export with `elfatt-deploy quantize` (explicit Q/DQ, "
+                "docs/quantization.md)") if str(recipe.precision).lower() == "int8" else ""
+        raise ValueError(f"{where or '--'}precision {recipe.precision!r} is not one of {', '.join(PRECISIONS)}{hint}")
     if isinstance(recipe.opset, bool) or not isinstance(recipe.opset, int) or not MIN_OPSET <= recipe.opset <= MAX_OPSET:
         raise ValueError(f"{where or '--'}opset {recipe.opset!r} must be an int from {MIN_OPSET} to {MAX_OPSET}")
     if recipe.plugin_only and recipe.inline:
         raise ValueError(f"{where}plugin_only and inline are both set (--plugin-only, --inline); a plugin-only file "
                          "has no function body to inline: choose one (--no-plugin-only or --no-inline override a "
                          "recipe)")
-    profile = make_profile(recipe.min_shape, recipe.opt_shape, recipe.max_shape,
+    if recipe.opt_shape is None:
+        raise ValueError(f"{where or 'export settings: '}no opt_shape (the traced shape); add e.g. "
+                         "opt_shape = \"1x3x224x224\" to the recipe, or give --input-shape")
+    if not recipe.dynamic:  # a static file has one shape: min and max are it
+        recipe = replace(recipe, min_shape=recipe.min_shape or recipe.opt_shape,
+                         max_shape=recipe.max_shape or recipe.opt_shape)
+    # a dynamic recipe without min/max: check what is there against opt (build asks for --shapes)
+    profile = make_profile(recipe.min_shape or recipe.opt_shape, recipe.opt_shape, recipe.max_shape or recipe.opt_shape,
                            what=f"recipe {recipe.path}" if recipe.path else "--input-shape")
     if not recipe.dynamic and not profile.is_static:
         raise ValueError(f"{where or 'export settings: '}dynamic = false but min/opt/max shapes differ ({profile.describe()}); "
                          "give one shape or set dynamic = true")
-    return replace(recipe, min_shape=profile.min, opt_shape=profile.opt, max_shape=profile.max)
+    return replace(recipe, min_shape=profile.min if recipe.min_shape else None, opt_shape=profile.opt,
+                   max_shape=profile.max if recipe.max_shape else None)
 
 
-def load_recipe(path: Union[str, Path]) -> Recipe:
-    """Reads and checks a recipe; ValueError names the offending key and the valid ones."""
+def load_recipe(path: Union[str, Path], *, opt_shape: Optional[Shape] = None) -> Recipe:
+    """Reads and checks a recipe; ValueError names the offending key and the valid ones.
+
+    ``opt_shape`` (export's ``--input-shape``) stands in for a recipe's missing one, so such a
+    recipe loads with it (the command's flags then override the rest). A dynamic recipe may leave out min_shape and max_shape: the ONNX export does not use
+    them, and ``build`` then asks for ``--shapes``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {str(path)!r} does not exist; see export/ for examples")
@@ -113,14 +130,11 @@ def load_recipe(path: Union[str, Path]) -> Recipe:
     if "model" not in data:
         raise ValueError(f"recipe {str(path)!r} has no model; add e.g. model = \"elfatt_vit_small\"")
     shapes = {k: data.pop(k, None) for k in ("min_shape", "opt_shape", "max_shape")}
+    if shapes["opt_shape"] is None and opt_shape is not None:
+        shapes["opt_shape"] = tuple(opt_shape)
     if shapes["opt_shape"] is None:
-        raise ValueError(f"recipe {str(path)!r} has no opt_shape (the traced shape); add e.g. opt_shape = \"1x3x224x224\"")
-    if not data.get("dynamic", True):
-        shapes = {k: v or shapes["opt_shape"] for k, v in shapes.items()}
-    missing = [k for k, v in shapes.items() if v is None]
-    if missing:
-        raise ValueError(f"recipe {str(path)!r} is dynamic but lacks {', '.join(missing)}; give min_shape, opt_shape "
-                         "and max_shape (or set dynamic = false with one opt_shape)")
+        raise ValueError(f"recipe {str(path)!r} has no opt_shape (the traced shape); add e.g. opt_shape = \"1x3x224x224\", "
+                         "or give export --input-shape")
     checkpoint = data.pop("checkpoint", "") or None
     if checkpoint is not None and not Path(checkpoint).is_absolute():
         checkpoint = str(path.parent / checkpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,6 +21,19 @@ class ModelEntry:
     defaults: dict = field(default_factory=dict)
     default_input_size: int = 224
     summary: str = ""
+
+    def settings(self) -> tuple[str, ...]:
+        """The keyword settings ``create_model`` (and a recipe's ``[model_config]``) accept for this model."""
+        parameters = inspect.signature(self.builder).parameters.values()
+        return tuple(p.name for p in parameters
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+
+    def check_settings(self, overrides, *, where: str = "") -> None:
+        """ValueError naming each unknown setting and the valid ones (``where`` says where they came from)."""
+        unknown = [k for k in overrides if k not in self.settings()]
+        if unknown:
+            raise ValueError(f"{where}{', '.join(map(repr, unknown))} {'is not a setting' if len(unknown) == 1 else 'are not settings'} "
+                             f"of {self.name}; its settings: {', '.join(self.settings())}")
 
     def window_summary(self) -> str:
         if self.family == "vit":
@@ -104,6 +118,7 @@ def create_model(name: str, **overrides) -> nn.Module:
     dict) and ``default_input_size`` for exporters and reports.
     """
     entry = get_entry(name)
+    entry.check_settings(overrides)
     cfg = model_config(name, **overrides)
     try:
         model = entry.builder(**cfg)

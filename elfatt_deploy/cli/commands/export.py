@@ -45,12 +45,14 @@ def _settings(args):
     overrides = dict(model=args.model, checkpoint=args.checkpoint, precision=args.precision, opset=args.opset,
                      plugin_only=args.plugin_only, inline=args.inline, dynamic=args.dynamic, opt_shape=shape)
     if args.recipe:
-        recipe = load_recipe(args.recipe)
+        recipe = load_recipe(args.recipe, opt_shape=shape)
         if config_overrides(args):
             overrides["model_config"] = {**recipe.model_config, **config_overrides(args)}
-        if shape is not None:
-            overrides.update(min_shape=tuple(min(a, b) for a, b in zip(recipe.min_shape, shape)),
-                             max_shape=tuple(max(a, b) for a, b in zip(recipe.max_shape, shape)))
+        if shape is not None:  # the profile widens to hold the traced shape (a missing min/max stays missing)
+            if recipe.min_shape is not None:
+                overrides["min_shape"] = tuple(min(a, b) for a, b in zip(recipe.min_shape, shape))
+            if recipe.max_shape is not None:
+                overrides["max_shape"] = tuple(max(a, b) for a, b in zip(recipe.max_shape, shape))
             if overrides.get("dynamic") is False or (overrides.get("dynamic") is None and not recipe.dynamic):
                 overrides.update(min_shape=shape, max_shape=shape)
         return recipe.with_overrides(**overrides)
