@@ -88,6 +88,18 @@ def test_fp16_file_gets_the_fp16_tolerance(tmp_path, capsys):
     (["validate", "{file}", "--input-shape", "1x3x64x96"], "--input-shape apply with --images DIR only"),
     (["validate", "{file}", "--images", "{tmp}", "--min-agreement", "2"], "--min-agreement 2.0 must be in [0, 1]"),
     (["validate", "--backend", "tensorrt"], "--backend tensorrt needs --engine PATH"),
+    (["validate", "{file}", "--backend", "openvino", "--providers", "cuda"],
+     "--providers cuda is for --backend onnxruntime, not --backend openvino; --backend openvino takes --device, "
+     "--inference-precision"),
+    (["validate", "{file}", "--plugin", "lib.so"], "--plugin lib.so is for --backend tensorrt, not --backend onnxruntime"),
+    (["validate", "{file}", "--inference-precision", "bf16"], "--inference-precision bf16 is for --backend openvino"),
+    (["validate", "{file}", "--engine", "m.engine"], "--engine m.engine is for --backend tensorrt"),
+    (["bench", "--backend", "onnxruntime", "--onnx", "{file}", "--input-shape", "1x3x64x64", "--dtype", "float16"],
+     "--dtype float16 is for --backend torch, not --backend onnxruntime; --backend onnxruntime takes --providers"),
+    (["bench", "--backend", "torch", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x64x64", "--cuda-graph"],
+     "--cuda-graph is for --backend tensorrt, not --backend torch"),
+    (["bench", "--backend", "onnxruntime", "--onnx", "{file}", "--input-shape", "1x3x64x64", "--device", "cuda"],
+     "--device cuda is for --backend torch or openvino, not --backend onnxruntime"),
     (["export", "--model", "nosuch", "-o", "x.onnx"], "unknown model 'nosuch'"),
     (["export", "--model", "elfatt_vit_tiny", "--checkpoint", "none.safetensors", "-o", "x.onnx"], "does not exist"),
 ])
@@ -137,6 +149,20 @@ def test_backend_factory_errors():
         make_runner("tvm")
     with pytest.raises(ValueError, match="needs an ONNX file"):
         make_runner("onnxruntime")
+
+
+def test_openvino_tolerance_follows_the_precision_it_computes_in():
+    from elfatt_deploy.validation.tolerances import default_rtol_l2, tolerance_note
+
+    assert default_rtol_l2("openvino", "fp32", inference_precision="f32") == 1e-5
+    assert default_rtol_l2("openvino", "fp32", inference_precision="bf16") == 1e-2
+    assert default_rtol_l2("openvino", "fp16", inference_precision="f16") == 5e-3
+    assert default_rtol_l2("openvino", "int8-qdq") == 5e-2  # was no default: --rtol-l2 was needed
+    assert default_rtol_l2("openvino", "int8-qdq", inference_precision="bf16") == 5e-2  # never tighter than the file's
+    assert default_rtol_l2("openvino", "fp32", 3e-4, inference_precision="bf16") == 3e-4  # --rtol-l2 wins
+    assert tolerance_note("openvino", "fp32", inference_precision="bf16") == ": OpenVINO computing in bf16 (--inference-precision)"
+    assert tolerance_note("openvino", "int8-qdq", inference_precision="bf16") == ""
+    assert tolerance_note("openvino", "fp32", 3e-4) == ": --rtol-l2"
 
 
 def test_metrics_and_tolerances():

@@ -50,3 +50,22 @@ def progress_bar(args, *, total: Optional[int], desc: str, unit: str = "step"):
     disable = (not sys.stderr.isatty()) if wanted is None else not wanted
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=disable, leave=False,
                 dynamic_ncols=True)
+
+
+def check_backend_flags(args, flags: dict) -> None:
+    """Refuses a flag given for another backend than ``args.backend`` (InputError, exit 2), rather than
+    ignoring it: ``--providers cuda`` with ``--backend openvino`` would otherwise run on OpenVINO's CPU
+    without a word. ``flags`` maps a flag (``"--providers"``) to the backends it applies to; a flag
+    counts as given when its value is not None and not False (their defaults)."""
+    from ..errors import InputError
+
+    backend = args.backend
+    for flag, backends in flags.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is None or value is False or backend in backends:
+            continue
+        mine = [f for f, b in flags.items() if backend in b]
+        takes = f"; --backend {backend} takes {', '.join(mine)}" if mine else ""
+        shown = "" if value is True else f" {value}"
+        raise InputError(f"{flag}{shown} is for --backend {' or '.join(backends)}, not --backend {backend}{takes}; "
+                         "drop it, or choose that backend")

@@ -8,6 +8,11 @@ NAME = "bench"
 HELP = "measure latency percentiles, throughput and GPU memory of a model on tensorrt, onnxruntime, openvino or torch"
 
 BACKENDS = ("tensorrt", "onnxruntime", "openvino", "torch")
+#: The flags that belong to some backends only (cli/options.check_backend_flags refuses them with another).
+BACKEND_FLAGS = {"--providers": ("onnxruntime",), "--device": ("torch", "openvino"),
+                 "--inference-precision": ("openvino",), "--engine": ("tensorrt",), "--plugin": ("tensorrt",),
+                 "--cuda-graph": ("tensorrt",), "--checkpoint": ("torch",), "--attention": ("torch",),
+                 "--dtype": ("torch",)}
 
 
 def add_arguments(parser) -> None:
@@ -19,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine", help="engine file (tensorrt backend)")
     parser.add_argument("--onnx", help="ONNX file (onnxruntime and openvino backends)")
     parser.add_argument("--model", help="model name (torch backend; a label for the others)")
-    parser.add_argument("--attention", choices=("elfatt", "vanilla"), default="elfatt",
+    parser.add_argument("--attention", choices=("elfatt", "vanilla"), default=None,
                         help="torch backend: ELFATT attention or its vanilla softmax-attention twin (default elfatt)")
     parser.add_argument("--checkpoint", help="weights for the torch backend")
     add_num_classes(parser)
@@ -32,9 +37,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--providers", help="onnxruntime providers, comma-separated (default: CPU)")
     parser.add_argument("--device", default=None, help="torch: cpu, cuda, cuda:N (default cuda when available, else "
                                                        "cpu); openvino: CPU (default), GPU, NPU, AUTO")
-    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default=None,
                         help="openvino: INFERENCE_PRECISION_HINT (default f32, the file's arithmetic)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="torch backend dtype")
+    parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                        help="torch backend dtype (default float32)")
     add_force(parser)
     add_progress(parser)
 
@@ -44,7 +50,12 @@ def _check_args(args):
 
     from ...atomic import check_output_path
     from ...shapes import check_image_shape, parse_shape
+    from ..options import check_backend_flags
 
+    check_backend_flags(args, BACKEND_FLAGS)
+    args.attention = args.attention or "elfatt"
+    args.dtype = args.dtype or "float32"
+    args.inference_precision = args.inference_precision or ("f32" if args.backend == "openvino" else None)
     if args.iterations < 1:
         raise ValueError(f"--iterations {args.iterations} must be >= 1")
     if args.warmup < 0:

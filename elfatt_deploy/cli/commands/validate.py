@@ -20,6 +20,11 @@ DEFAULT_SHAPES = "1x3x224x224,2x3x200x264"
 GROSS_FAILURE_FACTOR = 1e3
 
 
+#: The flags that belong to one backend (cli/options.check_backend_flags refuses them with another).
+BACKEND_FLAGS = {"--providers": ("onnxruntime",), "--device": ("openvino",), "--inference-precision": ("openvino",),
+                 "--engine": ("tensorrt",), "--plugin": ("tensorrt",)}
+
+
 def add_arguments(parser) -> None:
     from ..options import add_force, add_num_classes, add_progress, non_negative_int
 
@@ -40,7 +45,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--providers", help="ONNX Runtime execution providers in priority order, e.g. cuda,cpu "
                                             "(default cpu)")
     parser.add_argument("--device", help="OpenVINO device for --backend openvino: CPU (default), GPU, NPU, AUTO")
-    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+    parser.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default=None,
                         help="OpenVINO's INFERENCE_PRECISION_HINT for --backend openvino (default f32; OpenVINO "
                              "would otherwise compute in bf16 on CPUs with bf16 units and in f16 on GPUs)")
     parser.add_argument("--engine", help="TensorRT engine file (for --backend tensorrt)")
@@ -60,8 +65,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8-qdq"),
                         help="precision of the deployed model, for the default tolerance (default: ONNX metadata)")
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
-                                                      "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3; tensorrt fp32 "
-                                                      "1e-4, fp16 5e-3)")
+                                                      "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3, at least 1e-2 "
+                                                      "with --inference-precision bf16 and 5e-3 with f16; tensorrt "
+                                                      "fp32 1e-4, fp16 5e-3; int8-qdq 5e-2 on all three)")
     parser.add_argument("--report", help="write a JSON report here (atomically)")
     add_force(parser)
     add_progress(parser)
@@ -190,14 +196,12 @@ def run(args) -> int:
     from ...runtime.torch_runner import TorchRunner
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
-    from ...validation.tolerances import default_rtol_l2
-    from ..options import config_overrides, progress_bar
+    from ...validation.tolerances import default_rtol_l2, tolerance_note
+    from ..options import check_backend_flags, config_overrides, progress_bar
 
     if args.backend in ("onnxruntime", "openvino") and not args.onnx:
         raise InputError("give the .onnx file to validate (elfatt-deploy validate model.onnx ...)")
-    if args.device and args.backend != "openvino":
-        raise InputError(f"--device {args.device} is for --backend openvino; --backend {args.backend} takes "
-                         + ("--providers" if args.backend == "onnxruntime" else "the engine's GPU"))
+    check_backend_flags(args, BACKEND_FLAGS)
     if args.backend == "tensorrt" and not args.engine:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     if args.samples < 1:
@@ -231,7 +235,9 @@ def run(args) -> int:
             raise InputError(f"--{key.replace('_', '-')} {value} differs from the file's {key} = {config[key]}; drop it")
     config.update(overrides)
     precision = args.precision or meta.get("precision") or "fp32"
-    rtol = default_rtol_l2(args.backend, precision, args.rtol_l2)
+    inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
+    rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision)
+    rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision)
     if args.images:  # images are resized to one batch shape (_image_batch_shape), not drawn at --shapes
         batch, height, width = _image_batch_shape(args, meta)
         shapes, shape_note = [(batch, 3, height, width)], None
@@ -242,7 +248,7 @@ def run(args) -> int:
 
     providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
-                          providers=providers, device=args.device, inference_precision=args.inference_precision)
+                          providers=providers, device=args.device, inference_precision=inference_precision)
     # (make_runner says now, before any work, when TensorRT or OpenVINO is missing)
     if shape_note:
         print(f"note: {shape_note}", file=sys.stderr)
@@ -272,9 +278,10 @@ def run(args) -> int:
     verdict = "PASS" if result.passed else "FAIL"
     print(f"{verdict}: worst relative L2 error "
           + ", ".join(f"{o} {result.worst(o).metrics.rel_l2_error:.3e}" for o in result.outputs())
-          + f" (tolerance {rtol:.1e})")
+          + f" (tolerance {rtol:.1e}{rtol_note})")
     if not result.passed:
-        hint = _gross_failure_hint(result, rtol, weights_source, default_rtol_l2(args.backend, precision, None))
+        hint = _gross_failure_hint(result, rtol, weights_source,
+                                   default_rtol_l2(args.backend, precision, None, inference_precision=inference_precision))
         if hint:
             print(hint)
     if args.report:
