@@ -74,3 +74,28 @@ def test_bad_image_arguments(reference_vit_onnx, tmp_path, capsys):
     assert code == 2 and "holds no image files" in capsys.readouterr().err
     code, _ = _validate(reference_vit_onnx, tmp_path / "empty", tmp_path, "--min-agreement", "1.5")
     assert code == 2 and "--min-agreement 1.5" in capsys.readouterr().err
+
+
+def test_a_model_without_classifier_head_compares_features_only(held_out_images, tmp_path, capsys):
+    """--num-classes 0: the output is the pooled features, so top-1 'agreement' would compare argmaxes of
+    feature vectors; validate compares the features (rel L2) and says top-1 is not compared."""
+    path = tmp_path / "features.onnx"
+    assert main(["export", "--model", "elfatt_vit_micro", "--num-classes", "0", "--input-shape", "1x3x112x112",
+                 "--weight-seed", "3", "-o", str(path), "--no-progress"]) == 0
+    capsys.readouterr()
+    report_path = tmp_path / "r.json"
+    code = main(["validate", str(path), "--images", str(held_out_images.root), "--report", str(report_path)])
+    out = capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert code == 0, out
+    assert "relative L2 error of the features" in out and "top-1 not compared" in out
+    assert "top-1 accuracy" not in out and "rel L2 err (all features)" in out
+    assert report["top1_agreement"] is None and report["reference_top1"] is None and report["min_top1_agreement"] is None
+    assert 0 < report["rel_l2_error"] <= 1e-5 and report["images"] == 80
+    assert main(["validate", str(path), "--images", str(held_out_images.root), "--rtol-l2", "1e-12"]) == 1
+    assert main(["validate", str(path), "--images", str(held_out_images.root), "--min-agreement", "0.9"]) == 2
+    assert "has no classifier head here (num_classes 0)" in capsys.readouterr().err
+    # random inputs: the same, no top-1 column figures for the features
+    assert main(["validate", str(path), "--shapes", "1x3x112x112", "--samples", "1", "--report", str(report_path)]) == 0
+    rows = json.loads(report_path.read_text())["rows"]
+    assert rows and all(r["top1_agreement"] is None and r["rel_l2_error"] <= 1e-5 for r in rows), rows

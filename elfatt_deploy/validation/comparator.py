@@ -91,8 +91,10 @@ def _counted(runners, bar):
 
 def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Sequence[Sequence[int]],
                samples: int, seed: int, rtol_l2: float, verbose: bool = False,
-               progress: Optional[Callable[[int], object]] = None) -> ParityResult:
+               progress: Optional[Callable[[int], object]] = None, classifier: bool = True) -> ParityResult:
     """Runs both runners with Polygraphy's Comparator and compares every output of every draw.
+
+    ``classifier=False``: the outputs are features (num_classes 0), so no top-1 agreement is reported.
 
     ``progress(total)`` returns a tqdm-like bar (a context manager with ``update``) that advances
     after each of the ``total`` inferences.
@@ -115,7 +117,7 @@ def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Seq
                              "is this file exported from the same model?")
         for name in ref_out:
             try:
-                metrics = compare_outputs(backend_out[name], ref_out[name])
+                metrics = compare_outputs(backend_out[name], ref_out[name], classifier=classifier)
             except ValueError as exc:
                 raise ValueError(f"output {name!r} at input {format_shape(shape)}: {exc}") from None
             passed = metrics.finite and metrics.rel_l2_error <= rtol_l2

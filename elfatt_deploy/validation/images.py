@@ -35,9 +35,10 @@ class ImageParityResult:
     skipped: int
     size: tuple[int, int]
     rtol_l2: float
-    min_agreement: float
+    min_agreement: Optional[float]
     metrics: OutputMetrics
-    agreement: float
+    #: None for a model without a classifier head (num_classes 0: its output is features, top-1 means nothing)
+    agreement: Optional[float]
     reference_accuracy: Optional[float]
     backend_accuracy: Optional[float]
     #: relative L2 error of each image's logits
@@ -46,7 +47,7 @@ class ImageParityResult:
     @property
     def passed(self) -> bool:
         return (self.images > 0 and self.metrics.finite and self.metrics.rel_l2_error <= self.rtol_l2
-                and self.agreement >= self.min_agreement)
+                and (self.agreement is None or self.agreement >= self.min_agreement))
 
     def to_dict(self) -> dict:
         return {"reference": self.reference, "backend": self.backend, "folder": self.folder, "classes": self.classes,
@@ -67,8 +68,11 @@ def _rel_l2_rows(out: np.ndarray, ref: np.ndarray) -> list[float]:
 def run_image_parity(reference_runner, backend_runner, *, input_name: str, output_name: str, images,
                      size: Sequence[int], normalization: Normalization, rtol_l2: float,
                      min_agreement: float = DEFAULT_MIN_AGREEMENT, batch: int = 16, limit: Optional[int] = None,
-                     progress: bool = True, fixed_batch: bool = False) -> ImageParityResult:
+                     progress: bool = True, fixed_batch: bool = False, classifier: bool = True) -> ImageParityResult:
     """Runs both (Polygraphy) runners on the images of ``images`` (a folder path or an ImageFolder).
+
+    ``classifier=False``: the output is a feature vector (a model exported with num_classes 0), so only
+    the error metrics are compared; top-1 agreement and accuracy are not computed (None).
 
     ``fixed_batch``: the model's batch dim is static (``batch``), so a last partial batch is filled up by
     repeating its last image and the extra rows are dropped from the results."""
@@ -108,12 +112,14 @@ def run_image_parity(reference_runner, backend_runner, *, input_name: str, outpu
     ref, out = np.concatenate(refs), np.concatenate(outs)
     if ref.ndim != 2:
         raise ValueError(f"output {output_name!r} has shape {list(ref.shape)}; --images needs a classifier's "
-                         "[batch, classes] logits")
-    metrics = compare_outputs(out, ref)
+                         "[batch, classes] logits or a [batch, features] vector")
+    metrics = compare_outputs(out, ref, classifier=classifier)
     ref_top1, out_top1 = ref.argmax(1), out.argmax(1)
-    agreement = float(np.mean(ref_top1 == out_top1))
+    agreement = float(np.mean(ref_top1 == out_top1)) if classifier else None
     ref_acc = out_acc = None
-    if folder.labelled:
+    if not classifier:
+        min_agreement = None
+    elif folder.labelled:
         truth = np.asarray(labels)
         if ref.shape[1] < len(folder.classes):
             raise ValueError(f"the folder has {len(folder.classes)} classes but the model gives {ref.shape[1]} logits; "
@@ -132,12 +138,14 @@ def format_image_report(result: ImageParityResult) -> str:
     m = result.metrics
     rows = [["images", f"{result.images}" + (f" ({result.skipped} skipped)" if result.skipped else "")],
             ["input size", f"{result.size[0]}x{result.size[1]}"],
-            ["top-1 agreement", f"{result.agreement:.4f} (min {result.min_agreement:.2f})"]]
+            ["top-1 agreement", f"{result.agreement:.4f} (min {result.min_agreement:.2f})" if result.agreement is not None
+             else "not compared: the output is features (no classifier head)"]]
     if result.reference_accuracy is not None:
         rows += [[f"top-1 accuracy {result.reference}", f"{result.reference_accuracy:.4f}"],
                  [f"top-1 accuracy {result.backend}", f"{result.backend_accuracy:.4f} "
                   f"({(result.backend_accuracy - result.reference_accuracy) * 100:+.2f} points)"]]
-    rows += [["rel L2 err (all logits)", f"{m.rel_l2_error:.3e} (max {result.rtol_l2:.0e})"],
+    what = "logits" if result.agreement is not None else "features"
+    rows += [[f"rel L2 err (all {what})", f"{m.rel_l2_error:.3e} (max {result.rtol_l2:.0e})"],
              ["rel L2 err per image, max", f"{max(result.per_image_rel_l2):.3e}"],
              ["max abs err", f"{m.max_abs_error:.3e}"], ["cosine", f"{m.cosine_similarity:.8f}"]]
     return (f"{result.backend} vs {result.reference} on {result.folder}"

@@ -27,8 +27,11 @@ def _as_float64(array) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def compare_outputs(output, reference) -> OutputMetrics:
-    """Metrics of ``output`` against ``reference``; ValueError when their shapes differ."""
+def compare_outputs(output, reference, *, classifier: bool = True) -> OutputMetrics:
+    """Metrics of ``output`` against ``reference``; ValueError when their shapes differ.
+
+    Top-1 agreement is computed for a [batch, classes] output of a classifier; ``classifier=False``
+    (a [batch, features] output of a model without a head) leaves it None."""
     out, ref = _as_float64(output), _as_float64(reference)
     if out.shape != ref.shape:
         raise ValueError(f"output shape {list(out.shape)} differs from the reference shape {list(ref.shape)}")
@@ -45,7 +48,7 @@ def compare_outputs(output, reference) -> OutputMetrics:
     denom = ref_norm * out_norm
     cosine = float(np.sum(out * ref) / denom) if denom > 0 else float(ref_norm == out_norm)
     top1 = None
-    if out.ndim == 2 and out.shape[1] > 1:
+    if classifier and out.ndim == 2 and out.shape[1] > 1:
         top1 = float(np.mean(np.argmax(out, axis=1) == np.argmax(ref, axis=1)))
     if not finite:
         rel_l2 = float("inf")

@@ -265,11 +265,12 @@ def run(args) -> int:
             raise InputError(f"{args.onnx} has the outputs {onnx_file.outputs}; validate compares one model output")
         output_name = onnx_file.outputs[0]
     reference = TorchRunner(model, [input_name], [output_name], name="pytorch")
+    classifier = getattr(model, "num_classes", 1) != 0  # num_classes 0: the output is features, no top-1
     if args.images:
         return _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
-                           describe_weights(weights))
+                           describe_weights(weights), classifier=classifier)
     result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=args.seed,
-                        rtol_l2=rtol, verbose=args.verbose,
+                        rtol_l2=rtol, verbose=args.verbose, classifier=classifier,
                         progress=lambda total: progress_bar(args, total=total, desc="validate", unit="run"))
     origin = weights_source if weights_source in ("--checkpoint", "--weight-seed") else weights_source.split(":")[0]
     print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {describe_weights(weights)} ({origin}); "
@@ -297,15 +298,21 @@ def run(args) -> int:
 
 
 def _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
-                weights) -> int:
-    """``--images DIR``: both sides on the folder's images (validation/images.py)."""
+                weights, classifier: bool = True) -> int:
+    """``--images DIR``: both sides on the folder's images (validation/images.py). ``classifier=False``
+    (num_classes 0): the features are compared, without top-1."""
 
     from ...atomic import atomic_write_text
+    from ...errors import InputError
     from ...preprocess import normalization_from_props
     from ...validation.images import DEFAULT_MIN_AGREEMENT, format_image_report, run_image_parity
     from ...validation.report import environment
 
     batch, height, width = _image_batch_shape(args, meta)
+    if not classifier and args.min_agreement is not None:
+        raise InputError(f"--min-agreement {args.min_agreement}: {name} has no classifier head here (num_classes 0), so "
+                         "its output is features and top-1 agreement does not apply; drop --min-agreement (the "
+                         "relative L2 tolerance still applies)")
     min_agreement = DEFAULT_MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
     if not 0 <= min_agreement <= 1:
         raise ValueError(f"--min-agreement {min_agreement} must be in [0, 1], e.g. 0.99")
@@ -313,11 +320,16 @@ def _run_images(args, reference, backend, meta, name, precision, rtol, input_nam
     result = run_image_parity(reference, backend, input_name=input_name, output_name=output_name, images=args.images,
                               fixed_batch=fixed_batch,
                               size=(height, width), normalization=normalization_from_props(meta),
-                              rtol_l2=rtol, min_agreement=min_agreement, batch=batch)
+                              rtol_l2=rtol, min_agreement=min_agreement, batch=batch, classifier=classifier)
     print(f"{name} ({precision}) on {args.backend} vs PyTorch fp32; weights: {weights}")
     print(format_image_report(result))
-    print(f"{'PASS' if result.passed else 'FAIL'}: top-1 agreement {result.agreement:.4f} (min {min_agreement:.2f}), "
-          f"relative L2 error {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e})")
+    verdict = "PASS" if result.passed else "FAIL"
+    if classifier:
+        print(f"{verdict}: top-1 agreement {result.agreement:.4f} (min {min_agreement:.2f}), "
+              f"relative L2 error {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e})")
+    else:
+        print(f"{verdict}: relative L2 error of the features {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e}); "
+              "top-1 not compared (num_classes 0: no classifier head)")
     if args.report:
         report = {"passed": result.passed, "settings": {
             "onnx": args.onnx, "engine": args.engine, "backend": args.backend, "providers": providers, "model": name,
