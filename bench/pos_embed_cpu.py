@@ -19,7 +19,8 @@ load from other jobs hits them alike; the median of ``--repeats`` per variant an
 size (and the minimum, steadier on a loaded machine). All three include the
 Add of the tokens (what ``folded`` times alone). Outputs are compared with float64 ``F.interpolate``. Prints
 a table and writes pos_embed_cpu.json (every time, machine, versions, load
-average before and after) to ``--out``, atomically.
+average before and after) and pos_embed_cpu.png (median and minimum per variant
+against the size, when matplotlib is installed) to ``--out``, atomically.
 """
 
 from __future__ import annotations
@@ -162,6 +163,38 @@ def _table(rows) -> str:
     return "\n".join(lines)
 
 
+def _plot(rows, path: Path, title: str) -> bool:
+    """Median (line) and minimum (dotted) ms per variant against the input size, log scale; atomic."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)")
+        return False
+    from elfatt_deploy.atomic import atomic_output
+
+    sizes = [r["size"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for variant, marker in zip(VARIANTS, "os^"):
+        line, = ax.plot(sizes, [r["median_ms"][variant] for r in rows], "-", marker=marker, label=f"{variant} (median)")
+        ax.plot(sizes, [r["min_ms"][variant] for r in rows], ":", marker=marker, color=line.get_color(), alpha=0.6,
+                label=f"{variant} (min)")
+    ax.set_xlabel("input size (pixels, square)")
+    ax.set_ylabel("ms per inference (tokens + pos)")
+    ax.set_xticks(sizes)
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--channels", type=int, default=384, help="table channels (ViT-S: 384)")
@@ -170,7 +203,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="out/bench", help="directory for the JSON")
+    parser.add_argument("--out", default="out/bench", help="directory for the JSON and PNG")
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -206,6 +239,10 @@ def main(argv=None) -> int:
     report = {"benchmark": "pos_embed_cpu", "environment": env, "results": rows}
     atomic_write_text(out_dir / "pos_embed_cpu.json", json.dumps(report, indent=2) + "\n")
     print(f"wrote {out_dir / 'pos_embed_cpu.json'}")
+    title = (f"pos-embed resample {args.channels}x{args.grid}x{args.grid}: ONNX Runtime {env['onnxruntime']} CPU, "
+             f"{args.threads} threads")
+    if _plot(rows, out_dir / "pos_embed_cpu.png", title):
+        print(f"wrote {out_dir / 'pos_embed_cpu.png'}")
     return 0
 
 

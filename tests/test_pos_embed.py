@@ -207,6 +207,9 @@ def test_pos_embed_bench_script_times_the_three_forms(tmp_path):
         assert all(e <= 1e-6 for e in row["rel_l2_vs_float64_interpolate"].values())
     assert len(report["environment"]["load_average"]["before"]) == 3
     assert "| 80x80 | 5x5 |" in proc.stdout
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "pos_embed_cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pos_embed_cpu.json", "pos_embed_cpu.png"]  # no temp files
 
 
 def test_fold_keeps_a_widening_cast_at_run_time(rng):
