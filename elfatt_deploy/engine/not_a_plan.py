@@ -76,7 +76,7 @@ def describe_non_plan(data: bytes) -> Optional[str]:
                 "--checkpoint FILE`, then build an engine with `elfatt-deploy build`")
     if _is_onnx_model(data):
         return ("an ONNX model, not a TensorRT plan; build an engine from it with `elfatt-deploy build FILE -o "
-                "model.engine`, or run the ONNX file itself with --backend onnxruntime")
+                "model.engine` (validate and bench also run the ONNX file itself, with --backend onnxruntime)")
     if _is_text(data):
         kind = "a JSON file (an engine's sidecar?)" if data.lstrip()[:1] in (b"{", b"[") else "a text file"
         return f"{kind}, not a TensorRT plan (a plan is binary); give the .engine or .plan file itself"
