@@ -155,16 +155,28 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
     """(instructions, traced-class instructions, per-line ratio) of one function of an nvdisasm -g listing.
 
     Each traced-class instruction (memory, FFMA, MUFU, HMMA, BAR, SHFL) stands for itself and the
-    untraced instructions (address and integer arithmetic, control) before it since the previous one."""
+    untraced instructions (address and integer arithmetic, control) of its basic block before it,
+    since the previous traced one. The untraced instructions at the end of a block, after its last
+    traced instruction (a branch target label ends the block), go to that instruction: they run as
+    often as it does, whereas the next traced instruction may sit in a loop that runs them once but
+    itself many times (e.g. a one-time epilogue setup before a 9-tap loop). A block without any traced
+    instruction hands its instructions on to the next traced one, as before."""
     line = None
     pending = 0
     total = observed = 0
     per_line: dict[str, list[int]] = {}
     last = None
+    block_has_traced = False
     for text in section.splitlines():
         m = re.search(r'//## File "([^"]+)", line (\d+)', text)
         if m:
             line = f"{Path(m.group(1)).name}:{m.group(2)}"
+            continue
+        if re.match(r"^\s*\.L_\w+:", text):  # a branch target: a new basic block starts
+            if block_has_traced and last is not None:
+                last[0] += pending
+                pending = 0
+            block_has_traced = False
             continue
         m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", text)
         if not m:
@@ -178,6 +190,7 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
             entry[1] += 1
             pending = 0
             last = entry
+            block_has_traced = True
     if last is not None:
         last[0] += pending
     return total, observed, {k: v[0] / v[1] for k, v in per_line.items()}
@@ -242,7 +255,7 @@ def compile_resources(cache: Path, archs=(87, 90), kernels: set[str] | None = No
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 h.update(path.name.encode() + path.read_bytes())
-    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio archs={archs} "
+    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio basic-blocks archs={archs} "
              f"sources={[s.name for s in sources]}".encode())
     key = cache / f"resources-{h.hexdigest()[:20]}.json"
     if key.is_file():

@@ -389,6 +389,21 @@ def test_float32_lepe_with_16bit_activations(emulator, tmp_path, rng, dtype, pat
             assert run.kernels[0].startswith("fusedPassKernel"), run.kernels
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("lepe_float32", [False, True], ids=["lepe16", "lepe32"])
+def test_fused_lepe_from_unaligned_parameters(emulator, tmp_path, rng, dtype, lepe_float32):
+    """LePE weight and bias one element off a 16-byte boundary (a view into a larger tensor, say): kernels
+    v2 stage them element by element instead of as 16-byte vectors, into the same shared-memory layout
+    (fused_common.cuh lepeIndex), for local (partial windows) and global heads, d = 32 and 64."""
+    for case in (OpCase("lepe-unaligned-d32", 1, 9, 11, 32, 1, 1, 4, 4),
+                 OpCase("lepe-unaligned-d64", 1, 8, 10, 64, 1, 1, 7, 7)):
+        for with_bias in (True, False):
+            run = run_case(emulator, case, dtype, "fused", tmp_path / f"{case.id}-{with_bias}", rng, bias=with_bias,
+                           lepe_float32=lepe_float32, env=emulation_env(ELFATT_EMULATE_LEPE="unaligned"))
+            assert_matches(run, dtype, f"unaligned LePE parameters ({case.id}, bias {with_bias})")
+            assert run.kernels[0].startswith("fusedPassKernel"), run.kernels
+
+
 STATE_CASES = [
     OpCase("state-chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),   # 3 reduction chunks of one (b, head)
     OpCase("state-batch3-d32", 3, 9, 8, 64, 2, 0, 3, 0),     # 6 counters, one chunk each, global heads only

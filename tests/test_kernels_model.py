@@ -386,3 +386,35 @@ def test_measured_file_errors(tmp_path):
                                            "median_us": 99.0},
                                           {"case": "vit-s-64x64-b1", "kernel_path": "fused", "ms": 0.1}]}))
     assert kernels_model.load_measured(good) == {("vit-s-64x64-b1", "v1", "H100-SXM"): 80.5}
+
+
+def _sass(*rows: str) -> str:
+    """An nvdisasm -g listing of one function: ('L file line' sets the source line, '.L_x:' is a label)."""
+    out, pc = [], 0
+    for row in rows:
+        if row.startswith("L "):
+            _, file, line = row.split()
+            out.append(f'\t//## File "/src/{file}", line {line}')
+        elif row.startswith("."):
+            out.append(row)
+        else:
+            out.append(f"        /*{pc:04x}*/                   {row} ;")
+            pc += 16
+    return "\n".join(out)
+
+
+def test_sass_ratio_keeps_block_tails_with_their_block():
+    """Untraced instructions after a block's last traced one stay with it: a one-time setup block (1 LDS and 5
+    IADDs) before a loop (its label, then 2 IADDs and an LDS) must not charge the setup to the loop's LDS,
+    which runs many times; a block without a traced instruction still hands its instructions on."""
+    import kernels_model
+
+    listing = _sass("L a.cu 10", "IADD3 R1, R1, 0x1, RZ", "LDS R2, [R1]", *["IADD3 R3, R3, 0x1, RZ"] * 5,
+                    ".L_x_1:", "L a.cu 20", "IADD3 R4, R4, 0x1, RZ", "IADD3 R5, R5, 0x1, RZ", "LDS R6, [R4]",
+                    ".L_x_2:", "L a.cu 30", "IADD3 R7, R7, 0x1, RZ", ".L_x_3:", "L a.cu 31", "FFMA R8, R8, R8, R8")
+    total, observed, ratio = kernels_model.sass_mix(listing)
+    assert (total, observed) == (12, 3)
+    assert ratio["a.cu:10"] == 7        # its own block: 1 before it, itself, the 5 after it
+    assert ratio["a.cu:20"] == 3        # the loop's LDS: its 2 IADDs and itself, not the setup's 5
+    assert ratio["a.cu:31"] == 2        # the traced-free block before it (1 IADD) is handed on
+    assert sum(ratio[k] for k in ratio) == total

@@ -282,8 +282,35 @@ __host__ __device__ constexpr int32_t fusedLepeBytes()
     return 10 * kD * 4;
 }
 
-//! sW[tap][c] = weight[(ch0 + c) * 9 + tap] and sW[9][c] = bias[ch0 + c] (0 without a bias), as
-//! float32, for the kD channels of one head. The caller puts a __syncthreads before the reads.
+//! Index in sW of channel c of tap (0..8; 9 = the bias): each tap's kD floats are stored as two
+//! halves, channels 8 g + 0..3 of every group g at 4 g, channels 8 g + 4..7 at kD / 2 + 4 g, so
+//! that the eight weights of group g are two float4 reads with no shuffling (readLepe8), each a
+//! quarter warp's conflict-free 128 bytes (d = 64: groups 0..7; d = 32: groups 0..3, twice).
+template <int32_t kD>
+__host__ __device__ constexpr int32_t lepeIndex(int32_t tap, int32_t c)
+{
+    return tap * kD + ((c & 7) >> 2) * (kD / 2) + (c >> 3) * 4 + (c & 3);
+}
+
+//! The eight float32 weights of channel group g (channels 8 g .. 8 g + 7) of tap (9: the bias).
+template <int32_t kD>
+__device__ __forceinline__ void readLepe8(float (&w)[8], float const* sW, int32_t tap, int32_t group)
+{
+    float4 const lo = *reinterpret_cast<float4 const*>(sW + tap * kD + 4 * group);
+    float4 const hi = *reinterpret_cast<float4 const*>(sW + tap * kD + kD / 2 + 4 * group);
+    w[0] = lo.x;
+    w[1] = lo.y;
+    w[2] = lo.z;
+    w[3] = lo.w;
+    w[4] = hi.x;
+    w[5] = hi.y;
+    w[6] = hi.z;
+    w[7] = hi.w;
+}
+
+//! sW[lepeIndex(tap, c)] = weight[(ch0 + c) * 9 + tap] and sW[lepeIndex(9, c)] = bias[ch0 + c] (0
+//! without a bias), as float32, for the kD channels of one head. The caller puts a __syncthreads
+//! before the reads.
 //! The head's weights are 9 kD contiguous elements from 9 ch0 (layout [C][3][3]) and its biases kD
 //! from ch0, both at 16-byte aligned offsets (ch0 is a multiple of 32): where the pointers are
 //! 16-byte aligned they are read as 16-byte vectors, one coalesced warp instruction per 512
@@ -331,7 +358,7 @@ __device__ __forceinline__ void stageLepe(float* sW, void const* weight, void co
                 if (k < per)
                 {
                     int32_t const e = first + k;
-                    sW[isWeight ? (e % 9) * kD + e / 9 : 9 * kD + e] = x[k];
+                    sW[isWeight ? lepeIndex<kD>(e % 9, e / 9) : lepeIndex<kD>(9, e)] = x[k];
                 }
             }
         }
@@ -339,7 +366,7 @@ __device__ __forceinline__ void stageLepe(float* sW, void const* weight, void co
         {
             for (int32_t c = tid; c < kD; c += kFUSED_THREADS)
             {
-                sW[9 * kD + c] = 0.F;
+                sW[lepeIndex<kD>(9, c)] = 0.F;
             }
         }
         return;
@@ -357,7 +384,7 @@ __device__ __forceinline__ void stageLepe(float* sW, void const* weight, void co
         {
             value = loadLepeParam<T>(bias, ch0 + c, isFloat32);
         }
-        sW[e] = value;
+        sW[lepeIndex<kD>(tap, c)] = value;
     }
 }
 
@@ -414,40 +441,69 @@ __device__ __forceinline__ void storeTile(float const* sOut, Rect const& rect, R
     if (sW != nullptr)
     {
         float w[8];
-        read8(w, sW + 9 * kD + 8 * group); // bias
-#pragma unroll
-        for (int32_t k = 0; k < kR; ++k)
         {
-#pragma unroll
-            for (int32_t c = 0; c < 8; ++c)
-            {
-                value[k][c] += w[c];
-            }
-        }
-#pragma unroll 1 // rolled: unrolled, the compiler hoists all 9 x kR halo loads and runs out of registers
-        for (int32_t tap = 0; tap < 9; ++tap)
-        {
-            int32_t const dy = tap / 3 - 1;
-            int32_t const dx = tap % 3 - 1;
-            read8(w, sW + tap * kD + 8 * group);
+            // The bias (row 9 of sW), read here rather than through readLepe8: each source line of the
+            // taps' reads then stands for the taps alone in bench/kernels_model.py's per-line SASS
+            // ratio (this one-time code would otherwise be charged to each of the 9 taps).
+            float4 const lo = *reinterpret_cast<float4 const*>(sW + 9 * kD + 4 * group);
+            float4 const hi = *reinterpret_cast<float4 const*>(sW + 9 * kD + kD / 2 + 4 * group);
+            float const bias[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
             for (int32_t k = 0; k < kR; ++k)
             {
-                int32_t const rr = row[k] + dy;
-                int32_t const cc = col[k] + dx;
-                // inside bounds: one unsigned compare per axis (a negative difference wraps to > rows)
-                if (static_cast<uint32_t>(rr - bounds.r0) >= static_cast<uint32_t>(bounds.rows)
-                    || static_cast<uint32_t>(cc - bounds.c0) >= static_cast<uint32_t>(bounds.cols))
-                {
-                    continue;
-                }
-                int32_t const h = (rr - haloRect.r0) * haloRect.cols + (cc - haloRect.c0);
-                float v[8];
-                load8<T>(v, halo + (h * fusedLd<kD>() + 8 * group) * 2);
 #pragma unroll
                 for (int32_t c = 0; c < 8; ++c)
                 {
-                    value[k][c] = fmaf(w[c], v[c], value[k][c]);
+                    value[k][c] += bias[c];
+                }
+            }
+        }
+        // Per row, once: the byte offset of its own token in the halo tile and the 9-bit mask of
+        // the taps inside bounds (bit 3 (dy + 1) + dx + 1; a missing row has none), so that a tap
+        // costs one bit test and one add per row. Inside bounds: one unsigned compare per axis (a
+        // negative difference wraps to > rows).
+        constexpr int32_t kLD_BYTES = fusedLd<kD>() * 2;
+        int32_t at[kR];
+        uint32_t taps[kR];
+#pragma unroll
+        for (int32_t k = 0; k < kR; ++k)
+        {
+            uint32_t rowsIn = 0U;
+            uint32_t colsIn = 0U;
+#pragma unroll
+            for (int32_t d = 0; d < 3; ++d)
+            {
+                rowsIn |= (static_cast<uint32_t>(row[k] + d - 1 - bounds.r0) < static_cast<uint32_t>(bounds.rows) ? 1U : 0U) << d;
+                colsIn |= (static_cast<uint32_t>(col[k] + d - 1 - bounds.c0) < static_cast<uint32_t>(bounds.cols) ? 1U : 0U) << d;
+            }
+            taps[k] = ((rowsIn & 1U) != 0U ? colsIn : 0U) | ((rowsIn & 2U) != 0U ? colsIn << 3 : 0U)
+                | ((rowsIn & 4U) != 0U ? colsIn << 6 : 0U);
+            at[k] = ((row[k] - haloRect.r0) * haloRect.cols + (col[k] - haloRect.c0)) * kLD_BYTES + 16 * group;
+        }
+        int32_t const rowBytes = haloRect.cols * kLD_BYTES;
+#pragma unroll 1 // rolled: unrolled, the compiler hoists all 9 x kR halo loads and runs out of registers
+        for (int32_t dy = 0; dy < 3; ++dy)
+        {
+            int32_t offset = (dy - 1) * rowBytes - kLD_BYTES; // tap (dy, dx = 0)
+#pragma unroll 1
+            for (int32_t dx = 0; dx < 3; ++dx, offset += kLD_BYTES)
+            {
+                int32_t const tap = 3 * dy + dx;
+                readLepe8<kD>(w, sW, tap, group);
+#pragma unroll
+                for (int32_t k = 0; k < kR; ++k)
+                {
+                    if (((taps[k] >> tap) & 1U) == 0U)
+                    {
+                        continue;
+                    }
+                    float v[8];
+                    load8<T>(v, halo + at[k] + offset);
+#pragma unroll
+                    for (int32_t c = 0; c < 8; ++c)
+                    {
+                        value[k][c] = fmaf(w[c], v[c], value[k][c]);
+                    }
                 }
             }
         }

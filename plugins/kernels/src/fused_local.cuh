@@ -43,7 +43,10 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
     constexpr int32_t kTILE = fusedTileBytes<kD>();
     constexpr int32_t kKB = kD / 16;           //!< k16 blocks of the head dim (Q K^T)
     constexpr int32_t kNT = kD / 8;            //!< n8 tiles of the head dim (P V, O)
-    constexpr int32_t kSUB = 16;               //!< keys of S held in registers at a time
+    //! Keys of S held in registers at a time (16 registers of S): 64 keys needed ~160 registers at
+    //! kD = 64 and spilled at kD = 32 (sm_87, sm_90); 16 keys cost twice the row-max shuffles,
+    //! corrections and O rescales per key.
+    constexpr int32_t kSUB = 32;
     constexpr int32_t kSN = kSUB / 8;          //!< n8 tiles of S
     constexpr int32_t kPK = kSUB / 16;         //!< k16 blocks of P V
     constexpr bool kBF16 = std::is_same<T, __nv_bfloat16>::value;
@@ -143,7 +146,7 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
         for (int32_t sub = 0; sub * kSUB < nk; ++sub) // block-uniform
         {
             int32_t const k0 = sub * kSUB;
-            // S = Q K^T for the warp's 16 queries x 32 keys [k0, k0 + 32) of the tile.
+            // S = Q K^T for the warp's 16 queries x kSUB keys [k0, k0 + kSUB) of the tile.
             float s[kSN][4];
 #pragma unroll
             for (int32_t np = 0; np < kSN / 2; ++np)
@@ -169,17 +172,34 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
                 }
             }
 
-            // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3), in log2 units.
+            // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3), in log2 units;
+            // keys past the window masked to -inf only in a block that has some (block-uniform).
             float tileMax[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-            for (int32_t n = 0; n < kSN; ++n)
+            if (k0 + kSUB <= nk)
             {
 #pragma unroll
-                for (int32_t e = 0; e < 4; ++e)
+                for (int32_t n = 0; n < kSN; ++n)
                 {
-                    int32_t const key = k0 + 8 * n + 2 * t + (e & 1);
-                    s[n][e] = key < nk ? s[n][e] * a.scaleLog2 : -INFINITY;
-                    tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
+#pragma unroll
+                    for (int32_t e = 0; e < 4; ++e)
+                    {
+                        s[n][e] *= a.scaleLog2;
+                        tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
+                    }
+                }
+            }
+            else
+            {
+#pragma unroll
+                for (int32_t n = 0; n < kSN; ++n)
+                {
+#pragma unroll
+                    for (int32_t e = 0; e < 4; ++e)
+                    {
+                        int32_t const key = k0 + 8 * n + 2 * t + (e & 1);
+                        s[n][e] = key < nk ? s[n][e] * a.scaleLog2 : -INFINITY;
+                        tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
+                    }
                 }
             }
             float shift[2];

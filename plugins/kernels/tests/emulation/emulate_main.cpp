@@ -18,6 +18,7 @@
  * kernel that forgot to zero its counters leaves behind), no check of the state: the output shows it.
  * ELFATT_EMULATE_STATE=small: a zeroed state 4 bytes short of stateSize (the library must take the memset
  * path); =misaligned: a state pointer 1 byte off a 4-byte boundary (the library must refuse it).
+ * ELFATT_EMULATE_LEPE=unaligned: the LePE weight and bias passed one element past a 16-byte boundary.
  */
 #include "elfatt/elfatt_kernels.h"
 #include "elfatt/elfatt_kernels_ext.h"
@@ -206,6 +207,28 @@ int main(int argc, char** argv)
             readExact(dir + "/lepe_bias.bin", bias);
         }
     }
+    // ELFATT_EMULATE_LEPE=unaligned: the LePE weight and bias one element past a 16-byte boundary
+    // (the kernels then stage them element by element instead of as 16-byte vectors).
+    char const* const lepeMode = std::getenv("ELFATT_EMULATE_LEPE");
+    bool const unalignedLepe = lepeMode != nullptr && std::string(lepeMode) == "unaligned";
+    if (lepeMode != nullptr && !unalignedLepe)
+    {
+        usage("ELFATT_EMULATE_LEPE must be unaligned");
+    }
+    Buffer weightShifted(unalignedLepe && weight.bytes > 0 ? weight.bytes + lepeElement : 0);
+    Buffer biasShifted(unalignedLepe && bias.bytes > 0 ? bias.bytes + lepeElement : 0);
+    void const* weightPtr = weight.data;
+    void const* biasPtr = bias.data;
+    if (weightShifted.bytes > 0)
+    {
+        std::memcpy(static_cast<char*>(weightShifted.data) + lepeElement, weight.data, weight.bytes);
+        weightPtr = static_cast<char*>(weightShifted.data) + lepeElement;
+    }
+    if (biasShifted.bytes > 0)
+    {
+        std::memcpy(static_cast<char*>(biasShifted.data) + lepeElement, bias.data, bias.bytes);
+        biasPtr = static_cast<char*>(biasShifted.data) + lepeElement;
+    }
     Buffer out(tokens * channels * element);
     Buffer workspace(elfatt::workspaceSize(params));
     char const* const stateMode = std::getenv("ELFATT_EMULATE_STATE");
@@ -240,8 +263,8 @@ int main(int argc, char** argv)
         }
         cudaError_t const status = runs == 1
             ? elfatt::enqueueWithPath(
-                params, path, qkv.data, weight.data, bias.data, out.data, workspace.data, /*stream=*/nullptr)
-            : elfatt::enqueueWithPathAndState(params, path, qkv.data, weight.data, bias.data, out.data,
+                params, path, qkv.data, weightPtr, biasPtr, out.data, workspace.data, /*stream=*/nullptr)
+            : elfatt::enqueueWithPathAndState(params, path, qkv.data, weightPtr, biasPtr, out.data,
                 workspace.data, statePtr, passedBytes, /*stream=*/nullptr);
         if (status != cudaSuccess)
         {
