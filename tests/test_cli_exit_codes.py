@@ -123,6 +123,21 @@ def test_validate_and_bench_on_tensorrt_without_tensorrt_exit_3(tmp_path, capsys
     assert "TensorRT, which is not installed" in capsys.readouterr().err
 
 
+def test_a_file_that_is_not_a_plan_is_named_before_tensorrt_is_asked_for(tmp_path, capsys, without_tensorrt):
+    """validate / bench --backend tensorrt --engine model.onnx: exit 2 naming the file (docs/cli.md), on a machine
+    without TensorRT too -- not exit 3 saying only that TensorRT is missing."""
+    onnx_file = save(elfatt_model(), tmp_path / "m.onnx")
+    text = tmp_path / "labels.txt"
+    text.write_text("cat\ndog\nbird\nfish\nhorse\n")
+    for engine, kind in ((onnx_file, "an ONNX model, not a TensorRT plan"), (text, "a text file, not a TensorRT plan")):
+        assert main(["validate", "--backend", "tensorrt", "--engine", str(engine), "--model", "elfatt_vit_tiny"]) == 2
+        err = capsys.readouterr().err
+        assert kind in err and str(engine) in err and "not installed" not in err, err
+        assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x32x32"]) == 2
+        err = capsys.readouterr().err
+        assert kind in err and "not installed" not in err, err
+
+
 def test_the_scheme_is_what_docs_cli_md_lists():
     from pathlib import Path
 

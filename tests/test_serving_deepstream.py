@@ -1,6 +1,7 @@
 """elfatt-deploy deepstream: the nvinfer [property] config, read back as nvinfer reads a key file."""
 
 import configparser
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ def read_property(path):
 
 
 def test_config_keys_and_preprocessing(tmp_path, rng):
-    onnx_path = save(elfatt_model(), tmp_path / "m.onnx")  # has the elfatt function: a plugin-only copy is written
-    engine, _ = fake_engine(tmp_path / "m.engine", rng, source_onnx=onnx_path, batch=(1, 2, 8))
+    onnx_path = save(elfatt_model(precision="fp16"), tmp_path / "m.onnx")  # has the function: a plugin-only copy
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, source_onnx=onnx_path, batch=(1, 2, 8), output="out")
     lib = static_plugin_library(tmp_path)
     out = tmp_path / "ds" / "config_infer.txt"
     out.parent.mkdir()
@@ -34,7 +35,7 @@ def test_config_keys_and_preprocessing(tmp_path, rng):
     assert prop["model-engine-file"] == str(engine.resolve()) and prop["custom-lib-path"] == str(lib.resolve())
     assert prop["infer-dims"] == "3;384;640" and prop["batch-size"] == "2" and prop["network-mode"] == "2"  # fp16
     assert prop["network-type"] == "100" and prop["output-tensor-meta"] == "1" and prop["model-color-format"] == "0"
-    assert prop["output-blob-names"] == "logits"
+    assert prop["output-blob-names"] == "out"
     copy = written["onnx"]
     assert prop["onnx-file"] == str(copy.resolve()) and copy.parent == out.parent and copy.name == "m.plugin-only.onnx"
     model = onnx.load(str(copy))
@@ -54,7 +55,8 @@ def test_config_keys_and_preprocessing(tmp_path, rng):
 
 def test_plugin_free_engine_and_plugin_only_onnx(tmp_path, rng):
     plugin_only = save(elfatt_model(with_function=False), tmp_path / "p.onnx")
-    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False, precision="fp32", source_onnx=plugin_only)
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False, precision="fp32", source_onnx=plugin_only,
+                            output="out")
     out = tmp_path / "c.txt"
     written = write_config(DeepStreamOptions(engine=engine, output=out))
     prop = read_property(out)
@@ -70,7 +72,8 @@ def test_bad_input(tmp_path, rng):
     cases = [
         (dict(batch_size=9), "outside the engine's profile"),
         (dict(input_size=(100, 224)), "outside the engine's profile"),
-        (dict(network_type="classifier"), "needs --labels"),
+        (dict(network_type="classifier"), r"outputs 'logits' \(raw logits\).*export --softmax"),
+        (dict(labels=tmp_path / "any.txt"), "applies with --network-type classifier only"),
         (dict(plugin=vc_plugin_library(tmp_path)), "custom-lib-path dlopens the library"),
     ]
     for kw, match in cases:
@@ -78,11 +81,118 @@ def test_bad_input(tmp_path, rng):
         with pytest.raises(InputError, match=match):
             write_config(DeepStreamOptions(engine=engine, output=out, **kw))
     assert not out.exists()
-    labels = tmp_path / "labels.txt"
-    labels.write_text("\n".join(f"class{i}" for i in range(10)))
-    write_config(DeepStreamOptions(engine=engine, output=out, plugin=lib, network_type="classifier", labels=labels))
+
+
+def _classifier_engine(tmp_path, rng, name="p", **kw):
+    return fake_engine(tmp_path / f"{name}.engine", rng, plugin=False, output="probabilities", **kw)[0]
+
+
+def test_classifier_labels_in_nvinfer_form(tmp_path, rng):
+    """nvinfer's classifier reads each line of labelfile-path as one output layer's labels, split on ';': one name per
+    line would give class 0 a label and the others none. A one-per-line file is written in nvinfer's form beside the
+    config; a file already in that form is used as it is; the count must be the engine's classes."""
+    engine = _classifier_engine(tmp_path, rng)
+    names = [f"class {i}" for i in range(10)]
+    per_line = tmp_path / "labels.txt"
+    per_line.write_text("\n".join(names) + "\n")
+    out = tmp_path / "ds" / "c.txt"
+    out.parent.mkdir()
+    written = write_config(DeepStreamOptions(engine=engine, output=out, network_type="classifier", labels=per_line))
     prop = read_property(out)
-    assert prop["network-type"] == "1" and prop["labelfile-path"] == str(labels.resolve())
+    labels = Path(prop["labelfile-path"])
+    assert prop["network-type"] == "1" and labels == (out.parent / "c.labels.txt").resolve()
+    assert labels.read_text().splitlines() == [";".join(names)]  # one layer, ten labels
+    assert written["written"] == [out.parent / "c.labels.txt"] and float(prop["classifier-threshold"]) == 0.0
+    one_line = tmp_path / "nvinfer.txt"
+    one_line.write_text(";".join(names) + "\n")
+    write_config(DeepStreamOptions(engine=engine, output=out, network_type="classifier", labels=one_line,
+                                   classifier_threshold=0.25))
+    prop = read_property(out)
+    assert Path(prop["labelfile-path"]) == one_line.resolve() and float(prop["classifier-threshold"]) == 0.25
+    few = tmp_path / "few.txt"
+    few.write_text("a\nb\n")
+    with pytest.raises(InputError, match="has 2 class names but the engine's output has 10 classes"):
+        write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier", labels=few))
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("a;b\nc\n")
+    with pytest.raises(InputError, match="holds ';' among several lines"):
+        write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier", labels=mixed))
+    with pytest.raises(InputError, match=r"must be a probability in \[0, 1\)"):
+        write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier",
+                                       labels=one_line, classifier_threshold=1.5))
+    features = fake_engine(tmp_path / "f.engine", rng, plugin=False, output="features", classes=192)[0]
+    with pytest.raises(InputError, match="outputs features"):
+        write_config(DeepStreamOptions(engine=features, output=tmp_path / "x.txt", network_type="classifier",
+                                       labels=one_line))
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_files_beside_the_config_are_not_overwritten_silently(tmp_path, rng, capsys):
+    """A user's file where the plugin-only copy (or the labels file) goes is refused unless --force; the same content
+    is left as it is; nothing is written when a check fails."""
+    onnx_path = save(elfatt_model(precision="fp16"), tmp_path / "m.onnx")
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, source_onnx=onnx_path, output="out")
+    lib = static_plugin_library(tmp_path)
+    out_dir = tmp_path / "ds"
+    out_dir.mkdir()
+    mine = out_dir / "m.plugin-only.onnx"
+    mine.write_text("mine")
+    out = out_dir / "c.txt"
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib)]) == EXIT_BAD_INPUT
+    assert "m.plugin-only.onnx exists and differs" in capsys.readouterr().err
+    assert mine.read_text() == "mine" and not out.exists()
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--force"]) == 0
+    copy = onnx.load(str(mine))
+    assert {p.key: p.value for p in copy.metadata_props}["elfatt.plugin_only"] == "true"
+    before = mine.stat().st_mtime_ns
+    assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib)]) == 0  # the same copy: kept
+    assert mine.stat().st_mtime_ns == before
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_the_onnx_must_be_the_engines_model(tmp_path, rng, capsys):
+    """--onnx must be an ONNX file with the engine's outputs and precision, with ElfattAttention nodes for a plugin
+    engine; a file that differs from the sidecar's sha256 is noted."""
+    from elfatt_deploy.export.model_loading import file_sha256
+
+    onnx_path = save(elfatt_model(precision="fp16"), tmp_path / "m.onnx")
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, source_onnx=onnx_path, output="out")
+    lib = static_plugin_library(tmp_path)
+    out = tmp_path / "c.txt"
+    text = tmp_path / "labels.txt"
+    text.write_text("a\nb\n")
+    fp32 = save(elfatt_model(precision="fp32"), tmp_path / "m32.onnx")
+    other = save(elfatt_model(precision="fp16"), tmp_path / "other.onnx")
+    m = onnx.load(other)
+    m.graph.output[0].name = "y"
+    m.graph.node[-1].output[0] = "y"
+    onnx.save(m, other)
+    inlined = onnx.load(onnx_path)
+    inlined.graph.node[-1].domain = ""
+    inlined.graph.node[-1].op_type = "Identity"
+    for a in list(inlined.graph.node[-1].attribute):
+        inlined.graph.node[-1].attribute.remove(a)
+    del inlined.functions[:]
+    inlined_path = tmp_path / "inl.onnx"
+    onnx.save(inlined, str(inlined_path))
+    for source, match in ((text, "labels.txt"), (fp32, "is a fp32 export, the engine fp16"),
+                          (other, r"has the outputs \['y'\], the engine \['out'\]"),
+                          (inlined_path, "has no ElfattAttention nodes")):
+        assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--onnx", str(source)]) == \
+            EXIT_BAD_INPUT, source
+        err = capsys.readouterr().err
+        assert re.search(match, err), err
+        assert not out.exists()
+    # the sidecar's sha256 of another file: noted, not refused (a --plugin-only export of the same model differs)
+    engine2, _ = fake_engine(tmp_path / "n.engine", rng, source_onnx=onnx_path, output="out")
+    import json
+    side = Path(str(engine2) + ".json")
+    meta = json.loads(side.read_text())
+    meta["source_onnx"]["sha256"] = "0" * 64
+    side.write_text(json.dumps(meta))
+    assert main(["deepstream", str(engine2), "-o", str(out), "--plugin", str(lib)]) == 0
+    assert "sha256 differs from the sidecar's" in capsys.readouterr().err
+    assert file_sha256(onnx_path) != "0" * 64
 
 
 def test_cli(tmp_path, rng, capsys):

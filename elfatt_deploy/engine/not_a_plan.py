@@ -81,3 +81,24 @@ def describe_non_plan(data: bytes) -> Optional[str]:
         kind = "a JSON file (an engine's sidecar?)" if data.lstrip()[:1] in (b"{", b"[") else "a text file"
         return f"{kind}, not a TensorRT plan (a plan is binary); give the .engine or .plan file itself"
     return None
+
+
+def check_engine_argument(path, *, what: str = "--engine") -> None:
+    """Bad input before any runtime is asked: FileNotFoundError for a missing file, InputError (exit 2) for
+    one that is certainly not a TensorRT plan (an ONNX model, a checkpoint, the plugin, text) -- so that a
+    machine without TensorRT names the wrong file too instead of only saying that TensorRT is missing."""
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist or is not a file; give a TensorRT engine "
+                                "(`elfatt-deploy build` writes one)")
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)
+    if not head:
+        raise InputError(f"{what} {str(path)!r} is empty (0 bytes): not a TensorRT plan; rebuild it with "
+                         "`elfatt-deploy build`")
+    other = describe_non_plan(head if len(head) < (1 << 20) else Path(path).read_bytes())
+    if other:
+        raise InputError(f"{what} {str(path)!r} is {other}".replace("FILE", str(path)))

@@ -27,6 +27,7 @@ from torch import nn
 
 from .._version import __version__
 from ..atomic import atomic_write_bytes, check_output_path
+from ..models.probabilities import PROBABILITIES_OUTPUT, WithProbabilities
 from ..nn.attention import ATTENTION_KINDS, ElfattAttention
 from ..op.spec import ElfattAttrs
 from ..shapes import check_image_shape, format_shape, parse_shape
@@ -210,9 +211,13 @@ def build_onnx_model(
     plugin_only: bool = False,
     opset: Optional[int] = None,
     inline: bool = False,
+    softmax: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> onnx.ModelProto:
     """The exported ModelProto, checked, without writing anything.
+
+    ``softmax``: the output is ``probabilities``, the softmax of the logits over the classes in float32
+    (models/probabilities.py; for DeepStream's classifier mode and other consumers of probabilities).
 
     ``progress`` is called with the name of each stage as it starts (the CLI shows them).
     The metadata records ``model.weights_provenance`` when the model has it (build_model sets it).
@@ -234,6 +239,9 @@ def build_onnx_model(
     try:
         traced = to_half_precision(model) if precision == "fp16" else model
         output_name = "logits" if getattr(model, "num_classes", 1) > 0 else "features"
+        if softmax:
+            traced = WithProbabilities(traced)  # ValueError for a model without a classifier head
+            output_name = PROBABILITIES_OUTPUT
         stage("tracing (torch.export) and translating to ONNX")
         proto = _run_exporter(traced, _trace_input(shape, dynamic), dynamic, opset, output_name, requested=shape)
     finally:
@@ -284,6 +292,7 @@ def export_onnx(
     plugin_only: bool = False,
     opset: Optional[int] = None,
     inline: bool = False,
+    softmax: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> Path:
     """Exports ``model`` to ``path``; returns the path.
@@ -295,11 +304,13 @@ def export_onnx(
     Polygraphy with the TensorRT plugin). ``inline`` writes the function body
     inlined into standard ops instead of the custom nodes (for OpenVINO and
     other tools that ignore ONNX functions; inline.py). ``opset`` defaults to 18.
+    ``softmax`` makes the output ``probabilities`` (softmax of the logits, float32).
     The file is written atomically: on any error no file is left at ``path``.
     """
     path = check_output_path(path, what="output path", suffix=".onnx")
     proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
-                             plugin_only=plugin_only, opset=opset, inline=inline, progress=progress)
+                             plugin_only=plugin_only, opset=opset, inline=inline, softmax=softmax,
+                             progress=progress)
     if progress:
         progress("writing")
     atomic_write_bytes(path, proto.SerializeToString())

@@ -9,6 +9,7 @@ A recipe is named by what it builds, e.g. ``elfatt_vit_small-fp16-dynamic-224-10
     opset = 18
     plugin_only = false              # true: no function body (trtexec / Polygraphy with the plugin)
     inline = false                   # true: the function body inlined into standard ops (OpenVINO, ...)
+    softmax = false                  # true: output "probabilities" (softmax of the logits; DeepStream classifier)
     min_shape = "1x3x224x224"        # TensorRT optimization profile; opt_shape is also the traced shape
     opt_shape = "1x3x512x512"        # (export --input-shape gives it when the recipe has none)
     max_shape = "2x3x1024x1024"      # optional for export; build then needs --shapes
@@ -54,6 +55,7 @@ class Recipe:
     opset: int = DEFAULT_OPSET
     plugin_only: bool = False
     inline: bool = False
+    softmax: bool = False
     dynamic: bool = True
     model_config: dict = field(default_factory=dict)
     #: the file it was read from (None for a recipe built in code)
@@ -71,7 +73,7 @@ class Recipe:
 #: Keys a recipe file may contain.
 RECIPE_KEYS = tuple(f.name for f in fields(Recipe) if f.name != "path")
 _TYPES = {"model": str, "checkpoint": str, "precision": str, "opset": int, "plugin_only": bool, "inline": bool,
-          "dynamic": bool, "min_shape": str, "opt_shape": str, "max_shape": str, "model_config": dict}
+          "softmax": bool, "dynamic": bool, "min_shape": str, "opt_shape": str, "max_shape": str, "model_config": dict}
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", dict: "a table"}
 
 
@@ -80,6 +82,13 @@ def _checked(recipe: Recipe) -> Recipe:
     where = f"recipe {recipe.path}: " if recipe.path else ""
     entry = get_entry(recipe.model)  # ValueError listing the models
     entry.check_settings(recipe.model_config, where=f"{where}[model_config] " if recipe.path else "")
+    classes = recipe.model_config.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 0):
+        raise ValueError(f"{where}[model_config] num_classes = {classes!r} must be an integer >= 0 (0: no classifier "
+                         "head, the model outputs features)")
+    if recipe.softmax and recipe.model_config.get("num_classes", 1) == 0:
+        raise ValueError(f"{where}softmax needs a classifier head, but num_classes is 0 (the output is features); "
+                         "drop softmax (--no-softmax) or give num_classes > 0")
     if recipe.precision not in PRECISIONS:
         hint = ("; an INT8 file is made from an fp32 or fp16 export with `elfatt-deploy quantize` (explicit Q/DQ, "
                 "docs/quantization.md)") if str(recipe.precision).lower() == "int8" else ""

@@ -50,6 +50,9 @@ class ElfattCSWin(nn.Module):
         attention: str = "elfatt",
     ) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 0 (0: no classifier head, the model "
+                             "outputs features)")
         lengths = {len(dims), len(depths), len(heads), len(stripes)}
         if len(lengths) != 1:
             raise ValueError(f"dims, depths, heads and stripes must have the same length, got {dims}, {depths}, {heads}, {stripes}")

@@ -30,6 +30,9 @@ class ElfattViT(nn.Module):
         attention: str = "elfatt",
     ) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 0 (0: no classifier head, the model "
+                             "outputs features)")
         if img_size % patch_size != 0:
             raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
         self.patch_size = patch_size

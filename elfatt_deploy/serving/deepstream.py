@@ -18,7 +18,11 @@ import onnx
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..engine.metadata import source_onnx_path
-from ..engine.onnx_prep import check_no_renamed_elfatt_nodes, elfatt_functions, load_model, remove_elfatt_functions
+from ..engine.onnx_prep import (ELFATT_DOMAIN, check_no_renamed_elfatt_nodes, elfatt_functions, load_model,
+                                remove_elfatt_functions)
+from ..export.metadata import set_metadata
+from ..export.model_loading import file_sha256
+from ..models.probabilities import PROBABILITIES_OUTPUT
 from ..engine.plugin import find_plugin_library
 from ..errors import InputError
 from ..preprocess import DEFAULT_NORMALIZATION, format_floats, normalization_from_props
@@ -40,17 +44,27 @@ class DeepStreamOptions:
     input_size: Optional[tuple[int, int]] = None  # (H, W); default: the profile's opt H, W
     network_type: str = "other"
     labels: Optional[Path] = None
+    classifier_threshold: float = 0.0
     gpu_id: int = 0
+    force: bool = False  # overwrite a different file at the plugin-only copy's / labels file's path
 
 
 def _check(options: DeepStreamOptions, info: EngineInfo) -> tuple[int, int, int]:
     if options.network_type not in NETWORK_TYPES:
         raise InputError(f"--network-type {options.network_type!r} must be one of {', '.join(NETWORK_TYPES)}")
-    if options.network_type == "classifier" and options.labels is None:
-        raise InputError("--network-type classifier needs --labels FILE (one class name per line, as nvinfer reads "
-                         "them); or keep --network-type other and read the logits from the tensor meta")
+    if options.network_type == "classifier":
+        _check_classifier_output(info)
+        if options.labels is None:
+            raise InputError("--network-type classifier needs --labels FILE (the class names, one per line or one line "
+                             "separated by ';'); or keep --network-type other and read the output from the tensor meta")
+    elif options.labels is not None:
+        raise InputError(f"--labels {options.labels} applies with --network-type classifier only (nvinfer reads no "
+                         "labels for network-type other); drop it or add --network-type classifier")
     if options.labels is not None and not Path(options.labels).is_file():
         raise FileNotFoundError(f"--labels {options.labels} does not exist")
+    threshold = options.classifier_threshold
+    if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) < 1.0):
+        raise InputError(f"--classifier-threshold {threshold!r} must be a probability in [0, 1)")
     profile = info.profile
     batch = options.batch_size if options.batch_size is not None else profile.opt[0]
     height, width = options.input_size if options.input_size is not None else profile.opt[2:]
@@ -61,27 +75,120 @@ def _check(options: DeepStreamOptions, info: EngineInfo) -> tuple[int, int, int]
     return batch, height, width
 
 
+def _check_classifier_output(info: EngineInfo) -> int:
+    """The class count of an engine that nvinfer's classifier mode can read; InputError otherwise.
+
+    nvinfer's default classifier parser reads each output layer as probabilities: per frame it takes the class
+    whose value exceeds both classifier-threshold and 0, and reports that value as the confidence. Logits break
+    both (a frame whose best logit is negative gets no class), a feature vector has no classes."""
+    if len(info.outputs) != 1:
+        raise InputError(f"{info.path} has {len(info.outputs)} outputs; --network-type classifier is written for one "
+                         "[batch, classes] output")
+    output = info.outputs[0]
+    name, shape = output.get("name"), list(output.get("shape") or [])
+    if name == "features":
+        raise InputError(f"{info.path} outputs features (a model exported with num_classes 0), not classes: keep "
+                         "--network-type other and read them from the tensor meta")
+    if name != PROBABILITIES_OUTPUT:
+        raise InputError(f"{info.path} outputs {name!r} (raw logits), but nvinfer's classifier mode reads "
+                         "probabilities (it takes a class only where the value is above 0 and classifier-threshold): "
+                         "export with `elfatt-deploy export --softmax` and build again, or keep --network-type other "
+                         "and apply the softmax to the tensor meta")
+    if len(shape) != 2 or shape[-1] < 1:
+        raise InputError(f"{info.path}: output {name!r} has shape {shape}; --network-type classifier needs "
+                         "[batch, classes]")
+    return int(shape[-1])
+
+
+def classifier_labels(path: Path, classes: int) -> str:
+    """The class names of ``path`` as nvinfer's classifier reads them: one line, names separated by ';' (each line
+    of a labels file is one output layer's labels). Accepts that form or one name per line; the count must be
+    ``classes``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"--labels {path} is not a UTF-8 text file; give the class names, one per line") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) == 1 and ";" in lines[0]:
+        names = [n.strip() for n in lines[0].split(";")]
+    else:
+        bad = [line for line in lines if ";" in line]
+        if bad:
+            raise InputError(f"--labels {path}: line {bad[0]!r} holds ';' among several lines; give one class name "
+                             "per line, or all of them on one line separated by ';'")
+        names = lines
+    if any(not n for n in names):
+        raise InputError(f"--labels {path} has an empty class name; give {classes} non-empty names")
+    if len(names) != classes:
+        raise InputError(f"--labels {path} has {len(names)} class names but the engine's output has {classes} "
+                         "classes; give one name per class, in the order of the model's output")
+    return ";".join(names) + "\n"
+
+
+def _check_free(path: Path, data: bytes, *, force: bool, what: str) -> bool:
+    """True when ``data`` must be written to ``path``; False when the file already holds exactly it; InputError
+    when a different file is there and ``force`` is not set (a user's file is not overwritten silently)."""
+    if not path.exists():
+        return True
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    if not force:
+        raise InputError(f"{path} exists and differs from the {what} this command writes there; move it away, or "
+                         "pass --force to overwrite it")
+    return True
+
+
+def _check_onnx_for_engine(path: Path, info: EngineInfo, *, explicit: bool) -> onnx.ModelProto:
+    """The ONNX nvinfer rebuilds from must be the engine's model: an ONNX file, with the engine's outputs, the
+    same precision where both record one, and ElfattAttention nodes for a plugin engine."""
+    model = load_model(path)
+    what = f"--onnx {path}" if explicit else f"the engine's source ONNX {path}"
+    outputs = [o.name for o in model.graph.output]
+    wanted = [t["name"] for t in info.outputs]
+    if outputs != wanted:
+        raise InputError(f"{what} has the outputs {outputs}, the engine {wanted}: nvinfer would rebuild another "
+                         "model; give the ONNX the engine was built from")
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx_precision = props.get("elfatt.precision") or props.get("precision")
+    engine_precision = (info.metadata or {}).get("precision")
+    if onnx_precision and engine_precision and onnx_precision != engine_precision:
+        raise InputError(f"{what} is a {onnx_precision} export, the engine {engine_precision}: nvinfer would rebuild "
+                         "at the other precision; give the ONNX the engine was built from")
+    if info.uses_plugin and not any(n.domain == ELFATT_DOMAIN for n in model.graph.node):
+        raise InputError(f"{what} has no ElfattAttention nodes (an --inline export?), but the engine uses the "
+                         "plugin; give the ONNX the engine was built from (or its --plugin-only export)")
+    return model
+
+
 def plugin_only_onnx(source: Path, target_dir: Path) -> Path:
     """``source`` if it has no elfatt function (a plugin-only export), else a plugin-only copy in ``target_dir``.
 
     nvinfer rebuilds the engine from this file when the engine does not load (another TensorRT or
     GPU); TensorRT's parser takes a local function over a registered plugin on several versions
     (docs/op-spec.md), so the copy drops the function and every version uses the plugin."""
+    target, data = _plugin_only_copy(source, target_dir)
+    if data is not None:
+        atomic_write_bytes(target, data)
+    return target
+
+
+def _plugin_only_copy(source: Path, target_dir: Path) -> tuple[Path, Optional[bytes]]:
+    """(path, bytes) of the plugin-only copy of ``source``; (source, None) when it is plugin-only already."""
     model = load_model(source)
     check_no_renamed_elfatt_nodes(model, source=str(source))
     if not elfatt_functions(model):
-        return source
+        return source, None
     if any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer):
         raise InputError(f"{source} keeps its weights in external data files; export it again with --plugin-only "
                          "and pass it with --onnx")
     remove_elfatt_functions(model)
-    target = target_dir / (source.stem + ".plugin-only.onnx")
-    atomic_write_bytes(target, model.SerializeToString())
-    return target
+    set_metadata(model, {"elfatt.plugin_only": "true"})  # what it now is (validate reads the graph, too)
+    return target_dir / (source.stem + ".plugin-only.onnx"), model.SerializeToString()
 
 
 def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Optional[Path],
-                  plugin: Optional[Path], batch: int, height: int, width: int) -> str:
+                  plugin: Optional[Path], batch: int, height: int, width: int,
+                  labels_file: Optional[Path] = None) -> str:
     meta = info.metadata
     norm = normalization_from_props(meta.get("model") or {}) if meta else DEFAULT_NORMALIZATION
     scale, worst = norm.single_scale()
@@ -99,7 +206,8 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
         f"model-engine-file={Path(info.path).resolve()}",
     ]
     if onnx_file is not None:
-        lines += ["# nvinfer rebuilds the engine from this plugin-only ONNX when the engine does not load here",
+        kind = "this plugin-only ONNX" if plugin is not None else "this ONNX"
+        lines += [f"# nvinfer rebuilds the engine from {kind} when the engine does not load here",
                   f"onnx-file={Path(onnx_file).resolve()}"]
     else:
         lines.append("# no onnx-file: the source ONNX is unknown (pass --onnx); nvinfer cannot rebuild the engine")
@@ -129,7 +237,10 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
         lines += ["# the outputs (logits) are attached as NvDsInferTensorMeta for the application to read",
                   "output-tensor-meta=1"]
     else:
-        lines += [f"labelfile-path={Path(options.labels).resolve()}", "classifier-threshold=0.0"]
+        lines += ["# the output is class probabilities (export --softmax); the labels: one line, ';'-separated",
+                  f"labelfile-path={Path(labels_file).resolve()}",
+                  "# a class is reported where its probability is above this",
+                  f"classifier-threshold={float(options.classifier_threshold)!r}"]
     return "\n".join(lines) + "\n"
 
 
@@ -171,9 +282,44 @@ def write_config(options: DeepStreamOptions) -> dict:
         source = Path(recorded) if recorded and Path(recorded).is_file() else None
     if options.onnx and not Path(options.onnx).is_file():
         raise FileNotFoundError(f"--onnx {options.onnx} does not exist")
+    notes = []
+    folder = output.parent if str(output.parent) else Path(".")
+    # Everything is checked and rendered first; files are written only then (the copy and the labels before the
+    # config that names them; a failure removes what this call wrote).
+    writes: list[tuple[Path, bytes]] = []
     onnx_file = None
     if source is not None:
-        onnx_file = plugin_only_onnx(source, output.parent if str(output.parent) else Path(".")) if plugin else source
-    text = render_config(info, options, onnx_file=onnx_file, plugin=plugin, batch=batch, height=height, width=width)
-    atomic_write_text(output, text)
-    return {"config": output, "onnx": onnx_file, "plugin": plugin}
+        _check_onnx_for_engine(source, info, explicit=bool(options.onnx))
+        recorded = (info.metadata or {}).get("source_onnx")
+        recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
+        if recorded_sha and file_sha256(source) != recorded_sha:
+            notes.append(f"{source} is not byte for byte the ONNX the engine was built from (sha256 differs from the "
+                         "sidecar's): nvinfer rebuilds from this file only when the engine does not load")
+        onnx_file = source
+        if plugin:
+            onnx_file, data = _plugin_only_copy(source, folder)
+            if data is not None and _check_free(onnx_file, data, force=options.force, what="plugin-only ONNX copy"):
+                writes.append((onnx_file, data))
+    labels_file = None
+    if options.network_type == "classifier":
+        labels = classifier_labels(Path(options.labels), _check_classifier_output(info)).encode()
+        if Path(options.labels).read_bytes() == labels:
+            labels_file = Path(options.labels)
+        else:  # another layout (one name per line): nvinfer's form beside the config
+            labels_file = folder / (output.stem + ".labels.txt")
+            if _check_free(labels_file, labels, force=options.force, what="nvinfer labels file"):
+                writes.append((labels_file, labels))
+    text = render_config(info, options, onnx_file=onnx_file, plugin=plugin, batch=batch, height=height, width=width,
+                         labels_file=labels_file)
+    written = []
+    try:
+        for path, data in writes:
+            atomic_write_bytes(path, data)
+            written.append(path)
+        atomic_write_text(output, text)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return {"config": output, "onnx": onnx_file, "plugin": plugin, "labels": labels_file,
+            "written": [p for p, _ in writes], "notes": notes}

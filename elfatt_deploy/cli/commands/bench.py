@@ -68,6 +68,10 @@ def _check_args(args):
         value = getattr(args, flag)
         if value and flag in (needed, "checkpoint") and not Path(value).is_file():
             raise FileNotFoundError(f"--{flag} {value} does not exist")
+    if args.backend == "tensorrt":
+        from ...engine.not_a_plan import check_engine_argument
+
+        check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
     if args.json:
         check_output_path(args.json, what="--json")
     return shape

@@ -27,9 +27,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, help="nvinfer batch-size (default: the profile's opt batch)")
     parser.add_argument("--input-size", type=input_size, metavar="HxW", help="infer-dims height x width (default: the profile's opt)")
     parser.add_argument("--network-type", default="other", choices=["other", "classifier"],
-                        help="other (default): logits as tensor meta; classifier: needs --labels")
-    parser.add_argument("--labels", help="labels file for --network-type classifier")
+                        help="other (default): the output as tensor meta; classifier: nvinfer's class labels, for an "
+                             "engine whose output is probabilities (export --softmax), with --labels")
+    parser.add_argument("--labels", help="class names for --network-type classifier, one per line or one line "
+                                         "separated by ';' (nvinfer's form is written beside the config when needed)")
+    parser.add_argument("--classifier-threshold", type=float, default=0.0,
+                        help="classifier-threshold: the least probability a class is reported at (default 0.0)")
     parser.add_argument("--gpu-id", type=int, default=0, help="gpu-id (default 0)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite a different file where the plugin-only ONNX copy or the labels file goes")
 
 
 def run(args) -> int:
@@ -43,11 +49,20 @@ def run(args) -> int:
         engine=Path(args.engine), output=output, onnx=Path(args.onnx) if args.onnx else None,
         plugin=Path(args.plugin) if args.plugin else None, batch_size=args.batch_size,
         input_size=tuple(args.input_size) if args.input_size else None, network_type=args.network_type,
-        labels=Path(args.labels) if args.labels else None, gpu_id=args.gpu_id,
+        labels=Path(args.labels) if args.labels else None, classifier_threshold=args.classifier_threshold,
+        gpu_id=args.gpu_id, force=args.force,
     ))
+    import sys
+
+    for note in written["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     print(f"wrote {written['config']}")
+    for path in written["written"]:
+        print(f"wrote {path}")
     if written["onnx"] is not None:
         print(f"  onnx-file: {written['onnx']}")
+    if written["labels"] is not None:
+        print(f"  labelfile-path: {written['labels']}")
     if written["plugin"] is not None:
         print(f"  custom-lib-path: {written['plugin']}")
     return 0

@@ -251,17 +251,11 @@ def run(args) -> int:
     if args.json:
         check_output_path(args.json, what="--json")
     engine = getattr(args, "engine", None)
-    if engine and not Path(engine).is_file():
-        # a file argument that is not there is bad input (exit 2), not a row of the report
-        raise FileNotFoundError(f"--engine {engine!r} does not exist or is not a file; give a TensorRT engine "
-                                "(`elfatt-deploy build` writes one)")
     if engine:
-        from ...engine.not_a_plan import describe_non_plan
-        from ...errors import InputError
+        # a missing file, an ONNX file, a checkpoint, the plugin library, text: bad input (exit 2), not a row
+        from ...engine.not_a_plan import check_engine_argument
 
-        other = describe_non_plan(Path(engine).read_bytes())
-        if other:  # an ONNX file, a checkpoint, the plugin library, text: bad input too, not a row
-            raise InputError(f"--engine {engine!r} is {other}".replace("FILE", engine))
+        check_engine_argument(engine)
     asked = args.backend or ("tensorrt" if args.plugin else None)
     rows = collect(args)
     print(format_table(["component", "status", "detail"], [[r["component"], r["status"], r["detail"]] for r in rows]))

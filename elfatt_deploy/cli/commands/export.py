@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inline", action=argparse.BooleanOptionalAction, default=None,
                         help="inline the ElfattAttention function into standard ONNX ops: no custom nodes or domain "
                              "(for OpenVINO and other tools that ignore ONNX functions; TensorRT without the plugin)")
+    parser.add_argument("--softmax", action=argparse.BooleanOptionalAction, default=None,
+                        help="output class probabilities (softmax of the logits, float32, named 'probabilities') "
+                             "instead of logits: what DeepStream's classifier mode (deepstream --network-type "
+                             "classifier) and other consumers of probabilities read")
     parser.add_argument("--opset", type=int, help="default-domain ONNX opset, 18-21 (default 18)")
     parser.add_argument("--weight-seed", "--seed", dest="seed", type=non_negative_int, default=None,
                         help="seed of the random weights when no checkpoint is given (default 0); the file records "
@@ -43,7 +47,8 @@ def _settings(args):
     shape = (check_image_shape(parse_shape(args.input_shape, rank=4, what="--input-shape"), what="--input-shape")
              if args.input_shape else None)
     overrides = dict(model=args.model, checkpoint=args.checkpoint, precision=args.precision, opset=args.opset,
-                     plugin_only=args.plugin_only, inline=args.inline, dynamic=args.dynamic, opt_shape=shape)
+                     plugin_only=args.plugin_only, inline=args.inline, softmax=args.softmax, dynamic=args.dynamic,
+                     opt_shape=shape)
     if args.recipe:
         recipe = load_recipe(args.recipe, opt_shape=shape)
         if config_overrides(args):
@@ -107,7 +112,7 @@ def run(args) -> int:
 
         path = export_onnx(model, args.output, recipe.opt_shape, dynamic=recipe.dynamic, precision=recipe.precision,
                            plugin_only=recipe.plugin_only, opset=recipe.opset, inline=recipe.inline,
-                           progress=stage)
+                           softmax=recipe.softmax, progress=stage)
         bar.update(1)
     elapsed = time.perf_counter() - start
     weights = describe_weights(model.weights_provenance)
@@ -121,6 +126,8 @@ def run(args) -> int:
         body = f"{layers} attention layers inlined into standard ops (no custom nodes)"
     else:
         body = f"{layers} ElfattAttention nodes with the function body"
+    if recipe.softmax:
+        body += ", output probabilities (softmax)"
     source = f" from recipe {recipe.path}" if recipe.path else ""
     print(f"wrote {path} in {elapsed:.1f} s{source}: {recipe.model}, {recipe.precision}, {kind}, opset {recipe.opset}, "
           f"{body}; weights: {weights}")

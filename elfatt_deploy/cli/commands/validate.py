@@ -193,6 +193,7 @@ def run(args) -> int:
     from ...models.registry import get_entry
     from ...runtime.backends import make_runner
     from ...runtime.onnx_file import inspect_onnx_file
+    from ...models.probabilities import PROBABILITIES_OUTPUT, WithProbabilities
     from ...runtime.torch_runner import TorchRunner
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
@@ -204,6 +205,10 @@ def run(args) -> int:
     check_backend_flags(args, BACKEND_FLAGS)
     if args.backend == "tensorrt" and not args.engine:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
+    if args.backend == "tensorrt":
+        from ...engine.not_a_plan import check_engine_argument
+
+        check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if not args.images:
@@ -264,6 +269,8 @@ def run(args) -> int:
         if len(onnx_file.outputs) != 1:
             raise InputError(f"{args.onnx} has the outputs {onnx_file.outputs}; validate compares one model output")
         output_name = onnx_file.outputs[0]
+    if output_name == PROBABILITIES_OUTPUT:  # exported with --softmax: the reference's softmax too
+        model = WithProbabilities(model)
     reference = TorchRunner(model, [input_name], [output_name], name="pytorch")
     classifier = getattr(model, "num_classes", 1) != 0  # num_classes 0: the output is features, no top-1
     if args.images:
