@@ -56,7 +56,7 @@ def test_stale_sidecar_never_describes_a_new_plan(tmp_path, rng, monkeypatch):
     old_side = sidecar_path(path).read_text()
     new_plan = _plan(rng, 64)
     path.write_bytes(new_plan)  # e.g. trtexec --saveEngine over it, or a copy without its sidecar
-    with pytest.raises(EngineFileError, match=r"describes another plan .*delete the sidecar to run the plan unchecked"):
+    with pytest.raises(EngineFileError, match=r"describes another plan .*validate and bench also run a plan whose sidecar is moved away, unchecked; triton and deepstream need the sidecar"):
         load_engine(path)
     # a rebuild removes the old sidecar before replacing the plan: a crash in between leaves no stale sidecar
     calls = []

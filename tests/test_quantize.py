@@ -302,3 +302,9 @@ def test_a_file_onnx_runtime_cannot_load_is_not_written(calibration_images, tmp_
     else:
         assert code == 2 and not out.exists(), err
         assert "cannot load the quantized" in err and "opset 21" in err and "--opset 18" in err, err
+
+
+def test_a_percentile_without_the_percentile_method_is_refused(reference_vit_onnx, calibration_images, tmp_path, capsys):
+    code, out = _quantize(tmp_path, reference_vit_onnx, calibration_images.root, "--percentile", "99")
+    assert code == 2 and "--percentile 99.0 applies with --method percentile only" in capsys.readouterr().err
+    _assert_nothing_written(out)

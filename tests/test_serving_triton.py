@@ -259,3 +259,29 @@ def test_every_trtexec_build_in_docs_serving_md_gives_the_profile_and_strong_typ
         assert "--stronglyTyped" in command.split() and "--saveEngine=" in command, command
         profiles.add(tuple(sorted(flags.items())))
     assert len(profiles) == 1, profiles  # the same profile in each
+
+
+def test_a_rerun_removes_the_plans_the_new_config_does_not_name(tmp_path, rng, capsys):
+    """Two GPUs, then one: model.sm87.plan and model.sm90.plan of the first run go (Triton would ignore them, a reader
+    would take them for part of the model); other files in the version directory stay."""
+    orin, _ = fake_engine(tmp_path / "orin.engine", rng, cc="8.7", plugin=False)
+    h100, _ = fake_engine(tmp_path / "h100.engine", rng, cc="9.0", plugin=False)
+    _write(tmp_path, [orin, h100])
+    version = tmp_path / "repo" / "vit" / "1"
+    (version / "notes.txt").write_text("mine")
+    written = write_repository(TritonOptions(engines=[orin], repository=tmp_path / "repo", name="vit"),
+                               warn=lambda message: None)
+    assert sorted(p.name for p in version.iterdir()) == ["model.plan", "notes.txt"]
+    assert sorted(p.name for p in written["removed"]) == ["model.sm87.plan", "model.sm90.plan"]
+    assert any("removed" in w and "model.sm90.plan" in w for w in written["warnings"])
+
+
+def test_a_queue_delay_without_the_dynamic_batcher_is_refused(tmp_path, rng, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)
+    repo = tmp_path / "r"
+    assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--max-queue-delay-us", "5"]) == 2
+    assert "--max-queue-delay-us 5 configures Triton's dynamic batcher; add --dynamic-batching" in capsys.readouterr().err
+    assert not repo.exists()
+    assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--dynamic-batching",
+                 "--max-queue-delay-us", "5"]) == 0
+    assert parse_config(repo / "vit" / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 5

@@ -69,3 +69,16 @@ def check_backend_flags(args, flags: dict) -> None:
         shown = "" if value is True else f" {value}"
         raise InputError(f"{flag}{shown} is for --backend {' or '.join(backends)}, not --backend {backend}{takes}; "
                          "drop it, or choose that backend")
+
+
+def parse_providers(text):
+    """``--providers a,b`` as a list (None when not given); an empty entry ("cpu,,", ",cpu") is bad input."""
+    if text is None:
+        return None
+    names = [p.strip() for p in str(text).split(",")]
+    if not any(names) or not all(names):
+        from ..errors import InputError
+
+        raise InputError(f"--providers {text!r} has an empty entry; give comma-separated names, e.g. --providers "
+                         "cuda,cpu (or CUDAExecutionProvider,CPUExecutionProvider)")
+    return names

@@ -138,7 +138,8 @@ def _read_sidecar(side: Path, plan: bytes, engine: Path) -> dict:
         raise EngineFileError(
             f"{side} describes another plan than {engine} (plan SHA-256 {actual[:16]}..., the sidecar records "
             f"{str(recorded)[:16]}...): the engine was replaced after the sidecar was written. Rebuild it with "
-            "`elfatt-deploy build`, or delete the sidecar to run the plan unchecked"
+            "`elfatt-deploy build` (validate and bench also run a plan whose sidecar is moved away, unchecked; triton and "
+            "deepstream need the sidecar)"
         )
     return metadata
 

@@ -405,6 +405,10 @@ def render_readme(repo: Path, models: list[dict]) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", notes
 
 
+#: The plan file names write_repository gives (plan_filename): model.plan, or model.smNN.plan per GPU.
+_PLAN_NAME = re.compile(r"model(\.sm\d+)?\.plan")
+
+
 def _print_warning(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -436,11 +440,19 @@ def write_repository(options: TritonOptions, *, warn: Callable[[str], None] = _p
     for source, target in copies:
         _copy_atomic(source, target)
     config_path = atomic_write_text(model_dir / "config.pbtxt", config)
+    # plans an earlier run wrote into this version (model.plan, model.smNN.plan) that this config does not name:
+    # Triton would ignore them, and they would be taken for part of the model
+    removed = []
+    for old in sorted(version_dir.iterdir()):
+        if old.is_file() and _PLAN_NAME.fullmatch(old.name) and old.name not in filenames:
+            old.unlink()
+            removed.append(old)
     manifest = atomic_write_text(model_dir / MANIFEST_NAME, json.dumps(
         _manifest(options, infos, filenames, copies, max_batch, warnings), indent=2, sort_keys=True) + "\n")
     text, notes = render_readme(repo, _repository_models(repo))
     readme = atomic_write_text(repo / "README.md", text)
+    notes = notes + [f"removed {old} (an earlier run's plan that this config does not name)" for old in removed]
     for message in warnings + notes:
         warn(message)
     return {"config": config_path, "plans": plans, "plugins": [t for _, t in copies], "readme": readme,
-            "manifest": manifest, "warnings": warnings + notes}
+            "manifest": manifest, "warnings": warnings + notes, "removed": removed}

@@ -145,7 +145,9 @@ def _onnxruntime_case(args, shape):
         raise ValueError(f"the onnxruntime backend needs elfatt_deploy.runtime.backends ({exc})") from None
     from polygraphy.datatype import DataType
 
-    providers = [p.strip() for p in args.providers.split(",")] if args.providers else None
+    from ..options import parse_providers
+
+    providers = parse_providers(args.providers)
     runner = make_runner("onnxruntime", onnx_path=args.onnx, providers=providers)
     runner.activate()
     meta = runner.get_input_metadata(use_numpy_dtypes=False)

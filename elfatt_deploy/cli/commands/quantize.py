@@ -19,7 +19,7 @@ def add_arguments(parser) -> None:
                              "an error when the folder has fewer")
     parser.add_argument("--method", choices=("max", "entropy", "percentile"), default="max",
                         help="activation range: max (min/max, default), entropy (KL divergence), percentile")
-    parser.add_argument("--percentile", type=float, default=99.999, help="for --method percentile (default 99.999)")
+    parser.add_argument("--percentile", type=float, default=None, help="for --method percentile (default 99.999)")
     parser.add_argument("--input-shape", help="N x 3 x H x W the images are resized to (default: the file's static "
                                               "shape, else its traced shape)")
     parser.add_argument("--exclude", default="", metavar="NODES",
@@ -36,10 +36,16 @@ def run(args) -> int:
 
     if args.report:
         check_output_path(args.report, what="--report")
+    if args.percentile is not None and args.method != "percentile":
+        from ...errors import InputError
+
+        raise InputError(f"--percentile {args.percentile} applies with --method percentile only (this run uses "
+                         f"--method {args.method}); add --method percentile, or drop it")
+    percentile = 99.999 if args.percentile is None else args.percentile
     start = time.perf_counter()
     exclude = [e.strip() for e in args.exclude.split(",") if e.strip()]
     result = quantize_onnx(args.onnx, args.output, args.calib, samples=args.calib_samples, method=args.method,
-                           input_shape=args.input_shape, exclude=exclude, percentile=args.percentile,
+                           input_shape=args.input_shape, exclude=exclude, percentile=percentile,
                            progress=not args.no_progress, verbose=bool(getattr(args, "verbose", False)))
     elapsed = time.perf_counter() - start
     cal = result.calibration

@@ -198,7 +198,7 @@ def run(args) -> int:
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
     from ...validation.tolerances import default_rtol_l2, tolerance_note
-    from ..options import check_backend_flags, config_overrides, progress_bar
+    from ..options import check_backend_flags, config_overrides, parse_providers, progress_bar
 
     if args.backend in ("onnxruntime", "openvino") and not args.onnx:
         raise InputError("give the .onnx file to validate (elfatt-deploy validate model.onnx ...)")
@@ -251,7 +251,7 @@ def run(args) -> int:
     weights, weights_source = resolve_weights(args, parse_provenance(meta.get("weights")), args.onnx or args.engine)
     _memory_check(args, name, config, shapes)
 
-    providers = [p for p in (args.providers or "").split(",") if p.strip()] or None
+    providers = parse_providers(args.providers)
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
                           providers=providers, device=args.device, inference_precision=inference_precision)
     # (make_runner says now, before any work, when TensorRT or OpenVINO is missing)
