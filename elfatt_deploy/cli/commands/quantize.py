@@ -20,6 +20,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", choices=("max", "entropy", "percentile"), default="max",
                         help="activation range: max (min/max, default), entropy (KL divergence), percentile")
     parser.add_argument("--percentile", type=float, default=None, help="for --method percentile (default 99.999)")
+    parser.add_argument("--reduce-range", action="store_true",
+                        help="7-bit weights, for x86 CPUs without VNNI (ONNX Runtime / OpenVINO int8 kernels there "
+                             "saturate 16-bit pair sums; docs/quantization.md); not needed for TensorRT")
     parser.add_argument("--input-shape", help="N x 3 x H x W the images are resized to (default: the file's static "
                                               "shape, else its traced shape)")
     parser.add_argument("--exclude", default="", metavar="NODES",
@@ -45,7 +48,7 @@ def run(args) -> int:
     start = time.perf_counter()
     exclude = [e.strip() for e in args.exclude.split(",") if e.strip()]
     result = quantize_onnx(args.onnx, args.output, args.calib, samples=args.calib_samples, method=args.method,
-                           input_shape=args.input_shape, exclude=exclude, percentile=percentile,
+                           input_shape=args.input_shape, exclude=exclude, percentile=percentile, reduce_range=args.reduce_range,
                            progress=not args.no_progress, verbose=bool(getattr(args, "verbose", False)))
     elapsed = time.perf_counter() - start
     cal = result.calibration

@@ -197,7 +197,7 @@ def run(args) -> int:
     from ...runtime.torch_runner import TorchRunner
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
-    from ...validation.tolerances import default_rtol_l2, tolerance_note
+    from ...validation.tolerances import default_rtol_l2, saturating_cpu_int8, tolerance_note
     from ..options import check_backend_flags, config_overrides, parse_providers, progress_bar
 
     if args.backend in ("onnxruntime", "openvino") and not args.onnx:
@@ -241,8 +241,14 @@ def run(args) -> int:
     config.update(overrides)
     precision = args.precision or meta.get("precision") or "fp32"
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
-    rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision)
-    rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision)
+    saturation = saturating_cpu_int8(args.backend, precision, meta, providers=parse_providers(args.providers),
+                                     device=getattr(args, "device", None))
+    rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
+                           cpu_int8_saturation=saturation)
+    rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
+                               cpu_int8_saturation=saturation)
+    if saturation and args.rtol_l2 is None:
+        print(f"note: tolerance {rtol:.1e}{rtol_note}", file=sys.stderr)
     if args.images:  # images are resized to one batch shape (_image_batch_shape), not drawn at --shapes
         batch, height, width = _image_batch_shape(args, meta)
         shapes, shape_note = [(batch, 3, height, width)], None
@@ -289,7 +295,8 @@ def run(args) -> int:
           + f" (tolerance {rtol:.1e}{rtol_note})")
     if not result.passed:
         hint = _gross_failure_hint(result, rtol, weights_source,
-                                   default_rtol_l2(args.backend, precision, None, inference_precision=inference_precision))
+                                   default_rtol_l2(args.backend, precision, None, inference_precision=inference_precision,
+                                                   cpu_int8_saturation=saturation))
         if hint:
             print(hint)
     if args.report:
