@@ -35,7 +35,12 @@ def test_int8_file_agrees_and_reports_both_accuracies(int8_onnx, held_out_images
     code, report = _validate(int8_onnx, held_out_images.root, tmp_path, "--min-agreement", "0.97")
     assert code == 0 and report["settings"]["precision"] == "int8-qdq"
     assert report["top1_agreement"] >= 0.97
-    assert 1e-4 < report["rel_l2_error"] <= report["rtol_l2"] == 5e-2
+    # 5e-2, or 1.5e-1 on an x86 CPU without VNNI (8-bit weights on saturating int8 kernels: tolerances.py);
+    # ONNX Runtime stays within 5e-2 there too (docs/quantization.md: 2.8e-2)
+    from elfatt_deploy.validation.tolerances import CPU_INT8_WITHOUT_VNNI_RTOL_L2, x86_without_vnni
+
+    assert report["rtol_l2"] == (CPU_INT8_WITHOUT_VNNI_RTOL_L2 if x86_without_vnni() else 5e-2)
+    assert 1e-4 < report["rel_l2_error"] <= 5e-2
     assert abs(report["backend_top1"] - report["reference_top1"]) <= 0.05
 
 
