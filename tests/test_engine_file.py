@@ -192,6 +192,12 @@ def test_files_that_are_not_plans_are_named_for_what_they_are(tmp_path):
         load_engine(tmp_path / "model.onnx")
 
 
+def test_text_with_a_byte_order_mark_is_text():
+    from elfatt_deploy.engine.not_a_plan import describe_non_plan
+
+    assert describe_non_plan("\ufeffcat\ndog\nbird\nfish\nhorse\n".encode()).startswith("a text file")
+
+
 @pytest.mark.parametrize("size", [1, 2, 15, 16, 4096, 100_000])
 def test_binary_plans_of_any_size_are_not_mistaken_for_other_files(tmp_path, rng, size):
     """What the recogniser must never do: refuse a plan. Random binary data (as TensorRT's plans are, after a

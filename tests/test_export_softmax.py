@@ -52,6 +52,7 @@ def test_validate_compares_probabilities_with_the_models_softmax(tmp_path, capsy
     assert main(["validate", str(out), "--shapes", "1x3x32x32,1x3x40x24", "--samples", "1"]) == 0
     text = capsys.readouterr().out
     assert "PASS: worst relative L2 error probabilities" in text, text
+    assert "(pass: rel L2 <= 1.0e-05)" in text  # the tolerance as the PASS line gives it (1.5e-01 is not "1e-01")
 
 
 def test_recipe_softmax_and_num_classes(tmp_path):

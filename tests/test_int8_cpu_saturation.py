@@ -63,3 +63,8 @@ def test_reduce_range_gives_7_bit_weights(reference_vit_onnx, calibration_images
         assert levels
         results[reduce] = max(levels)
     assert results[False] == 127 and results[True] <= 64, results
+    from elfatt_deploy.engine.metadata import quantization_from_onnx
+
+    for reduce in (False, True):  # what build copies into the engine's sidecar
+        props = {p.key: p.value for p in onnx.load(str(tmp_path / f"q{int(reduce)}.onnx")).metadata_props}
+        assert quantization_from_onnx(props)["reduce_range"] is reduce

@@ -175,7 +175,7 @@ def test_the_onnx_must_be_the_engines_model(tmp_path, rng, capsys):
     del inlined.functions[:]
     inlined_path = tmp_path / "inl.onnx"
     onnx.save(inlined, str(inlined_path))
-    for source, match in ((text, "labels.txt"), (fp32, "is a fp32 export, the engine fp16"),
+    for source, match in ((text, "labels.txt"), (fp32, "is an export at fp32, the engine is fp16"),
                           (other, r"has the outputs \['y'\], the engine \['out'\]"),
                           (inlined_path, "has no ElfattAttention nodes")):
         assert main(["deepstream", str(engine), "-o", str(out), "--plugin", str(lib), "--onnx", str(source)]) == \
@@ -247,3 +247,49 @@ def test_a_prefixed_op_type_is_refused_for_nvinfer_rebuilds(tmp_path):
     with pytest.raises(InputError, match="'a_ElfattAttention'.*rename_functions=False"):
         plugin_only_onnx(source, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prefixed.onnx"]  # no copy written
+
+
+def test_classifier_inputs_that_would_go_wrong(tmp_path, rng, capsys):
+    """-o naming the labels file (the config would overwrite it), a threshold without the classifier mode, a BOM,
+    duplicate names: refused or handled, nothing written on refusal."""
+    engine = _classifier_engine(tmp_path, rng, classes=3)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a;b;c\n")
+    assert main(["deepstream", str(engine), "-o", str(labels), "--network-type", "classifier", "--labels",
+                 str(labels)]) == EXIT_BAD_INPUT
+    assert "is --labels: writing the config there would destroy it" in capsys.readouterr().err
+    assert labels.read_text() == "a;b;c\n"
+    out = tmp_path / "c.txt"
+    assert main(["deepstream", str(engine), "-o", str(out), "--classifier-threshold", "0.3"]) == EXIT_BAD_INPUT
+    assert "--classifier-threshold 0.3 applies with --network-type classifier only" in capsys.readouterr().err
+    assert not out.exists()
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffcat\ndog\nbird\n".encode())
+    write_config(DeepStreamOptions(engine=engine, output=out, network_type="classifier", labels=bom))
+    assert (tmp_path / "c.labels.txt").read_bytes() == b"cat;dog;bird\n"
+    twice = tmp_path / "twice.txt"
+    twice.write_text("cat\ncat\ndog\n")
+    with pytest.raises(InputError, match="names 'cat' more than once"):
+        write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier", labels=twice))
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_the_onnx_must_have_the_engines_classes_and_model(tmp_path, rng, capsys):
+    import onnx.helper as h
+
+    engine = _classifier_engine(tmp_path, rng, classes=5)
+    def model(classes, name):
+        x = h.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["n", 3, "h", "w"])
+        y = h.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["n", classes])
+        g = h.make_graph([h.make_node("ReduceMean", ["image"], ["probabilities"], keepdims=0)], "g", [x], [y])
+        m = h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
+        h.set_model_props(m, {"elfatt.model_name": name, "elfatt.precision": "fp16"})
+        return save(m, tmp_path / f"{name}-{classes}.onnx")
+    out = tmp_path / "c.txt"
+    for source, match in ((model(10, "elfatt_vit_tiny"), "has 10 elements per image, the engine's 5"),
+                          (model(5, "elfatt_vit_micro"), "is an export of elfatt_vit_micro, the engine of elfatt_vit_tiny")):
+        assert main(["deepstream", str(engine), "-o", str(out), "--onnx", str(source)]) == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert match in err, err
+        assert not out.exists()
+    assert main(["deepstream", str(engine), "-o", str(out), "--onnx", str(model(5, "elfatt_vit_tiny"))]) == 0

@@ -54,6 +54,8 @@ def quantization_from_onnx(props: Mapping[str, str]) -> Optional[dict]:
         "calibration_sha256": props.get("elfatt.calibration_sha256"),
         "calibration_method": calibration.get("method"),
         "quantized_nodes": int(props["elfatt.quantized_nodes"]) if props.get("elfatt.quantized_nodes", "").isdigit() else None,
+        # 7-bit weights (quantize --reduce-range, for CPUs without VNNI); False for files from before the key
+        "reduce_range": props.get("elfatt.reduce_range") == "true",
     }
 
 

@@ -48,7 +48,7 @@ def _is_safetensors(data: bytes) -> bool:
 def _is_text(data: bytes) -> bool:
     if len(data) < TEXT_MIN_BYTES:
         return False
-    probe = data[:TEXT_PROBE_BYTES]
+    probe = data[3:TEXT_PROBE_BYTES] if data.startswith(b"\xef\xbb\xbf") else data[:TEXT_PROBE_BYTES]  # UTF-8 BOM
     try:
         text = probe.decode("utf-8")
     except UnicodeDecodeError:

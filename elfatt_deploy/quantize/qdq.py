@@ -63,10 +63,12 @@ class QuantizeResult:
     #: op type -> count of the main graph's ops that stay in float (not Q/DQ'd by design)
     float_ops: dict = field(default_factory=dict)
     opset: int = 0
+    reduce_range: bool = False  #: 7-bit weights (quantize --reduce-range)
 
     def to_dict(self) -> dict:
         return {"output": str(self.output), "precision": PRECISION, "base_precision": self.base_precision,
                 "method": self.method, "calibration": self.calibration, "opset": self.opset,
+                "reduce_range": self.reduce_range,
                 "quantized": self.quantized, "unquantized": self.unquantized, "float_ops": self.float_ops}
 
 
@@ -332,4 +334,4 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
     atomic_write_bytes(output, data)
     return QuantizeResult(output=output, base_precision=base_precision, method=method, calibration=summary,
                           quantized=quantized, unquantized=unquantized, float_ops=_float_ops(quantized_model),
-                          opset=_default_opset(quantized_model))
+                          opset=_default_opset(quantized_model), reduce_range=bool(reduce_range))

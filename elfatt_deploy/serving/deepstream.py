@@ -44,7 +44,7 @@ class DeepStreamOptions:
     input_size: Optional[tuple[int, int]] = None  # (H, W); default: the profile's opt H, W
     network_type: str = "other"
     labels: Optional[Path] = None
-    classifier_threshold: float = 0.0
+    classifier_threshold: Optional[float] = None  # default 0.0 (classifier mode only)
     gpu_id: int = 0
     force: bool = False  # overwrite a different file at the plugin-only copy's / labels file's path
 
@@ -57,12 +57,14 @@ def _check(options: DeepStreamOptions, info: EngineInfo) -> tuple[int, int, int]
         if options.labels is None:
             raise InputError("--network-type classifier needs --labels FILE (the class names, one per line or one line "
                              "separated by ';'); or keep --network-type other and read the output from the tensor meta")
-    elif options.labels is not None:
-        raise InputError(f"--labels {options.labels} applies with --network-type classifier only (nvinfer reads no "
-                         "labels for network-type other); drop it or add --network-type classifier")
+    elif options.labels is not None or options.classifier_threshold is not None:
+        given = f"--labels {options.labels}" if options.labels is not None else \
+            f"--classifier-threshold {options.classifier_threshold}"
+        raise InputError(f"{given} applies with --network-type classifier only (nvinfer reads no labels or threshold "
+                         "for network-type other); drop it or add --network-type classifier")
     if options.labels is not None and not Path(options.labels).is_file():
         raise FileNotFoundError(f"--labels {options.labels} does not exist")
-    threshold = options.classifier_threshold
+    threshold = 0.0 if options.classifier_threshold is None else options.classifier_threshold
     if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) < 1.0):
         raise InputError(f"--classifier-threshold {threshold!r} must be a probability in [0, 1)")
     profile = info.profile
@@ -105,7 +107,7 @@ def classifier_labels(path: Path, classes: int) -> str:
     of a labels file is one output layer's labels). Accepts that form or one name per line; the count must be
     ``classes``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
     except UnicodeDecodeError:
         raise InputError(f"--labels {path} is not a UTF-8 text file; give the class names, one per line") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -119,6 +121,10 @@ def classifier_labels(path: Path, classes: int) -> str:
         names = lines
     if any(not n for n in names):
         raise InputError(f"--labels {path} has an empty class name; give {classes} non-empty names")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"--labels {path} names {', '.join(map(repr, duplicates))} more than once; each class needs "
+                         "its own name")
     if len(names) != classes:
         raise InputError(f"--labels {path} has {len(names)} class names but the engine's output has {classes} "
                          "classes; give one name per class, in the order of the model's output")
@@ -148,11 +154,22 @@ def _check_onnx_for_engine(path: Path, info: EngineInfo, *, explicit: bool) -> o
     if outputs != wanted:
         raise InputError(f"{what} has the outputs {outputs}, the engine {wanted}: nvinfer would rebuild another "
                          "model; give the ONNX the engine was built from")
+    for out, record in zip(model.graph.output, info.outputs):
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in out.type.tensor_type.shape.dim]
+        shape = list(record.get("shape") or [])
+        if dims and shape and len(dims) == len(shape) and dims[-1] > 0 and shape[-1] > 0 and dims[-1] != shape[-1]:
+            raise InputError(f"{what}: output {out.name!r} has {dims[-1]} elements per image, the engine's "
+                             f"{shape[-1]}: nvinfer would rebuild another model; give the ONNX the engine was built from")
     props = {p.key: p.value for p in model.metadata_props}
+    onnx_name = props.get("elfatt.model_name")
+    engine_name = ((info.metadata or {}).get("model") or {}).get("elfatt.model_name")
+    if onnx_name and engine_name and onnx_name != engine_name:
+        raise InputError(f"{what} is an export of {onnx_name}, the engine of {engine_name}: nvinfer would rebuild "
+                         "another model; give the ONNX the engine was built from")
     onnx_precision = props.get("elfatt.precision") or props.get("precision")
     engine_precision = (info.metadata or {}).get("precision")
     if onnx_precision and engine_precision and onnx_precision != engine_precision:
-        raise InputError(f"{what} is a {onnx_precision} export, the engine {engine_precision}: nvinfer would rebuild "
+        raise InputError(f"{what} is an export at {onnx_precision}, the engine is {engine_precision}: nvinfer would rebuild "
                          "at the other precision; give the ONNX the engine was built from")
     if info.uses_plugin and not any(n.domain == ELFATT_DOMAIN for n in model.graph.node):
         raise InputError(f"{what} has no ElfattAttention nodes (an --inline export?), but the engine uses the "
@@ -240,7 +257,7 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
         lines += ["# the output is class probabilities (export --softmax); the labels: one line, ';'-separated",
                   f"labelfile-path={Path(labels_file).resolve()}",
                   "# a class is reported where its probability is above this",
-                  f"classifier-threshold={float(options.classifier_threshold)!r}"]
+                  f"classifier-threshold={float(options.classifier_threshold or 0.0)!r}"]
     return "\n".join(lines) + "\n"
 
 
@@ -284,6 +301,11 @@ def write_config(options: DeepStreamOptions) -> dict:
         raise FileNotFoundError(f"--onnx {options.onnx} does not exist")
     notes = []
     folder = output.parent if str(output.parent) else Path(".")
+    for flag, path in (("the engine", options.engine), ("--onnx", options.onnx), ("--labels", options.labels),
+                       ("--plugin", plugin)):
+        if path is not None and Path(path).resolve() == output.resolve():
+            raise InputError(f"-o {output} is {flag}: writing the config there would destroy it; write the config "
+                             "to another file")
     # Everything is checked and rendered first; files are written only then (the copy and the labels before the
     # config that names them; a failure removes what this call wrote).
     writes: list[tuple[Path, bytes]] = []
@@ -294,7 +316,8 @@ def write_config(options: DeepStreamOptions) -> dict:
         recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
         if recorded_sha and file_sha256(source) != recorded_sha:
             notes.append(f"{source} is not byte for byte the ONNX the engine was built from (sha256 differs from the "
-                         "sidecar's): nvinfer rebuilds from this file only when the engine does not load")
+                         "sidecar's; a --plugin-only export of the same model differs too): nvinfer rebuilds from "
+                         "this file only when the engine does not load")
         onnx_file = source
         if plugin:
             onnx_file, data = _plugin_only_copy(source, folder)
@@ -309,6 +332,10 @@ def write_config(options: DeepStreamOptions) -> dict:
             labels_file = folder / (output.stem + ".labels.txt")
             if _check_free(labels_file, labels, force=options.force, what="nvinfer labels file"):
                 writes.append((labels_file, labels))
+    for path, _ in writes:
+        if path.resolve() == output.resolve():
+            raise InputError(f"-o {output} is where this command writes {path.name} beside the config; name the "
+                             "config otherwise (e.g. config_infer.txt)")
     text = render_config(info, options, onnx_file=onnx_file, plugin=plugin, batch=batch, height=height, width=width,
                          labels_file=labels_file)
     written = []

@@ -43,6 +43,8 @@ class ImageParityResult:
     backend_accuracy: Optional[float]
     #: relative L2 error of each image's logits
     per_image_rel_l2: list[float] = field(default_factory=list)
+    #: the compared output's name (logits, or probabilities for an export --softmax)
+    output_name: str = "logits"
 
     @property
     def passed(self) -> bool:
@@ -129,7 +131,7 @@ def run_image_parity(reference_runner, backend_runner, *, input_name: str, outpu
         reference=reference_runner.name, backend=backend_runner.name, folder=str(folder.root), classes=folder.classes,
         images=len(ref), skipped=len(skipped), size=(int(size[0]), int(size[1])), rtol_l2=rtol_l2,
         min_agreement=min_agreement, metrics=metrics, agreement=agreement, reference_accuracy=ref_acc,
-        backend_accuracy=out_acc, per_image_rel_l2=_rel_l2_rows(out, ref))
+        backend_accuracy=out_acc, per_image_rel_l2=_rel_l2_rows(out, ref), output_name=output_name)
 
 
 def format_image_report(result: ImageParityResult) -> str:
@@ -144,8 +146,8 @@ def format_image_report(result: ImageParityResult) -> str:
         rows += [[f"top-1 accuracy {result.reference}", f"{result.reference_accuracy:.4f}"],
                  [f"top-1 accuracy {result.backend}", f"{result.backend_accuracy:.4f} "
                   f"({(result.backend_accuracy - result.reference_accuracy) * 100:+.2f} points)"]]
-    what = "logits" if result.agreement is not None else "features"
-    rows += [[f"rel L2 err (all {what})", f"{m.rel_l2_error:.3e} (max {result.rtol_l2:.0e})"],
+    what = result.output_name if result.agreement is not None else "features"
+    rows += [[f"rel L2 err (all {what})", f"{m.rel_l2_error:.3e} (max {result.rtol_l2:.1e})"],
              ["rel L2 err per image, max", f"{max(result.per_image_rel_l2):.3e}"],
              ["max abs err", f"{m.max_abs_error:.3e}"], ["cosine", f"{m.cosine_similarity:.8f}"]]
     return (f"{result.backend} vs {result.reference} on {result.folder}"

@@ -27,7 +27,7 @@ def format_parity_tables(result: ParityResult) -> str:
                          _fmt(m.cosine_similarity, ".8f"), _fmt(m.top1_agreement, ".3f"), "ok" if r.passed else "FAIL"])
         table = format_table(["input", "sample", "max abs err", "rel L2 err", "cosine", "top-1 agree", "result"], rows)
         blocks.append(f"output {output!r}: {result.backend} vs {result.reference} "
-                      f"(pass: rel L2 <= {result.rtol_l2:.0e})\n{table}")
+                      f"(pass: rel L2 <= {result.rtol_l2:.1e})\n{table}")
     return "\n\n".join(blocks)
 
 

@@ -31,8 +31,9 @@ def add_arguments(parser) -> None:
                              "engine whose output is probabilities (export --softmax), with --labels")
     parser.add_argument("--labels", help="class names for --network-type classifier, one per line or one line "
                                          "separated by ';' (nvinfer's form is written beside the config when needed)")
-    parser.add_argument("--classifier-threshold", type=float, default=0.0,
-                        help="classifier-threshold: the least probability a class is reported at (default 0.0)")
+    parser.add_argument("--classifier-threshold", type=float, default=None,
+                        help="classifier-threshold: the least probability a class is reported at (default 0.0; "
+                             "with --network-type classifier)")
     parser.add_argument("--gpu-id", type=int, default=0, help="gpu-id (default 0)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a different file where the plugin-only ONNX copy or the labels file goes")

@@ -53,7 +53,8 @@ def run(args) -> int:
     elapsed = time.perf_counter() - start
     cal = result.calibration
     print(f"wrote {result.output} in {elapsed:.1f} s: int8-qdq over {result.base_precision}, opset {result.opset}, "
-          f"{len(result.quantized)} MatMul/Gemm/Conv nodes quantized (INT8 per-channel weights, per-tensor activations)")
+          f"{len(result.quantized)} MatMul/Gemm/Conv nodes quantized (INT8 per-channel weights{', 7-bit (--reduce-range)' if args.reduce_range else ''}, "
+          "per-tensor activations)")
     print(f"calibration: {cal['images']} images at {cal['input_size']} from {cal['folder']} ({args.method}), "
           f"{cal['skipped']} skipped, sha256 {cal['sha256'][:16]}...")
     if result.unquantized:
