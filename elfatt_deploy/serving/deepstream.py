@@ -189,9 +189,11 @@ def plugin_only_onnx(source: Path, target_dir: Path) -> Path:
     return target
 
 
-def _plugin_only_copy(source: Path, target_dir: Path) -> tuple[Path, Optional[bytes]]:
-    """(path, bytes) of the plugin-only copy of ``source``; (source, None) when it is plugin-only already."""
-    model = load_model(source)
+def _plugin_only_copy(source: Path, target_dir: Path,
+                      model: Optional[onnx.ModelProto] = None) -> tuple[Path, Optional[bytes]]:
+    """(path, bytes) of the plugin-only copy of ``source``; (source, None) when it is plugin-only already.
+    ``model``: ``source`` already loaded (it is changed in place)."""
+    model = load_model(source) if model is None else model
     check_no_renamed_elfatt_nodes(model, source=str(source))
     if not elfatt_functions(model):
         return source, None
@@ -311,7 +313,7 @@ def write_config(options: DeepStreamOptions) -> dict:
     writes: list[tuple[Path, bytes]] = []
     onnx_file = None
     if source is not None:
-        _check_onnx_for_engine(source, info, explicit=bool(options.onnx))
+        model = _check_onnx_for_engine(source, info, explicit=bool(options.onnx))
         recorded = (info.metadata or {}).get("source_onnx")
         recorded_sha = recorded.get("sha256") if isinstance(recorded, dict) else None
         if recorded_sha and file_sha256(source) != recorded_sha:
@@ -320,7 +322,7 @@ def write_config(options: DeepStreamOptions) -> dict:
                          "this file only when the engine does not load")
         onnx_file = source
         if plugin:
-            onnx_file, data = _plugin_only_copy(source, folder)
+            onnx_file, data = _plugin_only_copy(source, folder, model)
             if data is not None and _check_free(onnx_file, data, force=options.force, what="plugin-only ONNX copy"):
                 writes.append((onnx_file, data))
     labels_file = None

@@ -241,7 +241,8 @@ def run(args) -> int:
     config.update(overrides)
     precision = args.precision or meta.get("precision") or "fp32"
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
-    saturation = saturating_cpu_int8(args.backend, precision, meta, providers=parse_providers(args.providers),
+    providers = parse_providers(args.providers)
+    saturation = saturating_cpu_int8(args.backend, precision, meta, providers=providers,
                                      device=getattr(args, "device", None))
     rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
                            cpu_int8_saturation=saturation)
@@ -257,7 +258,6 @@ def run(args) -> int:
     weights, weights_source = resolve_weights(args, parse_provenance(meta.get("weights")), args.onnx or args.engine)
     _memory_check(args, name, config, shapes)
 
-    providers = parse_providers(args.providers)
     backend = make_runner(args.backend, onnx_path=args.onnx, engine_path=args.engine, plugin=args.plugin,
                           providers=providers, device=args.device, inference_precision=inference_precision)
     # (make_runner says now, before any work, when TensorRT or OpenVINO is missing)
