@@ -135,9 +135,10 @@ ASSUMPTIONS = [
     "blocks spread evenly over the SMs; the busiest SM runs ceil(grid / SMs) blocks, all resident blocks "
     "share its throughput",
     "instructions issued = the warp instructions the trace counts (memory, fmaf, exp, mma, barriers, "
-    "shuffles), each x the SASS ratio of its source line (all instructions / traced-class instructions, "
-    "nvcc -lineinfo + nvdisasm -g; lines the listing does not name x the kernel's overall ratio); without "
-    "nvdisasm the traced count alone (a lower bound)",
+    "shuffles), each x the SASS ratio of its call site (all instructions / traced-class instructions of "
+    "the longest inline chain the host trace (addr2line -i) and the listing (nvcc -lineinfo, nvdisasm -g -gi) "
+    "agree on, or of a line 1-2 away under the same callers; sites the listing does not name x the "
+    "kernel's overall ratio); without nvdisasm the traced count alone (a lower bound)",
     "launch overhead: 2 us per launch on H100/H200, 4 us on Orin (not measured here)",
     "FlashAttention-2 comparison: 4 N^2 d FLOPs per head at the published FA2 efficiency for that sequence "
     "length (H100 curve for H100/H200; 50% of peak on Orin), at least the same memory floor, one launch; "

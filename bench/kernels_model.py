@@ -49,7 +49,7 @@ for entry in (ROOT, BENCH):
 import kernel_cases  # noqa: E402
 from kernels_devices import ASSUMPTIONS, DEVICES, Device, fa2_tflops, occupancy  # noqa: E402
 from kernels_trace import (KERNELS, LaunchTrace, Problem, build_tracer, list_launches,  # noqa: E402
-                           list_stream_operations, run_tracer, source_lines)
+                           list_stream_operations, run_tracer, source_chains, source_lines)
 
 from elfatt_deploy.atomic import atomic_write_text  # noqa: E402
 from elfatt_deploy.errors import InputError, MissingDependencyError, ToolkitError  # noqa: E402
@@ -142,7 +142,8 @@ class KernelResources:
     stack: int
     sass_total: int = 0
     sass_observed: int = 0
-    #: "file.cu:line" -> SASS instructions issued per traced-class instruction of that line (the line's
+    #: call site ("file.cu:line", or a leading part of its inline chain joined with CHAIN_SEPARATOR:
+    #: see sass_mix) -> SASS instructions issued per traced-class instruction there (the site's
     #: traced-class instructions, each with the untraced instructions before it, over their count)
     line_ratio: dict = dataclasses.field(default_factory=dict)
 
@@ -151,8 +152,30 @@ class KernelResources:
         return self.sass_total / self.sass_observed if self.sass_observed else None
 
 
+def call_site_chain(frames: list[str]) -> tuple[str, ...]:
+    """The inline chain of one instruction as the ratio table keys it: 'file:line' names (file base
+    names), innermost first, with the innermost frames that are wrappers dropped while a frame of
+    the kernel sources remains: ptx.cuh (its inline PTX on the GPU, the emulation's calls on the
+    host: different lines for the same operation) and anything outside plugins/kernels/src (the
+    CUDA headers' wmma and conversion code, the host emulation). Both sides then start at the
+    kernel source line that asked for the operation."""
+    def wrapper(frame: str) -> bool:
+        path = frame.rsplit(":", 1)[0]
+        return Path(path).name == "ptx.cuh" or "plugins/kernels/src/" not in path.replace("\\", "/")
+
+    keep = list(frames)
+    while len(keep) > 1 and wrapper(keep[0]) and any(not wrapper(f) for f in keep[1:]):
+        keep.pop(0)
+    return tuple(f"{Path(f.rsplit(':', 1)[0]).name}:{f.rsplit(':', 1)[1]}" for f in keep if ":" in f)
+
+
+#: How the ratio table joins a chain's names into one key ("inner.cuh:12<caller.cuh:40<kernel.cu:7").
+CHAIN_SEPARATOR = "<"
+
+
 def sass_mix(section: str) -> tuple[int, int, dict]:
-    """(instructions, traced-class instructions, per-line ratio) of one function of an nvdisasm -g listing.
+    """(instructions, traced-class instructions, per-call-site ratio) of one function of an nvdisasm
+    -g -gi listing (a -g listing without inline chains works too: each chain is then one line).
 
     Each traced-class instruction (memory, FFMA, MUFU, HMMA, BAR, SHFL) stands for itself and the
     untraced instructions (address and integer arithmetic, control) of its basic block before it,
@@ -160,18 +183,32 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
     traced instruction (a branch target label ends the block), go to that instruction: they run as
     often as it does, whereas the next traced instruction may sit in a loop that runs them once but
     itself many times (e.g. a one-time epilogue setup before a 9-tap loop). A block without any traced
-    instruction hands its instructions on to the next traced one, as before."""
-    line = None
+    instruction hands its instructions on to the next traced one, as before.
+
+    Keys: every instruction carries its inline chain (-gi prints, before an instruction, one
+    '//## File' line per frame, innermost first), reduced by call_site_chain; the table has an
+    entry for every leading part of each chain (the innermost line alone, it and its caller, ...,
+    the whole chain), joined with CHAIN_SEPARATOR. A helper's line inlined at two call sites (a
+    one-time read and a per-tap read through the same function) thus has one ratio per site, and
+    the plain line's ratio, the average over its sites, stays for a trace whose chain is shorter."""
+    chain: tuple[str, ...] = ()
+    frames: list[str] = []
+    in_group = False
     pending = 0
     total = observed = 0
-    per_line: dict[str, list[int]] = {}
+    per_chain: dict[tuple[str, ...], list[int]] = {}
     last = None
     block_has_traced = False
     for text in section.splitlines():
         m = re.search(r'//## File "([^"]+)", line (\d+)', text)
         if m:
-            line = f"{Path(m.group(1)).name}:{m.group(2)}"
+            if not in_group:
+                frames = []
+                in_group = True
+            frames.append(f"{m.group(1)}:{m.group(2)}")
+            chain = call_site_chain(frames)
             continue
+        in_group = False
         if re.match(r"^\s*\.L_\w+:", text):  # a branch target: a new basic block starts
             if block_has_traced and last is not None:
                 last[0] += pending
@@ -185,7 +222,7 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
         pending += 1
         if m.group(1) in OBSERVED_SASS:
             observed += 1
-            entry = per_line.setdefault(line or "?", [0, 0])
+            entry = per_chain.setdefault(chain or ("?",), [0, 0])
             entry[0] += pending
             entry[1] += 1
             pending = 0
@@ -193,7 +230,13 @@ def sass_mix(section: str) -> tuple[int, int, dict]:
             block_has_traced = True
     if last is not None:
         last[0] += pending
-    return total, observed, {k: v[0] / v[1] for k, v in per_line.items()}
+    sums: dict[str, list[int]] = {}
+    for key_chain, (issued, count) in per_chain.items():
+        for n in range(1, len(key_chain) + 1):
+            acc = sums.setdefault(CHAIN_SEPARATOR.join(key_chain[:n]), [0, 0])
+            acc[0] += issued
+            acc[1] += count
+    return total, observed, {k: v[0] / v[1] for k, v in sums.items()}
 
 
 _KERNEL_DEFINITION = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(")
@@ -255,7 +298,7 @@ def compile_resources(cache: Path, archs=(87, 90), kernels: set[str] | None = No
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 h.update(path.name.encode() + path.read_bytes())
-    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-line-ratio basic-blocks archs={archs} "
+    h.update(f"nvdisasm={bool(nvdisasm)} lineinfo per-call-site-ratio basic-blocks archs={archs} "
              f"sources={[s.name for s in sources]}".encode())
     key = cache / f"resources-{h.hexdigest()[:20]}.json"
     if key.is_file():
@@ -275,7 +318,8 @@ def compile_resources(cache: Path, archs=(87, 90), kernels: set[str] | None = No
             mangled, props = _ptxas_resources(proc.stderr)
             mix: dict[str, tuple[int, int, dict]] = {}
             if nvdisasm:
-                listing = subprocess.run([nvdisasm, "-c", "-g", str(cubin)], capture_output=True, text=True).stdout
+                listing = subprocess.run([nvdisasm, "-c", "-g", "-gi", str(cubin)], capture_output=True,
+                                         text=True).stdout
                 for section in re.split(r"\n\.text\.", listing)[1:]:
                     mix[section.split(":", 1)[0]] = sass_mix(section)
             table: dict[str, KernelResources] = {}
@@ -305,31 +349,69 @@ def observed_instructions(t: dict) -> float:
             + t["hmma16816"] + t["bar"] + t["shfl"])
 
 
-def issued_instructions(trace: LaunchTrace, res: KernelResources | None, lines: dict[int, str]) -> tuple[float, str]:
-    """Estimated warp instructions issued by the launch, and how they were estimated.
+#: Lines tried, after the trace's own, for an innermost frame the listing does not name: nvcc gives
+#: adjacent statements one line (two mma.sync calls on lines 169 and 170, both listed at 169).
+NEIGHBOUR_LINES = (-1, 1, -2, 2)
 
-    Each traced instruction (per source line) x the SASS ratio of its line; lines the listing does not
-    name (e.g. wmma, whose SASS carries the CUDA header's lines) x the kernel's overall ratio."""
+
+def site_ratio(res: KernelResources, chain: tuple[str, ...]) -> tuple[float | None, int]:
+    """The SASS ratio of the most specific call site the listing and the host trace agree on: the
+    longest leading part of the trace's inline chain that the listing has (the host may inline
+    less than nvcc, so its chain can stop early), and how many frames matched (0: none). Where not
+    even the innermost line is listed, the same chain with that line moved by NEIGHBOUR_LINES (the
+    frames matched are then given as negative)."""
+    def longest(c: tuple[str, ...]) -> tuple[float | None, int]:
+        for n in range(len(c), 0, -1):
+            ratio = res.line_ratio.get(CHAIN_SEPARATOR.join(c[:n]))
+            if ratio is not None:
+                return ratio, n
+        return None, 0
+
+    ratio, n = longest(chain)
+    if ratio is not None or not chain:
+        return ratio, n
+    name, _, line = chain[0].rpartition(":")
+    if not line.isdigit():
+        return None, 0
+    for delta in NEIGHBOUR_LINES:
+        ratio, n = longest((f"{name}:{int(line) + delta}",) + chain[1:])
+        if ratio is not None:
+            return ratio, -n
+    return None, 0
+
+
+def issued_instructions(trace: LaunchTrace, res: KernelResources | None,
+                        chains: dict[int, tuple[str, ...]]) -> tuple[float, str, dict]:
+    """Estimated warp instructions issued by the launch, how they were estimated, and the shares of
+    the traced instructions whose call site the listing has ("matched") and has at the trace's whole
+    inline chain ("whole_chain").
+
+    Each traced instruction x the SASS ratio of its call site (site_ratio of its inline chain,
+    ``chains``: pc -> call_site_chain of the host's frames); instructions whose site the listing does
+    not name x the kernel's overall ratio."""
     if res is None or not res.issue_ratio:
-        return observed_instructions(trace.totals), "traced instructions only (no nvdisasm: a lower bound)"
+        return (observed_instructions(trace.totals), "traced instructions only (no nvdisasm: a lower bound)",
+                {"matched": 0.0, "whole_chain": 0.0})
     counted = ("global_load", "global_store", "shared_load", "shared_store", "fmaf", "exp", "syncthreads", "shfl")
-    total = matched = 0.0
+    total = matched = whole = 0.0
     for pc in trace.pcs:
         if pc["kind"] not in counted and pc["kind"] != "mma":
             continue
         n = pc["instr"]
         if pc["kind"] == "mma":
             n = pc["flops"] / (2 * 16 * 8 * 16)  # HMMA.16816 instructions
-        where = lines.get(pc["pc"], "")
-        key = f"{Path(where.split(':')[0]).name}:{where.split(':')[-1]}" if ":" in where else ""
-        ratio = res.line_ratio.get(key)
+        chain = chains.get(pc["pc"], ())
+        ratio, frames = site_ratio(res, chain)
         if ratio is not None:
             matched += n
+            whole += n if frames == len(chain) else 0.0  # (a neighbouring line's match is negative)
             total += n * ratio
         else:
             total += n * res.issue_ratio
-    share = matched / max(1.0, observed_instructions(trace.totals))
-    return total, f"SASS ratio per source line ({share:.0%} of traced instructions matched, rest x {res.issue_ratio:.1f})"
+    observed = max(1.0, observed_instructions(trace.totals))
+    return (total, (f"SASS ratio per call site ({matched / observed:.0%} of traced instructions matched, "
+                    f"{whole / observed:.0%} at their whole inline chain; rest x {res.issue_ratio:.1f})"),
+            {"matched": matched / observed, "whole_chain": whole / observed})
 
 
 def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device,
@@ -618,14 +700,16 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 entry = {"case": case.name, "kernel": version, "available": True, "launches": len(traces),
                          "trace": trace_summary(traces), "lines": line_table(program, traces), "devices": {}}
-                lines = source_lines(program, [pc["pc"] for tr in traces for pc in tr.pcs])
+                chains = {pc: call_site_chain(frames) for pc, frames in
+                          source_chains(program, [pc["pc"] for tr in traces for pc in tr.pcs]).items()}
                 for dev in DEVICES.values():
                     arch = dev.limits.sm
                     launches = []
                     for tr in traces:
                         res = resources.get(arch, {}).get(tr.kernel)
-                        issued, how = issued_instructions(tr, res, lines)
-                        launches.append({**predict_launch(tr, res, dev, issued), "issue_estimate": how})
+                        issued, how, sites = issued_instructions(tr, res, chains)
+                        launches.append({**predict_launch(tr, res, dev, issued), "issue_estimate": how,
+                                         "issue_sites": sites})
                     memsets = stream_sequence(traces, launches, dev)
                     predicted = sum(l["time_us"] for l in launches) + sum(m["time_us"] for m in memsets)
                     floor_us = floor_bytes / (dev.dram_gbs * 1e9) * 1e6

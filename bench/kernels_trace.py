@@ -542,6 +542,32 @@ def source_lines(program: Path, pcs: list[int]) -> dict[int, str]:
     return out
 
 
+def source_chains(program: Path, pcs: list[int]) -> dict[int, list[str]]:
+    """pc -> the inline chain of the call, innermost frame first ('path:line', paths as addr2line
+    gives them): ``addr2line -i`` names the line of the access and, for each function inlined
+    there, the line of its call in the function around it, up to the function the pc lies in."""
+    tool = shutil.which("addr2line")
+    if tool is None or not pcs:
+        return {}
+    unique = sorted(set(pcs))
+    proc = subprocess.run([tool, "-e", str(program), "-a", "-i"] + [hex(max(0, pc - 1)) for pc in unique],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {}
+    out: dict[int, list[str]] = {}
+    frames: list[str] | None = None
+    for text in proc.stdout.splitlines():
+        if re.fullmatch(r"0x[0-9a-f]+", text.strip()):
+            frames = out.setdefault(int(text.strip(), 16) + 1, [])
+            continue
+        if frames is None:
+            continue
+        text = re.sub(r" \(discriminator \d+\)", "", text.strip())
+        if not text.startswith("??"):
+            frames.append(text)
+    return {pc: out.get(max(0, pc - 1) + 1, []) for pc in unique}
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -549,4 +575,4 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "list_stream_operations",
            "block_kinds", "sample_blocks", "footprint",
            "fused_plan",
-           "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]
+           "source_chains", "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]

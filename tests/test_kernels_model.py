@@ -418,3 +418,88 @@ def test_sass_ratio_keeps_block_tails_with_their_block():
     assert ratio["a.cu:20"] == 3        # the loop's LDS: its 2 IADDs and itself, not the setup's 5
     assert ratio["a.cu:31"] == 2        # the traced-free block before it (1 IADD) is handed on
     assert sum(ratio[k] for k in ratio) == total
+
+
+def _sass_chains(*rows: str) -> str:
+    """An nvdisasm -g -gi listing of one function: ('C a.cuh:5 b.cuh:9 k.cu:1' sets the inline chain,
+    innermost first, files under plugins/kernels/src unless given with a directory; '.L_x:' is a label)."""
+    out, pc = [], 0
+    for row in rows:
+        if row.startswith("C "):
+            frames = row.split()[1:]
+            for i, frame in enumerate(frames):
+                file, line = frame.rsplit(":", 1)
+                path = file if "/" in file else f"/repo/plugins/kernels/src/{file}"
+                tail = ""
+                if i + 1 < len(frames):
+                    outer, outer_line = frames[i + 1].rsplit(":", 1)
+                    outer_path = outer if "/" in outer else f"/repo/plugins/kernels/src/{outer}"
+                    tail = f' inlined at "{outer_path}", line {outer_line}'
+                out.append(f'\t//## File "{path}", line {line}{tail}')
+        elif row.startswith("."):
+            out.append(row)
+        else:
+            out.append(f"        /*{pc:04x}*/                   {row} ;")
+            pc += 16
+    return "\n".join(out)
+
+
+def test_sass_ratio_by_call_site():
+    """One helper line inlined at two call sites (a one-time read with a 5-instruction setup tail, and a
+    per-tap read in a loop) gets one ratio per site, the plain line their average; wrapper frames (ptx.cuh,
+    the CUDA headers) are dropped so that the key starts at the kernel line that asked for the operation."""
+    import kernels_model
+
+    listing = _sass_chains(
+        "C h.cuh:5 k.cuh:10 main.cu:1", "IADD3 R1, R1, 0x1, RZ", "LDS R2, [R1]",
+        "C k.cuh:11 main.cu:1", *["IADD3 R3, R3, 0x1, RZ"] * 5,
+        ".L_x_1:", "C h.cuh:5 k.cuh:20 main.cu:1", "IADD3 R4, R4, 0x1, RZ", "LDS R6, [R4]",
+        ".L_x_2:", "C ptx.cuh:196 k.cuh:30 main.cu:1", "HMMA.16816.F32 R8, R8, R8, R8",
+        "C /usr/local/cuda/include/crt/mma.hpp:100 k.cuh:40 main.cu:1", "IADD3 R9, R9, 0x1, RZ",
+        "HMMA.16816.F32 R10, R10, R10, R10")
+    total, observed, ratio = kernels_model.sass_mix(listing)
+    assert (total, observed) == (12, 4)
+    assert ratio["h.cuh:5<k.cuh:10<main.cu:1"] == ratio["h.cuh:5<k.cuh:10"] == 7  # itself, 1 before, 5 after
+    assert ratio["h.cuh:5<k.cuh:20<main.cu:1"] == ratio["h.cuh:5<k.cuh:20"] == 2
+    assert ratio["h.cuh:5"] == 4.5                     # the per-line average the call sites replace
+    assert ratio["k.cuh:30<main.cu:1"] == ratio["k.cuh:30"] == 1
+    assert ratio["k.cuh:40"] == 2
+    assert not any(k.startswith(("ptx.cuh", "mma.hpp")) for k in ratio)
+    # every traced instruction counted once at each chain length
+    assert sum(v for k, v in ratio.items() if k.count("<") == 0 and k != "h.cuh:5") + 2 * 4.5 == total
+
+
+def test_site_ratio_takes_the_longest_agreed_chain():
+    """The host may inline less than nvcc (a shorter chain): the longest leading part the listing has wins;
+    a line the listing does not name falls back to its neighbours (nvcc merges adjacent statements), then to
+    nothing (the kernel's overall ratio)."""
+    import kernels_model
+
+    res = kernels_model.KernelResources(64, 0, 0, 0, 0, 20, 10, {"h.cuh:5": 4.5, "h.cuh:5<k.cuh:10": 7.0,
+                                                                   "h.cuh:5<k.cuh:20": 2.0})
+    assert kernels_model.site_ratio(res, ("h.cuh:5", "k.cuh:20", "main.cu:1")) == (2.0, 2)
+    assert kernels_model.site_ratio(res, ("h.cuh:5", "k.cuh:10")) == (7.0, 2)
+    assert kernels_model.site_ratio(res, ("h.cuh:5", "k.cuh:99")) == (4.5, 1)
+    assert kernels_model.site_ratio(res, ("h.cuh:5",)) == (4.5, 1)
+    assert kernels_model.site_ratio(res, ("h.cuh:6", "k.cuh:20")) == (2.0, -2)
+    assert kernels_model.site_ratio(res, ("h.cuh:9", "k.cuh:20")) == (None, 0)
+    assert kernels_model.site_ratio(res, ()) == (None, 0)
+
+
+def test_host_and_gpu_inline_chains_agree(quick):
+    """The tracing build inlines what nvcc inlines (__forceinline__ -> always_inline there), so nearly every
+    traced instruction of v2 finds its whole host inline chain among the SASS call sites (0.77-0.83 of the
+    pass kernel's when the host build did not force inlining: the ratio then fell back to per-line averages)."""
+    seen = 0
+    for detail in quick["details"]:
+        if not detail.get("available") or detail["kernel"] != "v2":
+            continue
+        for launches in detail["devices"].values():
+            for launch in launches:
+                if "issue_sites" not in launch:
+                    continue
+                seen += 1
+                sites = launch["issue_sites"]
+                assert sites["whole_chain"] >= 0.88, (detail["case"], launch["kernel"], sites)
+                assert sites["matched"] >= 0.97, (detail["case"], launch["kernel"], sites)
+    assert seen >= 4

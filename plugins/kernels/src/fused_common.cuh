@@ -441,21 +441,14 @@ __device__ __forceinline__ void storeTile(float const* sOut, Rect const& rect, R
     if (sW != nullptr)
     {
         float w[8];
+        readLepe8<kD>(w, sW, 9, group); // the bias
+#pragma unroll
+        for (int32_t k = 0; k < kR; ++k)
         {
-            // The bias (row 9 of sW), read here rather than through readLepe8: each source line of the
-            // taps' reads then stands for the taps alone in bench/kernels_model.py's per-line SASS
-            // ratio (this one-time code would otherwise be charged to each of the 9 taps).
-            float4 const lo = *reinterpret_cast<float4 const*>(sW + 9 * kD + 4 * group);
-            float4 const hi = *reinterpret_cast<float4 const*>(sW + 9 * kD + kD / 2 + 4 * group);
-            float const bias[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
 #pragma unroll
-            for (int32_t k = 0; k < kR; ++k)
+            for (int32_t c = 0; c < 8; ++c)
             {
-#pragma unroll
-                for (int32_t c = 0; c < 8; ++c)
-                {
-                    value[k][c] += bias[c];
-                }
+                value[k][c] += w[c];
             }
         }
         // Per row, once: the byte offset of its own token in the halo tile and the 9-bit mask of

@@ -69,7 +69,17 @@
 #define __global__
 #define __device__
 #define __host__
+#if defined(ELFATT_EMULATION_TRACING)
+// The tracing build inlines what nvcc inlines (__forceinline__ is a guarantee there), so that a
+// traced access has the same inline chain on the host (addr2line -i) as its SASS on the GPU
+// (nvdisasm -gi): the performance model keys its SASS-per-instruction ratios by call site. The
+// warp and block intrinsics too: the runtime call inside them then reports the kernel's line.
+#define __forceinline__ inline __attribute__((always_inline))
+#define ELFATT_EMULATION_INTRINSIC __attribute__((always_inline))
+#else
 #define __forceinline__ inline
+#define ELFATT_EMULATION_INTRINSIC
+#endif
 #define __noinline__
 #define __launch_bounds__(...)
 #define __shared__ static
@@ -245,19 +255,19 @@ inline cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int va
 // ---------------------------------------------------------------------------------------------
 // Barriers and warp exchanges
 // ---------------------------------------------------------------------------------------------
-inline void __syncthreads(std::source_location const where = std::source_location::current()) noexcept
+ELFATT_EMULATION_INTRINSIC inline void __syncthreads(std::source_location const where = std::source_location::current()) noexcept
 {
     ::elfatt::emulation::detail::syncThreads(where);
 }
 
-inline void __syncwarp(
+ELFATT_EMULATION_INTRINSIC inline void __syncwarp(
     unsigned mask = 0xffffffffU, std::source_location const where = std::source_location::current()) noexcept
 {
     ::elfatt::emulation::detail::syncWarp(mask, where);
 }
 
 template <typename T>
-inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = 32,
+ELFATT_EMULATION_INTRINSIC inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = 32,
     std::source_location const where = std::source_location::current()) noexcept
 {
     namespace d = ::elfatt::emulation::detail;
@@ -268,7 +278,7 @@ inline T __shfl_sync(unsigned mask, T var, int srcLane, int width = 32,
 }
 
 template <typename T>
-inline T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = 32,
+ELFATT_EMULATION_INTRINSIC inline T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = 32,
     std::source_location const where = std::source_location::current()) noexcept
 {
     namespace d = ::elfatt::emulation::detail;
@@ -284,7 +294,7 @@ inline T __shfl_xor_sync(unsigned mask, T var, int laneMask, int width = 32,
 }
 
 template <typename T>
-inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
+ELFATT_EMULATION_INTRINSIC inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
     std::source_location const where = std::source_location::current()) noexcept
 {
     namespace d = ::elfatt::emulation::detail;
@@ -297,7 +307,7 @@ inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
 }
 
 template <typename T>
-inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
+ELFATT_EMULATION_INTRINSIC inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
     std::source_location const where = std::source_location::current()) noexcept
 {
     namespace d = ::elfatt::emulation::detail;

@@ -204,8 +204,10 @@ ELFATT_EMULATION_UNTRACED inline void land(std::vector<PendingCopy> const& group
 
 } // namespace detail
 
+// noinline: __builtin_return_address(0) must be the call site in the kernel code (inlined, it is
+// the return address of the kernel function the call was inlined into).
 template <typename T>
-inline void mma16816(float (&d)[4], uint32_t const (&a)[4], uint32_t const (&b)[2], float const (&c)[4],
+[[gnu::noinline]] inline void mma16816(float (&d)[4], uint32_t const (&a)[4], uint32_t const (&b)[2], float const (&c)[4],
     std::source_location const where = std::source_location::current()) noexcept
 {
     static_assert(std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>, "mma16816: __half or __nv_bfloat16");
