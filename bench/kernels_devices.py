@@ -108,7 +108,7 @@ DEVICES = {
 
 ASSUMPTIONS = [
     "time of a launch = the largest of its ceilings (DRAM, tensor, FP32, SFU, shared-memory wavefronts, "
-    "instruction issue, DRAM latency) + a fixed launch overhead; ceilings overlap perfectly inside a launch",
+    "instruction issue, DRAM latency, copy chain) + a fixed launch overhead; ceilings overlap perfectly inside a launch",
     "the launches and stream operations of one enqueue run one after another in one stream (v1: 4 launches at "
     "fp16 with global and local heads, no memset; v2: 2 launches, traced as the TensorRT plugin runs them, with "
     "the plugin instance's persistent chunk counters (enqueueWithState: zeroed once, left zeroed by the kernels), "
@@ -131,7 +131,13 @@ ASSUMPTIONS = [
     "DRAM bytes = the launch's compulsory footprint (each distinct 32-byte sector once; reuse between blocks "
     "of a launch is assumed to hit in L2, reuse between launches is not); writes count like reads",
     "DRAM latency (Little's law cap on bandwidth): 700 ns on sm_90, 600 ns on Orin; bytes in flight per SM = "
-    "resident warps x the average bytes of one global load instruction x 2 loads in flight per warp",
+    "resident warps x, for reads made by cp.async, the bytes a warp's lanes had in flight at the waits that "
+    "waited for copies (measured by the trace), for the other reads and the writes, the average bytes of one "
+    "of their global instructions x 2 in flight per warp (assumed); no per-SM cap on outstanding requests "
+    "(none is published)",
+    "copy chain (a lower bound): cp.async copies issued after a wait that waited for copies land one DRAM "
+    "latency later at the soonest; the longest chain of a traced block, and the busiest SM's share of all "
+    "chains run as many at a time as blocks are resident, x the DRAM latency (an L2 hit would be sooner)",
     "blocks spread evenly over the SMs; the busiest SM runs ceil(grid / SMs) blocks, all resident blocks "
     "share its throughput",
     "instructions issued = the warp instructions the trace counts (memory, fmaf, exp, mma, barriers, "

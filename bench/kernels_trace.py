@@ -331,7 +331,10 @@ def sample_blocks(kinds: list, per_kind: int) -> list[tuple[int, float]]:
 SUMMED = ("gld_instr", "gld_sectors", "gld_bytes", "gst_instr", "gst_sectors", "gst_bytes", "lds_instr",
           "lds_wavefronts", "lds_ideal", "lds_bytes", "sts_instr", "sts_wavefronts", "sts_ideal", "sts_bytes",
           "fma_instr", "fma_lanes", "exp_instr", "exp_lanes", "mma_instr", "mma_flops", "hmma16816", "bar",
-          "syncwarp", "shfl")
+          "syncwarp", "shfl", "async_waits", "async_in_flight", "async_bytes", "async_copies")
+#: Summed over the grid (weighted) as well, and kept per block for its largest value: each block's
+#: longest chain of cp.async round trips (emulation_trace.cpp, Hooks::asyncWait).
+CHAINS = ("async_chain",)
 
 
 @dataclasses.dataclass
@@ -500,7 +503,8 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     traces = []
     for rec in (r for r in records if r["type"] == "launch"):
         blocks = [b for b in records if b["type"] == "block" and b["launch"] == rec["launch"]]
-        totals = {k: sum(b["weight"] * b[k] for b in blocks) for k in SUMMED}
+        totals = {k: sum(b["weight"] * b.get(k, 0.0) for b in blocks) for k in SUMMED + CHAINS}
+        totals.update({f"{k}_max": max((b.get(k, 0.0) for b in blocks), default=0.0) for k in CHAINS})
         buffers = {}
         reads = writes = 0.0
         kinds = launch_kinds[rec["launch"]]

@@ -17,8 +17,9 @@ test can state without a GPU, and checks here on the quick run's JSON:
 - blocks of the same kind (the sampler's classification) trace to the same counts;
 - the v2 block kinds (from the kernels' documented item order) trace alike and the grids
   follow from the copy of makeFusedPlan; the model's cases are the GPU bench's;
-- the issue's v2 targets: a strict expected failure naming the missed ones (it fails once
-  they are met, so that the marker goes).
+- the SASS ratio is keyed by call site and the host trace's inline chains agree with nvcc's;
+- the traced cp.async copy chains are the kernels' two-stage pipelines;
+- the issue's v2 targets (model), met with the bytes in flight the trace measures.
 The figures themselves (predicted microseconds) are model outputs, not asserted.
 """
 
@@ -281,11 +282,6 @@ def test_model_cases_are_the_gpu_bench_cases():
 
 #: The issue's v2 targets the model's full run misses (python bench/kernels_model.py; docs/kernels.md,
 #: "What bounds v2 at B = 1"). --quick models the 64x64 B=1 one; the test fails (strict) once it is met.
-V2_TARGETS_MISSED = ("v2 misses on H100-SXM (model, the TensorRT plugin's persistent counters: no memset, PDL on "
-                     "sm_90): vit-s-64x64-b1 0.393 < 0.45 (latency-bound); met on H100: 128x128 B=1 and 64x64 B=8 "
-                     "(test_v2_targets_met_at_128x128_and_b8), all three on Orin")
-
-
 @pytest.mark.slow
 def test_v2_targets_met_at_128x128_and_b8(quick, request, tmp_path):
     """The two B = 1 / B = 8 targets v2 meets (model, 2 blocks per kind, as docs/benchmarks.md): a kernel change
@@ -311,8 +307,11 @@ def test_v2_targets_met_at_128x128_and_b8(quick, request, tmp_path):
     assert sorted(set(checked)) == ["vit-s-128x128-b1", "vit-s-64x64-b8"]
 
 
-@pytest.mark.xfail(strict=True, reason=V2_TARGETS_MISSED)
 def test_v2_targets(quick):
+    """The issue's 64x64 B = 1 targets in the quick run (the other two: test_v2_targets_met_at_128x128_and_b8).
+    Met on H100 with the bytes in flight the trace measures for cp.async; under the earlier assumption of two
+    loads in flight per warp (two_loads_fraction, reported beside) the H100 case was 0.393 < 0.45: a GPU run
+    (bench/kernels_gpu.py, then kernels_model.py --measured) decides between them."""
     rows = [r for r in quick["cases"] if r["kernel"] == "v2"]
     assert rows, "no v2 rows: the library should run kernels v2 (KernelPath 4, 'fused') for float16 d 32/64"
     import kernels_model
@@ -503,3 +502,29 @@ def test_host_and_gpu_inline_chains_agree(quick):
                 assert sites["whole_chain"] >= 0.88, (detail["case"], launch["kernel"], sites)
                 assert sites["matched"] >= 0.97, (detail["case"], launch["kernel"], sites)
     assert seen >= 4
+
+
+def _launches(report, case, kernel, device="H100-SXM"):
+    return [l for l in _detail(report, case, kernel)["devices"][device] if "kernel" in l]
+
+
+@pytest.mark.parametrize("case", ["vit-s-64x64-b1", "cswin-t-s3-512"])
+def test_copy_chains_follow_the_pipelines(quick, case):
+    """The traced cp.async chains are the kernels' two-stage pipelines: a reduction block streams its chunk in
+    tiles of 64 tokens and a local block its window's keys, each tile's copy issued one tile ahead, so a block of
+    n tiles has ceil(n / 2) round trips in a row (the copy of tile k + 1 goes out after the wait for tile k - 1);
+    the output kernel copies its q tile and halo once (1). v1 makes no cp.async copies (no chain, no share)."""
+    f = kernels_trace.fused_plan(_problem(case))
+    tiles = [kernels_trace.ceil_div(f["wh"] * f["ww"], 64)]
+    if f["reduction_items"]:
+        tiles.append(kernels_trace.ceil_div(f["chunk_tokens"], 64))
+    chains = {l["kernel"].split("<")[0]: l["copy_chain"]["longest_block"] for l in _launches(quick, case, "v2")}
+    assert chains == {"fusedPassKernel": max(kernels_trace.ceil_div(n, 2) for n in tiles), "fusedOutputKernel": 1}
+    for launch in _launches(quick, case, "v2"):
+        assert 0.9 < launch["bytes_in_flight_per_warp"]["cp_async_read_share"] <= 1.0, launch["kernel"]
+        # a warp waits with at least one 16-byte copy per lane in flight
+        assert launch["bytes_in_flight_per_warp"]["cp_async"] >= 32 * 16, launch["kernel"]
+    for launch in _launches(quick, case, "v1"):
+        assert launch["copy_chain"]["longest_block"] == 0 and launch["ceilings_us"]["chain"] == 0
+        assert launch["bytes_in_flight_per_warp"]["cp_async_read_share"] == 0
+        assert launch["latency_two_loads_us"] == pytest.approx(launch["ceilings_us"]["latency"], rel=1e-12)

@@ -35,6 +35,7 @@
 
 #include "elfatt_host_emulation.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -184,12 +185,15 @@ struct PendingCopy
 {
     unsigned char* dst;
     unsigned char data[16];
+    uint32_t srcBytes; //!< bytes read from global memory (the rest is zero fill)
+    uint32_t chain;    //!< the issuing thread's copy chain when it was issued (tracing: see Hooks::asyncWait)
 };
 
 struct CopyState
 {
     std::vector<PendingCopy> open;                   //!< issued since the last commit_group
     std::deque<std::vector<PendingCopy>> committed; //!< oldest first
+    uint32_t chain{0}; //!< DRAM round trips in a row so far (tracing: see Hooks::asyncWait)
 };
 
 inline thread_local CopyState tCopies;
@@ -317,7 +321,7 @@ ELFATT_EMULATION_UNTRACED inline void cpAsync(void* dst, void const* src, uint32
         ::elfatt::emulation::trace::traceAccessAt(__builtin_return_address(0), src, srcBytes, false);
     }
     ::elfatt::emulation::trace::traceAccessAt(__builtin_return_address(0), dst, 16, true);
-    detail::PendingCopy copy{static_cast<unsigned char*>(dst), {}};
+    detail::PendingCopy copy{static_cast<unsigned char*>(dst), {}, srcBytes, detail::tCopies.chain};
     std::memset(copy.data, 0, sizeof(copy.data)); // zero fill past srcBytes
     if (srcBytes > 0)
     {
@@ -339,6 +343,32 @@ inline void cpAsyncCommit() noexcept
 ELFATT_EMULATION_UNTRACED inline void cpAsyncWait(int32_t pending) noexcept
 {
     (void) ::elfatt::emulation::detail::currentLane("cp.async.wait_group");
+    if (::elfatt::emulation::trace::gHooks != nullptr)
+    {
+        uint64_t inFlight = 0;
+        for (detail::PendingCopy const& copy : detail::tCopies.open)
+        {
+            inFlight += copy.srcBytes;
+        }
+        uint64_t landing = 0;
+        uint32_t copies = 0;
+        int64_t const groups = static_cast<int64_t>(detail::tCopies.committed.size());
+        for (int64_t g = 0; g < groups; ++g)
+        {
+            for (detail::PendingCopy const& copy : detail::tCopies.committed[static_cast<size_t>(g)])
+            {
+                inFlight += copy.srcBytes;
+                if (g < groups - pending && copy.srcBytes > 0)
+                {
+                    landing += copy.srcBytes;
+                    ++copies;
+                    detail::tCopies.chain = std::max(detail::tCopies.chain, copy.chain + 1);
+                }
+            }
+        }
+        ::elfatt::emulation::trace::traceAsyncWaitAt(
+            __builtin_return_address(0), inFlight, static_cast<uint32_t>(landing), copies, detail::tCopies.chain);
+    }
     while (static_cast<int64_t>(detail::tCopies.committed.size()) > pending)
     {
         detail::land(detail::tCopies.committed.front());
@@ -368,6 +398,7 @@ inline void endOfBlock() noexcept
     }
     detail::tCopies.open.clear();
     detail::tCopies.committed.clear();
+    detail::tCopies.chain = 0;
     if (inFlight > 0)
     {
         ::elfatt::emulation::detail::fail("cp.async: %zu copies of this thread are still in flight at the end of the "

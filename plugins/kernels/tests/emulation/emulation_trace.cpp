@@ -76,6 +76,7 @@ enum Kind : uint8_t
     kBAR = 5,
     kSYNCWARP = 6,
     kSHFL = 7,
+    kWAIT = 8, //!< cp.async.wait_group: addr = chain << 32 | bytes in flight, bytes = bytes landing, buffer = copies
 };
 
 void math(uint8_t kind, void const* site);
@@ -269,6 +270,10 @@ struct BlockMetrics
     double fmaInstr{0}, fmaLanes{0}, expInstr{0}, expLanes{0};
     double mmaInstr{0}, mmaFlops{0}, hmma16816{0};
     double bar{0}, syncwarp{0}, shfl{0};
+    //! cp.async waits of a warp that wait for copies (forced), the bytes the warp's lanes had in flight
+    //! at them, the global bytes and copy instructions they waited for, and the longest copy chain of a
+    //! thread of the block (see Hooks::asyncWait)
+    double asyncWaits{0}, asyncInFlight{0}, asyncBytes{0}, asyncCopies{0}, asyncChain{0};
     double warps{0};
     std::map<uint16_t, BufferTouch> touched;
 };
@@ -298,6 +303,7 @@ struct Group
     uint8_t space;
     uint16_t buffer;
     uintptr_t extra; //!< kMMA: the packed shape
+    uint32_t copies{0}; //!< kWAIT: the most copies a lane waits for
     std::vector<Lane> lanes;
 };
 
@@ -365,7 +371,7 @@ void finishBlock(unsigned block)
         for (Event const& e : s.events[tid])
         {
             // Each kind is its own instruction stream at a pc (a call site may report several kinds).
-            uintptr_t const pcKey = e.pc * 8 + e.kind;
+            uintptr_t const pcKey = e.pc * 16 + e.kind;
             GroupKey const key{pcKey, tid / 32, occurrences[pcKey]++};
             auto [it, inserted] = groups.try_emplace(key);
             if (inserted)
@@ -377,6 +383,10 @@ void finishBlock(unsigned block)
                 order.push_back(key);
             }
             it->second.lanes.push_back(Lane{tid % 32, e.addr, e.bytes});
+            if (e.kind == kWAIT)
+            {
+                it->second.copies = std::max(it->second.copies, static_cast<uint32_t>(e.buffer));
+            }
         }
         s.events[tid].clear();
     }
@@ -387,7 +397,7 @@ void finishBlock(unsigned block)
     for (GroupKey const& key : order)
     {
         Group const& g = groups[key];
-        uintptr_t const pc = key.pc / 8;
+        uintptr_t const pc = key.pc / 16;
         double const lanes = static_cast<double>(g.lanes.size());
         State::PcStat& stat = s.pcs[{pc, g.kind * 2 + g.space}];
         stat.kind = g.kind;
@@ -457,6 +467,25 @@ void finishBlock(unsigned block)
         case kBAR: m.bar += 1; break;
         case kSYNCWARP: m.syncwarp += 1; break;
         case kSHFL: m.shfl += 1; break;
+        case kWAIT:
+        {
+            double inFlight = 0;
+            double landing = 0;
+            for (Lane const& l : g.lanes)
+            {
+                inFlight += static_cast<double>(l.addr & 0xFFFFFFFFULL);
+                landing += l.bytes;
+                m.asyncChain = std::max(m.asyncChain, static_cast<double>(l.addr >> 32));
+            }
+            if (landing > 0)
+            {
+                m.asyncWaits += 1;
+                m.asyncInFlight += inFlight;
+                m.asyncBytes += landing;
+                m.asyncCopies += g.copies;
+            }
+            break;
+        }
         default: break;
         }
     }
@@ -468,11 +497,13 @@ void finishBlock(unsigned block)
         "\"gst_bytes\": %.17g, \"lds_instr\": %.17g, \"lds_wavefronts\": %.17g, \"lds_ideal\": %.17g, \"lds_bytes\": %.17g, "
         "\"sts_instr\": %.17g, \"sts_wavefronts\": %.17g, \"sts_ideal\": %.17g, \"sts_bytes\": %.17g, \"fma_instr\": %.17g, "
         "\"fma_lanes\": %.17g, \"exp_instr\": %.17g, \"exp_lanes\": %.17g, \"mma_instr\": %.17g, \"mma_flops\": %.17g, "
-        "\"hmma16816\": %.17g, \"bar\": %.17g, \"syncwarp\": %.17g, \"shfl\": %.17g, \"buffers\": {",
+        "\"hmma16816\": %.17g, \"bar\": %.17g, \"syncwarp\": %.17g, \"shfl\": %.17g, \"async_waits\": %.17g, "
+        "\"async_in_flight\": %.17g, \"async_bytes\": %.17g, \"async_copies\": %.17g, \"async_chain\": %.17g, "
+        "\"buffers\": {",
         s.launchIndex, block, weight, m.warps, m.gldInstr, m.gldSectors, m.gldBytes, m.gstInstr, m.gstSectors,
         m.gstBytes, m.ldsInstr, m.ldsWavefronts, m.ldsIdeal, m.ldsBytes, m.stsInstr, m.stsWavefronts, m.stsIdeal,
         m.stsBytes, m.fmaInstr, m.fmaLanes, m.expInstr, m.expLanes, m.mmaInstr, m.mmaFlops, m.hmma16816, m.bar,
-        m.syncwarp, m.shfl);
+        m.syncwarp, m.shfl, m.asyncWaits, m.asyncInFlight, m.asyncBytes, m.asyncCopies, m.asyncChain);
     bool first = true;
     for (auto& [index, touch] : m.touched)
     {
@@ -500,6 +531,7 @@ char const* kindName(uint8_t kind, uint8_t space)
     case kBAR: return "syncthreads";
     case kSYNCWARP: return "syncwarp";
     case kSHFL: return "shfl";
+    case kWAIT: return "cp_async_wait";
     default: return "?";
     }
 }
@@ -631,6 +663,17 @@ void mma(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site)
     record(reinterpret_cast<uintptr_t>(site), packed, 0, kMMA);
 }
 
+void asyncWait(uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies, uint32_t chain, void const* site)
+{
+    if (!recording())
+    {
+        return;
+    }
+    Event event{reinterpret_cast<uintptr_t>(site), (static_cast<uintptr_t>(chain) << 32) | (inFlightBytes & 0xFFFFFFFFULL),
+        landingBytes, kWAIT, 0, static_cast<uint16_t>(std::min<uint32_t>(landingCopies, 0xFFFF))};
+    state().events[detail::tThreadIdx.x].push_back(event);
+}
+
 //! A stream operation between launches: {"type": "memset", "bytes": N, "before_launch": index of
 //! the next launch}.
 void memsetOp(size_t bytes)
@@ -651,7 +694,7 @@ void math(uint8_t kind, void const* site)
 namespace
 {
 
-Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp};
+Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp, asyncWait};
 
 } // namespace
 

@@ -71,6 +71,13 @@ struct Hooks
     void (*mma)(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site);
     //! A cudaMemsetAsync of bytes bytes in the stream (a stream operation between launches).
     void (*memset)(size_t bytes);
+    //! A cp.async.wait_group of the calling emulated thread: the global bytes of its copies in flight
+    //! (issued, not yet landed: open and committed groups) when it executes, the bytes and copies of
+    //! the groups it waits for (0: nothing to wait for), and the thread's copy chain after it: the
+    //! most DRAM round trips that must follow one another up to this wait (a copy issued after a
+    //! wait of chain c lands no sooner than one round trip later: a wait for it is at chain c + 1).
+    void (*asyncWait)(uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies, uint32_t chain,
+        void const* site);
 };
 
 //! Null except in the tracing build (defined in emulation_runtime.cpp).
@@ -99,6 +106,16 @@ inline void traceMmaAt(void const* site, int32_t m, int32_t n, int32_t k, int32_
     if (gHooks != nullptr && gHooks->mma != nullptr)
     {
         gHooks->mma(m, n, k, inBytes, site);
+    }
+}
+
+//! Reports the calling lane's cp.async.wait_group at site (see Hooks::asyncWait).
+inline void traceAsyncWaitAt(void const* site, uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies,
+    uint32_t chain) noexcept
+{
+    if (gHooks != nullptr && gHooks->asyncWait != nullptr)
+    {
+        gHooks->asyncWait(inFlightBytes, landingBytes, landingCopies, chain, site);
     }
 }
 
