@@ -113,3 +113,34 @@ def test_cuobjdump_parsing_and_verdict():
     assert ok and "JIT" in msg
     ok, msg = arch_verdict({80, 86}, set(), "9.0")
     assert not ok and "-DCMAKE_CUDA_ARCHITECTURES=90" in msg
+
+
+@pytest.mark.parametrize("without_vnni", [True, False])
+def test_doctor_says_whether_cpu_int8_saturates(tmp_path, capsys, monkeypatch, without_vnni):
+    """On an x86 CPU without VNNI the CPU row warns about int8 on the CPU backends and names --reduce-range;
+    the warning does not make a backend unready."""
+    from elfatt_deploy.validation import tolerances
+
+    monkeypatch.setattr(tolerances, "x86_without_vnni", lambda *a, **k: without_vnni)
+    rc = main(["doctor", "--backend", "onnxruntime", "--json", str(tmp_path / "d.json")])
+    capsys.readouterr()
+    report = json.loads((tmp_path / "d.json").read_text())
+    cpu = next(c for c in report["checks"] if c["component"] == "CPU")
+    assert rc == 0 and report["ready"]
+    if without_vnni:
+        assert cpu["status"] == "warn" and "--reduce-range" in cpu.get("more", cpu["detail"])
+        assert "VNNI" in cpu["detail"]
+    else:
+        assert cpu["status"] == "ok" and "VNNI" not in cpu["detail"]
+
+
+def test_cpu_model_reads_proc_cpuinfo(tmp_path):
+    from elfatt_deploy.validation import tolerances
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.80GHz\nflags\t\t: fpu sse2 avx2\n")
+    assert tolerances.cpu_model(str(info)) == "Example CPU @ 2.80GHz"
+    assert tolerances.x86_without_vnni(str(info), machine="x86_64") is True
+    info.write_text("model name\t: Other\nflags\t\t: avx2 avx512_vnni\n")
+    assert tolerances.x86_without_vnni(str(info), machine="x86_64") is False
+    assert tolerances.cpu_model(str(tmp_path / "missing")) is None

@@ -59,6 +59,18 @@ def x86_without_vnni(cpuinfo: str = "/proc/cpuinfo", machine: Optional[str] = No
     return False
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+    """The CPU's model name as /proc/cpuinfo gives it (None where it cannot be read)."""
+    try:
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[-1].strip() or None
+    return None
+
+
 def saturating_cpu_int8(backend: str, precision: str, metadata, *, providers=None, device: Optional[str] = None,
                         cpu_without_vnni: Optional[bool] = None) -> bool:
     """Whether an int8-qdq file with 8-bit weights (not quantize --reduce-range) runs on the CPU kernels of

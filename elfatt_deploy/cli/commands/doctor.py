@@ -96,6 +96,7 @@ def collect(args) -> list[dict]:
     else:
         add("ONNX Runtime", "ok", f"{ort_version}, providers: {', '.join(ort.get_available_providers())}")
     _openvino_row(add)
+    _cpu_row(add)
     for label, name in (("ONNX", "onnx"), ("Polygraphy", "polygraphy")):
         module, version = _version(name)
         add(label, "ok" if module else "missing", version)
@@ -203,6 +204,23 @@ def _openvino_row(add) -> None:
         add("OpenVINO", "warn", f"{version}, but its devices cannot be listed ({type(exc).__name__}: {exc})")
         return
     add("OpenVINO", "ok", f"{version}, devices: {devices}")
+
+
+def _cpu_row(add) -> None:
+    """The CPU, and whether its int8 kernels in ONNX Runtime / OpenVINO saturate (x86 without VNNI)."""
+    import platform
+
+    from ...validation import tolerances
+
+    name = tolerances.cpu_model() or platform.processor() or platform.machine()
+    if tolerances.x86_without_vnni():
+        add("CPU", "warn", f"{name}: x86 without VNNI (no avx512_vnni / avx_vnni / amx_int8 flag): ONNX Runtime's and "
+            f"OpenVINO's int8 kernels saturate 16-bit pair sums here, so int8-qdq files with 8-bit weights drift "
+            f"from the Q/DQ semantics on the CPU backends (validate allows "
+            f"{tolerances.CPU_INT8_WITHOUT_VNNI_RTOL_L2:.1e} for them and says why); for CPU deployment quantize "
+            f"with --reduce-range (7-bit weights); TensorRT engines are not affected")
+    else:
+        add("CPU", "ok", f"{name} ({platform.machine()})")
 
 
 def _missing(backend: str, args, status: dict) -> list[str]:
