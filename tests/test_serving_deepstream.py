@@ -293,3 +293,36 @@ def test_the_onnx_must_have_the_engines_classes_and_model(tmp_path, rng, capsys)
         assert match in err, err
         assert not out.exists()
     assert main(["deepstream", str(engine), "-o", str(out), "--onnx", str(model(5, "elfatt_vit_tiny"))]) == 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="needs named pipes")
+def test_labels_from_a_pipe_are_read_once_and_written_beside_the_config(tmp_path, rng):
+    """--labels <(...) (a pipe) works: read once (a second read would wait for a writer forever), and written in
+    nvinfer's form beside the config even when already in that form, since nvinfer cannot read the pipe later.
+    A folder is refused by name."""
+    import os
+    import threading
+
+    engine = _classifier_engine(tmp_path, rng, classes=3)
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write(b"a;b;c\n")
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    out = tmp_path / "c.txt"
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(written=write_config(DeepStreamOptions(
+        engine=engine, output=out, network_type="classifier", labels=fifo))), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "write_config blocked on the pipe (read it twice?)"
+    prop = read_property(out)
+    assert Path(prop["labelfile-path"]) == (tmp_path / "c.labels.txt").resolve()
+    assert (tmp_path / "c.labels.txt").read_bytes() == b"a;b;c\n"
+    with pytest.raises(InputError, match="is a folder"):
+        write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier",
+                                       labels=tmp_path))

@@ -62,8 +62,11 @@ def _check(options: DeepStreamOptions, info: EngineInfo) -> tuple[int, int, int]
             f"--classifier-threshold {options.classifier_threshold}"
         raise InputError(f"{given} applies with --network-type classifier only (nvinfer reads no labels or threshold "
                          "for network-type other); drop it or add --network-type classifier")
-    if options.labels is not None and not Path(options.labels).is_file():
-        raise FileNotFoundError(f"--labels {options.labels} does not exist")
+    if options.labels is not None:
+        if not Path(options.labels).exists():
+            raise FileNotFoundError(f"--labels {options.labels} does not exist")
+        if Path(options.labels).is_dir():
+            raise InputError(f"--labels {options.labels} is a folder; give the file of class names")
     threshold = 0.0 if options.classifier_threshold is None else options.classifier_threshold
     if not (isinstance(threshold, (int, float)) and 0.0 <= float(threshold) < 1.0):
         raise InputError(f"--classifier-threshold {threshold!r} must be a probability in [0, 1)")
@@ -102,12 +105,13 @@ def _check_classifier_output(info: EngineInfo) -> int:
     return int(shape[-1])
 
 
-def classifier_labels(path: Path, classes: int) -> str:
-    """The class names of ``path`` as nvinfer's classifier reads them: one line, names separated by ';' (each line
-    of a labels file is one output layer's labels). Accepts that form or one name per line; the count must be
-    ``classes``."""
+def classifier_labels(path: Path, classes: int, data: bytes | None = None) -> str:
+    """The class names of ``path`` (or of ``data``, its bytes already read: a pipe reads once) as nvinfer's
+    classifier reads them: one line, names separated by ';' (each line of a labels file is one output layer's
+    labels). Accepts that form or one name per line; the count must be ``classes``."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
+        raw = Path(path).read_bytes() if data is None else data
+        text = raw.decode("utf-8-sig")  # a BOM is not part of the first name
     except UnicodeDecodeError:
         raise InputError(f"--labels {path} is not a UTF-8 text file; give the class names, one per line") from None
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -327,9 +331,11 @@ def write_config(options: DeepStreamOptions) -> dict:
                 writes.append((onnx_file, data))
     labels_file = None
     if options.network_type == "classifier":
-        labels = classifier_labels(Path(options.labels), _check_classifier_output(info)).encode()
-        if Path(options.labels).read_bytes() == labels:
-            labels_file = Path(options.labels)
+        given = Path(options.labels)
+        raw = given.read_bytes()  # once: --labels may be a pipe (<(...)), which nvinfer could not read again
+        labels = classifier_labels(given, _check_classifier_output(info), raw).encode()
+        if raw == labels and given.is_file():
+            labels_file = given
         else:  # another layout (one name per line): nvinfer's form beside the config
             labels_file = folder / (output.stem + ".labels.txt")
             if _check_free(labels_file, labels, force=options.force, what="nvinfer labels file"):
