@@ -132,8 +132,9 @@ ASSUMPTIONS = [
     "of a launch is assumed to hit in L2, reuse between launches is not); writes count like reads",
     "DRAM latency (Little's law cap on bandwidth): 700 ns on sm_90, 600 ns on Orin; bytes in flight per SM = "
     "resident warps x, for reads made by cp.async, the bytes a warp's lanes had in flight at the waits that "
-    "waited for copies (measured by the trace), for the other reads and the writes, the average bytes of one "
-    "of their global instructions x 2 in flight per warp (assumed); no per-SM cap on outstanding requests "
+    "waited for copies (measured by the trace), for the other reads and the writes, the average bytes "
+    "of one plain global load instruction x 2 in flight per warp (assumed; the writes at that width too, not "
+    "their own); no per-SM cap on outstanding requests "
     "(none is published)",
     "copy chain (a lower bound): cp.async copies issued after a wait that waited for copies land one DRAM "
     "latency later at the soonest; the longest chain of a traced block, and the busiest SM's share of all "

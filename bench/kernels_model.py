@@ -426,7 +426,7 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
     reads made by cp.async (its 16-byte copies, issued back to back before a wait) count at the
     bytes the warp's lanes had in flight when a wait had to wait for copies, averaged over those
     waits (measured by the trace); the other reads and the writes at two global instructions of
-    their average width in flight per warp (assumed, as before: the trace cannot see which plain
+    the plain loads' average width in flight per warp (assumed, as before: the trace cannot see which plain
     load depends on which). chain: a block's cp.async copies that must follow one another (a copy
     issued after a wait that waited for a copy lands one DRAM latency after it at the soonest), for
     the longest chain of a traced block and for the busiest SM's share of all chains run
