@@ -595,9 +595,9 @@ def model_case(program: Path, case: Case, version: str, per_kind: int, work: Pat
     return traces, "", added
 
 
-def line_table(program: Path, traces: list[LaunchTrace]) -> list[dict]:
-    """The per-instruction table of every launch, added up per source line and kind."""
-    lines = source_lines(program, [pc["pc"] for tr in traces for pc in tr.pcs])
+def line_table(traces: list[LaunchTrace], chains: dict[int, list[str]]) -> list[dict]:
+    """The per-instruction table of every launch, added up per source line and kind (chains: source_chains)."""
+    lines = source_lines(chains)
     table: dict[tuple, dict] = {}
     for tr in traces:
         for pc in tr.pcs:
@@ -750,10 +750,10 @@ def main(argv: list[str] | None = None) -> int:
                     details.append({"case": case.name, "kernel": version, "available": False, "why": why})
                     print(f"{case.name} {version}: not modelled: {why}", flush=True)
                     continue
+                frames = source_chains(program, [pc["pc"] for tr in traces for pc in tr.pcs])  # one addr2line
                 entry = {"case": case.name, "kernel": version, "available": True, "launches": len(traces),
-                         "trace": trace_summary(traces), "lines": line_table(program, traces), "devices": {}}
-                chains = {pc: call_site_chain(frames) for pc, frames in
-                          source_chains(program, [pc["pc"] for tr in traces for pc in tr.pcs]).items()}
+                         "trace": trace_summary(traces), "lines": line_table(traces, frames), "devices": {}}
+                chains = {pc: call_site_chain(f) for pc, f in frames.items()}
                 for dev in DEVICES.values():
                     arch = dev.limits.sm
                     launches = []

@@ -525,25 +525,10 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     return traces
 
 
-def source_lines(program: Path, pcs: list[int]) -> dict[int, str]:
-    """pc (offset in the tracing binary, a return address) -> 'file:line' of the call (addr2line)."""
-    tool = shutil.which("addr2line")
-    if tool is None or not pcs:
-        return {}
-    unique = sorted(set(pcs))
-    proc = subprocess.run([tool, "-e", str(program), "-i"] + [hex(max(0, pc - 1)) for pc in unique],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {}
-    # With -i, inlined frames add lines; ask again without -i for a one-to-one answer.
-    proc = subprocess.run([tool, "-e", str(program)] + [hex(max(0, pc - 1)) for pc in unique],
-                          capture_output=True, text=True)
-    lines = proc.stdout.splitlines()
-    out = {}
-    for pc, line in zip(unique, lines):
-        line = re.sub(r" \(discriminator \d+\)", "", line)
-        out[pc] = line.replace(str(ROOT) + "/", "")
-    return out
+def source_lines(chains: dict[int, list[str]]) -> dict[int, str]:
+    """pc -> 'file:line' of the access (the innermost frame of source_chains, as plain addr2line gives it),
+    relative to the repository."""
+    return {pc: frames[0].replace(str(ROOT) + "/", "") for pc, frames in chains.items() if frames}
 
 
 def source_chains(program: Path, pcs: list[int]) -> dict[int, list[str]]:

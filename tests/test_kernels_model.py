@@ -388,12 +388,22 @@ def test_measured_file_errors(tmp_path):
 
 
 def _sass(*rows: str) -> str:
-    """An nvdisasm -g listing of one function: ('L file line' sets the source line, '.L_x:' is a label)."""
+    """An nvdisasm -g (-gi) listing of one function: 'L file line' sets the source line (a file under /src),
+    'C a.cuh:5 b.cuh:9 k.cu:1' the inline chain, innermost first (files under plugins/kernels/src unless given
+    with a directory); '.L_x:' is a label; any other row is an instruction."""
+    def path(file: str) -> str:
+        return file if "/" in file else f"/repo/plugins/kernels/src/{file}"
+
     out, pc = [], 0
     for row in rows:
         if row.startswith("L "):
             _, file, line = row.split()
             out.append(f'\t//## File "/src/{file}", line {line}')
+        elif row.startswith("C "):
+            frames = [frame.rsplit(":", 1) for frame in row.split()[1:]]
+            for (file, line), outer in zip(frames, frames[1:] + [None]):
+                tail = f' inlined at "{path(outer[0])}", line {outer[1]}' if outer else ""
+                out.append(f'\t//## File "{path(file)}", line {line}{tail}')
         elif row.startswith("."):
             out.append(row)
         else:
@@ -419,37 +429,13 @@ def test_sass_ratio_keeps_block_tails_with_their_block():
     assert sum(ratio[k] for k in ratio) == total
 
 
-def _sass_chains(*rows: str) -> str:
-    """An nvdisasm -g -gi listing of one function: ('C a.cuh:5 b.cuh:9 k.cu:1' sets the inline chain,
-    innermost first, files under plugins/kernels/src unless given with a directory; '.L_x:' is a label)."""
-    out, pc = [], 0
-    for row in rows:
-        if row.startswith("C "):
-            frames = row.split()[1:]
-            for i, frame in enumerate(frames):
-                file, line = frame.rsplit(":", 1)
-                path = file if "/" in file else f"/repo/plugins/kernels/src/{file}"
-                tail = ""
-                if i + 1 < len(frames):
-                    outer, outer_line = frames[i + 1].rsplit(":", 1)
-                    outer_path = outer if "/" in outer else f"/repo/plugins/kernels/src/{outer}"
-                    tail = f' inlined at "{outer_path}", line {outer_line}'
-                out.append(f'\t//## File "{path}", line {line}{tail}')
-        elif row.startswith("."):
-            out.append(row)
-        else:
-            out.append(f"        /*{pc:04x}*/                   {row} ;")
-            pc += 16
-    return "\n".join(out)
-
-
 def test_sass_ratio_by_call_site():
     """One helper line inlined at two call sites (a one-time read with a 5-instruction setup tail, and a
     per-tap read in a loop) gets one ratio per site, the plain line their average; wrapper frames (ptx.cuh,
     the CUDA headers) are dropped so that the key starts at the kernel line that asked for the operation."""
     import kernels_model
 
-    listing = _sass_chains(
+    listing = _sass(
         "C h.cuh:5 k.cuh:10 main.cu:1", "IADD3 R1, R1, 0x1, RZ", "LDS R2, [R1]",
         "C k.cuh:11 main.cu:1", *["IADD3 R3, R3, 0x1, RZ"] * 5,
         ".L_x_1:", "C h.cuh:5 k.cuh:20 main.cu:1", "IADD3 R4, R4, 0x1, RZ", "LDS R6, [R4]",

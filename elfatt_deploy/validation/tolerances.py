@@ -41,6 +41,18 @@ CPU_INT8_WITHOUT_VNNI_RTOL_L2 = 1.5e-1
 _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
+def _cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
+    """The value of the first /proc/cpuinfo line named ``name`` (None where it cannot be read or is absent)."""
+    try:
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name):
+            return line.split(":", 1)[-1].strip()
+    return None
+
+
 def x86_without_vnni(cpuinfo: str = "/proc/cpuinfo", machine: Optional[str] = None) -> bool:
     """True on an x86-64 Linux CPU whose flags list no VNNI (avx512_vnni, avx_vnni, amx_int8); False elsewhere
     or when the flags cannot be read (nothing is claimed then)."""
@@ -48,27 +60,13 @@ def x86_without_vnni(cpuinfo: str = "/proc/cpuinfo", machine: Optional[str] = No
 
     if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return bool(flags) and not flags & _VNNI_FLAGS
-    return False
+    flags = set((_cpuinfo_field("flags", cpuinfo) or "").split())
+    return bool(flags) and not flags & _VNNI_FLAGS
 
 
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
     """The CPU's model name as /proc/cpuinfo gives it (None where it cannot be read)."""
-    try:
-        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[-1].strip() or None
-    return None
+    return _cpuinfo_field("model name", cpuinfo) or None
 
 
 def saturating_cpu_int8(backend: str, precision: str, metadata, *, providers=None, device: Optional[str] = None,
