@@ -132,10 +132,10 @@ ASSUMPTIONS = [
     "of a launch is assumed to hit in L2, reuse between launches is not); writes count like reads",
     "DRAM latency (Little's law cap on bandwidth): 700 ns on sm_90, 600 ns on Orin; bytes in flight per SM = "
     "resident warps x, for reads made by cp.async, the bytes a warp's lanes had in flight at the waits that "
-    "waited for copies (measured by the trace), for the other reads and the writes, the average bytes "
-    "of one plain global load instruction x 2 in flight per warp (assumed; the writes at that width too, not "
-    "their own); no per-SM cap on outstanding requests "
-    "(none is published)",
+    "waited for copies (measured by the trace), for the other reads the average bytes of one plain global "
+    "load instruction x 2 in flight per warp, for the writes the average bytes of one global store "
+    "instruction x 2 (assumed: stores do not hold a warp, so this is pessimistic; the reads' part and the "
+    "writes' part are added as times); no per-SM cap on outstanding requests (none is published)",
     "copy chain (a lower bound): cp.async copies issued after a wait that waited for copies land one DRAM "
     "latency later at the soonest; the longest chain of a traced block, and the busiest SM's share of all "
     "chains run as many at a time as blocks are resident, x the DRAM latency (an L2 hit would be sooner)",

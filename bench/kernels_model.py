@@ -425,9 +425,9 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
     latency: the DRAM bytes over what the resident warps keep in flight per DRAM latency. The
     reads made by cp.async (its 16-byte copies, issued back to back before a wait) count at the
     bytes the warp's lanes had in flight when a wait had to wait for copies, averaged over those
-    waits (measured by the trace); the other reads and the writes at two global instructions of
-    the plain loads' average width in flight per warp (assumed, as before: the trace cannot see which plain
-    load depends on which). chain: a block's cp.async copies that must follow one another (a copy
+    waits (measured by the trace); the other reads at two global instructions of the plain loads'
+    average width in flight per warp and the writes at two of the stores' average width (assumed, as
+    before: the trace cannot see which plain load depends on which). chain: a block's cp.async copies that must follow one another (a copy
     issued after a wait that waited for a copy lands one DRAM latency after it at the soonest), for
     the longest chain of a traced block and for the busiest SM's share of all chains run
     ``resident_blocks`` at a time; both are lower bounds under the latency assumption (an L2 hit
@@ -442,6 +442,8 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
     bytes_per_load = plain_bytes / plain_instr if plain_instr > 0 else (
         t["gld_bytes"] / t["gld_instr"] if t["gld_instr"] else 512.0)
     plain_bw = resident_warps * bytes_per_load * 2 / latency_s
+    bytes_per_store = t["gst_bytes"] / t["gst_instr"] if t.get("gst_instr") else bytes_per_load
+    store_bw = resident_warps * bytes_per_store * 2 / latency_s
     waits = t.get("async_waits", 0.0)
     async_per_warp = t.get("async_in_flight", 0.0) / waits if waits > 0 else 0.0
     async_bw = resident_warps * async_per_warp / latency_s
@@ -451,7 +453,9 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
     else:
         async_share = 0.0
     if plain_bw > 0:
-        seconds += (read_bytes * (1.0 - async_share) + write_bytes) / plain_bw
+        seconds += read_bytes * (1.0 - async_share) / plain_bw
+    if store_bw > 0:
+        seconds += write_bytes / store_bw
     all_per_load = t["gld_bytes"] / t["gld_instr"] if t["gld_instr"] else 512.0
     two_loads_bw = resident_warps * all_per_load * 2 / latency_s
     longest = t.get("async_chain_max", 0.0)
@@ -461,7 +465,7 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
             # width in flight per warp (cp.async included), no copy chain
             "latency_two_loads": (read_bytes + write_bytes) / two_loads_bw if two_loads_bw > 0 else 0.0,
             "in_flight_per_warp": {"cp_async": async_per_warp, "plain": 2 * bytes_per_load,
-                                   "cp_async_read_share": async_share},
+                                   "store": 2 * bytes_per_store, "cp_async_read_share": async_share},
             "copy_chain": {"longest_block": longest, "busiest_sm_per_resident_block": spread}}
 
 
@@ -684,6 +688,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two cases, 1 block per kind (CI: under a minute)")
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file (atomically)")
+    parser.add_argument("--markdown", type=Path, help="write v1 and v2 side by side per case and device as a Markdown "
+                        "table to this file (atomically; the table of docs/kernels.md and docs/benchmarks.md)")
     parser.add_argument("--measured", type=Path, help="JSON of a GPU run of bench/kernels_gpu.py: measured beside predicted")
     parser.add_argument("--cases", help="comma-separated case names to run (default: all, or the quick ones)")
     parser.add_argument("--versions", default="v1,v2", help="kernel versions (v1 = tensorcore, v2 = fused)")
@@ -706,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             parser.error(f"--cases: unknown {missing}; known: {', '.join(known)}")
         cases = [known[w] for w in wanted]
-    if args.json is not None and not args.json.parent.is_dir():
-        parser.error(f"--json {str(args.json)!r}: the directory {str(args.json.parent)!r} does not exist")
+    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None and not path.parent.is_dir():
+            parser.error(f"{option} {str(path)!r}: the directory {str(path.parent)!r} does not exist")
     measured = load_measured(args.measured) if args.measured else {}
 
     start = time.monotonic()
@@ -824,7 +831,45 @@ def main(argv: list[str] | None = None) -> int:
                   "targets": [{"case": c, "devices": list(d), "min_fraction": f} for c, d, f in TARGETS]}
         atomic_write_text(args.json, json.dumps(report, indent=1, default=str))
         print(f"wrote {args.json}")
+    if args.markdown:
+        atomic_write_text(args.markdown, markdown_table(rows))
+        print(f"wrote {args.markdown}")
     return 0
+
+
+def _us(value: float) -> str:
+    return f"{value:.1f} us" if value < 100 else f"{value:.0f} us"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """v1 and v2 of each case and device on one row, in the order of the rows (the table of docs/kernels.md);
+    with measured columns where a GPU run's times were given (--measured)."""
+    pairs: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        pairs.setdefault((r["case"], r["device"]), {})[r["kernel"]] = r
+    has_measured = any("measured_us" in r for r in rows)
+    head = ["case", "device", "floor", "v1 predicted", "v1 of floor", "v2 predicted", "v2 without latency ceilings",
+            "v2 of floor", "v2 bound (pass, output)", "v2 of floor, 2 loads in flight per warp (earlier assumption)",
+            "v2 of floor with the memset (PyTorch binding)", "FA2 (vanilla)"]
+    if has_measured:
+        head += ["v1 measured", "v2 measured", "v2 predicted with the memset (as measured)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (case, device), by in pairs.items():
+        v1, v2 = by.get("v1"), by.get("v2")
+        any_row = v1 or v2
+        cells = [case, device, _us(any_row["floor_us"]),
+                 _us(v1["predicted_us"]) if v1 else "--", f"{v1['fraction_of_floor']:.3f}" if v1 else "--"]
+        if v2:
+            cells += [_us(v2["predicted_us"]), _us(v2["throughput_only_us"]), f"**{v2['fraction_of_floor']:.3f}**",
+                      ", ".join(v2["bound"]), f"{v2['two_loads_fraction']:.3f}", f"{v2['memset_path_fraction']:.3f}"]
+        else:
+            cells += ["--"] * 6
+        cells.append(_us(any_row["fa2_us"]))
+        if has_measured:
+            cells += [_us(r["measured_us"]) if r and "measured_us" in r else "--" for r in (v1, v2)]
+            cells.append(_us(v2["memset_path_us"]) if v2 else "--")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def print_table(rows: list[dict]) -> None:
@@ -842,7 +887,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{r['floor_us']:>6.1f}us {r['fraction_of_floor']:>8.3f} {r['fa2_us']:>7.1f}us")
         if has_measured:
             line += (f"  {r['measured_us']:>6.1f}us  {r['memset_path_us']:>8.1f}us; {r['memset_path_two_loads_us']:>6.1f}us"
-                     if "measured_us" in r else "        --          --")
+                     if "measured_us" in r else f"  {'--':>8}  {'--':>10}; {'--':>8}")
         print(line + "  " + ",".join(r["bound"]))
 
 

@@ -387,6 +387,45 @@ def test_measured_file_errors(tmp_path):
     assert kernels_model.load_measured(good) == {("vit-s-64x64-b1", "v1", "H100-SXM"): 80.5}
 
 
+def test_measured_table_keeps_its_columns(capsys):
+    """--measured: a row the GPU run did not time prints a placeholder in each of the three measured columns
+    (measured, memset-path prediction, 2-loads prediction), so the bound column lines up with the timed rows."""
+    import kernels_model
+
+    base = {"device": "H100-SXM", "kernel": "v2", "predicted_us": 7.9, "floor_us": 3.8, "fraction_of_floor": 0.48,
+            "fa2_us": 60.1, "bound": ["issue", "issue+pdl"], "memset_path_us": 9.9, "memset_path_two_loads_us": 11.7}
+    rows = [dict(base, case="vit-s-64x64-b1", measured_us=12.25), dict(base, case="vit-s-128x128-b1")]
+    kernels_model.print_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    head, timed, untimed = lines
+    assert "12.2us" in timed and "9.9us; " in timed and "11.7us" in timed, timed
+    assert untimed.count("--") == 3, untimed
+    assert timed.index("issue,issue+pdl") == untimed.index("issue,issue+pdl"), (timed, untimed)
+    assert len(timed.split()) == len(untimed.split()), (timed, untimed)
+
+
+def test_markdown_table_pairs_v1_and_v2():
+    """--markdown: one row per case and device with v1 and v2 side by side (the docs' table), '--' for a version
+    not modelled, and measured columns only where a GPU run's times were given."""
+    import kernels_model
+
+    def row(case, kernel, predicted, **extra):
+        return {"case": case, "device": "H100-SXM", "kernel": kernel, "predicted_us": predicted, "floor_us": 3.8,
+                "fraction_of_floor": 3.8 / predicted, "fa2_us": 92.7, "bound": ["issue", "issue+pdl"],
+                "throughput_only_us": predicted - 0.5, "two_loads_fraction": 0.393, "memset_path_fraction": 0.388,
+                "memset_path_us": predicted + 2.0, **extra}
+
+    rows = [row("vit-s-64x64-b1", "v1", 151.75), row("vit-s-64x64-b1", "v2", 7.7), row("cswin-t-s3-512", "v1", 83.4)]
+    lines = kernels_model.markdown_table(rows).splitlines()
+    assert len(lines) == 4 and lines[1] == "|" + "---|" * 12, lines
+    assert lines[2] == ("| vit-s-64x64-b1 | H100-SXM | 3.8 us | 152 us | 0.025 | 7.7 us | 7.2 us | **0.494** | "
+                        "issue, issue+pdl | 0.393 | 0.388 | 92.7 us |"), lines[2]
+    assert lines[3].split(" | ")[5:11] == ["--"] * 6, lines[3]
+    timed = kernels_model.markdown_table([dict(rows[1], measured_us=9.25), rows[0]]).splitlines()
+    assert timed[0].endswith("| v1 measured | v2 measured | v2 predicted with the memset (as measured) |")
+    assert timed[2].endswith("| 92.7 us | -- | 9.2 us | 9.7 us |"), timed[2]
+
+
 def _sass(*rows: str) -> str:
     """An nvdisasm -g (-gi) listing of one function: 'L file line' sets the source line (a file under /src),
     'C a.cuh:5 b.cuh:9 k.cu:1' the inline chain, innermost first (files under plugins/kernels/src unless given
@@ -499,7 +538,8 @@ def test_copy_chains_follow_the_pipelines(quick, case):
     """The traced cp.async chains are the kernels' two-stage pipelines: a reduction block streams its chunk in
     tiles of 64 tokens and a local block its window's keys, each tile's copy issued one tile ahead, so a block of
     n tiles has ceil(n / 2) round trips in a row (the copy of tile k + 1 goes out after the wait for tile k - 1);
-    the output kernel copies its q tile and halo once (1). v1 makes no cp.async copies (no chain, no share)."""
+    the output kernel copies its q tile and halo once (1). v1 makes no cp.async copies (no chain, no share)
+    and its latency ceiling differs from the earlier assumption only by the writes' own width."""
     f = kernels_trace.fused_plan(_problem(case))
     tiles = [kernels_trace.ceil_div(f["wh"] * f["ww"], 64)]
     if f["reduction_items"]:
@@ -513,4 +553,59 @@ def test_copy_chains_follow_the_pipelines(quick, case):
     for launch in _launches(quick, case, "v1"):
         assert launch["copy_chain"]["longest_block"] == 0 and launch["ceilings_us"]["chain"] == 0
         assert launch["bytes_in_flight_per_warp"]["cp_async_read_share"] == 0
-        assert launch["latency_two_loads_us"] == pytest.approx(launch["ceilings_us"]["latency"], rel=1e-12)
+        # no cp.async: the reads keep the earlier assumption, the writes go at their own width, so the latency
+        # ceiling over the earlier one lies between 1 and (load width / store width), the writes' share of the
+        # bytes deciding where
+        flight = launch["bytes_in_flight_per_warp"]
+        ratio = launch["ceilings_us"]["latency"] / launch["latency_two_loads_us"]
+        widths = flight["plain"] / flight["store"]
+        assert min(1.0, widths) - 1e-12 <= ratio <= max(1.0, widths) + 1e-12, (launch["kernel"], ratio, flight)
+
+
+def test_copy_chains_of_every_block_kind(tmp_path, request):
+    """Each traced block's own cp.async chain, by kind, on stripes of several key tiles cut at the bottom edge and
+    a reduction whose last chunk is shorter: a reduction block of n tiles of 64 tokens and a local block whose
+    window has n tiles of keys both run ceil(n / 2) round trips in a row (2-stage pipelines), an output block 1.
+    The quick run's test above sees only each launch's longest chain; the spread term (all chains of the busiest
+    SM, run as many at a time as blocks are resident) is checked against these per-block chains."""
+    if shutil.which("g++") is None or kernels_trace.find_cuda_include() is None:
+        pytest.skip("g++ / CUDA headers not found")
+    import kernels_model
+
+    cache = getattr(request.config, "cache", None)
+    build = Path(cache.mkdir("elfatt_kernels_model")) if cache is not None else tmp_path / "build"
+    program = kernels_trace.build_tracer(build)
+    p = Problem(1, 40, 40, 64, 1, 1, 7, 0)       # d = 32; stripes of 7 x 40 keys, the last 5 x 40
+    f = kernels_trace.fused_plan(p)
+    tokens = p.height * p.width
+    last_chunk = tokens - (f["chunks"] - 1) * f["chunk_tokens"]
+    assert f["chunks"] > 1 and last_chunk < f["chunk_tokens"], f        # the case has the kinds it is meant to
+    expected_reduce = {False: math.ceil(math.ceil(f["chunk_tokens"] / 64) / 2),
+                       True: math.ceil(math.ceil(last_chunk / 64) / 2)}
+    traces = kernels_trace.run_tracer(program, p, "fused", per_kind=2, work=tmp_path / "t")
+    seen = set()
+    for tr in traces:
+        kinds = kernels_trace.block_kinds(tr.kernel, tr.grid, p)
+        for rec in tr.blocks:
+            kind = kinds[rec["block"]]
+            if tr.kernel.startswith("fusedOutputKernel"):
+                expected = 1
+            elif kind[0] == "reduce":
+                expected = expected_reduce[kind[2]]
+            else:
+                rows, cols = kind[2], kind[3]
+                expected = math.ceil(math.ceil(rows * cols / 64) / 2)
+            assert rec["async_chain"] == expected, (tr.kernel, kind, rec["async_chain"], expected)
+            seen.add((tr.kernel.split("<")[0], kind[0] if kind[0] in ("reduce", "local") else "output", expected))
+        # the grid's total is the weighted sum of the blocks' chains, the longest is the largest of them
+        assert tr.totals["async_chain"] == pytest.approx(sum(b["weight"] * b["async_chain"] for b in tr.blocks))
+        assert tr.totals["async_chain_max"] == max(b["async_chain"] for b in tr.blocks)
+        dev = kernels_devices.DEVICES["H100-SXM"]
+        for resident, share in ((1, 1.0), (2, 0.5), (4, 0.25)):
+            chain = kernels_model.latency_ceilings(tr, dev, 64, share, resident)
+            spread = share * tr.totals["async_chain"] / resident
+            assert chain["copy_chain"]["busiest_sm_per_resident_block"] == pytest.approx(spread)
+            assert chain["chain"] == pytest.approx(max(spread, tr.totals["async_chain_max"]) * dev.dram_latency_ns * 1e-9)
+    # both reduction kinds (full and last chunk) and local stripes of two lengths were traced
+    assert {e for k, w, e in seen if w == "reduce"} == set(expected_reduce.values()), seen
+    assert len({e for k, w, e in seen if w == "local"}) == 2, seen
