@@ -139,6 +139,12 @@ ASSUMPTIONS = [
     "copy chain (a lower bound): cp.async copies issued after a wait that waited for copies land one DRAM "
     "latency later at the soonest; the longest chain of a traced block, and the busiest SM's share of all "
     "chains run as many at a time as blocks are resident, x the DRAM latency (an L2 hit would be sooner)",
+    "critical path of a block (a lower bound, 'path' in the bound column): each warp's traced program order "
+    "(emulation_trace.cpp warpTimelines) run with one instruction issued per clock per warp (each traced "
+    "instruction x the launch's SASS ratio), each cp.async group landing one DRAM latency after its commit, "
+    "a wait until its group has landed, __syncthreads releasing the block's warps when the last arrives; no "
+    "contention for the schedulers, no other latency; the longest traced block, and the busiest SM's share of "
+    "all blocks' paths run as many at a time as blocks are resident (it includes the copy chain's round trips)",
     "blocks spread evenly over the SMs; the busiest SM runs ceil(grid / SMs) blocks, all resident blocks "
     "share its throughput",
     "instructions issued = the warp instructions the trace counts (memory, fmaf, exp, mma, barriers, "

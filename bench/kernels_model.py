@@ -414,8 +414,62 @@ def issued_instructions(trace: LaunchTrace, res: KernelResources | None,
             {"matched": matched / observed, "whole_chain": whole / observed})
 
 
-#: The ceilings that come from the DRAM latency (Little's law and the copy chains), not from a throughput.
-LATENCY_CEILINGS = ("latency", "chain")
+#: The ceilings that come from the DRAM latency (Little's law, the copy chains, the blocks' critical paths), not
+#: from a throughput.
+LATENCY_CEILINGS = ("latency", "chain", "path")
+
+#: Marks of a warp's timeline (emulation_trace.cpp, warpTimelines): [instructions before it, what, argument].
+COMMIT, WAIT, BARRIER, END = 0, 1, 2, 3
+
+
+def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float, cycles_per_instruction: float) -> float:
+    """The cycles a block takes at the soonest when each of its warps issues one instruction per clock
+    (``cycles_per_instruction`` per traced instruction: the SASS ratio), each cp.async group lands
+    ``latency_cycles`` after its commit, a wait lasts until the group it waits for has landed, and
+    __syncthreads releases every warp when the last one arrives; nothing else stalls (no contention for
+    the SM's schedulers, no load or pipeline latency): a lower bound under that latency."""
+    clocks = [0.0] * len(timeline)
+    positions = [0] * len(timeline)
+    committed: list[dict[int, float]] = [{} for _ in timeline]
+    running = set(range(len(timeline)))
+    while running:
+        arrived = []
+        for w in sorted(running):
+            marks = timeline[w]
+            while positions[w] < len(marks):
+                units, what, argument = marks[positions[w]]
+                positions[w] += 1
+                clocks[w] += units * cycles_per_instruction
+                if what == COMMIT:
+                    committed[w][argument] = clocks[w]
+                elif what == WAIT:
+                    clocks[w] = max(clocks[w], committed[w].get(argument, 0.0) + latency_cycles)
+                elif what == BARRIER:
+                    arrived.append(w)
+                    break
+            else:
+                running.discard(w)
+        if arrived:   # every warp still running is at a barrier now
+            release = max(clocks[w] for w in arrived)
+            for w in arrived:
+                clocks[w] = release
+    return max(clocks, default=0.0)
+
+
+def path_ceiling(trace: LaunchTrace, device: Device, cycles_per_instruction: float, share: float,
+                 resident_blocks: int) -> dict:
+    """The critical-path ceiling (seconds): the traced blocks' critical paths (critical_path_cycles at the
+    device's DRAM latency and clock), the longest one, or the busiest SM's share of all of them run
+    ``resident_blocks`` at a time; where the copy-chain ceiling counts only the round trips in a row, this
+    adds the instructions a warp must issue between them (and the barriers' waits for the slowest warp)."""
+    clock = device.clock_ghz * 1e9
+    latency_cycles = device.dram_latency_ns * 1e-9 * clock
+    paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, cycles_per_instruction))
+             for b in trace.blocks]
+    longest = max((c for _, c in paths), default=0.0)
+    spread = share * sum(w * c for w, c in paths) / max(1, resident_blocks)
+    return {"seconds": max(longest, spread) / clock, "longest_block_us": longest / clock * 1e6,
+            "busiest_sm_us": spread / clock * 1e6, "cycles_per_instruction": cycles_per_instruction}
 
 
 def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, share: float,
@@ -500,6 +554,9 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     latency = latency_ceilings(trace, device, active_sms * resident * (trace.block // 32), share, resident)
     ceilings["latency"] = latency["latency"]
     ceilings["chain"] = latency["chain"]
+    observed = observed_instructions(t)
+    path = path_ceiling(trace, device, issued / observed if observed > 0 else ratio, share, resident)
+    ceilings["path"] = path["seconds"]
     bound = max(ceilings, key=ceilings.get)
     time_us = ceilings[bound] * 1e6 + device.launch_us
     return {"kernel": trace.kernel, "grid": grid, "execution_us": ceilings[bound] * 1e6,
@@ -509,6 +566,7 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
             "issued_warp_instructions": issued,
             "dram_bytes": dram_bytes, "ceilings_us": {k: v * 1e6 for k, v in ceilings.items()}, "bound": bound,
             "bytes_in_flight_per_warp": latency["in_flight_per_warp"], "copy_chain": latency["copy_chain"],
+            "critical_path": {k: v for k, v in path.items() if k != "seconds"},
             "latency_two_loads_us": latency["latency_two_loads"] * 1e6,
             "time_us": time_us}
 

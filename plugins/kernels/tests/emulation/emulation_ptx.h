@@ -187,6 +187,7 @@ struct PendingCopy
     unsigned char data[16];
     uint32_t srcBytes; //!< bytes read from global memory (the rest is zero fill)
     uint32_t chain;    //!< the issuing thread's copy chain when it was issued (tracing: see Hooks::asyncWait)
+    uint32_t group{0}; //!< ordinal of its commit group among the thread's groups of the block (tracing)
 };
 
 struct CopyState
@@ -194,6 +195,7 @@ struct CopyState
     std::vector<PendingCopy> open;                   //!< issued since the last commit_group
     std::deque<std::vector<PendingCopy>> committed; //!< oldest first
     uint32_t chain{0}; //!< DRAM round trips in a row so far (tracing: see Hooks::asyncWait)
+    uint32_t groups{0}; //!< commit groups of the thread so far in the block (tracing: Hooks::asyncCommit)
 };
 
 inline thread_local CopyState tCopies;
@@ -332,9 +334,15 @@ ELFATT_EMULATION_UNTRACED inline void cpAsync(void* dst, void const* src, uint32
     countOp(Op::kCP_ASYNC);
 }
 
-inline void cpAsyncCommit() noexcept
+ELFATT_EMULATION_UNTRACED inline void cpAsyncCommit() noexcept
 {
     (void) ::elfatt::emulation::detail::currentLane("cp.async.commit_group");
+    uint32_t const group = detail::tCopies.groups++;
+    for (detail::PendingCopy& copy : detail::tCopies.open)
+    {
+        copy.group = group;
+    }
+    ::elfatt::emulation::trace::traceAsyncCommitAt(__builtin_return_address(0), group);
     detail::tCopies.committed.push_back(std::move(detail::tCopies.open));
     detail::tCopies.open.clear();
     countOp(Op::kCOMMIT);
@@ -352,6 +360,7 @@ ELFATT_EMULATION_UNTRACED inline void cpAsyncWait(int32_t pending) noexcept
         }
         uint64_t landing = 0;
         uint32_t copies = 0;
+        uint32_t dependsOn = 0;
         int64_t const groups = static_cast<int64_t>(detail::tCopies.committed.size());
         for (int64_t g = 0; g < groups; ++g)
         {
@@ -363,11 +372,13 @@ ELFATT_EMULATION_UNTRACED inline void cpAsyncWait(int32_t pending) noexcept
                     landing += copy.srcBytes;
                     ++copies;
                     detail::tCopies.chain = std::max(detail::tCopies.chain, copy.chain + 1);
+                    dependsOn = std::max(dependsOn, copy.group + 1);
                 }
             }
         }
         ::elfatt::emulation::trace::traceAsyncWaitAt(
-            __builtin_return_address(0), inFlight, static_cast<uint32_t>(landing), copies, detail::tCopies.chain);
+            __builtin_return_address(0), inFlight, static_cast<uint32_t>(landing), copies, detail::tCopies.chain,
+            dependsOn);
     }
     while (static_cast<int64_t>(detail::tCopies.committed.size()) > pending)
     {
@@ -399,6 +410,7 @@ inline void endOfBlock() noexcept
     detail::tCopies.open.clear();
     detail::tCopies.committed.clear();
     detail::tCopies.chain = 0;
+    detail::tCopies.groups = 0;
     if (inFlight > 0)
     {
         ::elfatt::emulation::detail::fail("cp.async: %zu copies of this thread are still in flight at the end of the "

@@ -76,7 +76,9 @@ enum Kind : uint8_t
     kBAR = 5,
     kSYNCWARP = 6,
     kSHFL = 7,
-    kWAIT = 8, //!< cp.async.wait_group: addr = chain << 32 | bytes in flight, bytes = bytes landing, buffer = copies
+    kWAIT = 8, //!< cp.async.wait_group: addr = chain << 32 | bytes in flight, bytes = bytes landing, buffer = copies,
+               //!< group = 1 + the newest group landing (0: none)
+    kCOMMIT = 9, //!< cp.async.commit_group: group = its ordinal (a timeline mark, not an instruction of the tables)
 };
 
 void math(uint8_t kind, void const* site);
@@ -92,6 +94,7 @@ struct Event
     uint8_t kind;
     uint8_t space; //!< 0 global, 1 shared
     uint16_t buffer;
+    uint32_t group{0}; //!< kWAIT, kCOMMIT: see the kinds
 };
 
 constexpr unsigned kMAX_THREADS = 1024;
@@ -172,7 +175,7 @@ inline void record(uintptr_t pc, uintptr_t addr, uint32_t bytes, uint8_t kind)
     {
         return;
     }
-    Event event{pc, addr, bytes, kind, 0, 0};
+    Event event{pc, addr, bytes, kind, 0, 0, 0};
     if (kind == kREAD || kind == kWRITE)
     {
         if (!classify(addr, event.space, event.buffer))
@@ -349,6 +352,76 @@ void jsonTouch(std::FILE* out, std::vector<uint64_t>& sectors, GlobalBuffer cons
     std::fprintf(out, "]}");
 }
 
+//! Instructions of the model's issue count (bench/kernels_model.py observed_instructions) an event
+//! stands for: a global or shared access, fmaf, expf, a barrier or a shuffle 1, a matrix multiply its
+//! m16n8k16 units; __syncwarp, commit and wait marks 0.
+uint32_t issueUnits(Event const& e)
+{
+    switch (e.kind)
+    {
+    case kREAD:
+    case kWRITE:
+    case kFMA:
+    case kEXP:
+    case kBAR:
+    case kSHFL: return 1;
+    case kMMA: return static_cast<uint32_t>(((e.addr >> 40) & 0xFFFF) * ((e.addr >> 24) & 0xFFFF) * ((e.addr >> 8) & 0xFFFF)
+                   / (16 * 8 * 16));
+    default: return 0;
+    }
+}
+
+//! Each warp's timeline, as JSON: for the lane with the most events (its program order), the marks
+//! [instructions since the previous mark, what, argument]: what 0 = cp.async.commit_group (argument:
+//! the group's ordinal), 1 = a cp.async.wait_group that waits for copies (the newest group landing),
+//! 2 = __syncthreads, 3 = the end of the block. bench/kernels_model.py runs these timelines against the
+//! DRAM latency (the critical path of a block).
+std::string warpTimelines(State const& s)
+{
+    std::string out = "[";
+    char text[64];
+    for (unsigned warp = 0; warp * 32 < s.block; ++warp)
+    {
+        unsigned lane0 = warp * 32;
+        for (unsigned tid = lane0; tid < std::min(s.block, lane0 + 32); ++tid)
+        {
+            if (s.events[tid].size() > s.events[lane0].size())
+            {
+                lane0 = tid;
+            }
+        }
+        out += warp == 0 ? "[" : ", [";
+        uint64_t units = 0;
+        bool first = true;
+        auto mark = [&](int what, uint32_t argument) {
+            std::snprintf(text, sizeof(text), "%s[%llu, %d, %u]", first ? "" : ", ",
+                static_cast<unsigned long long>(units), what, argument);
+            out += text;
+            units = 0;
+            first = false;
+        };
+        for (Event const& e : s.events[lane0])
+        {
+            units += issueUnits(e);
+            if (e.kind == kCOMMIT)
+            {
+                mark(0, e.group);
+            }
+            else if (e.kind == kWAIT && e.group > 0)
+            {
+                mark(1, e.group - 1);
+            }
+            else if (e.kind == kBAR)
+            {
+                mark(2, 0);
+            }
+        }
+        mark(3, 0);
+        out += "]";
+    }
+    return out + "]";
+}
+
 void finishBlock(unsigned block)
 {
     State& s = state();
@@ -363,6 +436,7 @@ void finishBlock(unsigned block)
         return 1.0;
     }()
                                               : 1.0;
+    std::string const timeline = warpTimelines(s);
     std::unordered_map<GroupKey, Group, GroupKeyHash> groups;
     std::vector<GroupKey> order;
     for (unsigned tid = 0; tid < s.block; ++tid)
@@ -370,6 +444,10 @@ void finishBlock(unsigned block)
         std::unordered_map<uintptr_t, uint32_t> occurrences;
         for (Event const& e : s.events[tid])
         {
+            if (e.kind == kCOMMIT)
+            {
+                continue; // a mark of the timeline only
+            }
             // Each kind is its own instruction stream at a pc (a call site may report several kinds).
             uintptr_t const pcKey = e.pc * 16 + e.kind;
             GroupKey const key{pcKey, tid / 32, occurrences[pcKey]++};
@@ -515,7 +593,7 @@ void finishBlock(unsigned block)
         std::fprintf(out, "}");
         first = false;
     }
-    std::fprintf(out, "}}\n");
+    std::fprintf(out, "}, \"timeline\": %s}\n", timeline.c_str());
     ++s.blocksDone;
 }
 
@@ -663,15 +741,25 @@ void mma(int32_t m, int32_t n, int32_t k, int32_t inBytes, void const* site)
     record(reinterpret_cast<uintptr_t>(site), packed, 0, kMMA);
 }
 
-void asyncWait(uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies, uint32_t chain, void const* site)
+void asyncWait(uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies, uint32_t chain, uint32_t dependsOn,
+    void const* site)
 {
     if (!recording())
     {
         return;
     }
     Event event{reinterpret_cast<uintptr_t>(site), (static_cast<uintptr_t>(chain) << 32) | (inFlightBytes & 0xFFFFFFFFULL),
-        landingBytes, kWAIT, 0, static_cast<uint16_t>(std::min<uint32_t>(landingCopies, 0xFFFF))};
+        landingBytes, kWAIT, 0, static_cast<uint16_t>(std::min<uint32_t>(landingCopies, 0xFFFF)), dependsOn};
     state().events[detail::tThreadIdx.x].push_back(event);
+}
+
+void asyncCommit(uint32_t group, void const* site)
+{
+    if (!recording())
+    {
+        return;
+    }
+    state().events[detail::tThreadIdx.x].push_back(Event{reinterpret_cast<uintptr_t>(site), 0, 0, kCOMMIT, 0, 0, group});
 }
 
 //! A stream operation between launches: {"type": "memset", "bytes": N, "before_launch": index of
@@ -694,7 +782,7 @@ void math(uint8_t kind, void const* site)
 namespace
 {
 
-Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp, asyncWait};
+Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp, asyncWait, asyncCommit};
 
 } // namespace
 

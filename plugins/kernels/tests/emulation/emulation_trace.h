@@ -76,8 +76,13 @@ struct Hooks
     //! the groups it waits for (0: nothing to wait for), and the thread's copy chain after it: the
     //! most DRAM round trips that must follow one another up to this wait (a copy issued after a
     //! wait of chain c lands no sooner than one round trip later: a wait for it is at chain c + 1).
+    //! dependsOn: 1 + the ordinal (see asyncCommit) of the newest group whose global bytes land at this
+    //! wait, 0 where none does.
     void (*asyncWait)(uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies, uint32_t chain,
-        void const* site);
+        uint32_t dependsOn, void const* site);
+    //! A cp.async.commit_group of the calling emulated thread: its ordinal among the thread's groups of
+    //! the block (0, 1, ...), so that a wait can name the group it waits for (a timeline of the warp).
+    void (*asyncCommit)(uint32_t group, void const* site);
 };
 
 //! Null except in the tracing build (defined in emulation_runtime.cpp).
@@ -111,11 +116,20 @@ inline void traceMmaAt(void const* site, int32_t m, int32_t n, int32_t k, int32_
 
 //! Reports the calling lane's cp.async.wait_group at site (see Hooks::asyncWait).
 inline void traceAsyncWaitAt(void const* site, uint64_t inFlightBytes, uint32_t landingBytes, uint32_t landingCopies,
-    uint32_t chain) noexcept
+    uint32_t chain, uint32_t dependsOn) noexcept
 {
     if (gHooks != nullptr && gHooks->asyncWait != nullptr)
     {
-        gHooks->asyncWait(inFlightBytes, landingBytes, landingCopies, chain, site);
+        gHooks->asyncWait(inFlightBytes, landingBytes, landingCopies, chain, dependsOn, site);
+    }
+}
+
+//! Reports the calling lane's cp.async.commit_group at site (see Hooks::asyncCommit).
+inline void traceAsyncCommitAt(void const* site, uint32_t group) noexcept
+{
+    if (gHooks != nullptr && gHooks->asyncCommit != nullptr)
+    {
+        gHooks->asyncCommit(group, site);
     }
 }
 
