@@ -443,7 +443,10 @@ def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float,
                 if what == COMMIT:
                     committed[w][argument] = clocks[w]
                 elif what == WAIT:
-                    clocks[w] = max(clocks[w], committed[w].get(argument, 0.0) + latency_cycles)
+                    if argument not in committed[w]:
+                        raise ValueError(f"timeline of warp {w}: a wait for group {argument}, which the warp has not "
+                                         f"committed (groups {sorted(committed[w])}): the tracer mis-recorded it")
+                    clocks[w] = max(clocks[w], committed[w][argument] + latency_cycles)
                 elif what == BARRIER:
                     arrived.append(w)
                     break

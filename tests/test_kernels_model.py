@@ -333,13 +333,17 @@ def test_v2_targets(quick):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 10: 64x64 B=1 on H100 is 0.421 < 0.45 in the model since the blocks' "
-                   "critical paths are modelled: the 24 reduction blocks (8 tiles of 64 tokens each, 4 DRAM round "
-                   "trips in a row plus ~3.5 us of their own instructions at one per clock per warp) outlast the "
-                   "300 local blocks; see docs/kernels.md 'What bounds v2 at B = 1'")
+                   "critical paths are modelled: the 24 reduction blocks (8 tiles of 64 tokens each: 3.07 us of "
+                   "their own instructions at one per clock per warp interleaved with 4 DRAM round trips, a 4.74 us "
+                   "path) outlast the 300 local blocks; see docs/kernels.md 'Critical paths of the blocks'")
 def test_v2_target_64x64_b1_h100(quick):
     """Under the earlier assumption of two loads in flight per warp it was 0.393, with the measured bytes in flight
     0.488 (met) until the critical-path ceiling; a GPU run (bench/kernels_gpu.py, then kernels_model.py --measured)
-    says which is nearer. Strict: meeting it (a kernel change) turns this into a failure to update."""
+    says which is nearer. Strict: meeting it (a kernel change) turns this into a failure to update. Only with
+    nvdisasm: without the SASS ratio (1 cycle per traced instruction) the paths are ~5x shorter and the model says
+    ~0.53, a figure of another model, not of this one."""
+    if not quick.get("environment", {}).get("nvdisasm"):
+        pytest.skip("nvdisasm not found: the instruction costs (SASS ratio) this verdict rests on are unavailable")
     missed = _missed_targets(quick, lambda case, device: case == "vit-s-64x64-b1" and device == "H100-SXM")
     assert not missed, "v2 misses the issue's targets in the model: " + "; ".join(missed)
 
@@ -368,6 +372,49 @@ def test_critical_path_of_a_timeline():
     reader = [[0, km.BARRIER, 0], [7, km.END, 0]]
     assert km.critical_path_cycles([copier, reader], 100.0, 1.0) == 107.0
     assert km.critical_path_cycles([], 100.0, 1.0) == 0.0
+    # a warp that ends before the others' barrier does not hold them (sm_70+: exited warps leave the barrier)
+    done = [[3, km.END, 0]]
+    assert km.critical_path_cycles([done, slow, fast], 100.0, 1.0) == 80.0
+    # a wait for a group the warp never committed is a tracer error, not a free wait
+    with pytest.raises(ValueError, match="group 4"):
+        km.critical_path_cycles([[[0, km.COMMIT, 0], [0, km.WAIT, 4], [0, km.END, 0]]], 100.0, 1.0)
+
+
+def test_path_ceiling_of_weighted_blocks():
+    """path_ceiling: the longest traced block's path, or the busiest SM's share of all blocks' paths (each traced
+    block standing for weight blocks) run resident_blocks at a time, in seconds at the device's clock and latency."""
+    import kernels_model as km
+
+    dev = kernels_devices.DEVICES["H100-SXM"]
+    clock = dev.clock_ghz * 1e9
+    latency = dev.dram_latency_ns * 1e-9 * clock
+    one_trip = [[[0, km.COMMIT, 0], [0, km.WAIT, 0], [100, km.END, 0]]]     # L + 100 instructions
+    compute = [[[400, km.END, 0]]]                                         # 400 instructions
+    trace = kernels_trace.LaunchTrace(0, "k", 100, 32, 0, 0, 2, 2, {}, 0.0, 0.0, 0.0, 0.0, {}, [],
+                                      [{"weight": 10.0, "timeline": one_trip}, {"weight": 90.0, "timeline": compute}])
+    paths = {"trip": latency + 200.0, "compute": 800.0}                    # at 2 cycles per instruction
+    got = km.path_ceiling(trace, dev, 2.0, 1.0, 1)
+    spread = 10.0 * paths["trip"] + 90.0 * paths["compute"]
+    assert got["seconds"] == pytest.approx(spread / clock)
+    assert got["longest_block_us"] == pytest.approx(max(paths.values()) / clock * 1e6)
+    few = km.path_ceiling(trace, dev, 2.0, 0.01, 4)                        # one block in a hundred, 4 at a time
+    assert few["busiest_sm_us"] == pytest.approx(0.01 * spread / 4 / clock * 1e6)
+    assert few["seconds"] == pytest.approx(max(paths.values()) / clock)
+
+
+def test_path_contains_the_chain(quick):
+    """Every launch's critical path holds its copy chain's round trips (the path adds the instructions between
+    them), and v1's blocks, making no cp.async copies, have a path of instructions only."""
+    seen = 0
+    for detail in quick["details"]:
+        if not detail.get("available"):
+            continue
+        for launches in detail["devices"].values():
+            for launch in (l for l in launches if "kernel" in l):
+                seen += 1
+                c = launch["ceilings_us"]
+                assert c["path"] >= c["chain"] * (1 - 1e-9) and c["path"] > 0, (detail["case"], launch["kernel"], c)
+    assert seen >= 8
 
 
 def _block(block, weight, runs):
@@ -648,7 +695,7 @@ def test_copy_chains_of_every_block_kind(tmp_path, request):
     """Each traced block's own cp.async chain, by kind, on stripes of several key tiles cut at the bottom edge and
     a reduction whose last chunk is shorter: a reduction block of n tiles of 64 tokens and a local block whose
     window has n tiles of keys both run ceil(n / 2) round trips in a row (2-stage pipelines), an output block 1.
-    The quick run's test above sees only each launch's longest chain; the spread term (all chains of the busiest
+    The quick run's test above sees only each launch's longest chain; the copy chain's spread term (all chains of the busiest
     SM, run as many at a time as blocks are resident) is checked against these per-block chains."""
     if shutil.which("g++") is None or kernels_trace.find_cuda_include() is None:
         pytest.skip("g++ / CUDA headers not found")
