@@ -141,7 +141,8 @@ ASSUMPTIONS = [
     "chains run as many at a time as blocks are resident, x the DRAM latency (an L2 hit would be sooner)",
     "critical path of a block (a lower bound, 'path' in the bound column): each warp's traced program order "
     "(emulation_trace.cpp warpTimelines) run with one instruction issued per clock per warp (each traced "
-    "instruction x the launch's SASS ratio), each cp.async group landing one DRAM latency after its commit, "
+    "instruction x the SASS ratio of the block's call sites, its own instructions priced as the launch's are), "
+    "each cp.async group landing one DRAM latency after its commit, "
     "a wait until its group has landed, __syncthreads releasing the block's warps when the last arrives; no "
     "contention for the schedulers, no other latency; the longest traced block, and the busiest SM's share of "
     "all blocks' paths run as many at a time as blocks are resident (it includes the copy chain's round trips)",

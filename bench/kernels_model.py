@@ -414,6 +414,28 @@ def issued_instructions(trace: LaunchTrace, res: KernelResources | None,
             {"matched": matched / observed, "whole_chain": whole / observed})
 
 
+def block_issue_ratios(trace: LaunchTrace, res: KernelResources | None,
+                       chains: dict[int, tuple[str, ...]]) -> list[float]:
+    """Cycles per traced instruction of each traced block (trace.blocks order): its instructions (the block's
+    own "pcs" table) each at the SASS ratio of its call site, as issued_instructions prices the launch's; so a
+    block whose work differs from the launch's average (the merge in a head's last reduction block: float4
+    loads and FMAs, few instructions around them) is priced as its own. Without nvdisasm, 1 (a lower bound)."""
+    if res is None or not res.issue_ratio:
+        return [1.0] * len(trace.blocks)
+    cache: dict[int, float] = {}
+    out = []
+    for block in trace.blocks:
+        total = units = 0.0
+        for pc, _kind, n in block.get("pcs", []):
+            if pc not in cache:
+                ratio, _ = site_ratio(res, chains.get(pc, ()))
+                cache[pc] = ratio if ratio is not None else res.issue_ratio
+            total += n * cache[pc]
+            units += n
+        out.append(total / units if units > 0 else res.issue_ratio)
+    return out
+
+
 #: The ceilings that come from the DRAM latency (Little's law, the copy chains, the blocks' critical paths), not
 #: from a throughput.
 LATENCY_CEILINGS = ("latency", "chain", "path")
@@ -459,7 +481,7 @@ def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float,
     return max(clocks, default=0.0)
 
 
-def path_ceiling(trace: LaunchTrace, device: Device, cycles_per_instruction: float, share: float,
+def path_ceiling(trace: LaunchTrace, device: Device, cycles_per_instruction: float | list[float], share: float,
                  resident_blocks: int) -> dict:
     """The critical-path ceiling (seconds): the traced blocks' critical paths (critical_path_cycles at the
     device's DRAM latency and clock), the longest one, or the busiest SM's share of all of them run
@@ -467,12 +489,15 @@ def path_ceiling(trace: LaunchTrace, device: Device, cycles_per_instruction: flo
     adds the instructions a warp must issue between them (and the barriers' waits for the slowest warp)."""
     clock = device.clock_ghz * 1e9
     latency_cycles = device.dram_latency_ns * 1e-9 * clock
-    paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, cycles_per_instruction))
-             for b in trace.blocks]
+    ratios = (list(cycles_per_instruction) if isinstance(cycles_per_instruction, (list, tuple))
+              else [cycles_per_instruction] * len(trace.blocks))
+    paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, r))
+             for b, r in zip(trace.blocks, ratios)]
     longest = max((c for _, c in paths), default=0.0)
     spread = share * sum(w * c for w, c in paths) / max(1, resident_blocks)
     return {"seconds": max(longest, spread) / clock, "longest_block_us": longest / clock * 1e6,
-            "busiest_sm_us": spread / clock * 1e6, "cycles_per_instruction": cycles_per_instruction}
+            "busiest_sm_us": spread / clock * 1e6,
+            "cycles_per_instruction": [min(ratios, default=0.0), max(ratios, default=0.0)]}
 
 
 def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, share: float,
@@ -527,7 +552,7 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
 
 
 def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device,
-                   issued: float | None = None) -> dict:
+                   issued: float | None = None, block_ratios: list[float] | None = None) -> dict:
     lim = device.limits
     grid = trace.grid
     smem = trace.dynamic_smem + (res.static_smem if res else trace.static_smem)
@@ -558,7 +583,8 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     ceilings["latency"] = latency["latency"]
     ceilings["chain"] = latency["chain"]
     observed = observed_instructions(t)
-    path = path_ceiling(trace, device, issued / observed if observed > 0 else ratio, share, resident)
+    path = path_ceiling(trace, device, block_ratios if block_ratios is not None else
+                        (issued / observed if observed > 0 else ratio), share, resident)
     ceilings["path"] = path["seconds"]
     bound = max(ceilings, key=ceilings.get)
     time_us = ceilings[bound] * 1e6 + device.launch_us
@@ -828,7 +854,8 @@ def main(argv: list[str] | None = None) -> int:
                     for tr in traces:
                         res = resources.get(arch, {}).get(tr.kernel)
                         issued, how, sites = issued_instructions(tr, res, chains)
-                        launches.append({**predict_launch(tr, res, dev, issued), "issue_estimate": how,
+                        launches.append({**predict_launch(tr, res, dev, issued, block_issue_ratios(tr, res, chains)),
+                                         "issue_estimate": how,
                                          "issue_sites": sites})
                     memsets = stream_sequence(traces, launches, dev)
                     predicted = sum(l["time_us"] for l in launches) + sum(m["time_us"] for m in memsets)

@@ -461,18 +461,41 @@ def list_stream_operations(program: Path, p: Problem, path: str, work: Path, tim
 
 
 def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: Path, timeout_s: float,
-          state: bool = False) -> list[dict]:
+          state: bool = False, preset: list[int] | None = None) -> list[dict]:
     out.parent.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ELFATT_")}
     env["ELFATT_EMULATION_SM"] = "90"
     if state:
         env["ELFATT_TRACE_STATE"] = "1"
+        if preset:
+            env["ELFATT_TRACE_STATE_PRESET"] = ",".join(str(n) for n in preset)
     proc = subprocess.run([str(program), *p.args(path), mode, str(samples), str(out)], capture_output=True,
                           text=True, env=env, timeout=timeout_s)
     if proc.returncode != 0:
         raise ToolkitError(f"elfatt_trace {' '.join(p.args(path))} {mode} exited {proc.returncode}:\n"
                            f"{proc.stderr[-4000:]}")
     return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def merge_presets(p: Problem, sampled: list[int]) -> list[int]:
+    """Starting values of the persistent chunk counters (one per (b, global head), enqueueWithState) for a
+    sample of fusedPassKernel's blocks (``sampled``, in the order they run) such that, for every (b, head)
+    whose last chunk is sampled, that block counts the last chunk and runs the merge (fusedMergeContext):
+    chunks - 1 minus the head's sampled blocks that count before it. Without it a sample (which never runs
+    every chunk of a head) never merges, and the merge, once per (b, head), would go untraced."""
+    f = fused_plan(p)
+    chunks = f["chunks"]
+    counters = [0] * (p.batch * p.global_heads)
+    before: dict[int, int] = {}
+    for block in sampled:
+        if block >= f["reduction_items"]:
+            continue
+        pair, chunk = divmod(block, chunks)
+        if chunk == chunks - 1:
+            counters[pair] = chunks - 1 - before.get(pair, 0)
+        else:
+            before[pair] = before.get(pair, 0) + 1
+    return counters
 
 
 def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
@@ -494,7 +517,12 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
         plan += [(rec["launch"], b, w) for b, w in sample_blocks(kinds, per_kind)]
     samples = work / "samples.txt"
     samples.write_text("".join(f"{launch} {block} {weight!r}\n" for launch, block, weight in plan))
-    records = call("sample", samples, work / "trace.jsonl")
+    pass_launch = next((r["launch"] for r in launches if r["kernel"].startswith("fusedPassKernel")), None)
+    preset = None
+    if state and pass_launch is not None and p.global_heads and launch_kinds[pass_launch] is not None \
+            and all(k[0] != "stratum" for k in launch_kinds[pass_launch] if isinstance(k, tuple)):
+        preset = merge_presets(p, [b for launch, b, _ in plan if launch == pass_launch])
+    records = _call(program, p, path, "sample", samples, work / "trace.jsonl", timeout_s, state, preset)
 
     geometry = buffer_geometry(p, workspace_bytes(p), state_bytes(p) if state else 0)
     memsets: dict[int, list] = {}
@@ -515,6 +543,12 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
                 buffers[name] = {"read": r, "write": w}
             reads += r
             writes += w
+        if preset is not None and rec["launch"] == pass_launch and "workspace" in buffers:
+            # The pass kernel reads the workspace only in the merge: the chunk partials the launch's own blocks
+            # wrote (every chunk writes its partial before it is counted). Reuse between blocks of a launch hits
+            # in L2 (the model's assumption), so those reads are not DRAM traffic.
+            reads -= buffers["workspace"]["read"]
+            buffers["workspace"]["l2_reuse_read"] = buffers["workspace"]["read"]
         per_block = lambda d: sum(b["weight"] * t[d]["unique"] for b in blocks  # noqa: E731
                                   for t in b.get("buffers", {}).values())
         traces.append(LaunchTrace(rec["launch"], rec["kernel"], rec["grid"], rec["block"], rec["dynamic_smem"],
@@ -563,5 +597,5 @@ def ceil_div(a: int, b: int) -> int:
 
 __all__ = ["Problem", "LaunchTrace", "build_tracer", "run_tracer", "list_launches", "list_stream_operations",
            "block_kinds", "sample_blocks", "footprint",
-           "fused_plan",
+           "fused_plan", "merge_presets",
            "source_chains", "source_lines", "workspace_bytes", "find_cuda_include", "ceil_div"]

@@ -422,6 +422,8 @@ std::string warpTimelines(State const& s)
     return out + "]";
 }
 
+char const* kindName(uint8_t kind, uint8_t space);
+
 void finishBlock(unsigned block)
 {
     State& s = state();
@@ -472,11 +474,18 @@ void finishBlock(unsigned block)
     BlockMetrics m;
     m.warps = s.block / 32;
     std::vector<uint64_t> sectors;
+    //! (pc, class) -> this block's instructions of the model's issue count there (issueUnits), unweighted:
+    //! the model prices them at their call site's SASS ratio (the block's own cycles per instruction)
+    std::map<std::pair<uintptr_t, int>, double> blockUnits;
     for (GroupKey const& key : order)
     {
         Group const& g = groups[key];
         uintptr_t const pc = key.pc / 16;
         double const lanes = static_cast<double>(g.lanes.size());
+        if (uint32_t const units = issueUnits(Event{pc, g.extra, 0, g.kind, g.space, 0, 0}); units > 0)
+        {
+            blockUnits[{pc, g.kind * 2 + g.space}] += units;
+        }
         State::PcStat& stat = s.pcs[{pc, g.kind * 2 + g.space}];
         stat.kind = g.kind;
         stat.space = g.space;
@@ -593,7 +602,16 @@ void finishBlock(unsigned block)
         std::fprintf(out, "}");
         first = false;
     }
-    std::fprintf(out, "}, \"timeline\": %s}\n", timeline.c_str());
+    std::fprintf(out, "}, \"pcs\": [");
+    first = true;
+    for (auto const& [key, units] : blockUnits)
+    {
+        std::fprintf(out, "%s[%llu, \"%s\", %.17g]", first ? "" : ", ",
+            static_cast<unsigned long long>(key.first - s.imageBase), kindName(static_cast<uint8_t>(key.second / 2),
+            static_cast<uint8_t>(key.second % 2)), units);
+        first = false;
+    }
+    std::fprintf(out, "], \"timeline\": %s}\n", timeline.c_str());
     ++s.blocksDone;
 }
 

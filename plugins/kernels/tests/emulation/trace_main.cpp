@@ -208,6 +208,32 @@ int main(int argc, char** argv)
     {
         std::memset(state.data, 0, state.bytes);
     }
+    // ELFATT_TRACE_STATE_PRESET=n0,n1,...: the persistent counters' starting values (uint32, one per
+    // (batch item, global head)), so that a sampled block of a head's last chunk is the one that counts
+    // the last chunk and merges (bench/kernels_trace.py, merge_presets); a sample never runs every chunk.
+    if (char const* const preset = std::getenv("ELFATT_TRACE_STATE_PRESET"); preset != nullptr && *preset != '\0')
+    {
+        if (!withState)
+        {
+            usage("ELFATT_TRACE_STATE_PRESET needs ELFATT_TRACE_STATE=1");
+        }
+        size_t index = 0;
+        char const* cursor = preset;
+        while (*cursor != '\0')
+        {
+            char* end = nullptr;
+            unsigned long const value = std::strtoul(cursor, &end, 10);
+            if (end == cursor || (*end != ',' && *end != '\0') || value > 0xFFFFFFFFUL
+                || (index + 1) * sizeof(uint32_t) > state.bytes)
+            {
+                usage("ELFATT_TRACE_STATE_PRESET: expected at most stateSize / 4 comma-separated uint32 counters");
+            }
+            uint32_t const counter = static_cast<uint32_t>(value);
+            std::memcpy(static_cast<unsigned char*>(state.data) + index * sizeof(uint32_t), &counter, sizeof(counter));
+            ++index;
+            cursor = *end == ',' ? end + 1 : end;
+        }
+    }
     fill(qkv, dtype, 1, 2.F);
     fill(weight, dtype, 2, 0.3F);
     fill(bias, dtype, 3, 0.1F);
