@@ -481,23 +481,22 @@ def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float,
     return max(clocks, default=0.0)
 
 
-def path_ceiling(trace: LaunchTrace, device: Device, cycles_per_instruction: float | list[float], share: float,
+def path_ceiling(trace: LaunchTrace, device: Device, block_ratios: list[float], share: float,
                  resident_blocks: int) -> dict:
     """The critical-path ceiling (seconds): the traced blocks' critical paths (critical_path_cycles at the
     device's DRAM latency and clock), the longest one, or the busiest SM's share of all of them run
     ``resident_blocks`` at a time; where the copy-chain ceiling counts only the round trips in a row, this
-    adds the instructions a warp must issue between them (and the barriers' waits for the slowest warp)."""
+    adds the instructions a warp must issue between them (and the barriers' waits for the slowest warp).
+    block_ratios: each traced block's cycles per traced instruction (block_issue_ratios)."""
     clock = device.clock_ghz * 1e9
     latency_cycles = device.dram_latency_ns * 1e-9 * clock
-    ratios = (list(cycles_per_instruction) if isinstance(cycles_per_instruction, (list, tuple))
-              else [cycles_per_instruction] * len(trace.blocks))
     paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, r))
-             for b, r in zip(trace.blocks, ratios)]
+             for b, r in zip(trace.blocks, block_ratios, strict=True)]
     longest = max((c for _, c in paths), default=0.0)
     spread = share * sum(w * c for w, c in paths) / max(1, resident_blocks)
     return {"seconds": max(longest, spread) / clock, "longest_block_us": longest / clock * 1e6,
             "busiest_sm_us": spread / clock * 1e6,
-            "cycles_per_instruction": [min(ratios, default=0.0), max(ratios, default=0.0)]}
+            "cycles_per_instruction": [min(block_ratios, default=0.0), max(block_ratios, default=0.0)]}
 
 
 def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, share: float,
@@ -552,7 +551,7 @@ def latency_ceilings(trace: LaunchTrace, device: Device, resident_warps: int, sh
 
 
 def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Device,
-                   issued: float | None = None, block_ratios: list[float] | None = None) -> dict:
+                   issued: float, block_ratios: list[float]) -> dict:
     lim = device.limits
     grid = trace.grid
     smem = trace.dynamic_smem + (res.static_smem if res else trace.static_smem)
@@ -567,8 +566,6 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     clock = device.clock_ghz * 1e9
     t = trace.totals
     ratio = res.issue_ratio if res and res.issue_ratio else 1.0
-    if issued is None:
-        issued = observed_instructions(t) * ratio
     ceilings = {
         "tensor": share * t["mma_flops"] / (device.tensor_tflops * 1e12 * device.tensor_fraction / device.sms),
         "fp32": share * 2 * t["fma_lanes"] / (device.fp32_tflops * 1e12 / device.sms),
@@ -582,9 +579,7 @@ def predict_launch(trace: LaunchTrace, res: KernelResources | None, device: Devi
     latency = latency_ceilings(trace, device, active_sms * resident * (trace.block // 32), share, resident)
     ceilings["latency"] = latency["latency"]
     ceilings["chain"] = latency["chain"]
-    observed = observed_instructions(t)
-    path = path_ceiling(trace, device, block_ratios if block_ratios is not None else
-                        (issued / observed if observed > 0 else ratio), share, resident)
+    path = path_ceiling(trace, device, block_ratios, share, resident)
     ceilings["path"] = path["seconds"]
     bound = max(ceilings, key=ceilings.get)
     time_us = ceilings[bound] * 1e6 + device.launch_us

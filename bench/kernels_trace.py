@@ -519,7 +519,7 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
     samples.write_text("".join(f"{launch} {block} {weight!r}\n" for launch, block, weight in plan))
     pass_launch = next((r["launch"] for r in launches if r["kernel"].startswith("fusedPassKernel")), None)
     preset = None
-    if state and pass_launch is not None and p.global_heads and launch_kinds[pass_launch] is not None \
+    if state and pass_launch is not None and p.global_heads \
             and all(k[0] != "stratum" for k in launch_kinds[pass_launch] if isinstance(k, tuple)):
         preset = merge_presets(p, [b for launch, b, _ in plan if launch == pass_launch])
     records = _call(program, p, path, "sample", samples, work / "trace.jsonl", timeout_s, state, preset)
