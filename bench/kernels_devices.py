@@ -52,6 +52,7 @@ class Device:
     dram_fraction: float = 0.90
     tensor_fraction: float = 0.70   # mma.sync (warp-level) on Hopper cannot reach the wgmma peak
     dram_latency_ns: float = 700.0
+    l2_latency_cycles: float = 200.0  # an L2 hit, at or below the measured figures (L2_LATENCY_SOURCES)
     launch_us: float = 2.0
     #: FlashAttention-2 forward, non-causal, head dim 64, TFLOP/s by sequence length (published).
     fa2_tflops: tuple[tuple[int, float], ...] = ()
@@ -65,6 +66,13 @@ class Device:
         Synchronization"); the library uses it there only."""
         return self.limits.sm >= 90
 
+
+L2_LATENCY_SOURCES = (
+    "https://arxiv.org/abs/2606.22588 (L2-hit latency measured on an NVIDIA L40 from every SM: 222-339 "
+    "cycles, near 279 on average)",
+    "https://pmc.ncbi.nlm.nih.gov/articles/PMC10448217/ (Table 3: L2 cache latency 200 clock cycles for "
+    "V100, A100 and H100)",
+)
 
 FA3_PAPER = ("https://arxiv.org/abs/2407.08608 (FlashAttention-3, Shah et al. 2024, Fig. 'Attention forward "
              "speed, head dim 64 (H100 80GB SXM5)', no causal mask: FlashAttention-2 TFLOP/s)")
@@ -143,7 +151,10 @@ ASSUMPTIONS = [
     "(emulation_trace.cpp warpTimelines) run with one instruction issued per clock per warp (each traced "
     "instruction x the SASS ratio of the block's call sites, its own instructions priced as the launch's are), "
     "each cp.async group landing one DRAM latency after its commit, "
-    "a wait until its group has landed, __syncthreads releasing the block's warps when the last arrives; no "
+    "a wait until its group has landed, an L2 round trip no cp.async covers (L2-only loads, __ldcg, issued "
+    "back to back and used at the next traced instruction; an atomic with its result; a __threadfence) "
+    "taking 200 cycles from its issue (an L2 hit at or below the measured figures: "
+    + "; ".join(L2_LATENCY_SOURCES) + "), __syncthreads releasing the block's warps when the last arrives; no "
     "contention for the schedulers, no other latency; the longest traced block, and the busiest SM's share of "
     "all blocks' paths run as many at a time as blocks are resident (it includes the copy chain's round trips)",
     "blocks spread evenly over the SMs; the busiest SM runs ceil(grid / SMs) blocks, all resident blocks "

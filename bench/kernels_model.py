@@ -441,18 +441,22 @@ def block_issue_ratios(trace: LaunchTrace, res: KernelResources | None,
 LATENCY_CEILINGS = ("latency", "chain", "path")
 
 #: Marks of a warp's timeline (emulation_trace.cpp, warpTimelines): [instructions before it, what, argument].
-COMMIT, WAIT, BARRIER, END = 0, 1, 2, 3
+COMMIT, WAIT, BARRIER, END, L2_ISSUE, L2_WAIT = 0, 1, 2, 3, 4, 5
 
 
-def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float, cycles_per_instruction: float) -> float:
+def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float, cycles_per_instruction: float,
+                         l2_latency_cycles: float = 0.0) -> float:
     """The cycles a block takes at the soonest when each of its warps issues one instruction per clock
     (``cycles_per_instruction`` per traced instruction: the SASS ratio), each cp.async group lands
-    ``latency_cycles`` after its commit, a wait lasts until the group it waits for has landed, and
-    __syncthreads releases every warp when the last one arrives; nothing else stalls (no contention for
-    the SM's schedulers, no load or pipeline latency): a lower bound under that latency."""
+    ``latency_cycles`` after its commit, a wait lasts until the group it waits for has landed, an L2
+    round trip that no cp.async covers (L2-only loads issued back to back, an atomic, a fence: marks
+    L2_ISSUE then L2_WAIT) lasts ``l2_latency_cycles`` from its issue, and __syncthreads releases every
+    warp when the last one arrives; nothing else stalls (no contention for the SM's schedulers, no other
+    load or pipeline latency): a lower bound under those latencies."""
     clocks = [0.0] * len(timeline)
     positions = [0] * len(timeline)
     committed: list[dict[int, float]] = [{} for _ in timeline]
+    issued: list[float | None] = [None] * len(timeline)  # when the L2 round trip in flight was issued
     running = set(range(len(timeline)))
     while running:
         arrived = []
@@ -469,6 +473,17 @@ def critical_path_cycles(timeline: list[list[list[int]]], latency_cycles: float,
                         raise ValueError(f"timeline of warp {w}: a wait for group {argument}, which the warp has not "
                                          f"committed (groups {sorted(committed[w])}): the tracer mis-recorded it")
                     clocks[w] = max(clocks[w], committed[w][argument] + latency_cycles)
+                elif what == L2_ISSUE:
+                    if issued[w] is not None:
+                        raise ValueError(f"timeline of warp {w}: L2 loads issued again before the warp waited for "
+                                         "the ones in flight: the tracer mis-recorded it")
+                    issued[w] = clocks[w]
+                elif what == L2_WAIT:
+                    if issued[w] is None:
+                        raise ValueError(f"timeline of warp {w}: a wait for an L2 round trip that was never issued: "
+                                         "the tracer mis-recorded it")
+                    clocks[w] = max(clocks[w], issued[w] + l2_latency_cycles)
+                    issued[w] = None
                 elif what == BARRIER:
                     arrived.append(w)
                     break
@@ -490,7 +505,7 @@ def path_ceiling(trace: LaunchTrace, device: Device, block_ratios: list[float], 
     block_ratios: each traced block's cycles per traced instruction (block_issue_ratios)."""
     clock = device.clock_ghz * 1e9
     latency_cycles = device.dram_latency_ns * 1e-9 * clock
-    paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, r))
+    paths = [(b["weight"], critical_path_cycles(b.get("timeline", []), latency_cycles, r, device.l2_latency_cycles))
              for b, r in zip(trace.blocks, block_ratios, strict=True)]
     longest = max((c for _, c in paths), default=0.0)
     spread = share * sum(w * c for w, c in paths) / max(1, resident_blocks)

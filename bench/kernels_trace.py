@@ -200,8 +200,10 @@ def _local_kinds(p: Problem, grid: int, queries_per_tile: int | None) -> list[tu
 #: Strata of a launch whose work-item order bench/kernels_trace.py does not know.
 UNKNOWN_STRATA = 16
 
-#: plan.h: query rows of a v2 block, first and largest chunk count of the v2 reduction.
+#: plan.h: query rows of a v2 block, first and largest chunk count of the v2 reduction; the chunk
+#: size of a small grid and the reduction items below which a grid is small.
 FUSED_ROWS, FUSED_CHUNK_TOKENS, FUSED_MAX_CHUNKS = 64, 512, 64
+FUSED_SMALL_CHUNK_TOKENS, FUSED_FEW_REDUCTION_ITEMS = 256, 64
 
 
 def fused_plan(p: Problem) -> dict:
@@ -210,7 +212,9 @@ def fused_plan(p: Problem) -> dict:
     tokens = p.height * p.width
     qh = min(wh, FUSED_ROWS)
     qw = min(ww, FUSED_ROWS // qh)
-    chunks = min(FUSED_MAX_CHUNKS, max(1, ceil_div(tokens, FUSED_CHUNK_TOKENS)))
+    few = p.batch * p.global_heads * ceil_div(tokens, FUSED_CHUNK_TOKENS) < FUSED_FEW_REDUCTION_ITEMS
+    target = FUSED_SMALL_CHUNK_TOKENS if few else FUSED_CHUNK_TOKENS
+    chunks = min(FUSED_MAX_CHUNKS, max(1, ceil_div(tokens, target)))
     chunk_tokens = ceil_div(ceil_div(tokens, chunks), FUSED_ROWS) * FUSED_ROWS
     chunks = ceil_div(tokens, chunk_tokens)
     ow = min(p.width, 8)

@@ -213,12 +213,13 @@ def test_fused_coverage(shim, dtype, c, path, runs):
 
 def test_fused_plan_shapes(shim):
     """ViT-S at 1024 x 1024 (64 x 64 tokens, C = 384, 3 global + 3 local heads of 64, 7 x 7 windows):
-    3 x 8 reduction chunks of 512 tokens plus 3 x 100 windows (one query tile each) = 324 blocks in
-    the first launch for 132 SMs; 3 x 64 output tiles of 8 x 8 in the second. Then stripes."""
+    3 x 16 reduction chunks of 256 tokens (a small grid: 3 x 8 chunks of 512 would be fewer than 64 items)
+    plus 3 x 100 windows (one query tile each) = 348 blocks in the first launch for 132 SMs; 3 x 64 output
+    tiles of 8 x 8 in the second. Then stripes."""
     runs, f = fused_plan(shim, params(b=1, h=64, w=64, c=384, g=3, l=3, wh=7, ww=7))
     assert runs == 1
     assert (f["qTileH"], f["qTileW"], f["qTilesY"], f["qTilesX"], f["keyTiles"], f["haloRows"]) == (7, 7, 1, 1, 1, 0)
-    assert (f["chunks"], f["chunkTokens"], f["reductionItems"], f["localItems"]) == (8, 512, 24, 300)
+    assert (f["chunks"], f["chunkTokens"], f["reductionItems"], f["localItems"]) == (16, 256, 48, 300)
     assert f["reductionItems"] + f["localItems"] >= 132, "the first launch must fill a 132-SM H100 at B = 1"
     assert (f["oTileH"], f["oTileW"], f["outputItems"], f["oHaloRows"]) == (8, 8, 192, 100)
     # CSWin-style stripes of 7 rows over 32 columns: 7 x 9 query rectangles, 4 key tiles of 64, halo 7 x 11.
@@ -234,9 +235,21 @@ def test_fused_plan_shapes(shim):
 
 
 def test_fused_chunking(shim):
-    """Reduction chunks of >= 512 tokens (multiples of 64), at most 64 per (batch, head), so that the
-    partials fit in the v1 workspace regions (which workspaceSize already covers)."""
-    chunks = [fused_plan(shim, params(b=1, h=n, w=n, c=64, g=1, l=1))[1] for n in (1, 22, 23, 64, 128, 512)]
-    assert [f["chunks"] for f in chunks] == [1, 1, 2, 8, 32, 64]
+    """Reduction chunks of >= 512 tokens (multiples of 64), or >= 256 where 512 would give fewer than 64
+    reduction items (B x G x chunks: a small grid), at most 64 per (batch, head), so that the partials fit
+    in the v1 workspace regions (which workspaceSize already covers)."""
+    sides = (1, 22, 23, 64, 128, 512)
+    chunks = [fused_plan(shim, params(b=1, h=n, w=n, c=64, g=1, l=1))[1] for n in sides]
+    # one (b, head): every grid but the largest is small (chunks of 256), 512 x 512 tokens takes the cap
+    assert [f["chunks"] for f in chunks] == [1, 2, 3, 16, 64, 64]
+    assert [f["chunkTokens"] for f in chunks] == [64, 256, 192, 256, 256, 4096]
     assert all(f["chunkTokens"] % 64 == 0 and f["chunks"] * f["chunkTokens"] >= n * n
-               for f, n in zip(chunks, (1, 22, 23, 64, 128, 512)))
+               and (f["chunks"] - 1) * f["chunkTokens"] < n * n for f, n in zip(chunks, sides))
+    # the threshold: 64 x 64 tokens make 8 chunks of 512 per (b, head); 7 heads (56 items) are small, 8 are not
+    small = fused_plan(shim, params(b=1, h=64, w=64, c=8 * 64, g=7, l=1))[1]
+    large = fused_plan(shim, params(b=1, h=64, w=64, c=8 * 64, g=8, l=0))[1]
+    assert (small["chunks"], small["chunkTokens"], small["reductionItems"]) == (16, 256, 7 * 16)
+    assert (large["chunks"], large["chunkTokens"], large["reductionItems"]) == (8, 512, 64)
+    # ViT-S at B = 8 (192 items of 512) and at 128 x 128 tokens (96 items) keep chunks of 512
+    assert fused_plan(shim, params(b=8, h=64, w=64, c=384, g=3, l=3, wh=7, ww=7))[1]["chunkTokens"] == 512
+    assert fused_plan(shim, params(b=1, h=128, w=128, c=384, g=3, l=3, wh=7, ww=7))[1]["chunkTokens"] == 512

@@ -9,7 +9,7 @@
  *   of each channel over the quad that shares the row, rescale, exponentiate and pack it back
  *   (bfloat16: E_hi + E_lo); B = V (ldmatrix.trans). Key/value tiles of 64 tokens are
  *   double-buffered with cp.async. The chunk's partial (ctx_c, m_c, s_c) goes to the workspace;
- *   then __threadfence and an atomic counter per (b, head): the block that finishes the last
+ *   then a release/acquire atomic counter per (b, head): the block that finishes the last
  *   chunk merges all of them exactly (M = max m_c, S = sum s_c e^(m_c - M),
  *   ctx = sum ctx_c e^(m_c - M) / S) and writes ctx in the input type (bfloat16: hi and lo);
  *   it also zeroes the counter, so that persistent counters (enqueueWithState) need no memset.
@@ -81,21 +81,52 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
     {
         acc[j] = 0.F;
     }
-    for (int32_t c = 0; c < a.chunks; ++c)
+    // Two chunks at a time, every load of both issued before any is used: one L2 round trip per two
+    // chunks (as nvcc schedules the plain loop; more in flight would not fit in 128 registers).
+    struct Chunk
     {
-        float const m = __ldcg(ws.maxPartial + (first + c) * kD + i);
-        float const weight = exp2f((m - big) * kFUSED_LOG2E); // every chunk has a token: m, big finite
-        sum = fmaf(__ldcg(ws.sumPartial + (first + c) * kD + i), weight, sum);
-        float4 const* row = reinterpret_cast<float4 const*>(ws.ctxPartial + ((first + c) * kD + i) * kD + j0);
+        float m;
+        float s;
+        float4 p[kCOLS / 4];
+    };
+    auto const load = [&](int32_t c, Chunk& x) {
+        int64_t const slot = first + c;
+        x.m = __ldcg(ws.maxPartial + slot * kD + i);
+        x.s = __ldcg(ws.sumPartial + slot * kD + i);
+        float4 const* row = reinterpret_cast<float4 const*>(ws.ctxPartial + (slot * kD + i) * kD + j0);
 #pragma unroll
         for (int32_t v = 0; v < kCOLS / 4; ++v)
         {
-            float4 const p = __ldcg(row + v);
-            acc[4 * v] = fmaf(p.x, weight, acc[4 * v]);
-            acc[4 * v + 1] = fmaf(p.y, weight, acc[4 * v + 1]);
-            acc[4 * v + 2] = fmaf(p.z, weight, acc[4 * v + 2]);
-            acc[4 * v + 3] = fmaf(p.w, weight, acc[4 * v + 3]);
+            x.p[v] = __ldcg(row + v);
         }
+    };
+    auto const add = [&](Chunk const& x) {
+        float const weight = exp2f((x.m - big) * kFUSED_LOG2E); // every chunk has a token: m, big finite
+        sum = fmaf(x.s, weight, sum);
+#pragma unroll
+        for (int32_t v = 0; v < kCOLS / 4; ++v)
+        {
+            acc[4 * v] = fmaf(x.p[v].x, weight, acc[4 * v]);
+            acc[4 * v + 1] = fmaf(x.p[v].y, weight, acc[4 * v + 1]);
+            acc[4 * v + 2] = fmaf(x.p[v].z, weight, acc[4 * v + 2]);
+            acc[4 * v + 3] = fmaf(x.p[v].w, weight, acc[4 * v + 3]);
+        }
+    };
+    int32_t c = 0;
+    for (; c + 1 < a.chunks; c += 2)
+    {
+        Chunk x0;
+        Chunk x1;
+        load(c, x0);
+        load(c + 1, x1);
+        add(x0);
+        add(x1);
+    }
+    if (c < a.chunks)
+    {
+        Chunk x0;
+        load(c, x0);
+        add(x0);
     }
     float const inv = 1.F / sum;
     uint16_t* hi = ws.ctx + static_cast<int64_t>(pair) * kPARTS * kD * kD + i * kD + j0;
@@ -305,12 +336,14 @@ __device__ __forceinline__ void fusedReductionItem(
         ws.sumPartial[slot * kD + i0 + g + 8] = rowSum[1];
     }
 
-    // Count the chunk; the block that counts the last one merges (threadFenceReduction pattern).
-    __threadfence(); // this block's partial is visible device-wide before it is counted
+    // Count the chunk; the block that counts the last one merges. One release/acquire count per block
+    // (ptx::counterArrive) instead of a fence in every thread: the barrier orders the block's partial
+    // stores before thread 0's count, whose release publishes them; in the last block its acquire,
+    // then the barrier, order the merge's reads after every other block's count.
     __syncthreads();
     if (threadIdx.x == 0)
     {
-        uint32_t const done = atomicAdd(ws.counters + pair, 1U);
+        uint32_t const done = ptx::counterArrive(ws.counters + pair, 1U);
         bool const last = done + 1 == static_cast<uint32_t>(a.chunks);
         if (last)
         {
@@ -323,7 +356,6 @@ __device__ __forceinline__ void fusedReductionItem(
     __syncthreads();
     if (*sLast != 0)
     {
-        __threadfence(); // order the reads of the other blocks' partials after the count
         fusedMergeContext<T, kD>(a, pair, ws);
     }
 }

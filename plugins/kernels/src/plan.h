@@ -38,6 +38,12 @@ constexpr int64_t kGLOBAL_OUT_WARPS = 8;
 constexpr int32_t kFUSED_ROWS = 64;
 //! Tokens per chunk of the v2 context reduction start at this many (a multiple of kFUSED_ROWS)...
 constexpr int64_t kFUSED_CHUNK_TOKENS = 512;
+//! ...or at this many where chunks of kFUSED_CHUNK_TOKENS give fewer than kFUSED_FEW_REDUCTION_ITEMS
+//! reduction items (B * G * chunks): a grid that small is bound by one reduction block's critical
+//! path (its tiles one after another, then the merge), not by bandwidth, so shorter chunks finish
+//! sooner although the merge has twice as many partials...
+constexpr int64_t kFUSED_SMALL_CHUNK_TOKENS = 256;
+constexpr int64_t kFUSED_FEW_REDUCTION_ITEMS = 64;
 //! ...and one (batch item, global head) is split into at most this many chunks (<= kGLOBAL_MAX_CHUNKS,
 //! so that the v2 partials fit in the v1 regions of the workspace).
 constexpr int64_t kFUSED_MAX_CHUNKS = 64;

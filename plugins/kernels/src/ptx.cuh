@@ -9,6 +9,7 @@
  *   ldmatrix.sync.aligned.m8n8.x4{,.trans}.shared.b16                 ldmatrixX4 / ldmatrixX4Trans
  *   cp.async.cg.shared.global [dst], [src], 16, srcBytes              cpAsync16 (zero-fills past srcBytes)
  *   cp.async.commit_group / cp.async.wait_group N                      cpAsyncCommit / cpAsyncWait<N>
+ *   atom.acq_rel.gpu.global.add.u32                                    counterArrive
  *
  * and, on sm_90 only (programmatic dependent launch, PDL; compiled out for sm_80 / sm_87, where
  * both are empty: those devices launch every kernel after the previous one has completed):
@@ -120,6 +121,12 @@ __device__ __forceinline__ void gridLaunchDependents()
 __device__ __forceinline__ void gridDependencyWait()
 {
     ::elfatt::emulation::ptx::gridDependencyControl(true);
+}
+
+//! Atomic add with release and acquire semantics at GPU scope (see the device version).
+__device__ __forceinline__ uint32_t counterArrive(uint32_t* counter, uint32_t value)
+{
+    return atomicAdd(counter, value);
 }
 
 #else // device code
@@ -242,6 +249,18 @@ __device__ __forceinline__ void gridDependencyWait()
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
+}
+
+//! atom.acq_rel.gpu.global.add.u32 (PTX ISA 6.0, sm_70): *counter += value, returns the old value.
+//! Release: the calling thread's earlier memory operations, and those of its block ordered before it
+//! by a __syncthreads, are visible device-wide to whoever acquires this count; acquire: the caller's
+//! later operations (and its block's after a __syncthreads) see everything the earlier counts
+//! released. The pattern of a split-K semaphore: __syncthreads, one thread counts, __syncthreads.
+__device__ __forceinline__ uint32_t counterArrive(uint32_t* counter, uint32_t value)
+{
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(counter), "r"(value) : "memory");
+    return old;
 }
 
 #endif // ELFATT_HOST_EMULATION

@@ -384,10 +384,12 @@ inline T __ldg(T const* ptr) noexcept
 {
     return *ptr;
 }
-//! Load through L2 only (kernels v2 read other blocks' partials with it): a plain load here.
+//! Load through L2 only (kernels v2 read other blocks' partials with it): a plain load here; the
+//! tracer sees it as an L2 round trip (emulation_trace.h, Hooks::l2RoundTrip).
 template <typename T>
 inline T __ldcg(T const* ptr) noexcept
 {
+    elfatt::emulation::trace::traceL2RoundTrip(elfatt::emulation::trace::L2Trip::kLOAD);
     return *ptr;
 }
 
@@ -395,16 +397,20 @@ inline T __ldcg(T const* ptr) noexcept
 // last-block-merges pattern (fence, atomic counter, merge) is exercised in its logic, not in its
 // memory-ordering subtleties.
 // Untraced (the tracing build's tsan instrumentation has no atomics; a fence is a locked RMW here).
+// The tracer counts each as one L2 round trip the thread waits for (the atomics return their result).
 ELFATT_EMULATION_UNTRACED inline unsigned atomicAdd(unsigned* address, unsigned value) noexcept
 {
+    elfatt::emulation::trace::traceL2RoundTrip(elfatt::emulation::trace::L2Trip::kWAIT);
     return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
 }
 ELFATT_EMULATION_UNTRACED inline int atomicAdd(int* address, int value) noexcept
 {
+    elfatt::emulation::trace::traceL2RoundTrip(elfatt::emulation::trace::L2Trip::kWAIT);
     return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
 }
 ELFATT_EMULATION_UNTRACED inline void __threadfence() noexcept
 {
+    elfatt::emulation::trace::traceL2RoundTrip(elfatt::emulation::trace::L2Trip::kWAIT);
     static unsigned fence = 0;
     (void) __atomic_fetch_add(&fence, 0U, __ATOMIC_SEQ_CST); // a full barrier on every host CPU
 }

@@ -79,7 +79,15 @@ enum Kind : uint8_t
     kWAIT = 8, //!< cp.async.wait_group: addr = chain << 32 | bytes in flight, bytes = bytes landing, buffer = copies,
                //!< group = 1 + the newest group landing (0: none)
     kCOMMIT = 9, //!< cp.async.commit_group: group = its ordinal (a timeline mark, not an instruction of the tables)
+    kL2LOAD = 10, //!< an ld.global.cg is issued (a timeline mark; the read after it is its access)
+    kL2WAIT = 11, //!< the thread waits for one L2 round trip: an atomic with a result, a fence (a timeline mark)
 };
+
+//! Events that are marks of the timeline only, not instructions of the tables.
+bool timelineOnly(uint8_t kind)
+{
+    return kind == kCOMMIT || kind == kL2LOAD || kind == kL2WAIT;
+}
 
 void math(uint8_t kind, void const* site);
 
@@ -374,8 +382,11 @@ uint32_t issueUnits(Event const& e)
 //! Each warp's timeline, as JSON: for the lane with the most events (its program order), the marks
 //! [instructions since the previous mark, what, argument]: what 0 = cp.async.commit_group (argument:
 //! the group's ordinal), 1 = a cp.async.wait_group that waits for copies (the newest group landing),
-//! 2 = __syncthreads, 3 = the end of the block. bench/kernels_model.py runs these timelines against the
-//! DRAM latency (the critical path of a block).
+//! 2 = __syncthreads, 3 = the end of the block, 4 = the first of L2-only loads issued back to back (no
+//! other traced instruction between them), 5 = the warp waits for the L2 round trip of the loads since
+//! the last 4 (at its next traced instruction after them, a barrier, a cp.async mark or the end), or
+//! for an atomic or a fence (then a 4 comes right before it). bench/kernels_model.py runs these
+//! timelines against the DRAM and L2 latencies (the critical path of a block).
 std::string warpTimelines(State const& s)
 {
     std::string out = "[";
@@ -400,8 +411,39 @@ std::string warpTimelines(State const& s)
             units = 0;
             first = false;
         };
+        bool loadsInFlight = false; //!< L2-only loads issued since the last mark 5
+        bool loadAccess = false;    //!< the next event is the access of an L2-only load
+        auto awaitLoads = [&]() {
+            if (loadsInFlight)
+            {
+                mark(5, 0);
+                loadsInFlight = false;
+            }
+        };
         for (Event const& e : s.events[lane0])
         {
+            if (e.kind == kL2LOAD)
+            {
+                if (!loadsInFlight)
+                {
+                    mark(4, 0);
+                    loadsInFlight = true;
+                }
+                loadAccess = true;
+                continue;
+            }
+            bool const isLoadAccess = loadAccess && e.kind == kREAD;
+            loadAccess = false;
+            if (!isLoadAccess && (issueUnits(e) > 0 || e.kind == kCOMMIT || e.kind == kWAIT || e.kind == kL2WAIT))
+            {
+                awaitLoads(); // the value of the loads is used here at the latest
+            }
+            if (e.kind == kL2WAIT)
+            {
+                mark(4, 0);
+                mark(5, 0);
+                continue;
+            }
             units += issueUnits(e);
             if (e.kind == kCOMMIT)
             {
@@ -416,6 +458,7 @@ std::string warpTimelines(State const& s)
                 mark(2, 0);
             }
         }
+        awaitLoads();
         mark(3, 0);
         out += "]";
     }
@@ -446,7 +489,7 @@ void finishBlock(unsigned block)
         std::unordered_map<uintptr_t, uint32_t> occurrences;
         for (Event const& e : s.events[tid])
         {
-            if (e.kind == kCOMMIT)
+            if (timelineOnly(e.kind))
             {
                 continue; // a mark of the timeline only
             }
@@ -800,7 +843,17 @@ void math(uint8_t kind, void const* site)
 namespace
 {
 
-Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp, asyncWait, asyncCommit};
+void l2RoundTrip(L2Trip what)
+{
+    if (!recording())
+    {
+        return;
+    }
+    state().events[detail::tThreadIdx.x].push_back(Event{0, 0, 0, what == L2Trip::kLOAD ? kL2LOAD : kL2WAIT, 0, 0, 0});
+}
+
+Hooks const kHOOKS{selectBlocks, launchBegin, blockEnd, launchEnd, sync, access, mma, memsetOp, asyncWait, asyncCommit,
+    l2RoundTrip};
 
 } // namespace
 

@@ -54,6 +54,12 @@ enum class Sync : int32_t
     kSHUFFLE = 2, //!< __shfl_*_sync
 };
 
+enum class L2Trip : int32_t
+{
+    kLOAD = 0, //!< an ld.global.cg is issued (the read that follows is its access)
+    kWAIT = 1, //!< the thread waits for one L2 round trip (atomic with a result, fence)
+};
+
 struct Hooks
 {
     //! Fills blocks with the block indices to run (in order, gridDim.x = grid) and returns true,
@@ -83,6 +89,12 @@ struct Hooks
     //! A cp.async.commit_group of the calling emulated thread: its ordinal among the thread's groups of
     //! the block (0, 1, ...), so that a wait can name the group it waits for (a timeline of the warp).
     void (*asyncCommit)(uint32_t group, void const* site);
+    //! A round trip to L2 of the calling emulated thread that no cp.async group covers (a timeline mark,
+    //! not an instruction): kLOAD, an L2-only load (ld.global.cg, __ldcg) is issued, its value used at the
+    //! thread's next traced instruction that is not another such load at the soonest (loads issued back
+    //! to back are in flight together); kWAIT, the thread waits for one round trip here (an atomic whose
+    //! result it uses, a __threadfence).
+    void (*l2RoundTrip)(L2Trip what);
 };
 
 //! Null except in the tracing build (defined in emulation_runtime.cpp).
@@ -130,6 +142,15 @@ inline void traceAsyncCommitAt(void const* site, uint32_t group) noexcept
     if (gHooks != nullptr && gHooks->asyncCommit != nullptr)
     {
         gHooks->asyncCommit(group, site);
+    }
+}
+
+//! Reports the calling lane's L2 round trip (see Hooks::l2RoundTrip).
+inline void traceL2RoundTrip(L2Trip what) noexcept
+{
+    if (gHooks != nullptr && gHooks->l2RoundTrip != nullptr)
+    {
+        gHooks->l2RoundTrip(what);
     }
 }
 
