@@ -97,8 +97,8 @@ bool makeFusedPlan(LaunchPlan const& plan, FusedPlan& fused) noexcept
     int64_t const localItems = plan.batch * plan.localHeads * plan.windowsY * plan.windowsX * qTiles;
     // Global heads: chunks of >= 512 tokens (>= 256 in a small grid; multiples of 64), output tiles of
     // up to 8 x 8 tokens.
-    int64_t const few = plan.batch * plan.globalHeads * ceilDiv(plan.tokens, kFUSED_CHUNK_TOKENS);
-    int64_t const target = few < kFUSED_FEW_REDUCTION_ITEMS ? kFUSED_SMALL_CHUNK_TOKENS : kFUSED_CHUNK_TOKENS;
+    int64_t const itemsAt512 = plan.batch * plan.globalHeads * ceilDiv(plan.tokens, kFUSED_CHUNK_TOKENS);
+    int64_t const target = itemsAt512 < kFUSED_FEW_REDUCTION_ITEMS ? kFUSED_SMALL_CHUNK_TOKENS : kFUSED_CHUNK_TOKENS;
     int64_t chunks = ceilDiv(plan.tokens, target);
     chunks = chunks < 1 ? 1 : (chunks > kFUSED_MAX_CHUNKS ? kFUSED_MAX_CHUNKS : chunks);
     int64_t const chunkTokens = ceilDiv(ceilDiv(plan.tokens, chunks), rows) * rows;

@@ -394,7 +394,7 @@ inline T __ldcg(T const* ptr) noexcept
 }
 
 // Atomics and fences. Blocks of one emulated launch run one after another, so the
-// last-block-merges pattern (fence, atomic counter, merge) is exercised in its logic, not in its
+// last-block-merges pattern (counted with an atomic, then the merge) is exercised in its logic, not in its
 // memory-ordering subtleties.
 // Untraced (the tracing build's tsan instrumentation has no atomics; a fence is a locked RMW here).
 // The tracer counts each as one L2 round trip the thread waits for (the atomics return their result).

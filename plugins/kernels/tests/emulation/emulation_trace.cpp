@@ -83,16 +83,16 @@ enum Kind : uint8_t
     kL2WAIT = 11, //!< the thread waits for one L2 round trip: an atomic with a result, a fence (a timeline mark)
 };
 
+void math(uint8_t kind, void const* site);
+
+namespace
+{
+
 //! Events that are marks of the timeline only, not instructions of the tables.
 bool timelineOnly(uint8_t kind)
 {
     return kind == kCOMMIT || kind == kL2LOAD || kind == kL2WAIT;
 }
-
-void math(uint8_t kind, void const* site);
-
-namespace
-{
 
 struct Event
 {
