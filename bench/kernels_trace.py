@@ -428,9 +428,9 @@ def buffer_geometry(p: Problem, workspace_bytes: int, state_bytes: int = 0) -> d
 
 
 def state_bytes(p: Problem) -> int:
-    """plan.cpp's stateSize for a case kernels v2 run (the only state run_tracer is asked for): one uint32
-    counter per (batch item, global head)."""
-    return 4 * p.batch * p.global_heads if p.global_heads and p.tokens else 0
+    """plan.cpp's stateSize for a case kernels v2 run (the only state run_tracer is asked for): per (batch
+    item, global head) one uint32 counter and head_dim uint32 max keys."""
+    return 4 * p.batch * p.global_heads * (1 + p.head_dim) if p.global_heads and p.tokens else 0
 
 
 def workspace_bytes(p: Problem) -> int:
@@ -444,7 +444,7 @@ def workspace_bytes(p: Problem) -> int:
     d, bg = p.head_dim, p.batch * p.global_heads
     align = lambda n: -(-n // 256) * 256  # noqa: E731
     cursor = 0
-    for count in (bg * chunks * d * d, bg * chunks * d, bg * chunks * d, bg * d * d):
+    for count in (bg * chunks * d * d, bg * chunks * d, bg * chunks * d, bg * d * d, bg * (1 + d)):
         cursor = align(cursor + 4 * count)
     return cursor
 

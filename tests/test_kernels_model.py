@@ -207,14 +207,16 @@ def test_fused_plan_matches_the_launches(tmp_path, program):
 
 
 def test_stream_operations_of_the_fused_path(tmp_path, program):
-    """The tracer sees v2's memset of the chunk counters (B x G 32-bit counters, before the pass kernel) where
+    """The tracer sees v2's memset of the chunk counters and max keys (B x G 32-bit counters and B x G x d keys,
+    before the pass kernel) where
     the caller gives no persistent state, none where it does, and the output kernel launched as a programmatic
     dependent (the tracer emulates sm_90); v1 has neither."""
     p = Problem(2, 21, 19, 128, 2, 2, 7, 7)
     ops = kernels_trace.list_stream_operations(program, p, "fused", tmp_path / "fused")
     shape = [(o["type"], o.get("kernel", "").split("<")[0], o.get("bytes"), o.get("programmatic_dependent"))
              for o in ops]
-    assert shape == [("memset", "", 2 * 2 * 4, None), ("launch", "fusedPassKernel", None, False),
+    memset = 4 * 2 * 2 * (1 + p.head_dim)
+    assert shape == [("memset", "", memset, None), ("launch", "fusedPassKernel", None, False),
                      ("launch", "fusedOutputKernel", None, True)], shape
     assert ops[0]["before_launch"] == ops[1]["launch"]
     # with the persistent counters the TensorRT plugin passes (enqueueWithState): the same launches, no memset
@@ -226,8 +228,9 @@ def test_stream_operations_of_the_fused_path(tmp_path, program):
     # the pass kernel's blocks trigger the dependent launch (griddepcontrol.launch_dependents)
     traces = kernels_trace.run_tracer(program, p, "fused", per_kind=1, work=tmp_path / "t")
     assert [(t.memsets_before, t.programmatic_dependent, t.launch_dependents > 0) for t in traces] == [
-        ([16], False, True), ([], True, False)], traces
-    # the traced state: only the reduction blocks touch it (one atomic per chunk, the merge zeroes the counter)
+        ([memset], False, True), ([], True, False)], traces
+    # the traced state: only the reduction blocks touch it (one atomic per chunk, the merge zeroes the counter and
+    # reads and zeroes the max keys)
     traces = kernels_trace.run_tracer(program, p, "fused", per_kind=1, work=tmp_path / "ts", state=True)
     assert [t.memsets_before for t in traces] == [[], []], traces
     assert "state" in traces[0].buffers and "state" not in traces[1].buffers, [t.buffers for t in traces]
@@ -352,16 +355,22 @@ def test_the_merge_is_traced(tmp_path, program):
     assert plain.buffers["workspace"]["read"] == 0
     partial_sectors = f["chunks"] * d * (d + 2) * 4 // 32
     assert merged.buffers["workspace"]["read"] == merged.buffers["workspace"]["l2_reuse_read"] == partial_sectors
-    assert merged.dram_read_sectors == plain.dram_read_sectors
+    # ...and the channels' maximum keys from the state (after the counters): raised by every reduction block
+    # with red.max, which the trace does not see (an atomic), so they count as DRAM reads: the merge's only ones
+    bg = p.batch * p.global_heads
+    key_sectors = (4 * bg + 4 * d - 1) // 32 - (4 * bg) // 32 + 1
+    assert merged.buffers["state"]["read"] == key_sectors
+    assert merged.dram_read_sectors == plain.dram_read_sectors + key_sectors
     context_sectors = d * d * 2 // 32                       # float16: the merged context, hi only
     assert merged.buffers["workspace"]["write"] == plain.buffers["workspace"]["write"] + context_sectors
     kinds = kernels_trace.block_kinds(merged.kernel, merged.grid, p)
     last = [b for b in merged.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][2]]
     others = [b for b in plain.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][2]]
     assert len(last) == len(others) == 1
-    # the merge (fusedMergeContext, 128 threads, d / (128 / d) columns of one context row each): per chunk every
-    # thread loads the chunk's max twice, its sum once and its columns as float4s: 4 warps x chunks x (3 + d^2/512)
-    merge_loads = 4 * f["chunks"] * (3 + d * d // 512)
+    # the merge (fusedMergeContext, 128 threads, d / (128 / d) columns of one context row each): every thread loads
+    # its row's maximum key once, and per chunk the chunk's max, its sum and its columns as float4s:
+    # 4 warps x (chunks x (2 + d^2/512) + 1)
+    merge_loads = 4 * (f["chunks"] * (2 + d * d // 512) + 1)
     assert last[0]["gld_instr"] - others[0]["gld_instr"] == merge_loads, (last[0]["gld_instr"], others[0]["gld_instr"])
     # L2 round trips on each warp's timeline: warp 0 of every reduction block counts the chunk (one release/acquire
     # atomic, no fence); the merging block's warps wait once per two chunks (the max pass's loads are issued back to

@@ -1,8 +1,8 @@
 /*
  * elfatt-deploy kernels v2 (KernelPath::kFUSED): the two launches of the op.
  *
- *   (memset of the per-(b, head) chunk counters, with global heads; none where the caller owns
- *   persistent counters, enqueueWithState: the last block of each (b, head) zeroes its counter)
+ *   (memset of the per-(b, head) chunk counters and max keys, with global heads; none where the
+ *   caller owns persistent counters, enqueueWithState: the last block of each (b, head) zeroes them)
  *   fusedPassKernel:   blocks [0, R) reduce the global heads' K/V chunks (the last block of each
  *                      (b, head) merges the context), blocks [R, R + L) run the local heads'
  *                      query tiles. One grid: the local work never waits for the reduction, and
@@ -176,13 +176,14 @@ cudaError_t launchFusedDim(LaunchPlan const& plan, T const* qkv, void const* lep
         else
         {
             ws.counters = reinterpret_cast<uint32_t*>(base + plan.wsCounters);
-            cudaError_t const status = cudaMemsetAsync(
-                ws.counters, 0, static_cast<size_t>(plan.batch * plan.globalHeads) * sizeof(uint32_t), stream);
+            cudaError_t const status = cudaMemsetAsync(ws.counters, 0,
+                static_cast<size_t>(plan.batch * plan.globalHeads * (1 + kD)) * sizeof(uint32_t), stream);
             if (status != cudaSuccess)
             {
                 return status;
             }
         }
+        ws.maxKeys = ws.counters + plan.batch * plan.globalHeads;
     }
     uint16_t const* const q16 = reinterpret_cast<uint16_t const*>(qkv);
     void const* const weight = plan.hasLepe ? lepeWeight : nullptr;

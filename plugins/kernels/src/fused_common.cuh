@@ -84,7 +84,7 @@ struct FusedArgs
     bool lepeFloat32; //!< LePE weight and bias are float32 (else the input type)
 };
 
-//! The v2 workspace (see LaunchPlan: partials in the v1 regions, one counter per (b, head)).
+//! The v2 workspace (see LaunchPlan: partials in the v1 regions, one counter and kD max keys per (b, head)).
 struct FusedWorkspace
 {
     float* ctxPartial;   //!< [B][G][chunks][kD][kD]: sum_n exp(k_i - m_i) v_j of each chunk
@@ -92,6 +92,8 @@ struct FusedWorkspace
     float* sumPartial;   //!< [B][G][chunks][kD]: sum_n exp(k_i - m_i) of each chunk
     uint16_t* ctx;       //!< [B][G][parts][kD][kD] 16-bit: the merged context (bfloat16: hi, then lo)
     uint32_t* counters;  //!< [B][G]: chunks done (zero when the launch starts; left zero)
+    uint32_t* maxKeys;   //!< [B][G][kD]: M_i = max over chunks of m_i as an ordered key (orderedKey; 0, none
+                         //!< yet, when the launch starts; left zero), right after the counters
 };
 
 //! A rectangle of the token grid: rows [r0, r0 + rows), columns [c0, c0 + cols).

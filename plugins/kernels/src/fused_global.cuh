@@ -25,6 +25,7 @@
 
 #include "fused_common.cuh"
 
+#include <cstring>
 #include <type_traits>
 
 namespace elfatt
@@ -57,6 +58,23 @@ __host__ __device__ constexpr int32_t fusedOutputSmemBytes(int32_t haloRows)
         + haloRows * fusedLd<kD>() * 2 + fusedLepeBytes<kD>();
 }
 
+//! A float as a uint32 whose unsigned order is the float order (NaN aside): sign bit set, the bits
+//! inverted. 0 is below every key of a number (-inf's is 0x007FFFFF): "no maximum yet".
+__device__ __forceinline__ uint32_t orderedKey(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof(bits));
+    return (bits & 0x80000000U) != 0U ? ~bits : (bits | 0x80000000U);
+}
+
+__device__ __forceinline__ float fromOrderedKey(uint32_t key)
+{
+    uint32_t const bits = (key & 0x80000000U) != 0U ? (key & 0x7FFFFFFFU) : ~key;
+    float x;
+    memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
 //! The last block of a (b, head) merges the chunk partials into ws.ctx (16-bit, hi [and lo]).
 template <typename T, int32_t kD>
 __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pair, FusedWorkspace const& ws)
@@ -69,11 +87,12 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
     int32_t const j0 = (tid % kTHREADS_PER_ROW) * kCOLS;
     int64_t const first = static_cast<int64_t>(pair) * a.chunks;
     // Other blocks wrote the partials: read them from L2 (__ldcg), never from a stale L1 line.
-    float big = -INFINITY;
-    for (int32_t c = 0; c < a.chunks; ++c)
-    {
-        big = fmaxf(big, __ldcg(ws.maxPartial + (first + c) * kD + i));
-    }
+    // M_i: every reduction block raised the key with its m_i (reduceMax) before it counted its chunk.
+    // No pass over the chunks' maxima: this load is in flight with the first two chunks' (one L2 round
+    // trip), the first use of M is theirs. Once both threads of row i (one warp) have it, zero the key
+    // for the next enqueue (persistent state, enqueueWithState).
+    uint32_t* const key = ws.maxKeys + static_cast<int64_t>(pair) * kD + i;
+    float const big = fromOrderedKey(__ldcg(key));
     float sum = 0.F;
     float acc[kCOLS];
 #pragma unroll
@@ -127,6 +146,11 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
         Chunk x0;
         load(c, x0);
         add(x0);
+    }
+    __syncwarp();
+    if (j0 == 0)
+    {
+        *key = 0U;
     }
     float const inv = 1.F / sum;
     uint16_t* hi = ws.ctx + static_cast<int64_t>(pair) * kPARTS * kD * kD + i * kD + j0;
@@ -330,6 +354,8 @@ __device__ __forceinline__ void fusedReductionItem(
     }
     if (warp < kMT && t == 0)
     {
+        ptx::reduceMax(ws.maxKeys + static_cast<int64_t>(pair) * kD + i0 + g, orderedKey(rowMax[0]));
+        ptx::reduceMax(ws.maxKeys + static_cast<int64_t>(pair) * kD + i0 + g + 8, orderedKey(rowMax[1]));
         ws.maxPartial[slot * kD + i0 + g] = rowMax[0];
         ws.maxPartial[slot * kD + i0 + g + 8] = rowMax[1];
         ws.sumPartial[slot * kD + i0 + g] = rowSum[0];

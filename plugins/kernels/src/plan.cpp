@@ -313,9 +313,9 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
             && mulChecked(bgc, plan.headDim, rowPartial) && mulChecked(bg, dd, ctxFinal);
         ok = ok && addRegion(ctxPartial, plan.wsCtxPartial, cursor) && addRegion(rowPartial, plan.wsMaxPartial, cursor)
             && addRegion(rowPartial, plan.wsSumPartial, cursor) && addRegion(ctxFinal, plan.wsCtx, cursor);
-        // Kernels v2: one uint32 counter per (batch item, global head); the same size as a float.
-        counters = bg;
-        ok = ok && addRegion(counters, plan.wsCounters, cursor);
+        // Kernels v2: per (batch item, global head) one uint32 counter and d uint32 max keys (the
+        // channels' maxima over the chunks); the same size as floats.
+        ok = ok && mulChecked(bg, 1 + plan.headDim, counters) && addRegion(counters, plan.wsCounters, cursor);
         if (!ok)
         {
             setMessage(msg, msgLen,

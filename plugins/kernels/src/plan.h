@@ -108,13 +108,14 @@ struct LaunchPlan
     size_t wsMaxPartial{0};   //!< float [B][G][chunks][d]
     size_t wsSumPartial{0};   //!< float [B][G][chunks][d]
     size_t wsCtx{0};          //!< float [B][G][d][d], normalized
-    //! uint32 [B][G]: chunks of each (batch, global head) done (kernels v2). v2 also reuses the
+    //! uint32 [B][G]: chunks of each (batch, global head) done (kernels v2), then uint32 [B][G][d]: the
+    //! channels' maxima over the chunks as ordered keys (kernels v2). v2 also reuses the
     //! regions above: partials in wsCtxPartial/wsMaxPartial/wsSumPartial (fusedPlan.chunks <= chunks),
     //! the merged context in wsCtx as the input type (hi, and lo for bfloat16: 4 bytes per entry).
     size_t wsCounters{0};
     size_t workspaceBytes{0};
     //! Bytes of the caller's persistent counters that can replace wsCounters (enqueueWithState):
-    //! uint32 [B][G] where kernels v2 run (fused), else 0.
+    //! the wsCounters region (uint32 [B][G] counters, [B][G][d] max keys) where kernels v2 run (fused), else 0.
     size_t stateBytes{0};
 
     // Kernel choices.

@@ -10,6 +10,7 @@
  *   cp.async.cg.shared.global [dst], [src], 16, srcBytes              cpAsync16 (zero-fills past srcBytes)
  *   cp.async.commit_group / cp.async.wait_group N                      cpAsyncCommit / cpAsyncWait<N>
  *   atom.acq_rel.gpu.global.add.u32                                    counterArrive
+ *   red.relaxed.gpu.global.max.u32                                     reduceMax
  *
  * and, on sm_90 only (programmatic dependent launch, PDL; compiled out for sm_80 / sm_87, where
  * both are empty: those devices launch every kernel after the previous one has completed):
@@ -127,6 +128,16 @@ __device__ __forceinline__ void gridDependencyWait()
 __device__ __forceinline__ uint32_t counterArrive(uint32_t* counter, uint32_t value)
 {
     return atomicAdd(counter, value);
+}
+
+//! *word = max(*word, value), no result (see the device version). Untraced, as the atomics are (the
+//! tracing build's instrumentation has none); nothing waits for it on the device either.
+ELFATT_EMULATION_UNTRACED inline void reduceMax(uint32_t* word, uint32_t value)
+{
+    uint32_t seen = __atomic_load_n(word, __ATOMIC_RELAXED);
+    while (seen < value && !__atomic_compare_exchange_n(word, &seen, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    {
+    }
 }
 
 #else // device code
@@ -261,6 +272,14 @@ __device__ __forceinline__ uint32_t counterArrive(uint32_t* counter, uint32_t va
     uint32_t old;
     asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(counter), "r"(value) : "memory");
     return old;
+}
+
+//! red.relaxed.gpu.global.max.u32 (PTX ISA 6.0, sm_70): *word = max(*word, value) with no result, so
+//! the thread does not wait for it. Ordered before a later counterArrive of its block (after a
+//! __syncthreads) like any other store: whoever acquires that count sees it.
+__device__ __forceinline__ void reduceMax(uint32_t* word, uint32_t value)
+{
+    asm volatile("red.relaxed.gpu.global.max.u32 [%0], %1;\n" ::"l"(word), "r"(value) : "memory");
 }
 
 #endif // ELFATT_HOST_EMULATION
