@@ -204,6 +204,35 @@ UNKNOWN_STRATA = 16
 #: size of a small grid and the reduction items below which a grid is small.
 FUSED_ROWS, FUSED_CHUNK_TOKENS, FUSED_MAX_CHUNKS = 64, 512, 64
 FUSED_SMALL_CHUNK_TOKENS, FUSED_FEW_REDUCTION_ITEMS = 256, 64
+FUSED_MERGE_FANIN = 4
+
+
+def merge_groups(chunks: int) -> int:
+    """fusedMergeGroups (plan.cpp): groups of the merge tree over ``chunks`` partials, ceil(c / 4) +
+    ceil(c / 16) + ... + 1."""
+    nodes, groups = max(1, chunks), 0
+    while True:
+        nodes = ceil_div(nodes, FUSED_MERGE_FANIN)
+        groups += nodes
+        if nodes == 1:
+            return groups
+
+
+def merge_levels(chunk: int, chunks: int) -> int:
+    """How many levels of the merge tree the block of ``chunk`` merges when the last partial of every group
+    to arrive is its last one (the model's convention; on the device it is whichever block counts last):
+    0 for a block that is not the last of its group, the tree's height for the last chunk."""
+    node, nodes, levels = chunk, max(1, chunks), 0
+    while True:
+        group = node // FUSED_MERGE_FANIN
+        count = min(FUSED_MERGE_FANIN, nodes - group * FUSED_MERGE_FANIN)
+        if node != group * FUSED_MERGE_FANIN + count - 1:
+            return levels
+        levels += 1
+        nodes = ceil_div(nodes, FUSED_MERGE_FANIN)
+        if nodes == 1:
+            return levels
+        node = group
 
 
 def fused_plan(p: Problem) -> dict:
@@ -222,7 +251,8 @@ def fused_plan(p: Problem) -> dict:
     q_tiles_y, q_tiles_x = -(-wh // qh), -(-ww // qw)
     o_tiles_y, o_tiles_x = -(-p.height // oh), -(-p.width // ow)
     return {"wh": wh, "ww": ww, "ny": ny, "nx": nx, "qh": qh, "qw": qw, "q_tiles_y": q_tiles_y,
-            "q_tiles_x": q_tiles_x, "chunks": chunks, "chunk_tokens": chunk_tokens, "oh": oh, "ow": ow,
+            "q_tiles_x": q_tiles_x, "chunks": chunks, "chunk_tokens": chunk_tokens,
+            "merge_groups": merge_groups(chunks), "merge_slots": chunks + merge_groups(chunks) - 1, "oh": oh, "ow": ow,
             "o_tiles_y": o_tiles_y, "o_tiles_x": o_tiles_x,
             "reduction_items": p.batch * p.global_heads * chunks if p.global_heads else 0,
             "local_items": p.batch * p.local_heads * ny * nx * q_tiles_y * q_tiles_x if p.local_heads else 0,
@@ -234,8 +264,9 @@ def _fused_pass_kinds(p: Problem, grid: int) -> list[tuple] | None:
     i % chunks of (b, head) = i // chunks; block R + j runs local item
     j = ((((b Lh + head) wY + wy) wX + wx) qY + qy) qX + qx (docs/kernels.md, "Item order").
 
-    Reduction blocks differ by the head and whether the chunk is the last (shorter) one; local
-    blocks by the head, the window's shape (cut at the right / bottom edge) and the query tile.
+    Reduction blocks differ by the head, whether the chunk is the last (shorter) one and how many levels
+    of the merge tree the block merges (merge_levels); local blocks by the head, the window's shape (cut
+    at the right / bottom edge) and the query tile.
     None where the grid is not one block per item (the launcher capped it)."""
     f = fused_plan(p)
     reducers, locals_ = f["reduction_items"], f["local_items"]
@@ -244,7 +275,7 @@ def _fused_pass_kinds(p: Problem, grid: int) -> list[tuple] | None:
     kinds: list[tuple] = []
     for item in range(reducers):
         chunk, pair = item % f["chunks"], item // f["chunks"]
-        kinds.append(("reduce", pair % p.global_heads, chunk == f["chunks"] - 1))
+        kinds.append(("reduce", pair % p.global_heads, chunk == f["chunks"] - 1, merge_levels(chunk, f["chunks"])))
     for item in range(locals_):
         rest, tx = divmod(item, f["q_tiles_x"])
         rest, ty = divmod(rest, f["q_tiles_y"])
@@ -429,22 +460,32 @@ def buffer_geometry(p: Problem, workspace_bytes: int, state_bytes: int = 0) -> d
 
 def state_bytes(p: Problem) -> int:
     """plan.cpp's stateSize for a case kernels v2 run (the only state run_tracer is asked for): per (batch
-    item, global head) one uint32 counter and head_dim uint32 max keys."""
-    return 4 * p.batch * p.global_heads * (1 + p.head_dim) if p.global_heads and p.tokens else 0
+    item, global head) and group of its merge tree (for the most chunks v2 can have: v1's chunk count, at
+    most 64) one uint32 counter and head_dim uint32 max keys."""
+    if not p.global_heads or not p.tokens:
+        return 0
+    return 4 * p.batch * p.global_heads * merge_groups(min(_v1_chunks(p), FUSED_MAX_CHUNKS)) * (1 + p.head_dim)
+
+
+def _v1_chunks(p: Problem) -> int:
+    """plan.cpp's plan.chunks (v1's split of the tokens, which sizes the workspace)."""
+    tokens = p.height * p.width
+    chunks = min(128, max(1, -(-tokens // 256)))
+    return -(-tokens // -(-tokens // chunks))
 
 
 def workspace_bytes(p: Problem) -> int:
     """plan.cpp's workspace size (global heads)."""
     if p.global_heads == 0 or p.tokens == 0:
         return 0
-    tokens = p.height * p.width
-    chunks = min(128, max(1, -(-tokens // 256)))
-    chunk_tokens = -(-tokens // chunks)
-    chunks = -(-tokens // chunk_tokens)
+    chunks = _v1_chunks(p)
+    v2_chunks = min(chunks, FUSED_MAX_CHUNKS)
+    slots = max(chunks, v2_chunks + merge_groups(v2_chunks) - 1)
     d, bg = p.head_dim, p.batch * p.global_heads
     align = lambda n: -(-n // 256) * 256  # noqa: E731
     cursor = 0
-    for count in (bg * chunks * d * d, bg * chunks * d, bg * chunks * d, bg * d * d, bg * (1 + d)):
+    for count in (bg * slots * d * d, bg * slots * d, bg * slots * d, bg * d * d,
+                  bg * merge_groups(v2_chunks) * (1 + d)):
         cursor = align(cursor + 4 * count)
     return cursor
 
@@ -482,23 +523,39 @@ def _call(program: Path, p: Problem, path: str, mode: str, samples: Path, out: P
 
 
 def merge_presets(p: Problem, sampled: list[int]) -> list[int]:
-    """Starting values of the persistent chunk counters (one per (b, global head), enqueueWithState) for a
-    sample of fusedPassKernel's blocks (``sampled``, in the order they run) such that, for every (b, head)
-    whose last chunk is sampled, that block counts the last chunk and runs the merge (fusedMergeContext):
-    chunks - 1 minus the head's sampled blocks that count before it. Without it a sample (which never runs
-    every chunk of a head) never merges, and the merge, once per (b, head), would go untraced."""
+    """Starting values of the persistent counters of the merge trees (per (b, global head) merge_groups of
+    them, level by level; enqueueWithState) for a sample of fusedPassKernel's blocks (``sampled``, in the
+    order they run) such that every sampled block merges the levels merge_levels gives it: where it counts,
+    up to that level, its group's counter stands at the group's partials - 1 (the sampled blocks before it
+    included), so that it counts the last one and runs the group's merge (fusedMergeGroup). Without it a
+    sample (which never runs every chunk of a head) never merges, and the merges would go untraced."""
     f = fused_plan(p)
-    chunks = f["chunks"]
-    counters = [0] * (p.batch * p.global_heads)
-    before: dict[int, int] = {}
+    chunks, groups_per_pair = f["chunks"], f["merge_groups"]
+    counters = [0] * (p.batch * p.global_heads * groups_per_pair)
+    value: dict[int, int] = {}  # the counters as the sampled blocks leave them
     for block in sampled:
         if block >= f["reduction_items"]:
             continue
         pair, chunk = divmod(block, chunks)
-        if chunk == chunks - 1:
-            counters[pair] = chunks - 1 - before.get(pair, 0)
-        else:
-            before[pair] = before.get(pair, 0) + 1
+        wanted = merge_levels(chunk, chunks)
+        node, nodes, offset, level = chunk, chunks, 0, 0
+        while True:
+            group = node // FUSED_MERGE_FANIN
+            count = min(FUSED_MERGE_FANIN, nodes - group * FUSED_MERGE_FANIN)
+            groups = ceil_div(nodes, FUSED_MERGE_FANIN)
+            index = pair * groups_per_pair + offset + group
+            seen = value.get(index, 0)
+            if level < wanted and seen < count - 1:
+                counters[index] += count - 1 - seen
+                seen = count - 1
+            seen += 1
+            if seen < count:
+                value[index] = seen
+                break
+            value[index] = 0  # the last count: the block merges the group and zeroes its counter
+            if groups == 1:
+                break
+            node, nodes, offset, level = group, groups, offset + groups, level + 1
     return counters
 
 
@@ -547,12 +604,15 @@ def run_tracer(program: Path, p: Problem, path: str, per_kind: int, work: Path,
                 buffers[name] = {"read": r, "write": w}
             reads += r
             writes += w
-        if preset is not None and rec["launch"] == pass_launch and "workspace" in buffers:
-            # The pass kernel reads the workspace only in the merge: the chunk partials the launch's own blocks
-            # wrote (every chunk writes its partial before it is counted). Reuse between blocks of a launch hits
-            # in L2 (the model's assumption), so those reads are not DRAM traffic.
-            reads -= buffers["workspace"]["read"]
-            buffers["workspace"]["l2_reuse_read"] = buffers["workspace"]["read"]
+        if preset is not None and rec["launch"] == pass_launch:
+            # The pass kernel reads the workspace and the state only in the merges: the partials the launch's own
+            # blocks wrote (every block writes its partial before it is counted) and the max keys they raised
+            # (red.max at L2, which the trace does not see: an atomic). Reuse between blocks of a launch hits in
+            # L2 (the model's assumption), so those reads are not DRAM traffic.
+            for name in ("workspace", "state"):
+                if name in buffers:
+                    reads -= buffers[name]["read"]
+                    buffers[name]["l2_reuse_read"] = buffers[name]["read"]
         per_block = lambda d: sum(b["weight"] * t[d]["unique"] for b in blocks  # noqa: E731
                                   for t in b.get("buffers", {}).values())
         traces.append(LaunchTrace(rec["launch"], rec["kernel"], rec["grid"], rec["block"], rec["dynamic_smem"],

@@ -305,8 +305,10 @@ FUSED_CASES = [replace(c, id=f"{c.id}-d32", head_dim=32) if c.head_dim in (16, 2
                for c in ALL_CASES if c.head_dim <= 64] + [
     OpCase("stripes-7-rows-d32", 1, 9, 30, 32, 1, 1, 7, 0),  # 7 x 9 query rectangles, 4 key tiles, halo
     OpCase("col-stripes-1-d32", 1, 70, 3, 32, 0, 2, 0, 1),  # 64 x 1 rectangles, halo clipped to the column
-    OpCase("chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),  # 1066 tokens: 3 reduction chunks, partial output tiles
+    OpCase("chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),  # 1066 tokens: 5 chunks, a 2-level merge tree; partial tiles
     OpCase("batch3-d64-sharp", 3, 9, 8, 64, 2, 1, 3, 0, scale=2.5),
+    # 4900 tokens: 20 chunks of 256, a 3-level merge tree (20 -> 5 -> 2 -> 1: groups of one at the edge)
+    OpCase("merge-tree-3-levels-d32", 1, 70, 70, 32, 1, 0, 0, 0),
 ]
 PATHS = ("generic", "tiled", "auto")
 ROTATION = (torch.float32, torch.float16, torch.bfloat16)
@@ -405,7 +407,8 @@ def test_fused_lepe_from_unaligned_parameters(emulator, tmp_path, rng, dtype, le
 
 
 STATE_CASES = [
-    OpCase("state-chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),   # 3 reduction chunks of one (b, head)
+    OpCase("state-chunks-d64", 1, 26, 41, 64, 1, 1, 7, 7),   # 5 reduction chunks of one (b, head): 2 tree levels
+    OpCase("state-tree-d32", 2, 70, 70, 32, 1, 0, 0, 0),     # 20 chunks per (b, head): 3 levels, 2 trees
     OpCase("state-batch3-d32", 3, 9, 8, 64, 2, 0, 3, 0),     # 6 counters, one chunk each, global heads only
 ]
 

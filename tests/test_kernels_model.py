@@ -309,7 +309,8 @@ def test_v2_targets(quick):
     """Every target of the issue in the quick run (128x128 and B = 8: test_v2_targets_met_at_128x128_and_b8). 64x64
     B = 1 on H100 is the tight one: 0.396 with the blocks' critical paths and the merge traced, 0.374 once the
     merge's L2 round trips were counted, 0.451 with chunks of 256 tokens in small grids, two chunks per round trip
-    in the merge and one release/acquire count per reduction block instead of two fences; without nvdisasm (1
+    in the merge and one release/acquire count per reduction block instead of two fences, 0.484 with the merge
+    tree (groups of 4, max keys raised with red.max); without nvdisasm (1
     cycle per traced instruction) the paths are shorter and the figure higher."""
     rows = [r for r in quick["cases"] if r["kernel"] == "v2"]
     assert rows, "no v2 rows: the library should run kernels v2 (KernelPath 4, 'fused') for float16 d 32/64"
@@ -329,52 +330,61 @@ def test_v2_targets(quick):
 
 
 def test_merge_presets_make_the_sampled_last_chunk_merge():
-    """merge_presets: for each (b, head) whose last chunk is in the sample, the counter starts so that the blocks
-    of that head sampled before it leave it at chunks - 1 (the last-chunk block counts the last chunk); heads whose
-    last chunk is not sampled start at 0; local blocks (after the reduction items) do not count."""
+    """merge_presets: every sampled block that merge_levels says merges (the last chunk of a group of 4, up its
+    tree) finds, where it counts up to that level, its group's counter at the group's partials - 1 with the blocks
+    sampled before it counted; other counters start at 0; local blocks (after the reduction items) do not count.
+    merge_levels and merge_groups follow the tree (groups of 4 chunks, then of 4 groups, ...)."""
+    assert [kernels_trace.merge_groups(c) for c in (1, 2, 4, 5, 7, 16, 17, 20, 64)] == [1, 1, 1, 3, 3, 5, 8, 8, 21]
+    assert [kernels_trace.merge_levels(c, 7) for c in range(7)] == [0, 0, 0, 1, 0, 0, 2]
+    assert [kernels_trace.merge_levels(c, 17) for c in (3, 15, 16)] == [1, 2, 3]  # 16: alone up to the root
     p = Problem(2, 40, 40, 64, 1, 1, 7, 0)                  # 2 (b, head) pairs of 7 chunks, then local items
     f = kernels_trace.fused_plan(p)
-    assert f["chunks"] == 7 and f["reduction_items"] == 14
-    # pair 0: chunks 1, 3 and its last (6) sampled; pair 1: chunks 1 and 2 only (its last chunk, 13, not sampled)
-    assert kernels_trace.merge_presets(p, [1, 3, 6, 8, 9, 20]) == [4, 0]
-    assert kernels_trace.merge_presets(p, [6, 13]) == [6, 6]
-    assert kernels_trace.merge_presets(p, list(range(7))) == [0, 0]   # every chunk of pair 0: no preset needed
-    assert kernels_trace.merge_presets(p, [8, 20]) == [0, 0]
+    assert f["chunks"] == 7 and f["reduction_items"] == 14 and f["merge_groups"] == 3   # [0..3], [4..6]; root
+    # pair 0: chunk 1, then 3 (merges [0..3]: its counter at 3 with chunk 1's count, preset 2; then counts 1 at the
+    # root), then 6 (merges [4..6]: preset 2; the root stands at 1 already); pair 1: chunks 1 and 2 only
+    assert kernels_trace.merge_presets(p, [1, 3, 6, 8, 9, 20]) == [2, 2, 0, 0, 0, 0]
+    assert kernels_trace.merge_presets(p, [6, 13]) == [0, 2, 1, 0, 2, 1]
+    assert kernels_trace.merge_presets(p, list(range(7))) == [0] * 6   # every chunk of pair 0: no preset needed
+    assert kernels_trace.merge_presets(p, [8, 20]) == [0] * 6
 
 
 def test_the_merge_is_traced(tmp_path, program):
-    """With the persistent counters preset (merge_presets), the sampled last-chunk block of each (b, head) runs the
-    merge: the pass launch then reads every chunk's partial (ctx d x d, max and sum d floats each) once per head,
-    counted as L2 reuse (the launch's own writes), not as DRAM reads, and writes the merged context; without
-    state (no preset) nothing reads the partials in the traced blocks."""
-    p = Problem(1, 40, 40, 64, 1, 1, 7, 0)
+    """With the persistent counters preset (merge_presets), the sampled blocks that close a group of the merge tree
+    merge it: the pass launch then reads every node below the root (7 chunks' partials and 2 groups', ctx d x d,
+    max and sum d floats each) once, and each group's max keys, counted as L2 reuse (the launch's own writes and
+    red.max), not as DRAM reads; it writes the 2 groups' partials and the merged context. Without state (no
+    preset) nothing reads the partials in the traced blocks."""
+    p = Problem(1, 40, 40, 64, 1, 1, 7, 0)                  # d = 32, 1600 tokens: 7 chunks of 256
     f = kernels_trace.fused_plan(p)
     d = p.head_dim
+    assert f["chunks"] == 7 and f["merge_groups"] == 3
     plain = kernels_trace.run_tracer(program, p, "fused", per_kind=1, work=tmp_path / "plain")[0]
     merged = kernels_trace.run_tracer(program, p, "fused", per_kind=1, work=tmp_path / "state", state=True)[0]
     assert plain.buffers["workspace"]["read"] == 0
-    partial_sectors = f["chunks"] * d * (d + 2) * 4 // 32
-    assert merged.buffers["workspace"]["read"] == merged.buffers["workspace"]["l2_reuse_read"] == partial_sectors
-    # ...and the channels' maximum keys from the state (after the counters): raised by every reduction block
-    # with red.max, which the trace does not see (an atomic), so they count as DRAM reads: the merge's only ones
-    bg = p.batch * p.global_heads
-    key_sectors = (4 * bg + 4 * d - 1) // 32 - (4 * bg) // 32 + 1
-    assert merged.buffers["state"]["read"] == key_sectors
-    assert merged.dram_read_sectors == plain.dram_read_sectors + key_sectors
+    node_sectors = d * (d + 2) * 4 // 32
+    nodes_read = f["chunks"] + f["merge_groups"] - 1
+    assert merged.buffers["workspace"]["read"] == merged.buffers["workspace"]["l2_reuse_read"] == nodes_read * node_sectors
+    # the keys, after the 3 counters: d words per group, every group's read once
+    keys = [(4 * 3 + 4 * d * g, 4 * 3 + 4 * d * (g + 1)) for g in range(3)]
+    key_sectors = len({b // 32 for lo, hi in keys for b in range(lo, hi)})
+    assert merged.buffers["state"]["read"] == merged.buffers["state"]["l2_reuse_read"] == key_sectors
+    assert merged.dram_read_sectors == plain.dram_read_sectors
     context_sectors = d * d * 2 // 32                       # float16: the merged context, hi only
-    assert merged.buffers["workspace"]["write"] == plain.buffers["workspace"]["write"] + context_sectors
+    assert merged.buffers["workspace"]["write"] == (plain.buffers["workspace"]["write"] + context_sectors
+                                                    + (f["merge_groups"] - 1) * node_sectors)
     kinds = kernels_trace.block_kinds(merged.kernel, merged.grid, p)
-    last = [b for b in merged.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][2]]
-    others = [b for b in plain.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][2]]
-    assert len(last) == len(others) == 1
-    # the merge (fusedMergeContext, 128 threads, d / (128 / d) columns of one context row each): every thread loads
-    # its row's maximum key once, and per chunk the chunk's max, its sum and its columns as float4s:
-    # 4 warps x (chunks x (2 + d^2/512) + 1)
-    merge_loads = 4 * (f["chunks"] * (2 + d * d // 512) + 1)
-    assert last[0]["gld_instr"] - others[0]["gld_instr"] == merge_loads, (last[0]["gld_instr"], others[0]["gld_instr"])
-    # L2 round trips on each warp's timeline: warp 0 of every reduction block counts the chunk (one release/acquire
-    # atomic, no fence); the merging block's warps wait once per two chunks (the max pass's loads are issued back to
-    # back with the first two chunks': one round trip)
+    merging = {kinds[b["block"]][3]: b for b in merged.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][3]}
+    counting = {kinds[b["block"]][3]: b for b in plain.blocks if kinds[b["block"]][0] == "reduce" and kinds[b["block"]][3]}
+    assert sorted(merging) == sorted(counting) == [1, 2]    # chunk 3 closes [0..3]; chunk 6 closes [4..6], the root
+    # a group's merge (fusedMergeGroup, 128 threads, d / (128 / d) columns of one context row each): every thread loads
+    # its row's max key once, and per partial the max, the sum and its columns as float4s: 4 warps x (1 + n (2 + d^2/512))
+    loads = lambda n: 4 * (1 + n * (2 + d * d // 512))  # noqa: E731
+    for levels, sizes in ((1, [4]), (2, [3, 2])):
+        extra = merging[levels]["gld_instr"] - counting[levels]["gld_instr"]
+        assert extra == sum(loads(n) for n in sizes), (levels, extra)
+    # L2 round trips on each warp's timeline: warp 0 of every reduction block counts its partial at every level it
+    # reaches (one release/acquire atomic); a merge waits once per two partials (the key's load is in flight with
+    # the first two's)
     import kernels_model
 
     def trips(block):
@@ -383,9 +393,9 @@ def test_the_merge_is_traced(tmp_path, program):
         assert issued == waited, (issued, waited)
         return issued
 
-    pairs = -(-f["chunks"] // 2)
-    assert trips(others[0]) == [1, 0, 0, 0]
-    assert trips(last[0]) == [1 + pairs] + [pairs] * 3
+    assert trips(counting[1]) == [1, 0, 0, 0]
+    assert trips(merging[1]) == [2 + 2] + [2] * 3            # counts, merges 4 (2 trips), counts at the root
+    assert trips(merging[2]) == [2 + 3] + [3] * 3            # counts, merges 3 (2), counts, merges 2 at the root (1)
 
 
 def test_critical_path_of_a_timeline():

@@ -12,6 +12,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,8 @@ def shim(tmp_path_factory):
     lib.elfattShimWorkspace.restype = ctypes.c_uint64
     lib.elfattShimWorkspace.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
         ctypes.c_float, ctypes.c_int32, ctypes.c_int32]
+    lib.elfattShimState.restype = ctypes.c_uint64
+    lib.elfattShimState.argtypes = lib.elfattShimWorkspace.argtypes
     lib.elfattShimFusedPlan.restype = ctypes.c_int32
     lib.elfattShimFusedPlan.argtypes = [ctypes.c_int64] * 4 + [ctypes.c_int32] * 4 + [
         ctypes.c_float, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.POINTER(ctypes.c_int32)]
@@ -190,11 +193,12 @@ def test_local_kernel_choice_rejects_bad_params(shim):
 # Kernels v2 (KernelPath::kFUSED = 4): which params they cover and how they tile the work.
 P_FUSED = 4
 FUSED_FIELDS = ("qTileH", "qTileW", "qTilesY", "qTilesX", "keyTiles", "haloRows", "chunks", "chunkTokens",
-                "oTileH", "oTileW", "oTilesY", "oTilesX", "oHaloRows", "reductionItems", "localItems", "outputItems")
+                "oTileH", "oTileW", "oTilesY", "oTilesX", "oHaloRows", "reductionItems", "localItems", "outputItems",
+                "mergeGroups", "mergeSlots")
 
 
 def fused_plan(lib, p, path=P_FUSED):
-    shape = (ctypes.c_int32 * 16)()
+    shape = (ctypes.c_int32 * len(FUSED_FIELDS))()
     runs = lib.elfattShimFusedPlan(*p, path, shape)
     return runs, dict(zip(FUSED_FIELDS, shape))
 
@@ -253,3 +257,35 @@ def test_fused_chunking(shim):
     # ViT-S at B = 8 (192 items of 512) and at 128 x 128 tokens (96 items) keep chunks of 512
     assert fused_plan(shim, params(b=8, h=64, w=64, c=384, g=3, l=3, wh=7, ww=7))[1]["chunkTokens"] == 512
     assert fused_plan(shim, params(b=1, h=128, w=128, c=384, g=3, l=3, wh=7, ww=7))[1]["chunkTokens"] == 512
+
+
+@pytest.mark.parametrize("b, h, w, c, g, l, chunks, groups", [
+    (1, 1, 1, 64, 1, 1, 1, 1),        # one chunk: its own root
+    (1, 26, 41, 128, 1, 1, 5, 3),     # 5 chunks: groups [0..3], [4]; the root over 2
+    (1, 64, 64, 384, 3, 3, 16, 5),    # ViT-S at 1024 x 1024: 4 groups of 4, the root
+    (2, 70, 70, 32, 1, 0, 20, 8),     # 20 -> 5 -> 2 -> 1: 3 levels
+    (1, 512, 512, 64, 1, 1, 64, 21),  # the cap: 16 + 4 + 1
+    (3, 9, 8, 128, 2, 0, 1, 1),
+])
+def test_merge_tree_sizes(shim, b, h, w, c, g, l, chunks, groups):  # noqa: E741
+    """Kernels v2 merge each (b, head)'s chunk partials in a tree of fan-in 4: mergeGroups = ceil(c / 4) +
+    ceil(c / 16) + ... + 1 groups (a counter and d max keys each), mergeSlots = chunks + groups - 1 partial slots
+    (the root writes the context). stateSize holds B x G x groups x (1 + d) words, workspaceSize the slots as
+    well as v1's chunks, and the bench's mirrors of plan.cpp (bench/kernels_trace.py, which the performance
+    model traces with) agree."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import kernels_trace
+
+    p = params(b=b, h=h, w=w, c=c, g=g, l=l)
+    runs, f = fused_plan(shim, p)
+    assert runs == 1
+    assert (f["chunks"], f["mergeGroups"], f["mergeSlots"]) == (chunks, groups, chunks + groups - 1)
+    problem = kernels_trace.Problem(b, h, w, c, g, l, 7, 7)
+    mirror = kernels_trace.fused_plan(problem)
+    assert (mirror["chunks"], mirror["merge_groups"], mirror["merge_slots"]) == (chunks, groups, chunks + groups - 1)
+    d = c // (g + l)
+    state = shim.elfattShimState(*p)
+    assert state == kernels_trace.state_bytes(problem) >= 4 * b * g * groups * (1 + d)
+    workspace = shim.elfattShimWorkspace(*p)
+    assert workspace == kernels_trace.workspace_bytes(problem)
+    assert workspace >= 4 * b * g * (f["mergeSlots"] * d * (d + 2) + d * d) + state

@@ -1,7 +1,8 @@
 /*
  * elfatt-deploy: the device memory one ElfattAttention plugin instance keeps across enqueues.
  *
- * Kernels v2 count the finished chunks of each (batch item, global head) in 32-bit counters. In the
+ * Kernels v2 count the finished partials of each group of each (batch item, global head)'s merge tree
+ * in 32-bit counters (and keep the groups' channel maxima in 32-bit keys beside them). In the
  * workspace TensorRT lends for one enqueue those must be zeroed with a cudaMemsetAsync every time
  * (one stream operation per layer and enqueue, ~2-4 us at batch 1); kept by the plugin instance
  * instead, they are zeroed once and the kernels leave them zeroed (elfatt::enqueueWithState).

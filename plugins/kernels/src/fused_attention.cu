@@ -1,11 +1,11 @@
 /*
  * elfatt-deploy kernels v2 (KernelPath::kFUSED): the two launches of the op.
  *
- *   (memset of the per-(b, head) chunk counters and max keys, with global heads; none where the
- *   caller owns persistent counters, enqueueWithState: the last block of each (b, head) zeroes them)
+ *   (memset of the merge trees' counters and max keys, with global heads; none where the caller
+ *   owns persistent counters, enqueueWithState: the last block of each group zeroes its own)
  *   fusedPassKernel:   blocks [0, R) reduce the global heads' K/V chunks (the last block of each
- *                      (b, head) merges the context), blocks [R, R + L) run the local heads'
- *                      query tiles. One grid: the local work never waits for the reduction, and
+ *                      group of 4 partials merges them, up a tree to the context), blocks
+ *                      [R, R + L) run the local heads' query tiles. One grid: the local work never waits for the reduction, and
  *                      a B = 1 ViT-S problem at 64 x 64 tokens has R + L = 24 + 300 blocks.
  *   fusedOutputKernel: softmax(q) . ctx + LePE of the global heads, one block per 8 x 8 tokens
  *                      (with global heads only). On sm_90 a programmatic dependent launch (PDL,
@@ -123,6 +123,8 @@ FusedArgs makeFusedArgs(LaunchPlan const& plan) noexcept
     a.haloRows = f.haloRows;
     a.localStages = f.keyTiles > 1 ? 2 : 1;
     a.chunks = f.chunks;
+    a.mergeGroups = f.mergeGroups;
+    a.mergeSlots = f.mergeSlots;
     a.chunkTokens = f.chunkTokens;
     a.oTileH = f.oTileH;
     a.oTileW = f.oTileW;
@@ -177,13 +179,14 @@ cudaError_t launchFusedDim(LaunchPlan const& plan, T const* qkv, void const* lep
         {
             ws.counters = reinterpret_cast<uint32_t*>(base + plan.wsCounters);
             cudaError_t const status = cudaMemsetAsync(ws.counters, 0,
-                static_cast<size_t>(plan.batch * plan.globalHeads * (1 + kD)) * sizeof(uint32_t), stream);
+                static_cast<size_t>(plan.batch * plan.globalHeads * a.mergeGroups * (1 + kD)) * sizeof(uint32_t),
+                stream);
             if (status != cudaSuccess)
             {
                 return status;
             }
         }
-        ws.maxKeys = ws.counters + plan.batch * plan.globalHeads;
+        ws.maxKeys = ws.counters + plan.batch * plan.globalHeads * a.mergeGroups;
     }
     uint16_t const* const q16 = reinterpret_cast<uint16_t const*>(qkv);
     void const* const weight = plan.hasLepe ? lepeWeight : nullptr;

@@ -70,6 +70,8 @@ struct FusedArgs
     int32_t haloRows;
     int32_t localStages; //!< key/value stages of the local tiles: 1 (one key tile per window) or 2
     int32_t chunks;
+    int32_t mergeGroups; //!< groups of one (b, head)'s merge tree
+    int32_t mergeSlots;  //!< partial slots of one (b, head): the chunks', then the tree's groups below the root
     int32_t chunkTokens;
     int32_t oTileH;
     int32_t oTileW;
@@ -84,16 +86,16 @@ struct FusedArgs
     bool lepeFloat32; //!< LePE weight and bias are float32 (else the input type)
 };
 
-//! The v2 workspace (see LaunchPlan: partials in the v1 regions, one counter and kD max keys per (b, head)).
+//! The v2 workspace (see LaunchPlan: partials in the v1 regions; a counter and kD max keys per merge group).
 struct FusedWorkspace
 {
-    float* ctxPartial;   //!< [B][G][chunks][kD][kD]: sum_n exp(k_i - m_i) v_j of each chunk
-    float* maxPartial;   //!< [B][G][chunks][kD]: m_i of each chunk
-    float* sumPartial;   //!< [B][G][chunks][kD]: sum_n exp(k_i - m_i) of each chunk
+    float* ctxPartial;   //!< [B][G][mergeSlots][kD][kD]: sum_n exp(k_i - m_i) v_j of each chunk (or group)
+    float* maxPartial;   //!< [B][G][mergeSlots][kD]: m_i of each chunk (or group)
+    float* sumPartial;   //!< [B][G][mergeSlots][kD]: sum_n exp(k_i - m_i) of each chunk (or group)
     uint16_t* ctx;       //!< [B][G][parts][kD][kD] 16-bit: the merged context (bfloat16: hi, then lo)
-    uint32_t* counters;  //!< [B][G]: chunks done (zero when the launch starts; left zero)
-    uint32_t* maxKeys;   //!< [B][G][kD]: M_i = max over chunks of m_i as an ordered key (orderedKey; 0, none
-                         //!< yet, when the launch starts; left zero), right after the counters
+    uint32_t* counters;  //!< [B][G][mergeGroups]: partials of each group done (zero at the start; left zero)
+    uint32_t* maxKeys;   //!< [B][G][mergeGroups][kD]: max m_i over each group's partials as an ordered key
+                         //!< (orderedKey; 0, none yet, at the start; left zero), right after the counters
 };
 
 //! A rectangle of the token grid: rows [r0, r0 + rows), columns [c0, c0 + cols).

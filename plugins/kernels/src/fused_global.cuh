@@ -8,12 +8,15 @@
  *   ldmatrix.trans gives the fragment of K^T, the lanes widen it to float32, take the tile max
  *   of each channel over the quad that shares the row, rescale, exponentiate and pack it back
  *   (bfloat16: E_hi + E_lo); B = V (ldmatrix.trans). Key/value tiles of 64 tokens are
- *   double-buffered with cp.async. The chunk's partial (ctx_c, m_c, s_c) goes to the workspace;
- *   then a release/acquire atomic counter per (b, head): the block that finishes the last
- *   chunk merges all of them exactly (M = max m_c, S = sum s_c e^(m_c - M),
- *   ctx = sum ctx_c e^(m_c - M) / S) and writes ctx in the input type (bfloat16: hi and lo);
- *   it also zeroes the counter, so that persistent counters (enqueueWithState) need no memset.
- *   No extra pass over the tokens, no extra launch.
+ *   double-buffered with cp.async. The chunk's partial (ctx_c, m_c, s_c) goes to the workspace
+ *   and m_c raises its group's max keys (red.max); then a release/acquire count per group of a
+ *   merge tree of fan-in 4 (kFUSED_MERGE_FANIN): the block that counts a group's last partial
+ *   merges the group exactly (M = the group's max key, S = sum s_c e^(m_c - M),
+ *   C = sum ctx_c e^(m_c - M)) into a partial of the next level and counts that one, up to the
+ *   root, whose merge writes ctx = C / S in the input type (bfloat16: hi and lo). Each merging
+ *   block zeroes the counter and keys it consumed, so that persistent state (enqueueWithState)
+ *   needs no memset. No extra pass over the tokens or over the maxima, no extra launch; two L2
+ *   round trips per level on the critical path (log4 of the chunks), not one per two chunks.
  * Output item (b, global head, tile of up to 8 x 8 tokens), in the second launch:
  *   softmax(q) over the head's channels in registers (the A fragment of the query tile, row max
  *   and sum over the quad), times ctx on tensor cores (bfloat16: q'_hi ctx_hi + q'_lo ctx_hi +
@@ -75,24 +78,29 @@ __device__ __forceinline__ float fromOrderedKey(uint32_t key)
     return x;
 }
 
-//! The last block of a (b, head) merges the chunk partials into ws.ctx (16-bit, hi [and lo]).
+//! Merges the `count` (1..kFUSED_MERGE_FANIN) partials (ctx_c, m_c, s_c) of group `group` of a level of
+//! a (b, head)'s merge tree (its counters and keys from `offset`, its nodes' slots from `below`, `groups`
+//! groups): M = max m_c (the group's max keys, raised by every partial's writer before it counted),
+//! S = sum s_c e^(m_c - M), C = sum ctx_c e^(m_c - M). Below the root (groups > 1) it stores (C, M, S) as
+//! the group's partial (slot chunks + offset + group) and raises the parent's keys with M; the root
+//! writes ctx = C / S to ws.ctx (16-bit, hi [and lo]). Zeroes the group's keys. The slots and keys are
+//! computed where they are used, from int32s and kernel parameters (registers).
 template <typename T, int32_t kD>
-__device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pair, FusedWorkspace const& ws)
+__device__ __forceinline__ void fusedMergeGroup(FusedArgs const& a, int32_t pair, int32_t below, int32_t offset,
+    int32_t group, int32_t count, int32_t groups, FusedWorkspace const& ws)
 {
+    int64_t const first = static_cast<int64_t>(pair) * a.mergeSlots + below + group * kFUSED_MERGE_FANIN;
+    uint32_t* const groupKeys = ws.maxKeys + (static_cast<int64_t>(pair) * a.mergeGroups + offset + group) * kD;
     constexpr int32_t kTHREADS_PER_ROW = kFUSED_THREADS / kD;
     constexpr int32_t kCOLS = kD / kTHREADS_PER_ROW; //!< 32 (kD = 64) or 8 (kD = 32) columns per thread
     constexpr int32_t kPARTS = fusedCtxParts<T>();
     int32_t const tid = static_cast<int32_t>(threadIdx.x);
     int32_t const i = tid / kTHREADS_PER_ROW;
     int32_t const j0 = (tid % kTHREADS_PER_ROW) * kCOLS;
-    int64_t const first = static_cast<int64_t>(pair) * a.chunks;
-    // Other blocks wrote the partials: read them from L2 (__ldcg), never from a stale L1 line.
-    // M_i: every reduction block raised the key with its m_i (reduceMax) before it counted its chunk.
-    // No pass over the chunks' maxima: this load is in flight with the first two chunks' (one L2 round
-    // trip), the first use of M is theirs. Once both threads of row i (one warp) have it, zero the key
-    // for the next enqueue (persistent state, enqueueWithState).
-    uint32_t* const key = ws.maxKeys + static_cast<int64_t>(pair) * kD + i;
-    float const big = fromOrderedKey(__ldcg(key));
+    // Other blocks wrote the partials and keys: read them from L2 (__ldcg), never from a stale L1 line.
+    // No pass over the partials' maxima: the key's load is in flight with the first two partials' (one
+    // L2 round trip); their weights are its first use.
+    float const big = fromOrderedKey(__ldcg(groupKeys + i));
     float sum = 0.F;
     float acc[kCOLS];
 #pragma unroll
@@ -100,15 +108,15 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
     {
         acc[j] = 0.F;
     }
-    // Two chunks at a time, every load of both issued before any is used: one L2 round trip per two
-    // chunks (as nvcc schedules the plain loop; more in flight would not fit in 128 registers).
-    struct Chunk
+    // Two partials at a time, every load of both issued before any is used: one L2 round trip per two
+    // (as nvcc schedules the plain loop; more in flight would not fit in 128 registers).
+    struct Partial
     {
         float m;
         float s;
         float4 p[kCOLS / 4];
     };
-    auto const load = [&](int32_t c, Chunk& x) {
+    auto const load = [&](int32_t c, Partial& x) {
         int64_t const slot = first + c;
         x.m = __ldcg(ws.maxPartial + slot * kD + i);
         x.s = __ldcg(ws.sumPartial + slot * kD + i);
@@ -119,8 +127,8 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
             x.p[v] = __ldcg(row + v);
         }
     };
-    auto const add = [&](Chunk const& x) {
-        float const weight = exp2f((x.m - big) * kFUSED_LOG2E); // every chunk has a token: m, big finite
+    auto const add = [&](Partial const& x) {
+        float const weight = exp2f((x.m - big) * kFUSED_LOG2E); // every partial has a token: m, big finite
         sum = fmaf(x.s, weight, sum);
 #pragma unroll
         for (int32_t v = 0; v < kCOLS / 4; ++v)
@@ -132,25 +140,46 @@ __device__ __forceinline__ void fusedMergeContext(FusedArgs const& a, int32_t pa
         }
     };
     int32_t c = 0;
-    for (; c + 1 < a.chunks; c += 2)
+    for (; c + 1 < count; c += 2)
     {
-        Chunk x0;
-        Chunk x1;
+        Partial x0;
+        Partial x1;
         load(c, x0);
         load(c + 1, x1);
         add(x0);
         add(x1);
     }
-    if (c < a.chunks)
+    if (c < count)
     {
-        Chunk x0;
+        Partial x0;
         load(c, x0);
         add(x0);
     }
+    // Every thread of row i (one warp) has read the key: zero it for the next enqueue (persistent state).
     __syncwarp();
     if (j0 == 0)
     {
-        *key = 0U;
+        groupKeys[i] = 0U;
+    }
+    if (groups > 1)
+    {
+        int64_t const into = static_cast<int64_t>(pair) * a.mergeSlots + a.chunks + offset + group;
+        uint32_t* const parentKeys = ws.maxKeys
+            + (static_cast<int64_t>(pair) * a.mergeGroups + offset + groups + group / kFUSED_MERGE_FANIN) * kD;
+        float* const row = ws.ctxPartial + (into * kD + i) * kD + j0;
+#pragma unroll
+        for (int32_t v = 0; v < kCOLS / 4; ++v)
+        {
+            *reinterpret_cast<float4*>(row + 4 * v)
+                = make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]);
+        }
+        if (j0 == 0)
+        {
+            ws.maxPartial[into * kD + i] = big;
+            ws.sumPartial[into * kD + i] = sum;
+            ptx::reduceMax(parentKeys + i, orderedKey(big));
+        }
+        return;
     }
     float const inv = 1.F / sum;
     uint16_t* hi = ws.ctx + static_cast<int64_t>(pair) * kPARTS * kD * kD + i * kD + j0;
@@ -337,7 +366,7 @@ __device__ __forceinline__ void fusedReductionItem(
     }
 
     // The chunk's partial -> workspace.
-    int64_t const slot = static_cast<int64_t>(pair) * a.chunks + chunk;
+    int64_t const slot = static_cast<int64_t>(pair) * a.mergeSlots + chunk;
     float* const partial = ws.ctxPartial + slot * kD * kD;
 #pragma unroll
     for (int32_t n = 0; n < kNW; ++n)
@@ -354,35 +383,60 @@ __device__ __forceinline__ void fusedReductionItem(
     }
     if (warp < kMT && t == 0)
     {
-        ptx::reduceMax(ws.maxKeys + static_cast<int64_t>(pair) * kD + i0 + g, orderedKey(rowMax[0]));
-        ptx::reduceMax(ws.maxKeys + static_cast<int64_t>(pair) * kD + i0 + g + 8, orderedKey(rowMax[1]));
+        // the keys of the chunk's group in the merge tree (level 1: groups of kFUSED_MERGE_FANIN chunks)
+        uint32_t* const keys
+            = ws.maxKeys + (static_cast<int64_t>(pair) * a.mergeGroups + chunk / kFUSED_MERGE_FANIN) * kD;
+        ptx::reduceMax(keys + i0 + g, orderedKey(rowMax[0]));
+        ptx::reduceMax(keys + i0 + g + 8, orderedKey(rowMax[1]));
         ws.maxPartial[slot * kD + i0 + g] = rowMax[0];
         ws.maxPartial[slot * kD + i0 + g + 8] = rowMax[1];
         ws.sumPartial[slot * kD + i0 + g] = rowSum[0];
         ws.sumPartial[slot * kD + i0 + g + 8] = rowSum[1];
     }
 
-    // Count the chunk; the block that counts the last one merges. One release/acquire count per block
-    // (ptx::counterArrive) instead of a fence in every thread: the barrier orders the block's partial
-    // stores before thread 0's count, whose release publishes them; in the last block its acquire,
-    // then the barrier, order the merge's reads after every other block's count.
-    __syncthreads();
-    if (threadIdx.x == 0)
+    // Count the partial in its group of the merge tree; the block that counts a group's last partial
+    // merges the group and counts the result one level up, until the root's merge writes the context.
+    // Level l's groups have counters and keys [offset, offset + groups) of the (b, head)'s and partial
+    // slots chunks + offset + group (siblings contiguous); level 0's nodes are the chunks (slots from 0).
+    // One release/acquire count per block and level (ptx::counterArrive) instead of a fence in every
+    // thread: the barrier orders the block's partial stores and key raises before thread 0's count,
+    // whose release publishes them; in the last block its acquire, then the barrier, order the merge's
+    // reads after every other block's count.
+    static_assert(kFUSED_MERGE_FANIN == 4, "levels are counted in shifts of 2 bits");
+    int32_t below = 0;  // slot of the first node of the level below
+    int32_t offset = 0; // counter (and key row) of this level's first group
+    for (int32_t shift = 0;; shift += 2) // the level below has nodes of 4^(shift / 2) chunks
     {
-        uint32_t const done = ptx::counterArrive(ws.counters + pair, 1U);
-        bool const last = done + 1 == static_cast<uint32_t>(a.chunks);
-        if (last)
+        int32_t const nodes = ((a.chunks - 1) >> shift) + 1;
+        int32_t const group = chunk >> (shift + 2);
+        int32_t const count = min(kFUSED_MERGE_FANIN, nodes - group * kFUSED_MERGE_FANIN);
+        int32_t const groups = ((nodes - 1) >> 2) + 1;
+        __syncthreads();
+        if (threadIdx.x == 0)
         {
-            // Every chunk of this (b, head) is counted: nothing reads the counter again in this launch.
-            // Zero it for the next enqueue (persistent counters, enqueueWithState; harmless after a memset).
-            ws.counters[pair] = 0U;
+            uint32_t* const counter = ws.counters + static_cast<int64_t>(pair) * a.mergeGroups + offset + group;
+            uint32_t const done = ptx::counterArrive(counter, 1U);
+            bool const last = done + 1 == static_cast<uint32_t>(count);
+            if (last)
+            {
+                // Every partial of the group is counted: nothing reads this counter again in this
+                // launch. Zero it for the next enqueue (persistent counters, enqueueWithState).
+                *counter = 0U;
+            }
+            *sLast = last ? 1 : 0;
         }
-        *sLast = last ? 1 : 0;
-    }
-    __syncthreads();
-    if (*sLast != 0)
-    {
-        fusedMergeContext<T, kD>(a, pair, ws);
+        __syncthreads();
+        if (*sLast == 0)
+        {
+            return;
+        }
+        fusedMergeGroup<T, kD>(a, pair, below, offset, group, count, groups, ws);
+        if (groups == 1)
+        {
+            return;
+        }
+        below = a.chunks + offset;
+        offset += groups;
     }
 }
 

@@ -123,6 +123,8 @@ bool makeFusedPlan(LaunchPlan const& plan, FusedPlan& fused) noexcept
         : 0;
     fused.chunks = plan.globalHeads > 0 ? static_cast<int32_t>(chunks) : 0;
     fused.chunkTokens = static_cast<int32_t>(chunkTokens);
+    fused.mergeGroups = plan.globalHeads > 0 ? fusedMergeGroups(chunks) : 0;
+    fused.mergeSlots = plan.globalHeads > 0 ? fusedMergeSlots(chunks) : 0;
     fused.oTileH = static_cast<int32_t>(oh);
     fused.oTileW = static_cast<int32_t>(ow);
     fused.oTilesY = static_cast<int32_t>(ceilDiv(plan.height, oh));
@@ -135,6 +137,23 @@ bool makeFusedPlan(LaunchPlan const& plan, FusedPlan& fused) noexcept
 }
 
 } // namespace
+
+int32_t fusedMergeGroups(int64_t chunks) noexcept
+{
+    int64_t groups = 0;
+    int64_t nodes = chunks < 1 ? 1 : chunks;
+    do
+    {
+        nodes = ceilDiv(nodes, kFUSED_MERGE_FANIN);
+        groups += nodes;
+    } while (nodes > 1);
+    return static_cast<int32_t>(groups);
+}
+
+int32_t fusedMergeSlots(int64_t chunks) noexcept
+{
+    return static_cast<int32_t>((chunks < 1 ? 1 : chunks) + fusedMergeGroups(chunks) - 1);
+}
 
 bool fusedEligible(LaunchPlan const& plan) noexcept
 {
@@ -300,6 +319,12 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
         plan.chunkTokens = ceilDiv(tokens, chunks);
         plan.chunks = ceilDiv(tokens, plan.chunkTokens); // no empty chunk
 
+        // Partial slots per (batch item, global head): v1's chunks, or kernels v2's chunks and merge tree
+        // for the most chunks v2 can have here (at most plan.chunks and kFUSED_MAX_CHUNKS; slots and
+        // groups grow with the chunks, so a smaller shape's tree fits).
+        int64_t const v2Chunks = minOf(plan.chunks, kFUSED_MAX_CHUNKS);
+        int64_t const v2Slots = fusedMergeSlots(v2Chunks);
+        int64_t const slots = plan.chunks > v2Slots ? plan.chunks : v2Slots;
         int64_t bg = 0;
         int64_t bgc = 0;
         int64_t dd = 0;
@@ -308,14 +333,15 @@ Status makePlan(AttentionParams const& params, KernelPath path, LaunchPlan& plan
         int64_t ctxFinal = 0;
         int64_t counters = 0;
         size_t cursor = 0;
-        bool ok = mulChecked(plan.batch, plan.globalHeads, bg) && mulChecked(bg, plan.chunks, bgc)
+        bool ok = mulChecked(plan.batch, plan.globalHeads, bg) && mulChecked(bg, slots, bgc)
             && mulChecked(plan.headDim, plan.headDim, dd) && mulChecked(bgc, dd, ctxPartial)
             && mulChecked(bgc, plan.headDim, rowPartial) && mulChecked(bg, dd, ctxFinal);
         ok = ok && addRegion(ctxPartial, plan.wsCtxPartial, cursor) && addRegion(rowPartial, plan.wsMaxPartial, cursor)
             && addRegion(rowPartial, plan.wsSumPartial, cursor) && addRegion(ctxFinal, plan.wsCtx, cursor);
-        // Kernels v2: per (batch item, global head) one uint32 counter and d uint32 max keys (the
-        // channels' maxima over the chunks); the same size as floats.
-        ok = ok && mulChecked(bg, 1 + plan.headDim, counters) && addRegion(counters, plan.wsCounters, cursor);
+        // Kernels v2: per (batch item, global head) and group of its merge tree one uint32 counter and d
+        // uint32 max keys (the group's channel maxima); the same size as floats.
+        ok = ok && mulChecked(bg, fusedMergeGroups(v2Chunks) * (1 + plan.headDim), counters)
+            && addRegion(counters, plan.wsCounters, cursor);
         if (!ok)
         {
             setMessage(msg, msgLen,

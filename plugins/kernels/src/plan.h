@@ -47,6 +47,18 @@ constexpr int64_t kFUSED_FEW_REDUCTION_ITEMS = 64;
 //! ...and one (batch item, global head) is split into at most this many chunks (<= kGLOBAL_MAX_CHUNKS,
 //! so that the v2 partials fit in the v1 regions of the workspace).
 constexpr int64_t kFUSED_MAX_CHUNKS = 64;
+//! The chunk partials of one (batch item, global head) merge in a tree of this fan-in: the last block
+//! of each group of kFUSED_MERGE_FANIN chunks merges them into a partial of the next level, the last
+//! of each group of those merges them, and so on up to the one group whose merge writes the context.
+//! The critical path has two L2 round trips per level (log4 of the chunks), not one per two chunks.
+constexpr int32_t kFUSED_MERGE_FANIN = 4;
+
+//! Groups of the merge tree over `chunks` partials (one counter, and one max key per channel, each):
+//! ceil(chunks / 4) + ceil(chunks / 16) + ... + 1 (1 for a single chunk).
+int32_t fusedMergeGroups(int64_t chunks) noexcept;
+//! Partial slots of one (batch item, global head) in kernels v2: the chunks', then one per group of
+//! the tree below the root, level by level (siblings contiguous): chunks + fusedMergeGroups - 1.
+int32_t fusedMergeSlots(int64_t chunks) noexcept;
 
 //! Kernel of the local heads.
 enum class LocalKernel : int32_t
@@ -69,6 +81,8 @@ struct FusedPlan
     // Global heads: context reduction chunks and output tiles (oTileH x oTileW tokens).
     int32_t chunks{0};
     int32_t chunkTokens{0};
+    int32_t mergeGroups{0}; //!< groups of one (b, head)'s merge tree (fusedMergeGroups(chunks))
+    int32_t mergeSlots{0};  //!< partial slots of one (b, head) (fusedMergeSlots(chunks))
     int32_t oTileH{0};
     int32_t oTileW{0};
     int32_t oTilesY{0};
@@ -104,18 +118,20 @@ struct LaunchPlan
     // Global heads: token split and workspace layout (bytes from the base).
     int64_t chunks{0};
     int64_t chunkTokens{0};
-    size_t wsCtxPartial{0};   //!< float [B][G][chunks][d][d]
-    size_t wsMaxPartial{0};   //!< float [B][G][chunks][d]
-    size_t wsSumPartial{0};   //!< float [B][G][chunks][d]
+    //! The partial regions hold [B][G][slots] partials, slots = max(chunks, fusedMergeSlots of the most
+    //! chunks v2 can have here): v1 indexes them [B][G][chunks], v2 [B][G][fusedPlan.mergeSlots].
+    size_t wsCtxPartial{0};   //!< float [B][G][slots][d][d]
+    size_t wsMaxPartial{0};   //!< float [B][G][slots][d]
+    size_t wsSumPartial{0};   //!< float [B][G][slots][d]
     size_t wsCtx{0};          //!< float [B][G][d][d], normalized
-    //! uint32 [B][G]: chunks of each (batch, global head) done (kernels v2), then uint32 [B][G][d]: the
-    //! channels' maxima over the chunks as ordered keys (kernels v2). v2 also reuses the
-    //! regions above: partials in wsCtxPartial/wsMaxPartial/wsSumPartial (fusedPlan.chunks <= chunks),
-    //! the merged context in wsCtx as the input type (hi, and lo for bfloat16: 4 bytes per entry).
+    //! Kernels v2's merge trees: uint32 [B][G][groups] counters (partials of each group done), then
+    //! uint32 [B][G][groups][d] max keys (each group's channel maxima, order-preserving keys). v2 also
+    //! reuses the regions above: partials in wsCtxPartial/wsMaxPartial/wsSumPartial, the merged
+    //! context in wsCtx as the input type (hi, and lo for bfloat16: 4 bytes per entry).
     size_t wsCounters{0};
     size_t workspaceBytes{0};
     //! Bytes of the caller's persistent counters that can replace wsCounters (enqueueWithState):
-    //! the wsCounters region (uint32 [B][G] counters, [B][G][d] max keys) where kernels v2 run (fused), else 0.
+    //! the wsCounters region (counters and max keys of the merge trees) where kernels v2 run (fused), else 0.
     size_t stateBytes{0};
 
     // Kernel choices.

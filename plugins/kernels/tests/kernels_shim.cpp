@@ -64,6 +64,15 @@ __attribute__((visibility("default"))) uint64_t elfattShimWorkspace(int64_t batc
     return static_cast<uint64_t>(elfatt::workspaceSize(p));
 }
 
+__attribute__((visibility("default"))) uint64_t elfattShimState(int64_t batch, int64_t height, int64_t width,
+    int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
+    int32_t dtype, int32_t hasLepe)
+{
+    elfatt::AttentionParams const p
+        = makeParams(batch, height, width, channels, globalHeads, localHeads, windowH, windowW, scale, dtype, hasLepe);
+    return static_cast<uint64_t>(elfatt::stateSize(p));
+}
+
 //! The local-head kernel makePlan picks for these params and kernel path (LocalKernel as int),
 //! -1 for params it rejects.
 __attribute__((visibility("default"))) int32_t elfattShimLocalKernel(int64_t batch, int64_t height, int64_t width,
@@ -81,8 +90,9 @@ __attribute__((visibility("default"))) int32_t elfattShimLocalKernel(int64_t bat
 }
 
 //! Whether makePlan runs kernels v2 for these params and path (1, else 0; -1 for rejected params), and
-//! their tile shapes: shape[0..15] = qTileH, qTileW, qTilesY, qTilesX, keyTiles, haloRows, chunks,
-//! chunkTokens, oTileH, oTileW, oTilesY, oTilesX, oHaloRows, reductionItems, localItems, outputItems.
+//! their tile shapes: shape[0..17] = qTileH, qTileW, qTilesY, qTilesX, keyTiles, haloRows, chunks,
+//! chunkTokens, oTileH, oTileW, oTilesY, oTilesX, oHaloRows, reductionItems, localItems, outputItems,
+//! mergeGroups, mergeSlots.
 __attribute__((visibility("default"))) int32_t elfattShimFusedPlan(int64_t batch, int64_t height, int64_t width,
     int64_t channels, int32_t globalHeads, int32_t localHeads, int32_t windowH, int32_t windowW, float scale,
     int32_t dtype, int32_t hasLepe, int32_t path, int32_t* shape)
@@ -95,10 +105,10 @@ __attribute__((visibility("default"))) int32_t elfattShimFusedPlan(int64_t batch
         return -1;
     }
     elfatt::detail::FusedPlan const& f = plan.fusedPlan;
-    int32_t const values[16] = {f.qTileH, f.qTileW, f.qTilesY, f.qTilesX, f.keyTiles, f.haloRows, f.chunks,
+    int32_t const values[18] = {f.qTileH, f.qTileW, f.qTilesY, f.qTilesX, f.keyTiles, f.haloRows, f.chunks,
         f.chunkTokens, f.oTileH, f.oTileW, f.oTilesY, f.oTilesX, f.oHaloRows, f.reductionItems, f.localItems,
-        f.outputItems};
-    for (int32_t i = 0; i < 16; ++i)
+        f.outputItems, f.mergeGroups, f.mergeSlots};
+    for (int32_t i = 0; i < 18; ++i)
     {
         shape[i] = values[i];
     }

@@ -76,15 +76,16 @@ size_t workspaceSize(AttentionParams const& params) noexcept;
 cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* lepeWeight, void const* lepeBias,
     void* out, void* workspace, cudaStream_t stream) noexcept;
 
-//! Bytes of caller-owned persistent state that enqueueWithState can use for these params: one
-//! 32-bit counter per (batch item, global head), which kernels v2 otherwise keep in the workspace
-//! and zero with a cudaMemsetAsync at every enqueue. 0 where kernels v2 do not run (float32, head
+//! Bytes of caller-owned persistent state that enqueueWithState can use for these params: per
+//! (batch item, global head) and group of its merge tree one 32-bit counter and head-dim 32-bit max
+//! keys (4 x B x G x groups x (1 + d); groups = 5 for 16 chunks), which kernels v2 otherwise keep in
+//! the workspace and zero with a cudaMemsetAsync at every enqueue. 0 where kernels v2 do not run (float32, head
 //! dims other than 32 and 64, a grid whose indices exceed int32), without global heads, for an empty
 //! problem and for params that fail validateParams. Host-only, never throws.
 size_t stateSize(AttentionParams const& params) noexcept;
 
 //! enqueue() with caller-owned persistent state (stateSize(params) bytes, 4-byte aligned), which
-//! saves kernels v2 the cudaMemsetAsync of their chunk counters (one stream operation per enqueue).
+//! saves kernels v2 the cudaMemsetAsync of their counters and keys (one stream operation per enqueue).
 //! The caller zeroes the state once before its first use (cudaMemset / cudaMemsetAsync); every
 //! enqueueWithState whose kernels complete leaves it zeroed again, so the next one uses it as it is.
 //! Rules: enqueues that share one state must not overlap in time (issue them in one stream, or
