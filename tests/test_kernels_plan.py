@@ -289,3 +289,7 @@ def test_merge_tree_sizes(shim, b, h, w, c, g, l, chunks, groups):  # noqa: E741
     workspace = shim.elfattShimWorkspace(*p)
     assert workspace == kernels_trace.workspace_bytes(problem)
     assert workspace >= 4 * b * g * (f["mergeSlots"] * d * (d + 2) + d * d) + state
+    # the workspace does not depend on the dtype (test_workspace_independent_of_dtype_window_and_lepe): float32,
+    # which v1 runs, plans the same tree regions; it has no state
+    assert shim.elfattShimWorkspace(*params(b=b, h=h, w=w, c=c, g=g, l=l, dtype=K_FLOAT)) == workspace
+    assert shim.elfattShimState(*params(b=b, h=h, w=w, c=c, g=g, l=l, dtype=K_FLOAT)) == 0

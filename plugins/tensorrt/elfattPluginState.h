@@ -54,7 +54,8 @@ CounterCudaApi const& defaultCounterCudaApi() noexcept;
 class PersistentCounters
 {
 public:
-    //! Allocations are at least this large (1024 counters), so that a growing batch rarely reallocates.
+    //! Allocations are at least this large (1024 words: e.g. the counters and keys of 3 (b, head) merge
+    //! trees of 16 chunks at d = 64), so that a growing batch rarely reallocates.
     static constexpr size_t kMIN_BYTES = 4096;
 
     PersistentCounters() noexcept;

@@ -78,7 +78,8 @@ cudaError_t enqueue(AttentionParams const& params, void const* qkv, void const* 
 
 //! Bytes of caller-owned persistent state that enqueueWithState can use for these params: per
 //! (batch item, global head) and group of its merge tree one 32-bit counter and head-dim 32-bit max
-//! keys (4 x B x G x groups x (1 + d); groups = 5 for 16 chunks), which kernels v2 otherwise keep in
+//! keys (4 x B x G x groups x (1 + d); groups of the tree over min(64, ceil(H W / 256)) chunks, the most
+//! kernels v2 run for the shape: 5 for 16), which kernels v2 otherwise keep in
 //! the workspace and zero with a cudaMemsetAsync at every enqueue. 0 where kernels v2 do not run (float32, head
 //! dims other than 32 and 64, a grid whose indices exceed int32), without global heads, for an empty
 //! problem and for params that fail validateParams. Host-only, never throws.
