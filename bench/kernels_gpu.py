@@ -291,6 +291,51 @@ def binding_jobs(module, seed: int) -> list[Job]:
     return [Job("binding", name, fn, {"check": name}) for name, fn in checks]
 
 
+# 2 x 70 x 70 tokens, 1 global + 1 local head of 64: 20 chunks per (b, head), a 3-level merge tree (groups of one at
+# the edge) in each of 2 trees; kernels v2 run it on fp16 and bf16.
+STATE_CASE = Case("state-tree", 2, 70, 70, 128, 1, 1, 7, 7)
+
+
+def state_jobs(module, seed: int, device="cuda", case: Case = STATE_CASE) -> list[Job]:
+    """The TensorRT plugin's call (enqueueWithState, which no memset precedes) through the extension's
+    attention_with_state: two calls on one zeroed state, each right against the float64 reference and the state
+    zero after each (the merge trees' counters and max keys are zeroed by the blocks that consume them). On a GPU
+    this checks under real concurrency what the host emulation checks in logic only."""
+    import torch
+
+    from elfatt_deploy.op.cuda_backend import KERNEL_PATHS
+
+    name = "persistent state: 2 calls on one zeroed state, both right, state zero after each"
+
+    def run():
+        gen = torch.Generator(device=device).manual_seed(seed + 29)
+        details, ok = [], True
+        for dtype in ("float16", "bfloat16"):
+            if device == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+                details.append("bfloat16 not supported: skipped")
+                continue
+            qkv, w, b = make_inputs(case, dtype, "float32", device, gen)
+            ref = reference64(case, qkv, w, b)
+            size = module.state_size(qkv, w, b, *case.args())
+            if size == 0:
+                return {"status": "fail", "detail": f"{dtype}: state_size is 0, so kernels v2 do not run this case"}
+            state = torch.zeros(size, dtype=torch.uint8, device=device)
+            for call in (1, 2):
+                out = torch.full((case.batch, case.height, case.width, case.channels), float("nan"), dtype=qkv.dtype,
+                                 device=device)
+                module.attention_with_state(out, qkv, w, b, *case.args(), state, KERNEL_PATHS["fused"])
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                checked = check_output(case, dtype, out, ref)
+                dirty = int(state.count_nonzero().item())
+                ok = ok and checked["status"] == "ok" and dirty == 0
+                details.append(f"{dtype} call {call}: rel-L2 {checked['rel_l2']:.3g} (limit {checked['limit']:.3g}), "
+                               f"{dirty} of {size} state bytes nonzero")
+        return {"status": "ok" if ok else "fail", "detail": "; ".join(details)}
+
+    return [Job("binding", name, run, {"check": name})]
+
+
 def v2_note(names: Optional[list[str]]) -> Optional[str]:
     """A note when a v2 (fused) row launched only kernels of the v1 library."""
     if names and all(any(k in n for k in V1_KERNEL_NAMES) for n in names):
@@ -750,7 +795,7 @@ def main(argv=None) -> int:
                      desc="verify", **guard)
             print_verify(results.data["verification"])
             log(f"[{now()}] binding checks")
-            run_jobs(binding_jobs(module, args.seed), results,
+            run_jobs(binding_jobs(module, args.seed) + state_jobs(module, args.seed), results,
                      on_row=lambda r: log(f"  {r['status']:<5} {r['check']}: {r.get('detail') or r.get('error')}"),
                      **guard)
         if not args.verify_only:

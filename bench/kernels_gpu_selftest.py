@@ -44,6 +44,14 @@ class _StandInModule:
         else:
             out.copy_(result)
 
+    def state_size(self, qkv, weight, bias, gh, lh, wh, ww, scale):
+        return 64
+
+    def attention_with_state(self, out, qkv, weight, bias, gh, lh, wh, ww, scale, state, path):
+        """``leave_state`` (set by the test) is written into the state, as kernels that forgot to zero it would."""
+        self.attention_into(out, qkv, weight, bias, gh, lh, wh, ww, scale, path)
+        state[0] = getattr(self, "leave_state", 0)
+
 
 class _FakeTorch:
     """Stands in for torch in the preflight self-test."""
@@ -230,6 +238,19 @@ def self_test(out_dir: Path) -> int:
     assert errors and all((r["height"], r["width"]) == (9, 13) and "illegal memory" in r["error"] for r in errors)
     assert all(r["status"] == "ok" for r in rows if r not in errors) and len(rows) == len(few)
     assert not kg.print_verify(rows)
+
+    # The persistent-state check: a stand-in that leaves the state zero passes, one that leaves a count behind fails.
+    small = kg.Case("state-small", 1, 9, 11, 128, 1, 1, 7, 7)
+    clean = ResultsFile(out_dir / "self_test_state.json", kg.SCHEMA)
+    run_jobs(kg.state_jobs(_StandInModule(), seed=0, device="cpu", case=small), clean, context_alive=lambda: True)
+    row = clean.data["binding"][0]
+    assert row["status"] == "ok" and row["detail"].count("0 of 64 state bytes nonzero") == 4, row
+    leaky = _StandInModule()
+    leaky.leave_state = 3
+    dirty = ResultsFile(out_dir / "self_test_state_dirty.json", kg.SCHEMA)
+    run_jobs(kg.state_jobs(leaky, seed=0, device="cpu", case=small), dirty, context_alive=lambda: True)
+    row = dirty.data["binding"][0]
+    assert row["status"] == "fail" and "1 of 64 state bytes nonzero" in row["detail"], row
 
     # Table and plot on made-up timings (labelled as such; nothing here is a measurement).
     fake = []

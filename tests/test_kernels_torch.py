@@ -484,6 +484,54 @@ def test_host_binding_refuses_an_output_that_overlaps_an_input(host_binding, nam
     assert (r["calls"], r["out"], r["qkv"]) == (calls + 1, fresh.data_ptr(), qkv.data_ptr())
 
 
+def test_host_binding_passes_the_persistent_state(host_binding):
+    """attention_with_state runs enqueueWithPathAndState (the TensorRT plugin's call) with the caller's state, which
+    state_size sizes: 4 x B x G x groups x (1 + d) bytes where kernels v2 run (here 30 tokens: one chunk, one group
+    per (b, head), d = 32), 0 where they do not (float32; an empty state is then accepted)."""
+    qkv, weight, bias = _half_inputs(c=64)
+    assert host_binding.state_size(qkv, weight, bias, 1, 1, 3, 4, 0.0) == 4 * 2 * 1 * 1 * (1 + 32)
+    state = torch.zeros(264, dtype=torch.uint8)
+    out = torch.empty(2, 5, 6, 64, dtype=torch.float16)
+    host_binding.attention_with_state(out, qkv, weight, bias, 1, 1, 3, 4, 0.0, state, 4)
+    r = host_binding._last_launch()
+    assert (r["with_state"], r["state"], r["state_bytes"], r["path"]) == (True, state.data_ptr(), 264, 4)
+    assert (r["out"], r["qkv"]) == (out.data_ptr(), qkv.data_ptr()) and r["workspace"] != 0
+    host_binding.attention_into(out, qkv, weight, bias, 1, 1, 3, 4, 0.0, 4)
+    assert host_binding._last_launch()["with_state"] is False
+    q32, w32, b32 = _inputs(torch.float32, torch.float32, torch.float32, c=64)
+    assert host_binding.state_size(q32, w32, b32, 1, 1, 3, 4, 0.0) == 0
+    host_binding.attention_with_state(torch.empty(2, 5, 6, 64), q32, w32, b32, 1, 1, 3, 4, 0.0,
+                                      torch.zeros(0, dtype=torch.uint8), 3)
+    r = host_binding._last_launch()
+    assert (r["with_state"], r["state"], r["state_bytes"], r["path"]) == (True, 0, 0, 3)
+
+
+@pytest.mark.parametrize("state, message", [
+    (torch.zeros(263, dtype=torch.uint8), r"state has 263 bytes but these inputs need 264 \(state_size\)"),
+    (torch.zeros(66, dtype=torch.int32), r"state must be a contiguous 1-D uint8 tensor, got Int"),
+    (torch.zeros(2, 264, dtype=torch.uint8)[:, 0], r"state must be a contiguous 1-D uint8 tensor"),
+    (torch.zeros(265, dtype=torch.uint8)[1:], r"state must be 4-byte aligned"),
+])
+def test_host_binding_refuses_a_state_it_cannot_use(host_binding, state, message):
+    qkv, weight, bias = _half_inputs(c=64)
+    out = torch.empty(2, 5, 6, 64, dtype=torch.float16)
+    calls = host_binding._last_launch()["calls"]
+    with pytest.raises(RuntimeError, match=message):
+        host_binding.attention_with_state(out, qkv, weight, bias, 1, 1, 3, 4, 0.0, state, 4)
+    assert host_binding._last_launch()["calls"] == calls  # nothing launched
+
+
+def test_host_binding_refuses_a_state_inside_an_input(host_binding):
+    """The kernels write the state (counters, keys) while they read qkv: a state inside qkv is refused."""
+    qkv, weight, bias = _half_inputs(c=64)
+    state = qkv.view(-1).view(torch.uint8)[:264]
+    calls = host_binding._last_launch()["calls"]
+    with pytest.raises(RuntimeError, match="state shares memory with qkv .*pass a separate state tensor"):
+        host_binding.attention_with_state(torch.empty(2, 5, 6, 64, dtype=torch.float16), qkv, weight, bias, 1, 1, 3,
+                                          4, 0.0, state, 4)
+    assert host_binding._last_launch()["calls"] == calls
+
+
 @pytest.mark.parametrize("args, message", [
     (dict(weight_dtype=torch.bfloat16, bias_dtype=torch.bfloat16),
      r"lepe_weight has dtype BFloat16 but qkv has Half; the CUDA kernels take LePE parameters of qkv's dtype or "

@@ -106,18 +106,22 @@ at::Tensor prepareLepe(c10::optional<at::Tensor> const& tensor, at::Tensor const
     return tensor->contiguous();
 }
 
-//! Refuses an output that shares memory with an input: the kernels read qkv and the LePE
-//! parameters while they write out, so an overlap would give a silently wrong answer.
-void checkNoOverlap(at::Tensor const& out, at::Tensor const& input, char const* name)
+//! Refuses an output (or the persistent state, which the kernels also write) that shares memory with
+//! an input: the kernels read qkv and the LePE parameters while they write out, so an overlap would
+//! give a silently wrong answer.
+void checkNoOverlap(at::Tensor const& out, at::Tensor const& input, char const* name, char const* outName = "out")
 {
     if (!input.defined())
     {
         return;
     }
-    TORCH_CHECK(at::get_overlap_status(out, input) == at::MemOverlapStatus::No, "elfatt: out shares memory with ",
-        name, " (out ", out.sizes(), " at ", out.data_ptr(), ", ", name, " ", input.sizes(), " at ", input.data_ptr(),
-        "); the kernels read ", name, " while writing out: pass a separate output tensor, or call attention() "
-        "which allocates one");
+    std::string const remedy = std::string(outName) == "out"
+        ? std::string("a separate output tensor, or call attention() which allocates one")
+        : std::string("a separate ") + outName + " tensor";
+    TORCH_CHECK(at::get_overlap_status(out, input) == at::MemOverlapStatus::No, "elfatt: ", outName,
+        " shares memory with ", name, " (", outName, " ", out.sizes(), " at ", out.data_ptr(), ", ", name, " ",
+        input.sizes(), " at ", input.data_ptr(), "); the kernels read ", name, " while writing ", outName,
+        ": pass ", remedy);
 }
 
 //! Inputs of one call, checked, contiguous and on one device, with their kernel params.
@@ -193,7 +197,9 @@ Prepared prepare(at::Tensor const& qkvIn, c10::optional<at::Tensor> const& lepeW
 }
 
 //! Launches on the current stream of qkv's device; out is contiguous [B, H, W, C] of qkv's dtype.
-void launch(Prepared const& p, at::Tensor& out)
+//! state: caller-owned persistent state (enqueueWithPathAndState; a contiguous uint8 tensor on qkv's
+//! device, checked by the caller), or undefined (enqueueWithPath: counters in the workspace, memset).
+void launch(Prepared const& p, at::Tensor& out, at::Tensor const& state = at::Tensor())
 {
     if (out.numel() == 0)
     {
@@ -206,9 +212,13 @@ void launch(Prepared const& p, at::Tensor& out)
         workspace = at::empty({static_cast<int64_t>(wsBytes)}, p.qkv.options().dtype(at::kByte));
     }
     cudaStream_t const stream = currentStream(p.qkv.device());
-    cudaError_t const status = elfatt::enqueueWithPath(p.params, p.path, p.qkv.data_ptr(),
-        p.weight.defined() ? p.weight.data_ptr() : nullptr, p.bias.defined() ? p.bias.data_ptr() : nullptr,
-        out.data_ptr(), workspace.defined() ? workspace.data_ptr() : nullptr, stream);
+    void const* const weight = p.weight.defined() ? p.weight.data_ptr() : nullptr;
+    void const* const bias = p.bias.defined() ? p.bias.data_ptr() : nullptr;
+    void* const ws = workspace.defined() ? workspace.data_ptr() : nullptr;
+    cudaError_t const status = state.defined()
+        ? elfatt::enqueueWithPathAndState(p.params, p.path, p.qkv.data_ptr(), weight, bias, out.data_ptr(), ws,
+            state.numel() > 0 ? state.data_ptr() : nullptr, static_cast<size_t>(state.numel()), stream)
+        : elfatt::enqueueWithPath(p.params, p.path, p.qkv.data_ptr(), weight, bias, out.data_ptr(), ws, stream);
     TORCH_CHECK(status == cudaSuccess, "elfatt: CUDA kernel launch failed: ", cudaGetErrorName(status), " (",
         cudaGetErrorString(status), ") for qkv ", p.qkv.sizes(), " ", c10::toString(p.qkv.scalar_type()));
 }
@@ -251,6 +261,52 @@ void elfattAttentionInto(at::Tensor& out, at::Tensor const& qkv, c10::optional<a
     launch(p, out);
 }
 
+//! Bytes of persistent state elfattAttentionWithState takes for these inputs (elfatt::stateSize):
+//! kernels v2's merge-tree counters and max keys; 0 where kernels v2 do not run.
+int64_t elfattStateSize(at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
+    c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
+    int64_t windowW, double scale)
+{
+    Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, -1);
+    return static_cast<int64_t>(elfatt::stateSize(p.params));
+}
+
+//! elfattAttentionInto through enqueueWithPathAndState, as the TensorRT plugin runs the kernels: state is
+//! caller-owned persistent memory (a contiguous uint8 tensor on qkv's device, at least state_size bytes,
+//! zeroed once before its first use; kernels v2 leave it zeroed), so no memset runs. For checking that
+//! path on a GPU (bench/kernels_gpu.py); the op itself calls attention / attention_into.
+void elfattAttentionWithState(at::Tensor& out, at::Tensor const& qkv, c10::optional<at::Tensor> const& lepeWeight,
+    c10::optional<at::Tensor> const& lepeBias, int64_t globalHeads, int64_t localHeads, int64_t windowH,
+    int64_t windowW, double scale, at::Tensor const& state, int64_t path)
+{
+    DeviceGuard const guard(qkv.device());
+    Prepared const p = prepare(qkv, lepeWeight, lepeBias, globalHeads, localHeads, windowH, windowW, scale, path);
+    size_t const needed = elfatt::stateSize(p.params);
+    TORCH_CHECK(state.device() == p.qkv.device(), "elfatt: state is on ", state.device(), " but qkv is on ",
+        p.qkv.device(), "; allocate it on qkv's device");
+    TORCH_CHECK(state.scalar_type() == at::kByte && state.is_contiguous() && state.dim() == 1,
+        "elfatt: state must be a contiguous 1-D uint8 tensor, got ", c10::toString(state.scalar_type()), " ",
+        state.sizes());
+    TORCH_CHECK(static_cast<size_t>(state.numel()) >= needed, "elfatt: state has ", state.numel(),
+        " bytes but these inputs need ", needed, " (state_size); allocate torch.zeros(state_size(...), dtype=uint8)");
+    TORCH_CHECK(needed == 0 || reinterpret_cast<uintptr_t>(state.data_ptr()) % 4 == 0,
+        "elfatt: state must be 4-byte aligned; pass a fresh tensor, not a view at an odd offset");
+    TORCH_CHECK(out.device() == p.qkv.device() && out.scalar_type() == p.qkv.scalar_type() && out.is_contiguous()
+            && out.dim() == 4 && out.size(0) == p.params.batch && out.size(1) == p.params.height
+            && out.size(2) == p.params.width && out.size(3) == p.params.channels,
+        "elfatt: out must be a contiguous [B, H, W, C] = [", p.params.batch, ", ", p.params.height, ", ",
+        p.params.width, ", ", p.params.channels, "] tensor of qkv's dtype and device, got ", out.sizes(), " ",
+        c10::toString(out.scalar_type()), " on ", out.device());
+    checkNoOverlap(out, p.qkv, "qkv");
+    checkNoOverlap(out, p.weight, "lepe_weight");
+    checkNoOverlap(out, p.bias, "lepe_bias");
+    checkNoOverlap(state, p.qkv, "qkv", "state");
+    checkNoOverlap(state, p.weight, "lepe_weight", "state");
+    checkNoOverlap(state, p.bias, "lepe_bias", "state");
+    checkNoOverlap(state, out, "out", "state");
+    launch(p, out, state);
+}
+
 int64_t elfattWorkspaceSize(int64_t batch, int64_t height, int64_t width, int64_t channels, int64_t globalHeads,
     int64_t localHeads, int64_t windowH, int64_t windowW)
 {
@@ -278,6 +334,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("workspace_size", &elfattWorkspaceSize, "Workspace bytes of one launch", py::arg("batch"),
         py::arg("height"), py::arg("width"), py::arg("channels"), py::arg("global_heads"), py::arg("local_heads"),
         py::arg("window_h"), py::arg("window_w"));
+    m.def("state_size", &elfattStateSize, "Bytes of persistent state attention_with_state takes", py::arg("qkv"),
+        py::arg("lepe_weight"), py::arg("lepe_bias"), py::arg("global_heads"), py::arg("local_heads"),
+        py::arg("window_h"), py::arg("window_w"), py::arg("scale"));
+    m.def("attention_with_state", &elfattAttentionWithState,
+        "attention_into with caller-owned persistent state, as the TensorRT plugin runs the kernels", py::arg("out"),
+        py::arg("qkv"), py::arg("lepe_weight"), py::arg("lepe_bias"), py::arg("global_heads"), py::arg("local_heads"),
+        py::arg("window_h"), py::arg("window_w"), py::arg("scale"), py::arg("state"), py::arg("path") = -1);
     m.def("version", []() { return std::string(elfatt::kernelsVersion()); });
 #ifdef ELFATT_TORCH_HOST_TEST
     m.def("_last_launch", []() {
@@ -297,6 +360,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
         d["lepe_bias"] = reinterpret_cast<uintptr_t>(r.lepeBias);
         d["out"] = reinterpret_cast<uintptr_t>(r.out);
         d["workspace"] = reinterpret_cast<uintptr_t>(r.workspace);
+        d["state"] = reinterpret_cast<uintptr_t>(r.state);
+        d["state_bytes"] = r.stateBytes;
+        d["with_state"] = r.withState;
         return d;
     });
     m.def("_set_launch_result", [](int32_t status) { elfatt::test::setLaunchResult(static_cast<cudaError_t>(status)); });

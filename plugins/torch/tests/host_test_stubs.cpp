@@ -37,8 +37,22 @@ cudaError_t enqueueWithPath(AttentionParams const& params, KernelPath path, void
     r.lepeBias = lepeBias;
     r.out = out;
     r.workspace = workspace;
+    r.state = nullptr;
+    r.stateBytes = 0;
+    r.withState = false;
     r.stream = stream;
     return test::gResult;
+}
+
+cudaError_t enqueueWithPathAndState(AttentionParams const& params, KernelPath path, void const* qkv,
+    void const* lepeWeight, void const* lepeBias, void* out, void* workspace, void* state, size_t stateBytes,
+    cudaStream_t stream) noexcept
+{
+    cudaError_t const result = enqueueWithPath(params, path, qkv, lepeWeight, lepeBias, out, workspace, stream);
+    test::gRecord.state = state;
+    test::gRecord.stateBytes = stateBytes;
+    test::gRecord.withState = true;
+    return result;
 }
 
 } // namespace elfatt

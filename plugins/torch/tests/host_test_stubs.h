@@ -16,7 +16,7 @@ namespace elfatt
 namespace test
 {
 
-//! What the last enqueueWithPath call received.
+//! What the last enqueueWithPath or enqueueWithPathAndState call received.
 struct LaunchRecord
 {
     int32_t calls{0};
@@ -27,6 +27,9 @@ struct LaunchRecord
     void const* lepeBias{nullptr};
     void* out{nullptr};
     void* workspace{nullptr};
+    void* state{nullptr};        //!< enqueueWithPathAndState only
+    size_t stateBytes{0};
+    bool withState{false};       //!< the call was enqueueWithPathAndState
     cudaStream_t stream{nullptr};
 };
 
