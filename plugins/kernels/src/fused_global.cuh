@@ -83,8 +83,9 @@ __device__ __forceinline__ float fromOrderedKey(uint32_t key)
 //! groups): M = max m_c (the group's max keys, raised by every partial's writer before it counted),
 //! S = sum s_c e^(m_c - M), C = sum ctx_c e^(m_c - M). Below the root (groups > 1) it stores (C, M, S) as
 //! the group's partial (slot chunks + offset + group) and raises the parent's keys with M; the root
-//! writes ctx = C / S to ws.ctx (16-bit, hi [and lo]). Zeroes the group's keys. The slots and keys are
-//! computed where they are used, from int32s and kernel parameters (registers).
+//! writes ctx = C / S to ws.ctx (16-bit, hi [and lo]). Zeroes the group's keys. Slots and key addresses
+//! are computed where they are used, from int32s and kernel parameters: passing them in as 64-bit
+//! values kept more registers live across the loads and spilled on sm_87.
 template <typename T, int32_t kD>
 __device__ __forceinline__ void fusedMergeGroup(FusedArgs const& a, int32_t pair, int32_t below, int32_t offset,
     int32_t group, int32_t count, int32_t groups, FusedWorkspace const& ws)
