@@ -318,9 +318,7 @@ def block_kinds(kernel: str, grid: int, p: Problem) -> list[tuple]:
     if name in ("localTiledKernel", "localGenericKernel"):
         return _local_kinds(p, grid, None)
     if name == "globalContextPartialKernel":
-        chunks = min(128, max(1, -(-tokens // 256)))
-        chunk_tokens = -(-tokens // chunks)
-        chunks = -(-tokens // chunk_tokens)
+        chunks = _v1_chunks(p)
         per_dim = -(-p.head_dim // 64)
         kinds = []
         for item in range(grid):
@@ -468,7 +466,8 @@ def state_bytes(p: Problem) -> int:
 
 
 def _v1_chunks(p: Problem) -> int:
-    """plan.cpp's plan.chunks (v1's split of the tokens, which sizes the workspace)."""
+    """plan.cpp's plan.chunks: v1's split of the tokens (globalContextPartialKernel's chunks), which also sizes
+    the workspace."""
     tokens = p.height * p.width
     chunks = min(128, max(1, -(-tokens // 256)))
     return -(-tokens // -(-tokens // chunks))
