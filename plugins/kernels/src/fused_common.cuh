@@ -107,6 +107,24 @@ struct Rect
     int32_t cols;
 };
 
+//! 2^x of a softmax weight (x <= 0). Where kFAST: ptx::exp2Approx, one MUFU.EX2 (a weight below
+//! 2^-126 becomes 0, as it would once rounded to fp16 / bf16); else exp2f, the same MUFU.EX2 plus a
+//! four-instruction fix-up for subnormal results. exp2f stays only in the k and q softmax of the
+//! bfloat16 d = 64 kernels (fused_global.cuh): there the shorter code makes ptxas spill two predicate
+//! registers (8 bytes) on sm_90 at the 128-register cap, and these kernels must not spill.
+template <bool kFAST>
+__device__ __forceinline__ float softmaxExp2(float x)
+{
+    if constexpr (kFAST)
+    {
+        return ptx::exp2Approx(x);
+    }
+    else
+    {
+        return exp2f(x);
+    }
+}
+
 //! Rect grown by one token on every side, clipped to bounds (the LePE taps it reads).
 __device__ __forceinline__ Rect haloOf(Rect const& r, Rect const& bounds)
 {

@@ -129,7 +129,7 @@ __device__ __forceinline__ void fusedMergeGroup(FusedArgs const& a, int32_t pair
         }
     };
     auto const add = [&](Partial const& x) {
-        float const weight = exp2f((x.m - big) * kFUSED_LOG2E); // every partial has a token: m, big finite
+        float const weight = ptx::exp2Approx((x.m - big) * kFUSED_LOG2E); // every partial has a token: m, big finite
         sum = fmaf(x.s, weight, sum);
 #pragma unroll
         for (int32_t v = 0; v < kCOLS / 4; ++v)
@@ -305,7 +305,7 @@ __device__ __forceinline__ void fusedReductionItem(
             tileMax[r] = fmaxf(tileMax[r], __shfl_xor_sync(kFULL_MASK, tileMax[r], 2));
             float const newMax = fmaxf(rowMax[r], tileMax[r]); // finite: nv >= 1
             shift[r] = newMax * kFUSED_LOG2E;
-            float const alpha = exp2f((rowMax[r] - newMax) * kFUSED_LOG2E); // 0 on the first tile
+            float const alpha = ptx::exp2Approx((rowMax[r] - newMax) * kFUSED_LOG2E); // 0 on the first tile
             rowMax[r] = newMax;
             rowSum[r] *= alpha;
 #pragma unroll
@@ -335,7 +335,8 @@ __device__ __forceinline__ void fusedReductionItem(
                 for (int32_t h = 0; h < 2; ++h)
                 {
                     int32_t const token = 16 * kb + 2 * t + h + (r >= 2 ? 8 : 0);
-                    x[h] = token < nv ? exp2f(fmaf(x[h], kFUSED_LOG2E, -shift[r & 1])) : 0.F;
+                    x[h] = token < nv ? softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x[h], kFUSED_LOG2E, -shift[r & 1]))
+                                      : 0.F;
                     rowSum[r & 1] += x[h];
                 }
                 ea[r] = ptx::packPair<T>(x[0], x[1]);
@@ -547,8 +548,8 @@ __device__ __forceinline__ void fusedOutputItem(FusedArgs const& a, int32_t item
             float x0;
             float x1;
             ptx::unpackPair<T>(pa[r], x0, x1);
-            x0 = exp2f(fmaf(x0, kFUSED_LOG2E, -rowMax[r & 1]));
-            x1 = exp2f(fmaf(x1, kFUSED_LOG2E, -rowMax[r & 1]));
+            x0 = softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x0, kFUSED_LOG2E, -rowMax[r & 1]));
+            x1 = softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x1, kFUSED_LOG2E, -rowMax[r & 1]));
             rowSum[r & 1] += x0 + x1;
             pa[r] = ptx::packPair<T>(x0, x1);
             if constexpr (kBF16)

@@ -113,7 +113,7 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
     {
         o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.F;
     }
-    float rowMax[2] = {-INFINITY, -INFINITY}; //!< rows g and g + 8 of the warp's 16, in log2 units
+    float rowMax[2] = {-INFINITY, -INFINITY}; //!< rows g and g + 8 of the warp's 16: max of q.k (unscaled)
     float rowSum[2] = {0.F, 0.F};             //!< this lane's share of the row sums
 
     for (int32_t kt = 0; kt < keyTiles; ++kt)
@@ -172,8 +172,11 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
                 }
             }
 
-            // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3), in log2 units;
-            // keys past the window masked to -inf only in a block that has some (block-uniform).
+            // Online softmax of rows g (elements 0, 1) and g + 8 (elements 2, 3). The maxima are of
+            // the raw logits q.k (the scale is > 0, plan.cpp, so it commutes with max), and the scale
+            // is applied inside the exponent's FFMA: exp2(s scaleLog2 - max scaleLog2), no separate
+            // multiply per element. Keys past the window masked to -inf only in a block that has some
+            // (block-uniform).
             float tileMax[2] = {-INFINITY, -INFINITY};
             if (k0 + kSUB <= nk)
             {
@@ -183,7 +186,6 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
 #pragma unroll
                     for (int32_t e = 0; e < 4; ++e)
                     {
-                        s[n][e] *= a.scaleLog2;
                         tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
                     }
                 }
@@ -197,7 +199,7 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
                     for (int32_t e = 0; e < 4; ++e)
                     {
                         int32_t const key = k0 + 8 * n + 2 * t + (e & 1);
-                        s[n][e] = key < nk ? s[n][e] * a.scaleLog2 : -INFINITY;
+                        s[n][e] = key < nk ? s[n][e] : -INFINITY;
                         tileMax[e >> 1] = fmaxf(tileMax[e >> 1], s[n][e]);
                     }
                 }
@@ -212,8 +214,8 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
                 float const newMax = fmaxf(rowMax[r], tileMax[r]);
                 // As in v1: shift by 0 while every logit so far is -inf, so that exp2(-inf - -inf)
                 // cannot turn the running sums into NaN.
-                shift[r] = newMax == -INFINITY ? 0.F : newMax;
-                correction[r] = exp2f(rowMax[r] - shift[r]); // 0 on the first keys
+                shift[r] = newMax == -INFINITY ? 0.F : newMax * a.scaleLog2;
+                correction[r] = ptx::exp2Approx(fmaf(rowMax[r], a.scaleLog2, -shift[r])); // 0 on the first keys
                 rowMax[r] = newMax;
                 rowSum[r] *= correction[r];
             }
@@ -223,7 +225,7 @@ __device__ __forceinline__ void fusedLocalItem(FusedArgs const& a, int32_t item,
 #pragma unroll
                 for (int32_t e = 0; e < 4; ++e)
                 {
-                    s[n][e] = exp2f(s[n][e] - shift[e >> 1]); // masked keys: exp2(-inf) = 0
+                    s[n][e] = ptx::exp2Approx(fmaf(s[n][e], a.scaleLog2, -shift[e >> 1])); // masked: exp2(-inf) = 0
                     rowSum[e >> 1] += s[n][e];
                 }
             }

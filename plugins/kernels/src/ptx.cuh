@@ -1,9 +1,10 @@
 /*
  * elfatt-deploy kernels: inline-PTX wrappers for the v2 ("fused") kernels (internal header).
  *
- * Four warp- or thread-level instructions of sm_80 and newer, each behind one small
- * function, so that the kernels read as CUDA C++ and the host emulation can replace every
- * one of them by an exact model (plugins/kernels/tests/emulation/emulation_ptx.h):
+ * The warp- or thread-level instructions of sm_80 and newer that the v2 kernels use, each behind
+ * one small function, so that the kernels read as CUDA C++ and the host emulation can replace every
+ * one of them by an exact model (plugins/kernels/tests/emulation/emulation_ptx.h; the atomics and
+ * ex2 below, whose models are a few lines, in this file):
  *
  *   mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32   mma16816<T>
  *   ldmatrix.sync.aligned.m8n8.x4{,.trans}.shared.b16                 ldmatrixX4 / ldmatrixX4Trans
@@ -11,6 +12,7 @@
  *   cp.async.commit_group / cp.async.wait_group N                      cpAsyncCommit / cpAsyncWait<N>
  *   atom.acq_rel.gpu.global.add.u32                                    counterArrive
  *   red.relaxed.gpu.global.max.u32                                     reduceMax
+ *   ex2.approx.ftz.f32                                                 exp2Approx
  *
  * and, on sm_90 only (programmatic dependent launch, PDL; compiled out for sm_80 / sm_87, where
  * both are empty: those devices launch every kernel after the previous one has completed):
@@ -40,6 +42,8 @@
 
 #include "common.cuh"
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -138,6 +142,14 @@ ELFATT_EMULATION_UNTRACED inline void reduceMax(uint32_t* word, uint32_t value)
     while (seen < value && !__atomic_compare_exchange_n(word, &seen, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
     {
     }
+}
+
+//! 2^x as ex2.approx.ftz.f32 computes it (see the device version): a subnormal x counts as 0 and a
+//! result below the smallest normal float (x < -126) is +0. Traced as the exp2f it calls.
+__device__ __forceinline__ float exp2Approx(float x)
+{
+    float const y = exp2f(std::fpclassify(x) == FP_SUBNORMAL ? 0.F : x);
+    return y < FLT_MIN ? 0.F : y; // NaN compares false and stays NaN
 }
 
 #else // device code
@@ -280,6 +292,17 @@ __device__ __forceinline__ uint32_t counterArrive(uint32_t* counter, uint32_t va
 __device__ __forceinline__ void reduceMax(uint32_t* word, uint32_t value)
 {
     asm volatile("red.relaxed.gpu.global.max.u32 [%0], %1;\n" ::"l"(word), "r"(value) : "memory");
+}
+
+//! ex2.approx.ftz.f32 (PTX ISA, all targets): 2^x in one MUFU.EX2. exp2f compiles to the same MUFU.EX2
+//! plus a fix-up for subnormal results (FSETP, FMUL, MUFU, FMUL: four instructions); this one flushes
+//! them to +0 instead (x < -126, where a softmax weight is below 1.2e-38 and rounds to 0 in fp16 and
+//! bf16 anyway) and reads a subnormal x as 0. Same result as exp2f for every other x.
+__device__ __forceinline__ float exp2Approx(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 
 #endif // ELFATT_HOST_EMULATION

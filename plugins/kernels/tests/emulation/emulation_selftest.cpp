@@ -11,6 +11,7 @@
 #include "elfatt_host_emulation.h"
 #include "ptx.cuh"
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -565,6 +566,26 @@ void runCpAsync(int32_t mode, std::vector<float>& src, std::vector<float>& seen)
     freeArray(gseen);
 }
 
+//! ex2.approx.ftz.f32 as ptx::exp2Approx models it: exp2f for normal arguments and results, a
+//! subnormal argument read as 0, a result below the smallest normal float flushed to +0.
+void checkExp2Approx()
+{
+    namespace ptx = ::elfatt::detail::ptx;
+    for (float const x : {-125.5F, -20.25F, -1.F, -0.F, 0.F, 0.375F, 3.F, 127.F})
+    {
+        expect(ptx::exp2Approx(x) == exp2f(x), "ex2.approx.ftz: exp2f for a normal result");
+    }
+    expect(ptx::exp2Approx(-126.F) == FLT_MIN, "ex2.approx.ftz: 2^-126 is the smallest normal float");
+    expect(ptx::exp2Approx(-126.5F) == 0.F && !std::signbit(ptx::exp2Approx(-126.5F)),
+        "ex2.approx.ftz: a subnormal result is +0 (exp2f keeps it)");
+    expect(exp2f(-126.5F) > 0.F, "the host exp2f keeps subnormal results (what the flush differs from)");
+    expect(ptx::exp2Approx(-INFINITY) == 0.F, "ex2.approx.ftz: 2^-inf = +0");
+    expect(ptx::exp2Approx(INFINITY) == INFINITY, "ex2.approx.ftz: 2^inf = inf");
+    expect(std::isnan(ptx::exp2Approx(NAN)), "ex2.approx.ftz: NaN stays NaN");
+    expect(ptx::exp2Approx(-1.0e-40F) == 1.F && ptx::exp2Approx(1.0e-40F) == 1.F,
+        "ex2.approx.ftz: a subnormal argument counts as 0");
+}
+
 void checkCpAsync()
 {
     std::vector<float> src;
@@ -635,6 +656,7 @@ int runPositive()
     checkPtxMma<__half>("mma.sync m16n8k16 float16");
     checkPtxMma<__nv_bfloat16>("mma.sync m16n8k16 bfloat16");
     checkCpAsync();
+    checkExp2Approx();
 
     // Launch configuration checks.
     float dummy[64] = {};
