@@ -2,6 +2,7 @@
 static files at other sizes, plugin-only exports on ONNX Runtime, text / truncated / foreign / empty files."""
 
 import onnx
+import onnx.numpy_helper
 import pytest
 
 from elfatt_deploy.cli import main
@@ -33,7 +34,22 @@ def files(tmp_path_factory):
     onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 18)]), str(out["foreign"]))
     onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "empty", [], [])), str(tmp / "empty.onnx"))
     out["empty"] = tmp / "empty.onnx"
+    out["collapsed"] = tmp / "collapsed.onnx"
+    onnx.save(_with_another_layouts_body(onnx.load(str(out["static"]))), str(out["collapsed"]))
     return out
+
+
+def _with_another_layouts_body(model: onnx.ModelProto) -> onnx.ModelProto:
+    """What onnxslim 0.1.98 (and onnx-graphsurgeon 0.6.1) make of a file with several channel layouts: the
+    functions' overloads dropped, so a node runs the body of another layout. Here the body's qkv split
+    sizes are doubled (as in a layout of twice the channels), which ONNX Runtime's shape inference refuses."""
+    body = model.functions[0]
+    constants = {n.output[0]: n for n in body.node if n.op_type == "Constant"}
+    split = next(n for n in body.node if n.op_type == "Split" and len(n.output) > 2)
+    tensor = constants[split.input[1]].attribute[0].t
+    values = onnx.numpy_helper.to_array(tensor) * 2
+    tensor.CopyFrom(onnx.numpy_helper.from_array(values, tensor.name))
+    return model
 
 
 def test_a_static_file_validates_at_its_own_shape(files, capsys):
@@ -64,6 +80,8 @@ def test_a_shape_a_static_file_cannot_take_is_refused_before_any_run(files, monk
     ("truncated", "is not a readable ONNX model"),
     ("foreign", "has the input 'x' of shape 2x10; elfatt-deploy runs image models with one N x 3 x H x W"),
     ("empty", "has 0 inputs (none)"),
+    # before: "internal error ... this is a bug" (exit 4) from ONNX Runtime's session creation
+    ("collapsed", "ONNX Runtime cannot load"),
 ])
 @pytest.mark.parametrize("command", ["validate", "validate --model", "bench"])
 def test_files_that_cannot_run_are_refused_with_a_message(files, capsys, kind, message, command):
@@ -75,6 +93,8 @@ def test_files_that_cannot_run_are_refused_with_a_message(files, capsys, kind, m
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback" not in err and "internal error" not in err
+    if kind == "collapsed":
+        assert "Mismatch between the sum of 'split'" in err and "attach_functions" in err and "--inline" in err, err
 
 
 def test_a_directory_is_not_called_missing(tmp_path, capsys):

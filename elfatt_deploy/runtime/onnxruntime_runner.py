@@ -50,11 +50,49 @@ def resolve_providers(providers: Optional[Sequence[str]]) -> list[str]:
     return resolved
 
 
+def _refuses_the_model(exc: BaseException) -> bool:
+    """Whether ONNX Runtime's session creation failed on the file itself (an invalid graph, a node its
+    shape inference rejects, a broken protobuf), not on the environment (a provider's library)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    model_errors = tuple(getattr(state, n) for n in ("InvalidGraph", "InvalidProtobuf", "InvalidArgument", "NoSuchFile")
+                         if hasattr(state, n))
+    if isinstance(exc, model_errors):
+        return True
+    return isinstance(exc, getattr(state, "Fail", ())) and "Load model from" in str(exc)
+
+
+def _session_loader(path: Path, providers: list[str]):
+    """Polygraphy's SessionFromOnnx, with a file ONNX Runtime refuses reported as bad input (exit 2)
+    that says what usually causes it, instead of an internal error."""
+    from polygraphy.backend.onnxrt import SessionFromOnnx
+
+    from elfatt_deploy.errors import InputError
+
+    load = SessionFromOnnx(str(path), providers=providers)
+
+    def session():
+        try:
+            return load()
+        except Exception as exc:
+            if not _refuses_the_model(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"ONNX Runtime cannot load {str(path)!r}: {first}. If a tool rewrote the file after export "
+                "(onnxslim, onnx-graphsurgeon, Polygraphy surgeon, onnx.version_converter), it may have dropped or "
+                "merged the model-local ElfattAttention functions (their 'overload' field): re-export, export with "
+                "--inline before such tools, or restore the functions with "
+                "elfatt_deploy.export.onnx_function.attach_functions (docs/export.md, 'Which file for which tool')"
+            ) from exc
+    return session
+
+
 def make_onnxruntime_runner(onnx_path, providers: Optional[Sequence[str]] = None, name: Optional[str] = None):
     """An OnnxrtRunner for ``onnx_path`` (providers in priority order; default CPU)."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
     path = Path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {str(path)!r} does not exist")
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=resolve_providers(providers)), name=name)
+    return OnnxrtRunner(_session_loader(path, resolve_providers(providers)), name=name)
