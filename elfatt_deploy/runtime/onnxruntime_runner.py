@@ -51,15 +51,13 @@ def resolve_providers(providers: Optional[Sequence[str]]) -> list[str]:
 
 
 def _refuses_the_model(exc: BaseException) -> bool:
-    """Whether ONNX Runtime's session creation failed on the file itself (an invalid graph, a node its
-    shape inference rejects, a broken protobuf), not on the environment (a provider's library)."""
+    """Whether ONNX Runtime's session creation failed on the file itself (an invalid graph or protobuf,
+    a node its shape inference rejects: ORT's "Load model from ... failed"), not on the environment."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    model_errors = tuple(getattr(state, n) for n in ("InvalidGraph", "InvalidProtobuf", "InvalidArgument", "NoSuchFile")
-                         if hasattr(state, n))
-    if isinstance(exc, model_errors):
+    if isinstance(exc, (state.InvalidGraph, state.InvalidProtobuf)):
         return True
-    return isinstance(exc, getattr(state, "Fail", ())) and "Load model from" in str(exc)
+    return type(exc).__module__.startswith("onnxruntime") and "Load model from" in str(exc)
 
 
 def _session_loader(path: Path, providers: list[str]):

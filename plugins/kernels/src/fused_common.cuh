@@ -18,6 +18,7 @@
 #include "ptx.cuh"
 
 #include <cstdint>
+#include <type_traits>
 
 namespace elfatt
 {
@@ -107,21 +108,20 @@ struct Rect
     int32_t cols;
 };
 
-//! 2^x of a softmax weight (x <= 0). Where kFAST: ptx::exp2Approx, one MUFU.EX2 (a weight below
-//! 2^-126 becomes 0, as it would once rounded to fp16 / bf16); else exp2f, the same MUFU.EX2 plus a
-//! four-instruction fix-up for subnormal results. exp2f stays only in the k and q softmax of the
-//! bfloat16 d = 64 kernels (fused_global.cuh): there the shorter code makes ptxas spill two predicate
-//! registers (8 bytes) on sm_90 at the 128-register cap, and these kernels must not spill.
-template <bool kFAST>
-__device__ __forceinline__ float softmaxExp2(float x)
+//! 2^x of a weight of the global heads' k and q softmax (x <= 0): ptx::exp2Approx, one MUFU.EX2, except
+//! in the bfloat16 d = 64 kernels, which keep exp2f (the same MUFU.EX2 plus a four-instruction fix-up
+//! for subnormal results): there the shorter code makes ptxas spill two predicate registers (8 bytes)
+//! on sm_90 at the 128-register cap, and the v2 kernels must not spill (tests/test_kernels_nvcc.py).
+template <typename T, int32_t kD>
+__device__ __forceinline__ float globalSoftmaxExp2(float x)
 {
-    if constexpr (kFAST)
+    if constexpr (std::is_same<T, __nv_bfloat16>::value && kD == 64)
     {
-        return ptx::exp2Approx(x);
+        return exp2f(x);
     }
     else
     {
-        return exp2f(x);
+        return ptx::exp2Approx(x);
     }
 }
 

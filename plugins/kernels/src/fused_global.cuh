@@ -335,8 +335,7 @@ __device__ __forceinline__ void fusedReductionItem(
                 for (int32_t h = 0; h < 2; ++h)
                 {
                     int32_t const token = 16 * kb + 2 * t + h + (r >= 2 ? 8 : 0);
-                    x[h] = token < nv ? softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x[h], kFUSED_LOG2E, -shift[r & 1]))
-                                      : 0.F;
+                    x[h] = token < nv ? globalSoftmaxExp2<T, kD>(fmaf(x[h], kFUSED_LOG2E, -shift[r & 1])) : 0.F;
                     rowSum[r & 1] += x[h];
                 }
                 ea[r] = ptx::packPair<T>(x[0], x[1]);
@@ -548,8 +547,8 @@ __device__ __forceinline__ void fusedOutputItem(FusedArgs const& a, int32_t item
             float x0;
             float x1;
             ptx::unpackPair<T>(pa[r], x0, x1);
-            x0 = softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x0, kFUSED_LOG2E, -rowMax[r & 1]));
-            x1 = softmaxExp2<!(kBF16 && kD == 64)>(fmaf(x1, kFUSED_LOG2E, -rowMax[r & 1]));
+            x0 = globalSoftmaxExp2<T, kD>(fmaf(x0, kFUSED_LOG2E, -rowMax[r & 1]));
+            x1 = globalSoftmaxExp2<T, kD>(fmaf(x1, kFUSED_LOG2E, -rowMax[r & 1]));
             rowSum[r & 1] += x0 + x1;
             pa[r] = ptx::packPair<T>(x0, x1);
             if constexpr (kBF16)
