@@ -35,7 +35,8 @@ from .fold import fold_constant_nodes
 from .gelu import reorder_erf_gelu
 from .fp16 import to_half_precision
 from .inline import inline_elfatt_functions, shape_slices_as_slice
-from .metadata import INPUT_NAME, PRECISIONS, export_metadata, set_metadata
+from .metadata import INPUT_NAME, PRECISIONS, describe_export, export_metadata, set_metadata
+from .naming import name_after_modules
 from .onnx_function import DOMAIN, MIN_OPSET, OP_TYPE, attach_functions
 from .onnx_schema import register_schema
 from .translation import custom_translation_table
@@ -238,9 +239,11 @@ def build_onnx_model(
     model.eval()
     try:
         traced = to_half_precision(model) if precision == "fp16" else model
+        root = "model" if precision == "fp16" else ""  # where the user's model sits in what is traced
         output_name = "logits" if getattr(model, "num_classes", 1) > 0 else "features"
         if softmax:
             traced = WithProbabilities(traced)  # ValueError for a model without a classifier head
+            root = "model." + root if root else "model"
             output_name = PROBABILITIES_OUTPUT
         stage("tracing (torch.export) and translating to ONNX")
         proto = _run_exporter(traced, _trace_input(shape, dynamic), dynamic, opset, output_name, requested=shape)
@@ -252,6 +255,7 @@ def build_onnx_model(
         raise ValueError(f"the exported graph has {len(nodes)} {DOMAIN}::{OP_TYPE} nodes for {len(layers)} attention "
                          "layers; the model calls the op outside ElfattAttention layers or a layer was folded away")
     stage("attaching the ElfattAttention function and metadata")
+    name_after_modules(proto, traced, root)  # from the exporter's module scopes, which the next line strips
     _strip_exporter_props(proto)
     stage("folding what depends on the weights only (the position-embedding table)")
     fold_constant_nodes(proto)
@@ -264,14 +268,18 @@ def build_onnx_model(
         attach_functions(proto, _default_opset_version(proto))
     proto.producer_name = "elfatt-deploy"  # torch.onnx wrote "pytorch" and its own version
     proto.producer_version = __version__
-    set_metadata(proto, export_metadata(
-        model_name=getattr(model, "model_name", type(model).__name__),
+    model_name = getattr(model, "model_name", type(model).__name__)
+    metadata = export_metadata(
+        model_name=model_name,
         model_config=getattr(model, "model_config", {}),
         precision=precision, dynamic=dynamic, input_shape=shape, output_name=output_name, plugin_only=plugin_only,
         inlined=inline,
         weights=getattr(model, "weights_provenance", None),
         torch_version=torch.__version__,
-    ))
+    )
+    set_metadata(proto, metadata)
+    proto.doc_string = describe_export(metadata)
+    proto.graph.name = model_name  # torch.onnx wrote "main_graph"
     stage("checking (onnx.checker, full check)")
     try:
         onnx.checker.check_model(proto, full_check=True)

@@ -9,7 +9,7 @@ standard ops only, no ``elfatt`` domain in the graph or in the opset imports.
 ``inline_elfatt_functions(model)`` returns that form as a new ModelProto:
 
 - the body nodes of each call are named after the call site
-  (``node_attention_3/Reshape_12``), so profiles and viewers show which layer a node
+  (``/blocks.3/attn/ElfattAttention/Reshape_12``), so profiles and viewers show which layer a node
   belongs to;
 - ``Constant(value_float=...)`` (and value_int, value_floats, value_ints), which the
   function's attribute references become, are written as ``Constant(value=tensor)``,

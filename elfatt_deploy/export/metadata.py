@@ -61,6 +61,31 @@ def set_metadata(model: onnx.ModelProto, values: Mapping[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
+def describe_export(values: Mapping[str, str]) -> str:
+    """One paragraph for the file's ``doc_string`` (Netron's and model registries' description), from the
+    values ``export_metadata`` returned: what the model is, its input and output, how its weights were made."""
+    meta = {k[len(PREFIX):]: v for k, v in values.items() if k.startswith(PREFIX)}
+    shape = "dynamic batch, height and width" if meta.get("dynamic") == "true" else f"fixed shape {meta['input_shape']}"
+    if meta.get("plugin_only") == "true":
+        form = "one elfatt::ElfattAttention node per attention layer, without function bodies (TensorRT with the plugin)"
+    elif meta.get("inlined") == "true":
+        form = "standard ONNX ops only (the ElfattAttention functions inlined)"
+    else:
+        form = ("one elfatt::ElfattAttention node per attention layer, each with a model-local function of standard "
+                "ONNX ops (ONNX Runtime runs it as is; TensorRT uses the plugin)")
+    from .model_loading import describe_weights, parse_provenance  # it imports the models, which import us
+
+    provenance = parse_provenance(meta.get("weights"))
+    made = f"weights: {describe_weights(provenance)}" if provenance else "weights as given to export_onnx"
+    traced = f" from PyTorch {meta['torch_version']}" if meta.get("torch_version") else ""
+    return (f"{meta.get('model_name', 'model')} ({meta.get('precision', 'fp32')}), exported by elfatt-deploy "
+            f"{meta.get('toolkit_version', __version__)}{traced}, ELFATT op contract v{meta.get('op_version', OP_VERSION)}. "
+            f"Input {meta.get('input_name', INPUT_NAME)!r}: {meta.get('io_dtype', 'float32')} "
+            f"{meta.get('input_layout', INPUT_LAYOUT)} RGB, normalized as elfatt.input_normalization says, "
+            f"{shape} (traced at {meta.get('input_shape')}); output {meta.get('output_name')!r}. "
+            f"Graph: {form}. {made[0].upper() + made[1:]}.")
+
+
 def read_metadata(model: Union[onnx.ModelProto, str]) -> dict:
     """``{key: value}`` of the elfatt metadata (prefix stripped); {} for files of other producers."""
     if not isinstance(model, onnx.ModelProto):

@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input-shape", help="N x 3 x H x W the images are resized to (default: the file's static "
                                               "shape, else its traced shape)")
     parser.add_argument("--exclude", default="", metavar="NODES",
-                        help="comma-separated MatMul/Gemm/Conv node names to keep in float")
+                        help="comma-separated MatMul/Gemm/Conv node names to keep in float, named after their "
+                             "modules: /head/Gemm,/blocks.0/attn/qkv/MatMul")
     parser.add_argument("--report", help="write a JSON summary here (atomically)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
