@@ -12,7 +12,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from elfatt_deploy.export.exporter import build_onnx_model, elfatt_layers
-from elfatt_deploy.export.naming import SCOPES_KEY, TRANSPOSED_SUFFIX, module_scopes, name_after_modules
+from elfatt_deploy.export.naming import SCOPES_KEY, TRANSPOSED_SUFFIX, _levels, module_scopes, name_after_modules
 
 from test_export_helpers import ort_session, reduced_model, torch_reference
 
@@ -66,9 +66,19 @@ def test_every_parameter_has_its_own_initializer_under_its_name(exported):
             np.testing.assert_array_equal(inits[transposed], value.T, err_msg=transposed)
             name = transposed
         assert readers[name] >= 1, f"{family}: {name} is read by no node"
-    # no anonymous copy of a parameter is left (torch.onnx's val_<n> for the transposed Linear weights)
-    big = [n for n, v in inits.items() if v.ndim == 2 and min(v.shape) >= 8 and n not in ("_unsafe_view",)]
-    assert all(n.endswith(TRANSPOSED_SUFFIX) or n in dict(model.named_parameters()) for n in big), big
+    # no initializer holds a parameter's values (or its transpose) under another name (torch.onnx's
+    # val_<n> for the transposed Linear weights)
+    params = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    for init_name, v in inits.items():
+        for name, p in params.items():
+            if v.dtype == p.dtype and v.size == p.size and v.size >= 8:
+                if v.shape == p.shape and np.array_equal(v, p):
+                    assert init_name == name or np.all(v == v.flat[0]), (init_name, name)
+                elif p.ndim == 2 and v.shape == p.T.shape and np.array_equal(v, p.T):
+                    assert init_name == name + TRANSPOSED_SUFFIX, (init_name, name)
+    # value_info describes values that exist (torch.onnx writes one per initializer)
+    defined = set(inits) | {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+    assert all(info.name in defined for info in proto.graph.value_info)
 
 
 def test_random_layer_norms_are_not_merged_into_one_initializer(exported):
@@ -163,6 +173,7 @@ def test_hand_made_graph_renaming_and_what_stays(rng):
     name_after_modules(proto, model)
     assert [n.name for n in proto.graph.node] == ["/fc/MatMul", "/fc/Add", "node_relu"]
     assert sorted(i.name for i in proto.graph.initializer) == ["fc.bias", "fc.weight.T"]
+    onnx.checker.check_model(proto, full_check=True)
 
     # values that match no parameter exactly keep their names (one ulp off is not the parameter)
     off = np.nextafter(weight_t, np.float32(np.inf))
@@ -196,3 +207,55 @@ def test_a_merged_initializer_is_split_into_one_per_parameter():
     assert sorted(i.name for i in proto.graph.initializer) == ["a.weight", "b.weight"]
     assert [n.name for n in proto.graph.node] == ["/a/Mul", "/b/Mul"]
     onnx.checker.check_model(proto, full_check=True)
+
+
+def test_zero_biases_keep_their_own_names_also_in_fp16():
+    # zero-initialised biases are all equal: the LePE bias of each layer is found by the node's input
+    # position, and no name of the fp16 wrapper (model.) is left where values were ambiguous
+    torch.manual_seed(0)
+    model = reduced_model("vit")
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.lepe.bias.zero_()
+            block.attn.proj.bias.zero_()
+            block.mlp.fc2.bias.zero_()
+    for precision in ("fp32", "fp16"):
+        proto = build_onnx_model(model, "1x3x112x112", precision=precision)
+        calls = [n for n in proto.graph.node if n.op_type == "ElfattAttention"]
+        assert [list(n.input[1:]) for n in calls] == [[f"blocks.{i}.attn.lepe.weight", f"blocks.{i}.attn.lepe.bias"]
+                                                      for i in range(len(model.blocks))], precision
+        assert not [i.name for i in proto.graph.initializer if i.name.startswith("model.")], precision
+
+
+def test_what_is_never_a_candidate_or_a_target():
+    fc = torch.nn.Linear(4, 2)
+    model = torch.nn.Module()
+    model.fc = fc
+    model.register_buffer("scale", torch.ones(2, dtype=torch.bfloat16))  # numpy has no bfloat16
+    with torch.no_grad():
+        fc.bias.copy_(torch.tensor([1.0, 3.0]))
+    shape = np.array([1, 3], np.int64)  # the same numbers as fc.bias, as an int64 shape constant
+    merged = fc.bias.detach().numpy().copy()
+    nodes = [
+        _scoped(helper.make_node("Reshape", ["x", "val_1"], ["r"], name="n0"), "fc", "view"),
+        _scoped(helper.make_node("Add", ["r", "val_2"], ["a"], name="n1"), "fc", "add"),
+        _scoped(helper.make_node("Add", ["a", "fc.bias"], ["out"], name="n2"), "fc", "add_1"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("fc.bias", onnx.TensorProto.FLOAT, [1, 2])],  # a graph input
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 2])],
+        [numpy_helper.from_array(shape, "val_1"), numpy_helper.from_array(merged, "val_2")])
+    proto = helper.make_model(graph)
+    name_after_modules(proto, model)
+    # the int64 constant is not fc.bias, and the graph input fc.bias is not where val_2 may go
+    assert [list(n.input) for n in proto.graph.node] == [["x", "val_1"], ["r", "val_2"], ["a", "fc.bias"]]
+    assert [n.name for n in proto.graph.node] == ["/fc/Reshape", "/fc/Add", "/fc/Add_1"]
+
+
+def test_path_components():
+    assert _levels([]) == ""
+    assert _levels(["blocks.0", "blocks.0.attn", "blocks.0.attn.qkv"]) == "blocks.0/attn/qkv"  # iterated list
+    assert _levels(["layer1", "layer1.0", "layer1.0.conv1"]) == "layer1/layer1.0/conv1"  # a called Sequential
+    assert _levels(["stages", "stages.0", "stages.0.blocks", "stages.0.blocks.1"]) == "stages/stages.0/blocks/blocks.1"

@@ -18,7 +18,7 @@ from elfatt_deploy.export.model_loading import build_model
 from elfatt_deploy.quantize.qdq import SIZE_ONLY_REASON, quantize_onnx, size_only_layers
 from elfatt_deploy.reference_models import checkpoint_path
 
-from _binomial import INT8_FLIP_RATE, REFERENCE_ERROR_RATE, min_fraction
+from _binomial import INT8_FLIPS, REFERENCE_ERRORS, max_misses, min_fraction
 
 FLOAT_OPS = {"ElfattAttention", "LayerNormalization", "Softmax", "Add", "Erf", "Mul", "Div", "ReduceMean"}
 
@@ -80,6 +80,8 @@ def test_the_file_keeps_its_function_body_metadata_and_checks(quantized, calibra
     # ONNX Runtime's quantizer writes producer "onnx.quantize"; the file names the toolkit and the quantizer
     assert (model.producer_name, model.producer_version) == ("elfatt-deploy", __version__)
     assert meta["quantizer"].startswith(f"onnxruntime {ort.__version__} quantize_static")
+    assert model.doc_string.startswith("elfatt_vit_micro (int8-qdq), exported by elfatt-deploy")
+    assert "INT8 Q/DQ on the fp32 export, calibrated on 30 images" in model.doc_string
 
 
 def test_the_quantized_model_agrees_with_pytorch_on_held_out_images(quantized, held_out_images):
@@ -94,10 +96,10 @@ def test_the_quantized_model_agrees_with_pytorch_on_held_out_images(quantized, h
     rel_l2 = np.linalg.norm(out - ref) / np.linalg.norm(ref)
     agreement = np.mean(out.argmax(1) == ref.argmax(1))
     assert 1e-4 < rel_l2 < 5e-2, rel_l2  # really quantized, and close
-    # fresh images each run: thresholds a model at the measured rates misses with probability <= 1e-6
-    assert agreement >= min_fraction(len(labels), INT8_FLIP_RATE), agreement
+    # fresh images each run: thresholds a model at the measured rates misses with probability <= 1e-4
+    assert agreement >= min_fraction(len(labels), INT8_FLIPS), agreement
     accuracy = np.mean(ref.argmax(1) == labels)  # the reference model has learned the task (10 classes)
-    assert accuracy >= min_fraction(len(labels), REFERENCE_ERROR_RATE), accuracy
+    assert accuracy >= min_fraction(len(labels), REFERENCE_ERRORS), accuracy
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])

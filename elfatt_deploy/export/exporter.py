@@ -255,7 +255,11 @@ def build_onnx_model(
         raise ValueError(f"the exported graph has {len(nodes)} {DOMAIN}::{OP_TYPE} nodes for {len(layers)} attention "
                          "layers; the model calls the op outside ElfattAttention layers or a layer was folded away")
     stage("attaching the ElfattAttention function and metadata")
-    name_after_modules(proto, traced, root)  # from the exporter's module scopes, which the next line strips
+    try:  # from the exporter's module scopes, which the next line strips
+        name_after_modules(proto, traced, root)
+    except Exception as exc:  # names only: the file is right with torch.onnx's names too
+        warnings.warn(f"kept torch.onnx's node and weight names: naming them after the modules failed "
+                      f"({type(exc).__name__}: {exc}); please report it", RuntimeWarning, stacklevel=2)
     _strip_exporter_props(proto)
     stage("folding what depends on the weights only (the position-embedding table)")
     fold_constant_nodes(proto)

@@ -124,7 +124,7 @@ def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_
 
 
 def _drop_unread_constants(graph: onnx.GraphProto) -> None:
-    """Removes the initializers and Constant nodes that nothing reads any more."""
+    """Removes the initializers and Constant nodes that nothing reads any more, and stale value_info."""
     read = _read_outside(graph, set())
     nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.domain in STANDARD_DOMAINS
                                            and not any(o in read for o in n.output))]
@@ -135,3 +135,10 @@ def _drop_unread_constants(graph: onnx.GraphProto) -> None:
     if len(kept) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(kept)
+    # and the value_info of the values that are gone (the folded nodes' outputs, the dropped initializers)
+    defined = ({init.name for init in graph.initializer} | {v.name for v in graph.input}
+               | {out for node in graph.node for out in node.output})
+    infos = [info for info in graph.value_info if info.name in defined]
+    if len(infos) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(infos)

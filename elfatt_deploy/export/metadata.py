@@ -78,6 +78,9 @@ def describe_export(values: Mapping[str, str]) -> str:
     provenance = parse_provenance(meta.get("weights"))
     made = f"weights: {describe_weights(provenance)}" if provenance else "weights as given to export_onnx"
     traced = f" from PyTorch {meta['torch_version']}" if meta.get("torch_version") else ""
+    if meta.get("calibration_images"):  # elfatt-deploy quantize (quantize/qdq.py)
+        made += (f"; INT8 Q/DQ on the {meta.get('base_precision', 'fp32')} export, calibrated on "
+                 f"{meta['calibration_images']} images ({meta.get('quantizer', 'ONNX Runtime')})")
     return (f"{meta.get('model_name', 'model')} ({meta.get('precision', 'fp32')}), exported by elfatt-deploy "
             f"{meta.get('toolkit_version', __version__)}{traced}, ELFATT op contract v{meta.get('op_version', OP_VERSION)}. "
             f"Input {meta.get('input_name', INPUT_NAME)!r}: {meta.get('io_dtype', 'float32')} "

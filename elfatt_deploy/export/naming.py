@@ -15,11 +15,14 @@ they are stripped):
   TorchScript exporter): ``/blocks.0/attn/qkv/MatMul``, ``/blocks.0/attn/ElfattAttention``,
   ``/Add_3`` at the top level;
 * each weight a node reads after the parameter or buffer of that node's module (else of
-  one of its submodules) that holds the same values: ``blocks.0.attn.qkv.bias``, and ``blocks.0.attn.qkv.weight.T``
-  for the transposed copy (a distinct name, so that a weight from the state dict is never
-  put where its transpose belongs). A merged initializer is split again into one per
-  parameter (a copy only where the values were equal), so every parameter has its own
-  name. Nothing changes where no parameter matches exactly, or several do.
+  one of its submodules) that holds the same values in the same dtype: ``blocks.0.attn.qkv.bias``,
+  and ``blocks.0.attn.qkv.weight.T`` for the transposed copy (a distinct name, so that a weight
+  from the state dict is never put where its transpose belongs); an ElfattAttention node's
+  inputs 1 and 2 by position, as its layer's ``lepe.weight`` and ``lepe.bias``. A merged
+  initializer is split again into one per parameter (a copy only where the values were
+  equal), so every parameter has its own name; value_info entries follow. Nothing changes
+  where no parameter matches exactly, or several do, or the name is a graph input or a
+  node's output.
 
 The values and the computation are untouched: only names change.
 """
@@ -60,10 +63,15 @@ def module_scopes(node: onnx.NodeProto) -> Optional[list[str]]:
 
 def _levels(scopes: list[str]) -> str:
     """One path component per module level, each relative to the one above:
-    ``["blocks.0", "blocks.0.attn", "blocks.0.attn.qkv"]`` -> ``blocks.0/attn/qkv``."""
+    ``["blocks.0", "blocks.0.attn", "blocks.0.attn.qkv"]`` -> ``blocks.0/attn/qkv``; the child of a container
+    that was called (not iterated) as the TorchScript exporter writes it: ``["layer1", "layer1.0"]`` ->
+    ``layer1/layer1.0``."""
     levels, outer = [], ""
     for scope in scopes:
-        levels.append(scope[len(outer) + 1:] if outer and scope.startswith(outer + ".") else scope)
+        level = scope[len(outer) + 1:] if outer and scope.startswith(outer + ".") else scope
+        if levels and level[:1].isdigit():
+            level = f"{levels[-1].rsplit('/', 1)[-1]}.{level}"  # a called container's child: /layer1/layer1.0
+        levels.append(level)
         outer = scope
     return "/".join(levels)
 
@@ -75,23 +83,30 @@ def _relative(path: str, root: str) -> Optional[str]:
     return path[len(root) + 1:] if path.startswith(root + ".") else None
 
 
+def _as_array(tensor) -> Optional[np.ndarray]:
+    try:
+        return tensor.detach().cpu().numpy()
+    except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16, float8): never a candidate
+        return None
+
+
 def _tensors(module: nn.Module, prefix: str, recurse: bool) -> list[tuple[str, np.ndarray]]:
     """The module's parameters and buffers (its own, or with ``recurse`` also its submodules') by full name."""
     named = list(module.named_parameters(recurse=recurse)) + list(module.named_buffers(recurse=recurse))
-    return [((f"{prefix}.{name}" if prefix else name), tensor.detach().cpu().numpy())
-            for name, tensor in named if tensor is not None]
+    arrays = [((f"{prefix}.{name}" if prefix else name), _as_array(tensor)) for name, tensor in named
+              if tensor is not None]
+    return [(name, array) for name, array in arrays if array is not None]
 
 
 def _matching_names(value: np.ndarray, candidates: list[tuple[str, np.ndarray]]) -> list[str]:
     """The names under which ``value`` is a candidate as it is, or (``.T``) transposed."""
     found = []
     for name, tensor in candidates:
-        if tensor.dtype.kind not in "fiub" or tensor.size != value.size:
-            continue
-        as_stored = tensor.astype(value.dtype, copy=False)
-        if as_stored.shape == value.shape and np.array_equal(as_stored, value):
+        if tensor.dtype != value.dtype or tensor.size != value.size:
+            continue  # the same dtype only: a float parameter is never an integer shape constant
+        if tensor.shape == value.shape and np.array_equal(tensor, value):
             found.append(name)
-        elif as_stored.ndim == 2 and as_stored.T.shape == value.shape and np.array_equal(as_stored.T, value):
+        elif tensor.ndim == 2 and tensor.T.shape == value.shape and np.array_equal(tensor.T, value):
             found.append(name + TRANSPOSED_SUFFIX)
     return found
 
@@ -125,12 +140,79 @@ def _reads(graph: onnx.GraphProto) -> collections.Counter:
     return reads
 
 
+#: the inputs of an ElfattAttention node that are its layer's LePE tensors, by position (op contract)
+_LEPE_INPUTS = {1: "lepe.weight", 2: "lepe.bias"}
+
+
+class _Initializers:
+    """The graph's initializers by name, with their values and value_info entries kept in step with renames."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.by_name = {init.name: init for init in graph.initializer}
+        self.values: dict[str, np.ndarray] = {}
+        self.infos = {info.name: info for info in graph.value_info}
+        self.reads = _reads(graph)
+        #: names that are not free for an initializer: graph inputs and outputs, node outputs
+        self.defined = ({v.name for v in list(graph.input) + list(graph.output)}
+                        | {out for node in graph.node for out in node.output})
+        self.emptied: set[str] = set()
+
+    def value(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            self.values[name] = numpy_helper.to_array(self.by_name[name])
+        return self.values[name]
+
+    def point(self, node: onnx.NodeProto, position: int, target: str) -> bool:
+        """Makes ``node.input[position]`` read ``target``: the initializer renamed when this is its only reader,
+        else a copy (an existing ``target`` only when it holds the same values). False where it cannot."""
+        name = node.input[position]
+        if target in self.defined:
+            return False
+        if target in self.by_name:
+            theirs, ours = self.value(target), self.value(name)
+            if theirs.dtype != ours.dtype or theirs.shape != ours.shape or not np.array_equal(theirs, ours):
+                return False  # the name is taken by other values
+        elif self.reads[name] == 1:  # its only reader: rename it
+            init = self.by_name.pop(name)
+            init.name = target
+            self.by_name[target] = init
+            self.values[target] = self.value(name)
+            self.values.pop(name)
+            info = self.infos.pop(name, None)
+            if info is not None:
+                info.name = target
+                self.infos[target] = info
+        else:  # merged by the optimizer: this reader gets its own copy
+            copy = self.graph.initializer.add()
+            copy.CopyFrom(self.by_name[name])
+            copy.name = target
+            self.by_name[target] = copy
+            self.values[target] = self.value(name)
+            if name in self.infos:
+                info = self.graph.value_info.add()
+                info.CopyFrom(self.infos[name])
+                info.name = target
+                self.infos[target] = info
+        node.input[position] = target
+        self.reads[name] -= 1
+        self.reads[target] += 1
+        if self.reads[name] == 0 and name in self.by_name:
+            self.emptied.add(name)  # a merged one whose last reader went to an existing name
+        return True
+
+    def drop_emptied(self) -> None:
+        if not self.emptied:
+            return
+        for field in (self.graph.initializer, self.graph.value_info):
+            kept = [entry for entry in field if entry.name not in self.emptied]
+            del field[:]
+            field.extend(kept)
+
+
 def _rename_weights(graph: onnx.GraphProto, paths: dict[int, str], model: nn.Module, root: str) -> None:
-    initializers = {init.name: init for init in graph.initializer}
-    values: dict[str, np.ndarray] = {}
+    inits = _Initializers(graph)
     protected = {v.name for v in list(graph.input) + list(graph.output)}
-    reads = _reads(graph)
-    emptied: set[str] = set()
     candidates_of: dict[str, tuple[list, list]] = {}
     for index, node in enumerate(graph.node):
         path = paths.get(index)
@@ -151,40 +233,40 @@ def _rename_weights(graph: onnx.GraphProto, paths: dict[int, str], model: nn.Mod
         own, nested = candidates_of[path]
         if not own and not nested:
             continue
+        elfatt = node.domain == "elfatt" and node.op_type == "ElfattAttention"
         for position, name in enumerate(node.input):
-            if name not in initializers or name in protected:
+            if name not in inits.by_name or name in protected:
                 continue
-            if name not in values:
-                values[name] = numpy_helper.to_array(initializers[name])
-            matches = _matching_names(values[name], own) or _matching_names(values[name], nested)
+            value = inits.value(name)
+            if elfatt:  # by position: a zero LePE bias must not take the name of another zero bias
+                if position not in _LEPE_INPUTS:
+                    continue
+                wanted = f"{_relative(path, root)}.{_LEPE_INPUTS[position]}"
+                matches = _matching_names(value, [c for c in nested if c[0] == wanted])
+            else:
+                matches = _matching_names(value, own) or _matching_names(value, nested)
             if name in matches or len(matches) != 1:
                 continue
-            target = matches[0]
-            if target in initializers:
-                if target not in values:
-                    values[target] = numpy_helper.to_array(initializers[target])
-                if values[target].dtype != values[name].dtype or not np.array_equal(values[target], values[name]):
-                    continue  # the name is taken by other values: leave this input as it is
-            elif reads[name] == 1:  # its only reader: rename it
-                init = initializers.pop(name)
-                init.name = target
-                initializers[target] = init
-                values[target] = values.pop(name)
-            else:  # merged by the optimizer: this reader gets its own copy
-                copy = graph.initializer.add()
-                copy.CopyFrom(initializers[name])
-                copy.name = target
-                initializers[target] = copy
-                values[target] = values[name]
-            node.input[position] = target
-            reads[name] -= 1
-            reads[target] += 1
-            if reads[name] == 0 and name in initializers:
-                emptied.add(name)  # a merged one whose last reader went to an existing name
-    if emptied:
-        kept = [init for init in graph.initializer if init.name not in emptied]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+            inits.point(node, position, matches[0])
+    if root:
+        _strip_root(graph, inits, root + ".", protected)
+    inits.drop_emptied()
+
+
+def _strip_root(graph: onnx.GraphProto, inits: _Initializers, prefix: str, protected: set[str]) -> None:
+    """Initializers still named after the wrapper (``model.<name>``: equal values left the match ambiguous)
+    take ``<name>`` where it is free and only main-graph nodes read them."""
+    readers = collections.defaultdict(list)
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            readers[name].append((node, position))
+    for name in [n for n in inits.by_name if n.startswith(prefix) and n not in protected]:
+        target = name[len(prefix):]
+        sites = readers.get(name, [])
+        if not sites or len(sites) != inits.reads[name] or target in inits.by_name or target in inits.defined:
+            continue
+        for node, position in sites:
+            inits.point(node, position, target)
 
 
 def name_after_modules(model_proto: onnx.ModelProto, model: nn.Module, root: str = "") -> None:

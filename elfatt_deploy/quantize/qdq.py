@@ -36,7 +36,7 @@ import onnx
 from .._version import __version__
 from ..atomic import atomic_write_bytes, check_output_path
 from ..errors import InputError
-from ..export.metadata import PREFIX, read_metadata, set_metadata
+from ..export.metadata import PREFIX, describe_export, read_metadata, set_metadata
 from ..export.inline import is_inlined
 from ..export.onnx_function import DOMAIN, OP_TYPE, attach_functions
 
@@ -325,6 +325,7 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
         PREFIX + "quantized_nodes": str(len(quantized)),
         PREFIX + "unquantized_nodes": json.dumps(sorted(unquantized)),
     })
+    quantized_model.doc_string = describe_export({p.key: p.value for p in quantized_model.metadata_props})
     try:
         onnx.checker.check_model(quantized_model, full_check=True)
     except onnx.checker.ValidationError as exc:
