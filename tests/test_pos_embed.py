@@ -37,7 +37,11 @@ def test_resample_matches_float64_interpolate_on_random_tables_and_sizes(rng):
         table = torch.from_numpy(rng.standard_normal((1, channels, gh, gw)).astype(np.float32))
         out = resize_bicubic_channels_last(table, h, w)
         assert out.shape == (1, h, w, channels) and out.dtype == torch.float32
-        assert rel_l2(out.double().numpy(), _interpolate64(table, h, w)) <= 1e-6, (gh, gw, h, w)
+        # float32 rounding relative to the table's scale: a relative L2 of a 1x1 output with one or two
+        # channels divides by a random number that can be near 0 (failed 29 of 40000 draws at 1e-6); the
+        # bound peaked at 0.56e-6 of max|table| over 27000 resamples (2026-12-07)
+        error = np.abs(out.double().numpy() - _interpolate64(table, h, w)).max()
+        assert error <= 2e-6 * float(table.abs().max()), (gh, gw, h, w, channels)
 
 
 def test_resample_is_exact_at_the_tables_own_size(rng):

@@ -14,6 +14,8 @@ from elfatt_deploy.preprocess import DEFAULT_NORMALIZATION
 from elfatt_deploy.reference_models import REFERENCE_MODELS, checkpoint_path, get_reference
 from elfatt_deploy.reference_models.train import train
 
+from _binomial import CLASS_ERRORS, min_fraction
+
 NAMES = sorted(REFERENCE_MODELS)
 
 
@@ -40,8 +42,9 @@ def test_the_model_classifies_fresh_held_out_images(name, rng):
     accuracy = float(np.mean(predicted == labels))
     assert accuracy >= 0.85, f"{name}: top-1 {accuracy:.3f} on held-out images {start}..{start + 199}"
     # and far from chance on every class
+    # (20 images per class: the ViT's weakest class, square, misses 16 % and >= 0.5 failed ~1e-4 per run)
     per_class = [np.mean(predicted[labels == c] == c) for c in range(10)]
-    assert min(per_class) >= 0.5, per_class
+    assert min(per_class) >= min_fraction(20, CLASS_ERRORS, false_alarm=1e-5), per_class
 
 
 def test_training_is_deterministic_and_writes_a_loadable_checkpoint(tmp_path):

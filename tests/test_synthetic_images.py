@@ -25,9 +25,12 @@ def test_render_draws_the_same_scene_at_any_size(rng):
     index = int(rng.integers(0, 10**6))
     small, _ = render(index, seed=1, size=64)
     large, _ = render(index, seed=1, size=256)
-    # the large image shrunk to 64x64 is close to the small one (same scene; noise and edges differ)
-    shrunk = resize(large, (64, 64)).astype(np.float64)
-    assert np.mean(np.abs(shrunk - small.astype(np.float64))) < 20
+    # both shrunk to 16x16 are close (same scene; noise and edges differ). At 64x64 the checkerboard class
+    # aliases: a mean difference of 20 failed 18 of 3000 fresh indices. At 16x16 the same scene scored at
+    # most 8.7 in 2000 draws, another scene of the same class never below 22.5 (2026-12-07)
+    a = resize(large, (16, 16)).astype(np.float64)
+    b = resize(small, (16, 16)).astype(np.float64)
+    assert np.mean(np.abs(a - b)) < 15, index
 
 
 def test_batches_are_balanced_over_the_classes():
