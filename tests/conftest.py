@@ -123,6 +123,8 @@ SLOW_TESTS = (
     "test_op_reference.py::test_gradcheck_stripes_without_lepe",
     "test_op_reference.py::test_opcheck_schema_fake_and_autograd",
     "test_export_models.py::test_full_size_model_export",
+    "test_export_names.py::test_fp16_weights_and_nodes_have_the_fp32_files_names",
+    "test_export_names.py::test_zero_biases_keep_their_own_names_also_in_fp16",
     "test_export_models.py::test_fp16_export_parity_and_types[cswin]",
     "test_export_models.py::test_fp32_parity_at_three_sizes",
     "test_export_models.py::test_layer_without_lepe_exports_zero_lepe_inputs",
