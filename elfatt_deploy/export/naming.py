@@ -38,6 +38,8 @@ import onnx
 from onnx import numpy_helper
 from torch import nn
 
+from .onnx_function import DOMAIN, OP_TYPE
+
 #: the exporter's per-node record of the module scopes the node was traced in
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 #: the first scope of nodes traced outside any module (the input's size reads)
@@ -78,8 +80,10 @@ def _levels(scopes: list[str]) -> str:
 
 def _relative(path: str, root: str) -> Optional[str]:
     """``path`` relative to the module at ``root`` ("" for root itself), or None for a module outside it."""
-    if not root or path == root:
-        return "" if path == root else path
+    if path == root:
+        return ""
+    if not root:
+        return path
     return path[len(root) + 1:] if path.startswith(root + ".") else None
 
 
@@ -163,16 +167,16 @@ class _Initializers:
             self.values[name] = numpy_helper.to_array(self.by_name[name])
         return self.values[name]
 
-    def point(self, node: onnx.NodeProto, position: int, target: str) -> bool:
+    def point(self, node: onnx.NodeProto, position: int, target: str) -> None:
         """Makes ``node.input[position]`` read ``target``: the initializer renamed when this is its only reader,
-        else a copy (an existing ``target`` only when it holds the same values). False where it cannot."""
+        else a copy (an existing ``target`` only when it holds the same values); nothing where it cannot."""
         name = node.input[position]
         if target in self.defined:
-            return False
+            return
         if target in self.by_name:
             theirs, ours = self.value(target), self.value(name)
             if theirs.dtype != ours.dtype or theirs.shape != ours.shape or not np.array_equal(theirs, ours):
-                return False  # the name is taken by other values
+                return  # the name is taken by other values
         elif self.reads[name] == 1:  # its only reader: rename it
             init = self.by_name.pop(name)
             init.name = target
@@ -199,7 +203,6 @@ class _Initializers:
         self.reads[target] += 1
         if self.reads[name] == 0 and name in self.by_name:
             self.emptied.add(name)  # a merged one whose last reader went to an existing name
-        return True
 
     def drop_emptied(self) -> None:
         if not self.emptied:
@@ -233,7 +236,7 @@ def _rename_weights(graph: onnx.GraphProto, paths: dict[int, str], model: nn.Mod
         own, nested = candidates_of[path]
         if not own and not nested:
             continue
-        elfatt = node.domain == "elfatt" and node.op_type == "ElfattAttention"
+        elfatt = node.domain == DOMAIN and node.op_type == OP_TYPE
         for position, name in enumerate(node.input):
             if name not in inits.by_name or name in protected:
                 continue
