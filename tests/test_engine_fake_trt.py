@@ -81,6 +81,12 @@ def make_fake_trt(version: str, calls: list):
         def set_memory_pool_limit(self, pool, pool_size):
             calls.append(("pool", pool, pool_size))
 
+        def set_flag(self, flag):
+            calls.append(("config_flag", flag.name, True))
+
+        def clear_flag(self, flag):
+            calls.append(("config_flag", flag.name, False))
+
         def add_optimization_profile(self, profile):
             assert isinstance(profile, Profile)
             return 0
@@ -284,6 +290,7 @@ def make_fake_trt(version: str, calls: list):
     trt.Logger, trt.IProgressMonitor, trt.Builder, trt.OnnxParser = Logger, IProgressMonitor, Builder, OnnxParser
     trt.NetworkDefinitionCreationFlag, trt.OnnxParserFlag = flags_ns, parser_flags
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=_Enum("WORKSPACE", 0))
+    trt.BuilderFlag = types.SimpleNamespace(TF32=_Enum("TF32", 6))  # kTF32 = 6 on 10.3-11.1
     trt.get_plugin_registry = lambda: registry
     trt.IHostMemory, trt.DataType, trt.LayerType = IHostMemory, DataType, LayerType
     trt.IPluginRegistry, trt.IPluginCreatorV3One, trt.INetworkDefinition = IPluginRegistry, IPluginCreatorV3One, Network
@@ -294,9 +301,11 @@ def make_fake_trt(version: str, calls: list):
 @pytest.fixture
 def fake_build(monkeypatch, tmp_path):
     def run(version, *, use_plugin=False, timing_cache=False, workspace=None, fail_parse=False, progress=True,
-            plugin_loaded=False, register_on_load=True, onnx_path=None, **option_overrides):
+            plugin_loaded=False, register_on_load=True, onnx_path=None, tf32_flag=True, **option_overrides):
         calls: list = []
         trt = make_fake_trt(version, calls)
+        if not tf32_flag:  # a TensorRT without BuilderFlag.TF32
+            del trt.BuilderFlag.TF32
         trt.OnnxParser._fail = fail_parse
         registry = trt.get_plugin_registry()
         if plugin_loaded:  # an earlier build in this process loaded the plugin
@@ -524,3 +533,33 @@ def test_fake_trt_names_exist_in_the_real_bindings(version):
         if unknown:
             missing[where] = unknown
     assert not missing, f"names the stand-in defines that TensorRT {version}'s bindings do not: {missing}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tf32_is_cleared_unless_asked_for_and_the_sidecar_says_which(fake_build, version):
+    """TensorRT sets BuilderFlag.TF32 by default; a default build clears it (strict FP32, within validate's fp32
+    limit), --tf32 sets it; the sidecar and the rebuild command record the choice."""
+    meta, calls, options = fake_build(version)
+    assert [c for c in calls if c[0] == "config_flag"] == [("config_flag", "TF32", False)]
+    assert meta["tf32"] is False and load_engine(options.output).metadata["tf32"] is False
+    assert "--tf32" not in meta["build_command"]
+    meta, calls, options = fake_build(version, tf32=True)
+    assert [c for c in calls if c[0] == "config_flag"] == [("config_flag", "TF32", True)]
+    assert meta["tf32"] is True and load_engine(options.output).metadata["tf32"] is True
+    assert meta["build_command"][-1] == "--tf32"
+
+
+def test_tf32_without_the_flag_in_tensorrt(fake_build):
+    """No BuilderFlag.TF32: nothing to clear (a default build goes on), and --tf32 is a clear error."""
+    meta, calls, _ = fake_build("10.3.0", tf32_flag=False)
+    assert meta["tf32"] is False and not [c for c in calls if c[0] == "config_flag"]
+    with pytest.raises(EngineBuildError, match="--tf32: TensorRT 10.3.0 has no BuilderFlag.TF32"):
+        fake_build("10.3.0", tf32_flag=False, tf32=True)
+
+
+def test_build_cli_passes_tf32():
+    from elfatt_deploy.cli import build_parser
+    from elfatt_deploy.cli.commands.build import options_from_args
+
+    assert options_from_args(build_parser().parse_args(["build", "m.onnx", "-o", "m.engine", "--tf32"])).tf32 is True
+    assert options_from_args(build_parser().parse_args(["build", "m.onnx", "-o", "m.engine"])).tf32 is False

@@ -49,6 +49,10 @@ class BuildOptions:
     timing_cache: Optional[Path] = None
     progress: bool = True
     verbose: bool = False
+    #: Let FP32 matrix multiplies and convolutions round their inputs to TF32 (BuilderFlag.TF32). Off by default,
+    #: as in Polygraphy: TensorRT turns it on unless told otherwise, and then an fp32 engine is no longer within
+    #: the fp32 tolerance of PyTorch (validation/tolerances.py, TENSORRT_TF32_RTOL_L2).
+    tf32: bool = False
     #: Overrides the precision the sidecar records (read from the ONNX otherwise), e.g. "int8-qdq".
     precision: Optional[str] = None
     #: More sidecar keys (e.g. calibration info); may not replace the builder's own (metadata.CORE_KEYS).
@@ -68,6 +72,8 @@ class BuildOptions:
             cmd += ["--workspace", str(self.workspace_mb)]
         if self.timing_cache:
             cmd += ["--timing-cache", str(self.timing_cache)]
+        if self.tf32:
+            cmd.append("--tf32")
         return cmd
 
 
@@ -241,6 +247,7 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
     check_plugin_layers(trt, network, plan_info, options.onnx_path)
 
     config = builder.create_builder_config()
+    set_tf32(trt, config, options.tf32)
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
     profile = builder.create_optimization_profile()
@@ -260,7 +267,8 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
         config.progress_monitor = monitor
 
     log(f"building {options.output} from {options.onnx_path}: TensorRT {trt.__version__}, {gpu['name']} "
-        f"(sm_{gpu['compute_capability'].replace('.', '')}), strongly typed, profile {p.describe()}")
+        f"(sm_{gpu['compute_capability'].replace('.', '')}), strongly typed, {'TF32 allowed' if options.tf32 else 'no TF32'}, "
+        f"profile {p.describe()}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         if monitor is not None and getattr(monitor, "cancelled", False):
@@ -280,6 +288,7 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
         workspace_mb=options.workspace_mb,
         io=network_io(trt, network),
         precision=options.precision,
+        tf32=options.tf32,
         extra=options.extra_metadata,
     )
     # The timing cache first: a cache that cannot be written then leaves no engine behind with exit 2.
@@ -287,6 +296,22 @@ def build_engine(options: BuildOptions, *, log=print) -> dict:
         atomic_write_bytes(cache_path, bytes(memoryview(config.get_timing_cache().serialize())))
     write_engine_file(options.output, metadata, memoryview(serialized))
     return metadata
+
+
+def set_tf32(trt, config, allowed: bool) -> None:
+    """Sets or clears BuilderFlag.TF32 (TensorRT sets it by default; every supported version has the flag).
+
+    Cleared, FP32 layers compute in FP32 and an fp32 engine matches PyTorch within the fp32 tolerance;
+    set, TensorRT may feed FP32 matrix multiplies and convolutions to tensor cores with 10-bit mantissas."""
+    flag = getattr(getattr(trt, "BuilderFlag", None), "TF32", None)
+    if flag is None:
+        if allowed:
+            raise EngineBuildError(f"--tf32: TensorRT {trt.__version__} has no BuilderFlag.TF32; build without --tf32")
+        return  # no such flag: nothing can turn TF32 on either
+    if allowed:
+        config.set_flag(flag)
+    else:
+        config.clear_flag(flag)
 
 
 def check_plugin_layers(trt, network, plan_info: BuildPlan, onnx_path) -> None:

@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from .legacy_header import ENGINE_MAGIC, EngineFileError, decode_engine, has_legacy_header
@@ -181,3 +181,16 @@ def read_engine_metadata(path: str | os.PathLike) -> dict:
     """The metadata only ({} for a plan without a sidecar); checks the sidecar's plan hash like load_engine."""
     return load_engine(path).metadata
 
+
+
+def engine_allows_tf32(path: str | os.PathLike) -> Optional[bool]:
+    """Whether the engine's FP32 layers may use TF32, as its metadata records it (``build --tf32``); None when
+    that is not known: a plan without a sidecar (trtexec allows TF32 unless --noTF32) or a sidecar written
+    before the "tf32" key (those builds left TensorRT's default, TF32 allowed). A missing or unreadable
+    engine is left to the runner, which says what is wrong with it: None here."""
+    try:
+        metadata = load_engine(path).metadata
+    except (OSError, EngineFileError):
+        return None
+    value = metadata.get("tf32")
+    return value if isinstance(value, bool) else None

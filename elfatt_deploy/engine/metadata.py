@@ -13,7 +13,7 @@ from .profiles import Profile
 #: Keys build_metadata owns; ``extra`` may not replace them (int8 adds e.g. "calibration").
 CORE_KEYS = frozenset({
     "format", "format_version", "plan", "toolkit_version", "op_version", "created", "tensorrt_version", "gpu",
-    "jetson", "plugin", "precision", "strongly_typed", "input", "io", "profiles", "model", "source_onnx",
+    "jetson", "plugin", "precision", "tf32", "strongly_typed", "input", "io", "profiles", "model", "source_onnx",
     "build_command", "workspace_mb",
 })
 
@@ -74,12 +74,14 @@ def build_metadata(
     io: Sequence[Mapping] = (),
     source_onnx_sha256: Optional[str] = None,
     precision: Optional[str] = None,
+    tf32: bool = False,
     extra: Optional[Mapping] = None,
     created: Optional[str] = None,
 ) -> dict:
     """The sidecar dict. ``plugin`` is load_plugin's result (path, version, sha256) when the plugin is used,
     else None; ``io`` lists the network's tensors ({name, mode, dtype, shape} with -1 for dynamic dims);
-    ``precision`` overrides the one read from the ONNX (e.g. "int8-qdq"); ``extra`` adds keys of its own."""
+    ``precision`` overrides the one read from the ONNX (e.g. "int8-qdq"); ``tf32`` whether the build let FP32
+    layers use TF32 (BuilderFlag.TF32); ``extra`` adds keys of its own."""
     metadata = {
         "toolkit_version": __version__,
         "op_version": OP_VERSION,
@@ -90,6 +92,7 @@ def build_metadata(
         "plugin": plugin_record(plugin),
         "precision": precision or precision_from_onnx(onnx_props, input_spec),
         "quantization": quantization_from_onnx(onnx_props),
+        "tf32": bool(tf32),
         "strongly_typed": True,
         "input": input_spec.to_dict(),
         "io": [dict(t) for t in io],

@@ -21,6 +21,17 @@ DEFAULT_RTOL_L2 = {
 }
 
 
+#: A TensorRT engine whose FP32 layers may use TF32 (`build --tf32`; or not known: a plan without a sidecar, as
+#: trtexec allows TF32 unless --noTF32, or a sidecar without the "tf32" key, whose build left TensorRT's
+#: default on): TF32 rounds the inputs of
+#: FP32 matrix multiplies and convolutions to 10-bit mantissas. Measured by emulation on a CPU
+#: (bench/tf32_emulation_cpu.py: every FP32 Linear, Conv, MatMul and attention product, its inputs rounded to
+#: TF32, against float64; 2 images at 224x224, 112x112 for the reference models; docs/benchmarks.md):
+#: round-to-nearest 1.3e-4 to 5.7e-4, truncation 6.9e-4 to 2.7e-3 (2.8e-3 at 448x448: CSWin-T, the op's
+#: products in TF32 too). Strict FP32 gives <= 4e-7 there. Hence the fp16 engines' limit, ~1.8x the worst.
+TENSORRT_TF32_RTOL_L2 = 5e-3
+
+
 #: OpenVINO asked to compute below the file's precision (validate/bench --inference-precision): the
 #: default is the larger of the file's and this. Measured (fp32 files of the reference models, OpenVINO
 #: 2025 CPU, logits, 2 shapes x 3 samples): bf16 2.97e-3 (ViT-micro) and 3.24e-3 (CSWin-micro), so 1e-2
@@ -86,10 +97,12 @@ def saturating_cpu_int8(backend: str, precision: str, metadata, *, providers=Non
 
 
 def default_rtol_l2(backend: str, precision: str, override: Optional[float] = None, *,
-                    inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False) -> float:
+                    inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False,
+                    tf32: Optional[bool] = False) -> float:
     """The tolerance to apply: ``override`` when given, else the default for backend and precision
-    (and, for OpenVINO, the precision it is told to compute in: OPENVINO_INFERENCE_RTOL_L2; and for an
-    int8 file on a CPU without VNNI, CPU_INT8_WITHOUT_VNNI_RTOL_L2)."""
+    (and, for OpenVINO, the precision it is told to compute in: OPENVINO_INFERENCE_RTOL_L2; for an
+    int8 file on a CPU without VNNI, CPU_INT8_WITHOUT_VNNI_RTOL_L2; for a TensorRT engine that may use
+    TF32, ``tf32`` True or None (not known), TENSORRT_TF32_RTOL_L2)."""
     if override is not None:
         if not (0 < override < float("inf")):  # NaN fails both comparisons
             raise ValueError(f"relative L2 tolerance {override!r} must be a positive finite number, e.g. 1e-5")
@@ -104,14 +117,24 @@ def default_rtol_l2(backend: str, precision: str, override: Optional[float] = No
         limit = max(limit, OPENVINO_INFERENCE_RTOL_L2[inference_precision])
     if cpu_int8_saturation:
         limit = max(limit, CPU_INT8_WITHOUT_VNNI_RTOL_L2)
+    if backend == "tensorrt" and tf32 is not False:
+        limit = max(limit, TENSORRT_TF32_RTOL_L2)
     return limit
 
 
 def tolerance_note(backend: str, precision: str, override: Optional[float] = None, *,
-                   inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False) -> str:
+                   inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False,
+                   tf32: Optional[bool] = False) -> str:
     """Why the tolerance is what it is, when that is not the plain default (for the PASS/FAIL line)."""
     if override is not None:
         return ": --rtol-l2"
+    if backend == "tensorrt" and tf32 is not False and default_rtol_l2(backend, precision, tf32=tf32) > \
+            default_rtol_l2(backend, precision):
+        if tf32:
+            return ": the engine was built with --tf32 (FP32 layers may round their inputs to TF32)"
+        return (": the engine's metadata does not say whether TF32 was allowed (a plan without a sidecar: trtexec "
+                "allows it unless --noTF32), so TF32's limit applies; `elfatt-deploy build` (no TF32 unless --tf32) "
+                "records it")
     if cpu_int8_saturation and default_rtol_l2(backend, precision, inference_precision=inference_precision,
                                                cpu_int8_saturation=True) > default_rtol_l2(
                                                    backend, precision, inference_precision=inference_precision):

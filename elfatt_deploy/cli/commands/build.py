@@ -19,6 +19,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--recipe", help="export recipe TOML whose min/opt/max shapes give the profile")
     parser.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB (default: TensorRT's, all device memory)")
     parser.add_argument("--timing-cache", metavar="FILE", help="timing cache to read (if present) and update")
+    parser.add_argument("--tf32", action="store_true",
+                        help="let FP32 matrix multiplies and convolutions run on tensor cores in TF32 (10-bit mantissas): "
+                             "faster on Ampere and later GPUs, but the engine then differs from PyTorch by up to ~3e-3 "
+                             "relative L2 (validate allows 5e-3 for it). Off by default, as in Polygraphy; trtexec turns "
+                             "it on unless --noTF32")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
 
@@ -39,6 +44,7 @@ def options_from_args(args):
         timing_cache=Path(args.timing_cache) if args.timing_cache else None,
         progress=not args.no_progress,
         verbose=args.verbose,
+        tf32=args.tf32,
     )
 
 
@@ -52,6 +58,6 @@ def run(args) -> int:
     prof = meta["profiles"][0]
     plugin = meta["plugin"]
     print(f"wrote {options.output} (and {sidecar_path(options.output).name}): TensorRT {meta['tensorrt_version']}, {meta['gpu']['name']}, precision "
-          f"{meta['precision']}, plugin {'v' + plugin['version'] if plugin['used'] else 'not used'}, input "
+          f"{meta['precision']}{' (TF32 allowed)' if meta.get('tf32') else ''}, plugin {'v' + plugin['version'] if plugin['used'] else 'not used'}, input "
           f"{meta['input']['name']} min {prof['min']} opt {prof['opt']} max {prof['max']}")
     return 0

@@ -67,7 +67,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
                                                       "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3, at least 1e-2 "
                                                       "with --inference-precision bf16 and 5e-3 with f16; tensorrt "
-                                                      "fp32 1e-4, fp16 5e-3; int8-qdq 5e-2 on all three)")
+                                                      "fp32 1e-4 (5e-3 for an engine that may use TF32), fp16 5e-3; "
+                                                      "int8-qdq 5e-2 on all three)")
     parser.add_argument("--report", help="write a JSON report here (atomically)")
     add_force(parser)
     add_progress(parser)
@@ -205,10 +206,13 @@ def run(args) -> int:
     check_backend_flags(args, BACKEND_FLAGS)
     if args.backend == "tensorrt" and not args.engine:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
+    engine_tf32 = False
     if args.backend == "tensorrt":
+        from ...engine.engine_file import engine_allows_tf32
         from ...engine.not_a_plan import check_engine_argument
 
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
+        engine_tf32 = engine_allows_tf32(args.engine)
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if not args.images:
@@ -245,10 +249,11 @@ def run(args) -> int:
     saturation = saturating_cpu_int8(args.backend, precision, meta, providers=providers,
                                      device=getattr(args, "device", None))
     rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
-                           cpu_int8_saturation=saturation)
+                           cpu_int8_saturation=saturation, tf32=engine_tf32)
     rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
-                               cpu_int8_saturation=saturation)
-    if saturation and args.rtol_l2 is None:
+                               cpu_int8_saturation=saturation, tf32=engine_tf32)
+    tf32_limit = args.backend == "tensorrt" and engine_tf32 is not False and bool(rtol_note)
+    if (saturation or tf32_limit) and args.rtol_l2 is None:
         print(f"note: tolerance {rtol:.1e}{rtol_note}", file=sys.stderr)
     if args.images:  # images are resized to one batch shape (_image_batch_shape), not drawn at --shapes
         batch, height, width = _image_batch_shape(args, meta)
@@ -296,7 +301,7 @@ def run(args) -> int:
     if not result.passed:
         hint = _gross_failure_hint(result, rtol, weights_source,
                                    default_rtol_l2(args.backend, precision, None, inference_precision=inference_precision,
-                                                   cpu_int8_saturation=saturation))
+                                                   cpu_int8_saturation=saturation, tf32=engine_tf32))
         if hint:
             print(hint)
     if args.report:

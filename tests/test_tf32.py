@@ -1,0 +1,141 @@
+"""TF32: the emulation behind validate's TF32 limit (bench/tf32_emulation_cpu.py), the limit's choice, and the
+engine metadata that says whether an engine may use TF32."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from tf32_emulation_cpu import TF32Emulation, measure_model, round_to_tf32  # noqa: E402
+
+from elfatt_deploy.cli import main  # noqa: E402
+from elfatt_deploy.engine.engine_file import (  # noqa: E402
+    SIDECAR_FORMAT,
+    engine_allows_tf32,
+    sidecar_path,
+    write_engine_file,
+)
+from elfatt_deploy.reference_models import checkpoint_path  # noqa: E402
+from elfatt_deploy.validation.tolerances import (  # noqa: E402
+    DEFAULT_RTOL_L2,
+    TENSORRT_TF32_RTOL_L2,
+    default_rtol_l2,
+    tolerance_note,
+)
+
+
+def _tf32_by_arithmetic(x: np.ndarray, rounding: str) -> np.ndarray:
+    """TF32 rounding of normal float32 values computed in float64 from the exponent (not from the bits)."""
+    x64 = x.astype(np.float64)
+    _, exponent = np.frexp(x64)  # |x| = m 2^e, m in [0.5, 1): 11 significant bits -> ulp 2^(e - 11)
+    ulp = np.ldexp(1.0, exponent - 11)
+    steps = np.abs(x64) / ulp
+    steps = np.floor(steps + 0.5) if rounding == "nearest" else np.floor(steps)  # half away from zero on |x|
+    return (np.sign(x64) * steps * ulp).astype(np.float32)
+
+
+@pytest.mark.parametrize("rounding", ["nearest", "truncate"])
+def test_round_to_tf32_matches_the_arithmetic_definition(rng, rounding):
+    x = (rng.standard_normal(20000) * np.exp2(rng.integers(-60, 60, 20000))).astype(np.float32)
+    # 1 + odd multiples of 2^-11 (exact in float32) sit halfway between two TF32 values: ties go away from zero
+    ties = (1.0 + (2.0 * rng.integers(0, 1024, 64) + 1.0) * 2.0 ** -11) * np.exp2(rng.integers(-20, 20, 64))
+    ties = np.concatenate([ties, -ties]).astype(np.float32)
+    x = np.concatenate([x, ties, [0.0, -0.0, 1.0, -2.5]]).astype(np.float32)
+    got = round_to_tf32(torch.from_numpy(x), rounding).numpy()
+    np.testing.assert_array_equal(got, _tf32_by_arithmetic(x, rounding))
+    assert not (got.view(np.int32) & 0x1FFF).any(), "the 13 low mantissa bits must be zero"
+    bound = 2.0 ** -11 if rounding == "nearest" else 2.0 ** -10
+    nonzero = x != 0
+    assert (np.abs(got[nonzero] / x[nonzero] - 1) <= bound).all()
+    special = torch.tensor([float("inf"), float("-inf"), float("nan")])
+    out = round_to_tf32(special, rounding)
+    assert out[0] == float("inf") and out[1] == float("-inf") and torch.isnan(out[2])
+    assert round_to_tf32(torch.ones(3, dtype=torch.float16)).dtype == torch.float16  # only FP32 is rounded
+    with pytest.raises(ValueError, match="rounding 'up' must be one of nearest, truncate"):
+        round_to_tf32(torch.ones(1), "up")
+
+
+def test_the_emulation_rounds_a_linear_layer_and_attention(rng):
+    x = torch.from_numpy(rng.standard_normal((5, 64)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((32, 64)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(32).astype(np.float32))
+    with TF32Emulation("nearest") as mode:
+        got = F.linear(x, w, b)
+    expected = round_to_tf32(x).double() @ round_to_tf32(w).double().T + b.double()
+    exact = x.double() @ w.double().T + b.double()
+    assert mode.products == 1
+    assert float((got.double() - expected).norm() / expected.norm()) < 1e-6  # TF32 inputs, FP32 sums
+    assert float((got.double() - exact).norm() / exact.norm()) > 1e-5  # and not the FP32 product
+    q, k, v = (torch.from_numpy(rng.standard_normal((1, 2, 7, 16)).astype(np.float32)) for _ in range(3))
+    with TF32Emulation("truncate") as mode:
+        out = F.scaled_dot_product_attention(q, k, v, scale=0.25)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), scale=0.25)
+    err = float((out.double() - ref).norm() / ref.norm())
+    assert mode.products == 2 and 1e-5 < err < 5e-3
+
+
+def test_tf32_leaves_an_fp32_engine_outside_the_strict_limit_and_inside_the_tf32_limit(rng):
+    """The reason for both limits, on the trained ViT-micro at a shape that is no multiple of its 4x4 window
+    (fresh random images): PyTorch fp32 is far inside the strict limit, TF32 truncation (the op's products too,
+    as in a --no-plugin engine) is outside it, and every TF32 variant is inside TENSORRT_TF32_RTOL_L2."""
+    seed = int(rng.integers(1 << 31))
+    result = measure_model("elfatt_vit_micro", (2, 3, 90, 118), seed=seed,
+                           checkpoint=str(checkpoint_path("elfatt_vit_micro")))
+    errors = result["rel_l2_vs_float64"]
+    strict = DEFAULT_RTOL_L2[("tensorrt", "fp32")]
+    assert errors["fp32"] < strict / 20, errors
+    assert errors["tf32 truncate, op tf32"] > 2 * strict, errors  # measured 9e-4 to 1.2e-3 across shapes
+    assert max(v for k, v in errors.items() if k != "fp32") < TENSORRT_TF32_RTOL_L2 / 2, errors
+
+
+def test_default_tolerance_for_an_engine_that_may_use_tf32():
+    assert default_rtol_l2("tensorrt", "fp32") == default_rtol_l2("tensorrt", "fp32", tf32=False) == 1e-4
+    assert default_rtol_l2("tensorrt", "fp32", tf32=True) == TENSORRT_TF32_RTOL_L2 == 5e-3
+    assert default_rtol_l2("tensorrt", "fp32", tf32=None) == TENSORRT_TF32_RTOL_L2  # not known: TF32's limit
+    assert default_rtol_l2("tensorrt", "int8-qdq", tf32=True) == 5e-2  # already looser
+    assert default_rtol_l2("onnxruntime", "fp32", tf32=True) == 1e-5  # a TensorRT setting only
+    assert default_rtol_l2("tensorrt", "fp32", 2e-4, tf32=True) == 2e-4  # --rtol-l2 wins
+    assert tolerance_note("tensorrt", "fp32") == ""
+    assert "built with --tf32" in tolerance_note("tensorrt", "fp32", tf32=True)
+    assert "trtexec allows it unless --noTF32" in tolerance_note("tensorrt", "fp32", tf32=None)
+    assert tolerance_note("tensorrt", "fp16", tf32=None) == ""  # the same limit: nothing to explain
+    assert tolerance_note("tensorrt", "fp32", 1e-3, tf32=None) == ": --rtol-l2"
+
+
+def test_engine_metadata_says_whether_tf32_was_allowed(tmp_path):
+    plan = b"not really a plan, but bytes TensorRT would get"
+    for value in (True, False):
+        path = write_engine_file(tmp_path / f"{value}.engine", {"tf32": value}, plan)
+        assert engine_allows_tf32(path) is value
+    old = write_engine_file(tmp_path / "old.engine", {"precision": "fp32"}, plan)  # a sidecar before the key
+    assert engine_allows_tf32(old) is None
+    bare = tmp_path / "bare.plan"
+    bare.write_bytes(plan)  # trtexec --saveEngine: no sidecar
+    assert engine_allows_tf32(bare) is None
+    assert engine_allows_tf32(tmp_path / "missing.engine") is None  # the runner says what is wrong with it
+    side = sidecar_path(tmp_path / "True.engine")
+    side.write_text(json.dumps({"format": SIDECAR_FORMAT, "format_version": 1, "tf32": True, "plan": {"sha256": "0"}}))
+    assert engine_allows_tf32(tmp_path / "True.engine") is None  # the sidecar no longer matches the plan
+
+
+def test_validate_says_why_a_bare_plan_gets_the_tf32_limit(tmp_path, reference_vit_onnx, without_tensorrt, capsys):
+    """Before it looks for TensorRT (absent here), validate names the limit it will apply and why."""
+    bare = tmp_path / "from_trtexec.plan"
+    bare.write_bytes(bytes(range(256)) * 8)
+    rc = main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(bare), "--no-progress"])
+    err = capsys.readouterr().err
+    assert "note: tolerance 5.0e-03: the engine's metadata does not say whether TF32 was allowed" in err, err
+    assert rc == 3 and "TensorRT" in err, err
+    engine = write_engine_file(tmp_path / "strict.engine", {"tf32": False}, bytes(range(256)) * 8)
+    assert main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(engine),
+                 "--no-progress"]) == 3
+    assert "TF32" not in capsys.readouterr().err  # the strict limit: nothing to explain
