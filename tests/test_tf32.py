@@ -102,7 +102,7 @@ def test_default_tolerance_for_an_engine_that_may_use_tf32():
     assert default_rtol_l2("tensorrt", "fp32", tf32=True) == TENSORRT_TF32_RTOL_L2 == 5e-3
     assert default_rtol_l2("tensorrt", "fp32", tf32=None) == TENSORRT_TF32_RTOL_L2  # not known: TF32's limit
     assert default_rtol_l2("tensorrt", "int8-qdq", tf32=True) == 5e-2  # already looser
-    assert default_rtol_l2("onnxruntime", "fp32", tf32=True) == 1e-5  # a TensorRT setting only
+    assert default_rtol_l2("openvino", "fp32", tf32=True) == 1e-5  # TensorRT's (and ORT's TensorRT EP's) only
     assert default_rtol_l2("tensorrt", "fp32", 2e-4, tf32=True) == 2e-4  # --rtol-l2 wins
     assert tolerance_note("tensorrt", "fp32") == ""
     assert "built with --tf32" in tolerance_note("tensorrt", "fp32", tf32=True)
@@ -139,3 +139,47 @@ def test_validate_says_why_a_bare_plan_gets_the_tf32_limit(tmp_path, reference_v
     assert main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(engine),
                  "--no-progress"]) == 3
     assert "TF32" not in capsys.readouterr().err  # the strict limit: nothing to explain
+
+
+def test_onnxruntime_cuda_ep_is_asked_for_strict_fp32(monkeypatch, tmp_path):
+    """ONNX Runtime's CUDA EP uses TF32 unless use_tf32=0; the runner passes it (ONNX Runtime's own call, so that
+    any supported Polygraphy works), and leaves the CPU EP on Polygraphy's SessionFromOnnx."""
+    import onnxruntime as ort
+
+    from elfatt_deploy.runtime import onnxruntime_runner as runner_mod
+
+    assert runner_mod.provider_options(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [{"use_tf32": "0"}, {}]
+    assert runner_mod.provider_options(["TensorrtExecutionProvider", "CUDAExecutionProvider"]) == [{}, {"use_tf32": "0"}]
+    seen = {}
+
+    def fake_session(path, providers=None, provider_options=None, **kwargs):
+        seen.update(path=path, providers=providers, provider_options=provider_options)
+        return "session"
+
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    load = runner_mod._session_loader(model, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert load() == "session"
+    assert seen == {"path": str(model), "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                    "provider_options": [{"use_tf32": "0"}, {}]}
+    seen.clear()
+    runner_mod._session_loader(model, ["CPUExecutionProvider"])()  # through Polygraphy, which calls ONNX Runtime
+    assert seen["providers"] == ["CPUExecutionProvider"] and seen["provider_options"] is None
+
+
+def test_onnxruntime_tensorrt_ep_gets_the_tf32_limit(reference_vit_onnx, capsys):
+    from elfatt_deploy.validation.tolerances import onnxruntime_may_use_tf32
+
+    assert onnxruntime_may_use_tf32(["tensorrt", "cuda", "cpu"]) is None
+    assert onnxruntime_may_use_tf32(["TensorrtExecutionProvider"]) is None
+    assert onnxruntime_may_use_tf32(["cuda", "tensorrt"]) is False and onnxruntime_may_use_tf32(None) is False
+    assert default_rtol_l2("onnxruntime", "fp32", tf32=None) == TENSORRT_TF32_RTOL_L2
+    assert "TensorRT execution provider" in tolerance_note("onnxruntime", "fp32", tf32=None)
+    rc = main(["validate", str(reference_vit_onnx), "--providers", "tensorrt,cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert "note: tolerance 5.0e-03: ONNX Runtime's TensorRT execution provider" in err, err
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        assert rc == 3 and "onnxruntime-gpu" in err, err

@@ -20,6 +20,19 @@ PROVIDER_PACKAGES = {"CUDAExecutionProvider": "onnxruntime-gpu", "TensorrtExecut
                      "DmlExecutionProvider": "onnxruntime-directml"}
 
 
+#: Options that keep an FP32 model in FP32 on a provider that would otherwise round it: ONNX Runtime's CUDA EP
+#: lets cuBLAS and cuDNN use TF32 by default (its provider option use_tf32, default 1, ONNX Runtime >= 1.18),
+#: which puts an fp32 model ~5e-4 (relative L2) from PyTorch, 50x validate's onnxruntime fp32 limit
+#: (bench/tf32_emulation_cpu.py). ONNX Runtime's TensorRT EP builds engines of its own: validate gives it
+#: TensorRT's TF32 limit instead (validation/tolerances.py).
+STRICT_FP32_PROVIDER_OPTIONS = {"CUDAExecutionProvider": {"use_tf32": "0"}}
+
+
+def provider_options(providers: Sequence[str]) -> list[dict]:
+    """The options each resolved provider gets (STRICT_FP32_PROVIDER_OPTIONS; {} for the others)."""
+    return [dict(STRICT_FP32_PROVIDER_OPTIONS.get(p, {})) for p in providers]
+
+
 def resolve_providers(providers: Optional[Sequence[str]]) -> list[str]:
     """Full ONNX Runtime provider names, in the given order (default CPU).
 
@@ -67,7 +80,14 @@ def _session_loader(path: Path, providers: list[str]):
 
     from elfatt_deploy.errors import InputError
 
-    load = SessionFromOnnx(str(path), providers=providers)
+    options = provider_options(providers)
+    if any(options):  # ONNX Runtime's own call: Polygraphy takes (name, options) pairs only from 0.49.24 on
+        import onnxruntime as ort
+
+        def load():
+            return ort.InferenceSession(str(path), providers=list(providers), provider_options=options)
+    else:
+        load = SessionFromOnnx(str(path), providers=providers)
 
     def session():
         try:

@@ -64,6 +64,13 @@ def _cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> Optional[str]:
     return None
 
 
+def onnxruntime_may_use_tf32(providers) -> Optional[bool]:
+    """None (may use TF32, not known) when ONNX Runtime's first provider is its TensorRT EP, else False (the CPU
+    EP has no TF32; the CUDA EP is given use_tf32=0 by the runner)."""
+    first = str(providers[0]).strip().lower() if providers else "cpu"
+    return None if first in ("tensorrt", "tensorrtexecutionprovider") else False
+
+
 def x86_without_vnni(cpuinfo: str = "/proc/cpuinfo", machine: Optional[str] = None) -> bool:
     """True on an x86-64 Linux CPU whose flags list no VNNI (avx512_vnni, avx_vnni, amx_int8); False elsewhere
     or when the flags cannot be read (nothing is claimed then)."""
@@ -102,7 +109,8 @@ def default_rtol_l2(backend: str, precision: str, override: Optional[float] = No
     """The tolerance to apply: ``override`` when given, else the default for backend and precision
     (and, for OpenVINO, the precision it is told to compute in: OPENVINO_INFERENCE_RTOL_L2; for an
     int8 file on a CPU without VNNI, CPU_INT8_WITHOUT_VNNI_RTOL_L2; for a TensorRT engine that may use
-    TF32, ``tf32`` True or None (not known), TENSORRT_TF32_RTOL_L2)."""
+    TF32, ``tf32`` True or None (not known), TENSORRT_TF32_RTOL_L2, and the same for ONNX Runtime with its
+    TensorRT EP first: ``onnxruntime_may_use_tf32``)."""
     if override is not None:
         if not (0 < override < float("inf")):  # NaN fails both comparisons
             raise ValueError(f"relative L2 tolerance {override!r} must be a positive finite number, e.g. 1e-5")
@@ -117,7 +125,7 @@ def default_rtol_l2(backend: str, precision: str, override: Optional[float] = No
         limit = max(limit, OPENVINO_INFERENCE_RTOL_L2[inference_precision])
     if cpu_int8_saturation:
         limit = max(limit, CPU_INT8_WITHOUT_VNNI_RTOL_L2)
-    if backend == "tensorrt" and tf32 is not False:
+    if backend in ("tensorrt", "onnxruntime") and tf32 is not False:
         limit = max(limit, TENSORRT_TF32_RTOL_L2)
     return limit
 
@@ -128,8 +136,11 @@ def tolerance_note(backend: str, precision: str, override: Optional[float] = Non
     """Why the tolerance is what it is, when that is not the plain default (for the PASS/FAIL line)."""
     if override is not None:
         return ": --rtol-l2"
-    if backend == "tensorrt" and tf32 is not False and default_rtol_l2(backend, precision, tf32=tf32) > \
-            default_rtol_l2(backend, precision):
+    if backend in ("tensorrt", "onnxruntime") and tf32 is not False and \
+            default_rtol_l2(backend, precision, tf32=tf32) > default_rtol_l2(backend, precision):
+        if backend == "onnxruntime":
+            return (": ONNX Runtime's TensorRT execution provider builds engines of its own, which may use TF32, "
+                    "so TensorRT's TF32 limit applies (put cuda first in --providers for strict FP32)")
         if tf32:
             return ": the engine was built with --tf32 (FP32 layers may round their inputs to TF32)"
         return (": the engine's metadata does not say whether TF32 was allowed (a plan without a sidecar: trtexec "

@@ -198,7 +198,12 @@ def run(args) -> int:
     from ...runtime.torch_runner import TorchRunner
     from ...validation.comparator import run_parity
     from ...validation.report import format_parity_tables, write_report
-    from ...validation.tolerances import default_rtol_l2, saturating_cpu_int8, tolerance_note
+    from ...validation.tolerances import (
+        default_rtol_l2,
+        onnxruntime_may_use_tf32,
+        saturating_cpu_int8,
+        tolerance_note,
+    )
     from ..options import check_backend_flags, config_overrides, parse_providers, progress_bar
 
     if args.backend in ("onnxruntime", "openvino") and not args.onnx:
@@ -206,13 +211,13 @@ def run(args) -> int:
     check_backend_flags(args, BACKEND_FLAGS)
     if args.backend == "tensorrt" and not args.engine:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
-    engine_tf32 = False
+    may_use_tf32 = False
     if args.backend == "tensorrt":
         from ...engine.engine_file import engine_allows_tf32
         from ...engine.not_a_plan import check_engine_argument
 
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
-        engine_tf32 = engine_allows_tf32(args.engine)
+        may_use_tf32 = engine_allows_tf32(args.engine)
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if not args.images:
@@ -246,13 +251,15 @@ def run(args) -> int:
     precision = args.precision or meta.get("precision") or "fp32"
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
     providers = parse_providers(args.providers)
+    if args.backend == "onnxruntime":
+        may_use_tf32 = onnxruntime_may_use_tf32(providers)
     saturation = saturating_cpu_int8(args.backend, precision, meta, providers=providers,
                                      device=getattr(args, "device", None))
     rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
-                           cpu_int8_saturation=saturation, tf32=engine_tf32)
+                           cpu_int8_saturation=saturation, tf32=may_use_tf32)
     rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
-                               cpu_int8_saturation=saturation, tf32=engine_tf32)
-    tf32_limit = args.backend == "tensorrt" and engine_tf32 is not False and bool(rtol_note)
+                               cpu_int8_saturation=saturation, tf32=may_use_tf32)
+    tf32_limit = may_use_tf32 is not False and bool(rtol_note)
     if (saturation or tf32_limit) and args.rtol_l2 is None:
         print(f"note: tolerance {rtol:.1e}{rtol_note}", file=sys.stderr)
     if args.images:  # images are resized to one batch shape (_image_batch_shape), not drawn at --shapes
@@ -301,7 +308,7 @@ def run(args) -> int:
     if not result.passed:
         hint = _gross_failure_hint(result, rtol, weights_source,
                                    default_rtol_l2(args.backend, precision, None, inference_precision=inference_precision,
-                                                   cpu_int8_saturation=saturation, tf32=engine_tf32))
+                                                   cpu_int8_saturation=saturation, tf32=may_use_tf32))
         if hint:
             print(hint)
     if args.report:
