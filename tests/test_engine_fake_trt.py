@@ -77,15 +77,18 @@ def make_fake_trt(version: str, calls: list):
         def __init__(self):
             self._monitor = None
             self._cache = None
+            self._flags = {"TF32"}  # as in TensorRT: a new builder config allows TF32
 
         def set_memory_pool_limit(self, pool, pool_size):
             calls.append(("pool", pool, pool_size))
 
         def set_flag(self, flag):
             calls.append(("config_flag", flag.name, True))
+            self._flags.add(flag.name)
 
         def clear_flag(self, flag):
             calls.append(("config_flag", flag.name, False))
+            self._flags.discard(flag.name)
 
         def add_optimization_profile(self, profile):
             assert isinstance(profile, Profile)
@@ -192,6 +195,7 @@ def make_fake_trt(version: str, calls: list):
             return Profile()
 
         def build_serialized_network(self, network, config):
+            calls.append(("built_with_flags", sorted(config._flags)))
             mon = config.progress_monitor
             if mon is not None:
                 mon.phase_start("Building", None, 2)
@@ -292,7 +296,7 @@ def make_fake_trt(version: str, calls: list):
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=_Enum("WORKSPACE", 0))
     trt.BuilderFlag = types.SimpleNamespace(TF32=_Enum("TF32", 6))  # kTF32 = 6 on 10.3-11.1
     trt.get_plugin_registry = lambda: registry
-    trt.IHostMemory, trt.DataType, trt.LayerType = IHostMemory, DataType, LayerType
+    trt.IHostMemory, trt.DataType, trt.LayerType, trt.IBuilderConfig = IHostMemory, DataType, LayerType, Config
     trt.IPluginRegistry, trt.IPluginCreatorV3One, trt.INetworkDefinition = IPluginRegistry, IPluginCreatorV3One, Network
     trt.ITensor, trt.ILayer = ITensor, ILayer
     return trt
@@ -541,10 +545,12 @@ def test_tf32_is_cleared_unless_asked_for_and_the_sidecar_says_which(fake_build,
     limit), --tf32 sets it; the sidecar and the rebuild command record the choice."""
     meta, calls, options = fake_build(version)
     assert [c for c in calls if c[0] == "config_flag"] == [("config_flag", "TF32", False)]
+    assert ("built_with_flags", []) in calls  # TensorRT's default (TF32 on) cleared before the build
     assert meta["tf32"] is False and load_engine(options.output).metadata["tf32"] is False
     assert "--tf32" not in meta["build_command"]
     meta, calls, options = fake_build(version, tf32=True)
     assert [c for c in calls if c[0] == "config_flag"] == [("config_flag", "TF32", True)]
+    assert ("built_with_flags", ["TF32"]) in calls
     assert meta["tf32"] is True and load_engine(options.output).metadata["tf32"] is True
     assert meta["build_command"][-1] == "--tf32"
 

@@ -15,12 +15,17 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from test_engine_file import legacy_bytes  # noqa: E402
 from tf32_emulation_cpu import TF32Emulation, measure_model, round_to_tf32  # noqa: E402
 
 from elfatt_deploy.cli import main  # noqa: E402
 from elfatt_deploy.engine.engine_file import (  # noqa: E402
     SIDECAR_FORMAT,
+    TF32_NO_SIDECAR,
+    TF32_NOT_RECORDED,
+    EngineTf32Record,
     engine_allows_tf32,
+    engine_tf32_record,
     sidecar_path,
     write_engine_file,
 )
@@ -56,9 +61,9 @@ def test_round_to_tf32_matches_the_arithmetic_definition(rng, rounding):
     bound = 2.0 ** -11 if rounding == "nearest" else 2.0 ** -10
     nonzero = x != 0
     assert (np.abs(got[nonzero] / x[nonzero] - 1) <= bound).all()
-    special = torch.tensor([float("inf"), float("-inf"), float("nan")])
-    out = round_to_tf32(special, rounding)
-    assert out[0] == float("inf") and out[1] == float("-inf") and torch.isnan(out[2])
+    special = torch.tensor([0x7F800000, -0x800000, 0x7FC00000, 0x7F800001, -0x7FF000], dtype=torch.int32)
+    out = round_to_tf32(special.view(torch.float32), rounding)  # inf, -inf, NaN, NaNs with low payload bits only
+    assert out[0] == float("inf") and out[1] == float("-inf") and torch.isnan(out[2:]).all()
     assert round_to_tf32(torch.ones(3, dtype=torch.float16)).dtype == torch.float16  # only FP32 is rounded
     with pytest.raises(ValueError, match="rounding 'up' must be one of nearest, truncate"):
         round_to_tf32(torch.ones(1), "up")
@@ -88,25 +93,29 @@ def test_tf32_leaves_an_fp32_engine_outside_the_strict_limit_and_inside_the_tf32
     (fresh random images): PyTorch fp32 is far inside the strict limit, TF32 truncation (the op's products too,
     as in a --no-plugin engine) is outside it, and every TF32 variant is inside TENSORRT_TF32_RTOL_L2."""
     seed = int(rng.integers(1 << 31))
-    result = measure_model("elfatt_vit_micro", (2, 3, 90, 118), seed=seed,
+    result = measure_model("elfatt_vit_micro", (4, 3, 90, 118), seed=seed,
                            checkpoint=str(checkpoint_path("elfatt_vit_micro")))
     errors = result["rel_l2_vs_float64"]
     strict = DEFAULT_RTOL_L2[("tensorrt", "fp32")]
+    # 300 draws of 2 images (docs/benchmarks.md): fp32 <= 8e-7; truncation with the op in TF32 >= 8.7e-4, <= 4.4e-3
     assert errors["fp32"] < strict / 20, errors
-    assert errors["tf32 truncate, op tf32"] > 2 * strict, errors  # measured 9e-4 to 1.2e-3 across shapes
-    assert max(v for k, v in errors.items() if k != "fp32") < TENSORRT_TF32_RTOL_L2 / 2, errors
+    assert errors["tf32 truncate, op tf32"] > 2 * strict, errors
+    assert max(v for k, v in errors.items() if k != "fp32") < TENSORRT_TF32_RTOL_L2, errors
 
 
 def test_default_tolerance_for_an_engine_that_may_use_tf32():
     assert default_rtol_l2("tensorrt", "fp32") == default_rtol_l2("tensorrt", "fp32", tf32=False) == 1e-4
-    assert default_rtol_l2("tensorrt", "fp32", tf32=True) == TENSORRT_TF32_RTOL_L2 == 5e-3
+    assert default_rtol_l2("tensorrt", "fp32", tf32=True) == TENSORRT_TF32_RTOL_L2 == 1e-2
     assert default_rtol_l2("tensorrt", "fp32", tf32=None) == TENSORRT_TF32_RTOL_L2  # not known: TF32's limit
-    assert default_rtol_l2("tensorrt", "int8-qdq", tf32=True) == 5e-2  # already looser
+    assert default_rtol_l2("tensorrt", "fp16", tf32=True) == 5e-3  # fp16 products: TF32 does not apply
+    assert default_rtol_l2("tensorrt", "int8-qdq", tf32=True) == 5e-2
     assert default_rtol_l2("openvino", "fp32", tf32=True) == 1e-5  # TensorRT's (and ORT's TensorRT EP's) only
     assert default_rtol_l2("tensorrt", "fp32", 2e-4, tf32=True) == 2e-4  # --rtol-l2 wins
     assert tolerance_note("tensorrt", "fp32") == ""
     assert "built with --tf32" in tolerance_note("tensorrt", "fp32", tf32=True)
     assert "trtexec allows it unless --noTF32" in tolerance_note("tensorrt", "fp32", tf32=None)
+    assert "predates the TF32 record" in tolerance_note("tensorrt", "fp32", tf32=None,
+                                                        tf32_unknown_because="not recorded")
     assert tolerance_note("tensorrt", "fp16", tf32=None) == ""  # the same limit: nothing to explain
     assert tolerance_note("tensorrt", "fp32", 1e-3, tf32=None) == ": --rtol-l2"
 
@@ -116,15 +125,21 @@ def test_engine_metadata_says_whether_tf32_was_allowed(tmp_path):
     for value in (True, False):
         path = write_engine_file(tmp_path / f"{value}.engine", {"tf32": value}, plan)
         assert engine_allows_tf32(path) is value
-    old = write_engine_file(tmp_path / "old.engine", {"precision": "fp32"}, plan)  # a sidecar before the key
+    old = write_engine_file(tmp_path / "old.engine", {"precision": "fp16"}, plan)  # a sidecar before the key
     assert engine_allows_tf32(old) is None
+    assert engine_tf32_record(old) == EngineTf32Record(None, TF32_NOT_RECORDED, "fp16")
+    legacy = tmp_path / "legacy.engine"
+    legacy.write_bytes(legacy_bytes({"precision": "fp32"}, plan))  # the old one-file format
+    assert engine_tf32_record(legacy) == EngineTf32Record(None, TF32_NOT_RECORDED, "fp32")
     bare = tmp_path / "bare.plan"
     bare.write_bytes(plan)  # trtexec --saveEngine: no sidecar
-    assert engine_allows_tf32(bare) is None
-    assert engine_allows_tf32(tmp_path / "missing.engine") is None  # the runner says what is wrong with it
-    side = sidecar_path(tmp_path / "True.engine")
+    assert engine_tf32_record(bare) == EngineTf32Record(None, TF32_NO_SIDECAR)
+    assert engine_allows_tf32(tmp_path / "missing.engine") is False  # the runner says what is wrong with it
+    side = sidecar_path(bare)
+    side.write_text("{not json")
+    assert engine_allows_tf32(bare) is False  # an unreadable sidecar: refused by the runner, no TF32 note
     side.write_text(json.dumps({"format": SIDECAR_FORMAT, "format_version": 1, "tf32": True, "plan": {"sha256": "0"}}))
-    assert engine_allows_tf32(tmp_path / "True.engine") is None  # the sidecar no longer matches the plan
+    assert engine_allows_tf32(bare) is True  # read as recorded; the runner refuses the stale sidecar itself
 
 
 def test_validate_says_why_a_bare_plan_gets_the_tf32_limit(tmp_path, reference_vit_onnx, without_tensorrt, capsys):
@@ -133,7 +148,7 @@ def test_validate_says_why_a_bare_plan_gets_the_tf32_limit(tmp_path, reference_v
     bare.write_bytes(bytes(range(256)) * 8)
     rc = main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(bare), "--no-progress"])
     err = capsys.readouterr().err
-    assert "note: tolerance 5.0e-03: the engine's metadata does not say whether TF32 was allowed" in err, err
+    assert "note: tolerance 1.0e-02: the plan has no sidecar saying whether TF32 was allowed" in err, err
     assert rc == 3 and "TensorRT" in err, err
     engine = write_engine_file(tmp_path / "strict.engine", {"tf32": False}, bytes(range(256)) * 8)
     assert main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(engine),
@@ -178,7 +193,7 @@ def test_onnxruntime_tensorrt_ep_gets_the_tf32_limit(reference_vit_onnx, capsys)
     assert "TensorRT execution provider" in tolerance_note("onnxruntime", "fp32", tf32=None)
     rc = main(["validate", str(reference_vit_onnx), "--providers", "tensorrt,cpu", "--no-progress"])
     err = capsys.readouterr().err
-    assert "note: tolerance 5.0e-03: ONNX Runtime's TensorRT execution provider" in err, err
+    assert "note: tolerance 1.0e-02: ONNX Runtime's TensorRT execution provider" in err, err
     import onnxruntime as ort
 
     if "TensorrtExecutionProvider" not in ort.get_available_providers():

@@ -183,14 +183,50 @@ def read_engine_metadata(path: str | os.PathLike) -> dict:
 
 
 
-def engine_allows_tf32(path: str | os.PathLike) -> Optional[bool]:
-    """Whether the engine's FP32 layers may use TF32, as its metadata records it (``build --tf32``); None when
-    that is not known: a plan without a sidecar (trtexec allows TF32 unless --noTF32) or a sidecar written
-    before the "tf32" key (those builds left TensorRT's default, TF32 allowed). A missing or unreadable
-    engine is left to the runner, which says what is wrong with it: None here."""
+
+#: Why an engine's metadata cannot say whether TF32 was allowed (EngineTf32Record.why_unknown).
+TF32_NO_SIDECAR = "no sidecar"
+TF32_NOT_RECORDED = "not recorded"
+
+
+@dataclass(frozen=True)
+class EngineTf32Record:
+    """What an engine's metadata says about TF32, read without hashing the plan (the runner checks that).
+
+    ``tf32`` is the sidecar's "tf32" (``build --tf32``), or None when not known: ``why_unknown`` is
+    TF32_NO_SIDECAR (a plan from trtexec, which allows TF32 unless --noTF32, or Polygraphy) or
+    TF32_NOT_RECORDED (a sidecar or old-format header written before the key; those builds left
+    TensorRT's default, TF32 allowed). A missing or unreadable engine gives False: the runner then says
+    what is wrong with it. ``precision`` is the recorded precision, if any."""
+
+    tf32: Optional[bool]
+    why_unknown: Optional[str] = None
+    precision: Optional[str] = None
+
+
+def engine_tf32_record(path: str | os.PathLike) -> EngineTf32Record:
+    path = Path(path)
+    side = sidecar_path(path)
     try:
-        metadata = load_engine(path).metadata
-    except (OSError, EngineFileError):
-        return None
+        if side.is_file():
+            metadata = json.loads(side.read_text(encoding="utf-8"))
+            if not isinstance(metadata, dict) or metadata.get("format") != SIDECAR_FORMAT:
+                return EngineTf32Record(False)  # not our sidecar: load_engine refuses it with the reason
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(len(ENGINE_MAGIC))
+            if not has_legacy_header(head):
+                return EngineTf32Record(None, TF32_NO_SIDECAR)
+            metadata = load_engine(path).metadata  # the old format: its metadata is inside the file
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EngineFileError):
+        return EngineTf32Record(False)
+    precision = metadata.get("precision") if isinstance(metadata.get("precision"), str) else None
     value = metadata.get("tf32")
-    return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return EngineTf32Record(value, None, precision)
+    return EngineTf32Record(None, TF32_NOT_RECORDED, precision)
+
+
+def engine_allows_tf32(path: str | os.PathLike) -> Optional[bool]:
+    """``engine_tf32_record(path).tf32``: True/False as recorded, None when the metadata does not say."""
+    return engine_tf32_record(path).tf32

@@ -6,6 +6,7 @@ their model-local function, no custom-op library is needed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -85,7 +86,11 @@ def _session_loader(path: Path, providers: list[str]):
         import onnxruntime as ort
 
         def load():
-            return ort.InferenceSession(str(path), providers=list(providers), provider_options=options)
+            settings = ort.SessionOptions()  # the thread counts SessionFromOnnx sets (cpuset-limited containers)
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+            settings.intra_op_num_threads = settings.inter_op_num_threads = threads
+            return ort.InferenceSession(str(path), sess_options=settings, providers=list(providers),
+                                        provider_options=options)
     else:
         load = SessionFromOnnx(str(path), providers=providers)
 

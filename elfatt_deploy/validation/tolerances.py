@@ -23,13 +23,13 @@ DEFAULT_RTOL_L2 = {
 
 #: A TensorRT engine whose FP32 layers may use TF32 (`build --tf32`; or not known: a plan without a sidecar, as
 #: trtexec allows TF32 unless --noTF32, or a sidecar without the "tf32" key, whose build left TensorRT's
-#: default on): TF32 rounds the inputs of
-#: FP32 matrix multiplies and convolutions to 10-bit mantissas. Measured by emulation on a CPU
-#: (bench/tf32_emulation_cpu.py: every FP32 Linear, Conv, MatMul and attention product, its inputs rounded to
-#: TF32, against float64; 2 images at 224x224, 112x112 for the reference models; docs/benchmarks.md):
-#: round-to-nearest 1.3e-4 to 5.7e-4, truncation 6.9e-4 to 2.7e-3 (2.8e-3 at 448x448: CSWin-T, the op's
-#: products in TF32 too). Strict FP32 gives <= 4e-7 there. Hence the fp16 engines' limit, ~1.8x the worst.
-TENSORRT_TF32_RTOL_L2 = 5e-3
+#: default on): TF32 rounds the inputs of FP32 matrix multiplies and convolutions to 10-bit mantissas.
+#: Estimated by emulation on a CPU (bench/tf32_emulation_cpu.py, docs/benchmarks.md: every FP32 Linear, Conv,
+#: MatMul and attention product fed TF32-rounded inputs, against float64). The trained reference models have
+#: the heavy tail: ViT-micro, 300 draws of 2 images, truncation with the op's products in TF32 too: mean
+#: 1.4e-3, p99 2.5e-3, max 2.8e-3 at 112x112, and up to 4.4e-3 in 200 draws at 90x118; round-to-nearest
+#: <= 8.2e-4. Strict FP32 gives <= 8e-7. Hence 1e-2, ~2.3x the worst single draw seen.
+TENSORRT_TF32_RTOL_L2 = 1e-2
 
 
 #: OpenVINO asked to compute below the file's precision (validate/bench --inference-precision): the
@@ -125,14 +125,14 @@ def default_rtol_l2(backend: str, precision: str, override: Optional[float] = No
         limit = max(limit, OPENVINO_INFERENCE_RTOL_L2[inference_precision])
     if cpu_int8_saturation:
         limit = max(limit, CPU_INT8_WITHOUT_VNNI_RTOL_L2)
-    if backend in ("tensorrt", "onnxruntime") and tf32 is not False:
-        limit = max(limit, TENSORRT_TF32_RTOL_L2)
+    if backend in ("tensorrt", "onnxruntime") and precision == "fp32" and tf32 is not False:
+        limit = max(limit, TENSORRT_TF32_RTOL_L2)  # fp16 and int8 files: their products are not FP32
     return limit
 
 
 def tolerance_note(backend: str, precision: str, override: Optional[float] = None, *,
                    inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False,
-                   tf32: Optional[bool] = False) -> str:
+                   tf32: Optional[bool] = False, tf32_unknown_because: Optional[str] = None) -> str:
     """Why the tolerance is what it is, when that is not the plain default (for the PASS/FAIL line)."""
     if override is not None:
         return ": --rtol-l2"
@@ -143,9 +143,12 @@ def tolerance_note(backend: str, precision: str, override: Optional[float] = Non
                     "so TensorRT's TF32 limit applies (put cuda first in --providers for strict FP32)")
         if tf32:
             return ": the engine was built with --tf32 (FP32 layers may round their inputs to TF32)"
-        return (": the engine's metadata does not say whether TF32 was allowed (a plan without a sidecar: trtexec "
-                "allows it unless --noTF32), so TF32's limit applies; `elfatt-deploy build` (no TF32 unless --tf32) "
-                "records it")
+        if tf32_unknown_because == "not recorded":
+            return (": the engine's metadata predates the TF32 record, and its build left TensorRT's default (TF32 "
+                    "allowed), so TF32's limit applies; rebuild it with `elfatt-deploy build` (no TF32 unless --tf32)")
+        return (": the plan has no sidecar saying whether TF32 was allowed (trtexec allows it unless --noTF32), so "
+                "TF32's limit applies; give --rtol-l2 1e-4 for a --noTF32 plan, or build with `elfatt-deploy build` "
+                "(no TF32 unless --tf32), which records it")
     if cpu_int8_saturation and default_rtol_l2(backend, precision, inference_precision=inference_precision,
                                                cpu_int8_saturation=True) > default_rtol_l2(
                                                    backend, precision, inference_precision=inference_precision):

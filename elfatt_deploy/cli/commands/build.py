@@ -21,9 +21,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--timing-cache", metavar="FILE", help="timing cache to read (if present) and update")
     parser.add_argument("--tf32", action="store_true",
                         help="let FP32 matrix multiplies and convolutions run on tensor cores in TF32 (10-bit mantissas): "
-                             "faster on Ampere and later GPUs, but the engine then differs from PyTorch by up to ~3e-3 "
-                             "relative L2 (validate allows 5e-3 for it). Off by default, as in Polygraphy; trtexec turns "
-                             "it on unless --noTF32")
+                             "faster on Ampere and later GPUs, but the engine then differs from PyTorch by a few 1e-3 "
+                             "relative L2 (CPU emulation: bench/tf32_emulation_cpu.py; validate allows 1e-2 for it). "
+                             "Off by default, as in Polygraphy; trtexec turns it on unless --noTF32")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
 

@@ -67,7 +67,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
                                                       "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3, at least 1e-2 "
                                                       "with --inference-precision bf16 and 5e-3 with f16; tensorrt "
-                                                      "fp32 1e-4 (5e-3 for an engine that may use TF32), fp16 5e-3; "
+                                                      "fp32 1e-4 (1e-2 for an engine that may use TF32), fp16 5e-3; "
                                                       "int8-qdq 5e-2 on all three)")
     parser.add_argument("--report", help="write a JSON report here (atomically)")
     add_force(parser)
@@ -211,13 +211,14 @@ def run(args) -> int:
     check_backend_flags(args, BACKEND_FLAGS)
     if args.backend == "tensorrt" and not args.engine:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
-    may_use_tf32 = False
+    may_use_tf32, engine_record = False, None
     if args.backend == "tensorrt":
-        from ...engine.engine_file import engine_allows_tf32
+        from ...engine.engine_file import engine_tf32_record
         from ...engine.not_a_plan import check_engine_argument
 
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
-        may_use_tf32 = engine_allows_tf32(args.engine)
+        engine_record = engine_tf32_record(args.engine)
+        may_use_tf32 = engine_record.tf32
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if not args.images:
@@ -248,7 +249,8 @@ def run(args) -> int:
         if key in config and config[key] != value:
             raise InputError(f"--{key.replace('_', '-')} {value} differs from the file's {key} = {config[key]}; drop it")
     config.update(overrides)
-    precision = args.precision or meta.get("precision") or "fp32"
+    engine_precision = engine_record.precision if engine_record is not None else None
+    precision = args.precision or meta.get("precision") or engine_precision or "fp32"
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
     providers = parse_providers(args.providers)
     if args.backend == "onnxruntime":
@@ -258,7 +260,8 @@ def run(args) -> int:
     rtol = default_rtol_l2(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
                            cpu_int8_saturation=saturation, tf32=may_use_tf32)
     rtol_note = tolerance_note(args.backend, precision, args.rtol_l2, inference_precision=inference_precision,
-                               cpu_int8_saturation=saturation, tf32=may_use_tf32)
+                               cpu_int8_saturation=saturation, tf32=may_use_tf32,
+                               tf32_unknown_because=engine_record.why_unknown if engine_record is not None else None)
     tf32_limit = may_use_tf32 is not False and bool(rtol_note)
     if (saturation or tf32_limit) and args.rtol_l2 is None:
         print(f"note: tolerance {rtol:.1e}{rtol_note}", file=sys.stderr)
@@ -293,7 +296,7 @@ def run(args) -> int:
     classifier = getattr(model, "num_classes", 1) != 0  # num_classes 0: the output is features, no top-1
     if args.images:
         return _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
-                           describe_weights(weights), classifier=classifier)
+                           describe_weights(weights), classifier=classifier, rtol_note=rtol_note, tf32=may_use_tf32)
     result = run_parity(reference, backend, input_name=input_name, shapes=shapes, samples=args.samples, seed=args.seed,
                         rtol_l2=rtol, verbose=args.verbose, classifier=classifier,
                         progress=lambda total: progress_bar(args, total=total, desc="validate", unit="run"))
@@ -318,13 +321,14 @@ def run(args) -> int:
             "openvino": getattr(backend, "info", None), "model": name, "model_config": config, "weights": weights,
             "checkpoint": weights.get("path"), "precision": precision,
             "shapes": [list(s) for s in shapes], "samples": args.samples, "seed": args.seed,
+            "tf32": may_use_tf32, "tolerance_reason": rtol_note[2:] or None,
         })
         print(f"report: {args.report}")
     return 0 if result.passed else 1
 
 
 def _run_images(args, reference, backend, meta, name, precision, rtol, input_name, output_name, providers,
-                weights, classifier: bool = True) -> int:
+                weights, classifier: bool = True, rtol_note: str = "", tf32=False) -> int:
     """``--images DIR``: both sides on the folder's images (validation/images.py). ``classifier=False``
     (num_classes 0): the features are compared, without top-1."""
 
@@ -352,14 +356,16 @@ def _run_images(args, reference, backend, meta, name, precision, rtol, input_nam
     verdict = "PASS" if result.passed else "FAIL"
     if classifier:
         print(f"{verdict}: top-1 agreement {result.agreement:.4f} (min {min_agreement:.2f}), "
-              f"relative L2 error {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e})")
+              f"relative L2 error {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e}{rtol_note})")
     else:
-        print(f"{verdict}: relative L2 error of the features {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e}); "
+        print(f"{verdict}: relative L2 error of the features {result.metrics.rel_l2_error:.3e} (tolerance {rtol:.1e}"
+              f"{rtol_note}); "
               "top-1 not compared (num_classes 0: no classifier head)")
     if args.report:
         report = {"passed": result.passed, "settings": {
             "onnx": args.onnx, "engine": args.engine, "backend": args.backend, "providers": providers, "model": name,
-            "checkpoint": args.checkpoint, "precision": precision, "images": args.images, "batch": batch},
+            "checkpoint": args.checkpoint, "precision": precision, "images": args.images, "batch": batch,
+            "tf32": tf32, "tolerance_reason": rtol_note[2:] or None},
             "environment": environment(), **result.to_dict()}
         atomic_write_text(args.report, jsonio.dumps(report, indent=2) + "\n")
         print(f"report: {args.report}")
