@@ -182,8 +182,6 @@ def read_engine_metadata(path: str | os.PathLike) -> dict:
     return load_engine(path).metadata
 
 
-
-
 #: Why an engine's metadata cannot say whether TF32 was allowed (EngineTf32Record.why_unknown).
 TF32_NO_SIDECAR = "no sidecar"
 TF32_NOT_RECORDED = "not recorded"
@@ -205,19 +203,20 @@ class EngineTf32Record:
 
 
 def engine_tf32_record(path: str | os.PathLike) -> EngineTf32Record:
+    """The TF32 record of the metadata load_engine would use: an old-format header first, else the sidecar."""
     path = Path(path)
     side = sidecar_path(path)
     try:
-        if side.is_file():
+        with open(path, "rb") as handle:
+            legacy = has_legacy_header(handle.read(len(ENGINE_MAGIC)))
+        if legacy:
+            metadata = load_engine(path).metadata  # the old format: its metadata is inside the file
+        elif side.is_file():
             metadata = json.loads(side.read_text(encoding="utf-8"))
             if not isinstance(metadata, dict) or metadata.get("format") != SIDECAR_FORMAT:
                 return EngineTf32Record(False)  # not our sidecar: load_engine refuses it with the reason
         else:
-            with open(path, "rb") as handle:
-                head = handle.read(len(ENGINE_MAGIC))
-            if not has_legacy_header(head):
-                return EngineTf32Record(None, TF32_NO_SIDECAR)
-            metadata = load_engine(path).metadata  # the old format: its metadata is inside the file
+            return EngineTf32Record(None, TF32_NO_SIDECAR)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, EngineFileError):
         return EngineTf32Record(False)
     precision = metadata.get("precision") if isinstance(metadata.get("precision"), str) else None
@@ -225,8 +224,3 @@ def engine_tf32_record(path: str | os.PathLike) -> EngineTf32Record:
     if isinstance(value, bool):
         return EngineTf32Record(value, None, precision)
     return EngineTf32Record(None, TF32_NOT_RECORDED, precision)
-
-
-def engine_allows_tf32(path: str | os.PathLike) -> Optional[bool]:
-    """``engine_tf32_record(path).tf32``: True/False as recorded, None when the metadata does not say."""
-    return engine_tf32_record(path).tf32

@@ -200,6 +200,7 @@ def run(args) -> int:
     from ...validation.report import format_parity_tables, write_report
     from ...validation.tolerances import (
         default_rtol_l2,
+        known_precisions,
         onnxruntime_may_use_tf32,
         saturating_cpu_int8,
         tolerance_note,
@@ -250,6 +251,10 @@ def run(args) -> int:
             raise InputError(f"--{key.replace('_', '-')} {value} differs from the file's {key} = {config[key]}; drop it")
     config.update(overrides)
     engine_precision = engine_record.precision if engine_record is not None else None
+    if engine_precision is not None and engine_precision not in known_precisions(args.backend):
+        print(f"note: the engine's sidecar records precision {engine_precision!r}, which has no default tolerance; "
+              "taking fp32 (give --precision or --rtol-l2 to choose)", file=sys.stderr)
+        engine_precision = None
     precision = args.precision or meta.get("precision") or engine_precision or "fp32"
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
     providers = parse_providers(args.providers)
