@@ -25,8 +25,8 @@ from elfatt_deploy.engine.engine_file import (  # noqa: E402
     TF32_NO_SIDECAR,
     load_engine,
     TF32_NOT_RECORDED,
-    EngineTf32Record,
-    engine_tf32_record,
+    EngineRecord,
+    engine_record,
     sidecar_path,
     write_engine_file,
 )
@@ -123,7 +123,7 @@ def test_default_tolerance_for_an_engine_that_may_use_tf32():
 
 
 def _tf32(path):
-    return engine_tf32_record(path).tf32
+    return engine_record(path).tf32
 
 
 def test_engine_metadata_says_whether_tf32_was_allowed(tmp_path):
@@ -133,17 +133,17 @@ def test_engine_metadata_says_whether_tf32_was_allowed(tmp_path):
         assert _tf32(path) is value
     old = write_engine_file(tmp_path / "old.engine", {"precision": "fp16"}, plan)  # a sidecar before the key
     assert _tf32(old) is None
-    assert engine_tf32_record(old) == EngineTf32Record(None, TF32_NOT_RECORDED, "fp16")
+    assert engine_record(old) == EngineRecord(None, TF32_NOT_RECORDED, "fp16")
     legacy = tmp_path / "legacy.engine"
     legacy.write_bytes(legacy_bytes({"precision": "fp32"}, plan))  # the old one-file format
-    assert engine_tf32_record(legacy) == EngineTf32Record(None, TF32_NOT_RECORDED, "fp32")
+    assert engine_record(legacy) == EngineRecord(None, TF32_NOT_RECORDED, "fp32")
     sidecar_path(legacy).write_text(json.dumps({"format": SIDECAR_FORMAT, "format_version": 1, "tf32": False,
                                                 "precision": "fp16"}))
     assert load_engine(legacy).metadata["precision"] == "fp32"  # the old format ignores a sidecar beside it
-    assert engine_tf32_record(legacy) == EngineTf32Record(None, TF32_NOT_RECORDED, "fp32")  # and so does this
+    assert engine_record(legacy) == EngineRecord(None, TF32_NOT_RECORDED, "fp32")  # and so does this
     bare = tmp_path / "bare.plan"
     bare.write_bytes(plan)  # trtexec --saveEngine: no sidecar
-    assert engine_tf32_record(bare) == EngineTf32Record(None, TF32_NO_SIDECAR)
+    assert engine_record(bare) == EngineRecord(None, TF32_NO_SIDECAR)
     assert _tf32(tmp_path / "missing.engine") is False  # the runner says what is wrong with it
     side = sidecar_path(bare)
     side.write_text("{not json")

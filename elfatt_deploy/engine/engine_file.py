@@ -188,22 +188,24 @@ TF32_NOT_RECORDED = "not recorded"
 
 
 @dataclass(frozen=True)
-class EngineTf32Record:
-    """What an engine's metadata says about TF32, read without hashing the plan (the runner checks that).
+class EngineRecord:
+    """What validate needs from an engine's metadata, read without hashing the plan (the runner checks that).
 
     ``tf32`` is the sidecar's "tf32" (``build --tf32``), or None when not known: ``why_unknown`` is
     TF32_NO_SIDECAR (a plan from trtexec, which allows TF32 unless --noTF32, or Polygraphy) or
     TF32_NOT_RECORDED (a sidecar or old-format header written before the key; those builds left
     TensorRT's default, TF32 allowed). A missing or unreadable engine gives False: the runner then says
-    what is wrong with it. ``precision`` is the recorded precision, if any."""
+    what is wrong with it. ``precision`` is the recorded precision and ``source_onnx_sha256`` the hash of
+    the ONNX it was built from, if recorded."""
 
     tf32: Optional[bool]
     why_unknown: Optional[str] = None
     precision: Optional[str] = None
+    source_onnx_sha256: Optional[str] = None
 
 
-def engine_tf32_record(path: str | os.PathLike) -> EngineTf32Record:
-    """The TF32 record of the metadata load_engine would use: an old-format header first, else the sidecar."""
+def engine_record(path: str | os.PathLike) -> EngineRecord:
+    """The record of the metadata load_engine would use: an old-format header first, else the sidecar."""
     path = Path(path)
     side = sidecar_path(path)
     try:
@@ -214,13 +216,16 @@ def engine_tf32_record(path: str | os.PathLike) -> EngineTf32Record:
         elif side.is_file():
             metadata = json.loads(side.read_text(encoding="utf-8"))
             if not isinstance(metadata, dict) or metadata.get("format") != SIDECAR_FORMAT:
-                return EngineTf32Record(False)  # not our sidecar: load_engine refuses it with the reason
+                return EngineRecord(False)  # not our sidecar: load_engine refuses it with the reason
         else:
-            return EngineTf32Record(None, TF32_NO_SIDECAR)
+            return EngineRecord(None, TF32_NO_SIDECAR)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, EngineFileError):
-        return EngineTf32Record(False)
-    precision = metadata.get("precision") if isinstance(metadata.get("precision"), str) else None
+        return EngineRecord(False)
+
+    def text(key: str) -> Optional[str]:
+        return metadata.get(key) if isinstance(metadata.get(key), str) else None
+
     value = metadata.get("tf32")
     if isinstance(value, bool):
-        return EngineTf32Record(value, None, precision)
-    return EngineTf32Record(None, TF32_NOT_RECORDED, precision)
+        return EngineRecord(value, None, text("precision"), text("source_onnx_sha256"))
+    return EngineRecord(None, TF32_NOT_RECORDED, text("precision"), text("source_onnx_sha256"))

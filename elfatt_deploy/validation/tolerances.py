@@ -111,6 +111,29 @@ def known_precisions(backend: str) -> frozenset:
     return frozenset(p for b, p in DEFAULT_RTOL_L2 if b == backend)
 
 
+def deployed_precision(backend: str, given: Optional[str], onnx_precision: Optional[str],
+                       engine_precision: Optional[str]) -> tuple[str, list[str]]:
+    """The precision whose default limit validate applies, and notes where the files leave a choice.
+
+    ``given`` (--precision) wins. For TensorRT the engine's recorded precision comes next: the engine is
+    what computes, and the ONNX beside it may be another export of the same model (an fp32 ONNX next to the
+    engine built from its fp16 or int8-qdq export); a recorded precision without a limit here (e.g. guessed
+    from a bf16 input) is set aside with a note. Then the ONNX's metadata, then fp32."""
+    notes: list[str] = []
+    if engine_precision is not None and engine_precision not in known_precisions(backend):
+        notes.append(f"the engine's sidecar records precision {engine_precision!r}, which has no default "
+                     f"tolerance; taking {onnx_precision or 'fp32'} (give --precision or --rtol-l2 to choose)")
+        engine_precision = None
+    if given:
+        return given, notes
+    if engine_precision is not None:
+        if onnx_precision and onnx_precision != engine_precision:
+            notes.append(f"the engine records precision {engine_precision} and the ONNX {onnx_precision}; the "
+                         f"{engine_precision} limit applies, as the engine computes (give --precision to choose)")
+        return engine_precision, notes
+    return onnx_precision or "fp32", notes
+
+
 def default_rtol_l2(backend: str, precision: str, override: Optional[float] = None, *,
                     inference_precision: Optional[str] = None, cpu_int8_saturation: bool = False,
                     tf32: Optional[bool] = False) -> float:

@@ -63,7 +63,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-agreement", type=float, default=None,
                         help="with --images: minimum top-1 agreement with PyTorch (default 0.99)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8-qdq"),
-                        help="precision of the deployed model, for the default tolerance (default: ONNX metadata)")
+                        help="precision of the deployed model, for the default tolerance (default: for tensorrt the "
+                             "engine's sidecar, else the ONNX metadata)")
     parser.add_argument("--rtol-l2", type=float, help="max relative L2 error (default: onnxruntime fp32 1e-5, "
                                                       "fp16 5e-3; openvino fp32 1e-5, fp16 2e-3, at least 1e-2 "
                                                       "with --inference-precision bf16 and 5e-3 with f16; tensorrt "
@@ -143,6 +144,24 @@ def resolve_weights(args, recorded, onnx_path) -> tuple[dict, str]:
                                                    "if it was made from others")
 
 
+def _source_onnx_notes(args, record) -> list[str]:
+    """A note when the ONNX given is not the one the engine was built from (its sidecar records the hash):
+    validate takes the model, its configuration and weights from the ONNX, so a mismatch may fail parity
+    for reasons that are not the engine's."""
+    if record is None or not args.onnx or not record.source_onnx_sha256:
+        return []
+    from ...engine.engine_file import sha256_file
+
+    try:
+        if sha256_file(args.onnx) == record.source_onnx_sha256:
+            return []
+    except OSError:
+        return []  # inspect_onnx_file names an unreadable ONNX
+    return [f"{args.engine} was built from another ONNX than {args.onnx} (the sidecar's source_onnx_sha256 "
+            f"differs); the model, configuration and weights compared come from {args.onnx}: give the ONNX the "
+            "engine was built from (the sidecar's source_onnx names it)"]
+
+
 def _memory_check(args, name, config, shapes):
     from ...memory import check_memory, estimate_forward
 
@@ -200,7 +219,7 @@ def run(args) -> int:
     from ...validation.report import format_parity_tables, write_report
     from ...validation.tolerances import (
         default_rtol_l2,
-        known_precisions,
+        deployed_precision,
         onnxruntime_may_use_tf32,
         saturating_cpu_int8,
         tolerance_note,
@@ -214,11 +233,11 @@ def run(args) -> int:
         raise InputError("--backend tensorrt needs --engine PATH (build one with `elfatt-deploy build`)")
     may_use_tf32, engine_record = False, None
     if args.backend == "tensorrt":
-        from ...engine.engine_file import engine_tf32_record
+        from ...engine.engine_file import engine_record as read_engine_record
         from ...engine.not_a_plan import check_engine_argument
 
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
-        engine_record = engine_tf32_record(args.engine)
+        engine_record = read_engine_record(args.engine)
         may_use_tf32 = engine_record.tf32
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
@@ -250,12 +269,10 @@ def run(args) -> int:
         if key in config and config[key] != value:
             raise InputError(f"--{key.replace('_', '-')} {value} differs from the file's {key} = {config[key]}; drop it")
     config.update(overrides)
-    engine_precision = engine_record.precision if engine_record is not None else None
-    if engine_precision is not None and engine_precision not in known_precisions(args.backend):
-        print(f"note: the engine's sidecar records precision {engine_precision!r}, which has no default tolerance; "
-              "taking fp32 (give --precision or --rtol-l2 to choose)", file=sys.stderr)
-        engine_precision = None
-    precision = args.precision or meta.get("precision") or engine_precision or "fp32"
+    precision, precision_notes = deployed_precision(
+        args.backend, args.precision, meta.get("precision"), engine_record.precision if engine_record else None)
+    for note in precision_notes + _source_onnx_notes(args, engine_record):
+        print(f"note: {note}", file=sys.stderr)
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
     providers = parse_providers(args.providers)
     if args.backend == "onnxruntime":
