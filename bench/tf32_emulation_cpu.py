@@ -3,6 +3,7 @@
 
     python bench/tf32_emulation_cpu.py                       # the reference models and ViT-T, ViT-S, CSWin-T
     python bench/tf32_emulation_cpu.py --models elfatt_vit_micro --batch 1 --out out/tf32
+    python bench/tf32_emulation_cpu.py --precision fp16 --models elfatt_vit_micro,elfatt_cswin_micro
 
 TensorRT sets BuilderFlag.TF32 unless it is cleared (`elfatt-deploy build` clears it unless --tf32;
 trtexec keeps it unless --noTF32). Then FP32 matrix multiplies and convolutions may run on tensor
@@ -18,6 +19,11 @@ builds from the ONNX function body) or exact (``op exact``: our plugin, whose FP
 TF32). It estimates what TensorRT does, it does not bound it: TensorRT need not pick a TF32 tactic for every
 layer (a depthwise LePE convolution rarely runs on tensor cores), but it also fuses layers and orders
 its sums its own way.
+
+``--precision fp16`` runs the FP16 export's model instead (export/fp16.py: FP16 body; LayerNorms, the
+final norm, the head and the op's sums and products in FP32): TF32 then touches only its FP32 products
+(the head, and the op's products with ``op tf32``), which is what an FP16 engine built with TF32 allowed
+(trtexec without --noTF32) adds to FP16's own error. Compared with the float64 model as well.
 
 Prints a table and writes tf32_emulation.json (every error, models, shapes, seed, machine, versions)
 to ``--out`` atomically. validation/tolerances.py's TENSORRT_TF32_RTOL_L2 is set from these figures.
@@ -125,12 +131,13 @@ def relative_l2(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out.double() - ref).norm() / ref.norm())
 
 
-def measure_errors(model, reference, x: torch.Tensor) -> dict:
-    """Errors against the float64 ``reference`` of ``model`` on ``x``: strict FP32 and the four TF32 variants."""
+def measure_errors(model, reference, x: torch.Tensor, precision: str = "fp32") -> dict:
+    """Errors against the float64 ``reference`` of ``model`` on ``x``: without TF32 (keyed ``precision``) and
+    the four TF32 variants."""
     errors = {}
     with torch.no_grad():
         ref = reference(x.double())
-        errors["fp32"] = relative_l2(model(x), ref)
+        errors[precision] = relative_l2(model(x), ref)
         for rounding in ROUNDINGS:
             for op_in_tf32 in (False, True):
                 mode = TF32Emulation(rounding, op_in_tf32)
@@ -142,23 +149,34 @@ def measure_errors(model, reference, x: torch.Tensor) -> dict:
     return errors
 
 
-def measure_model(name: str, shape, *, seed: int = 0, seeds: int = 1, checkpoint=None) -> dict:
+PRECISIONS = ("fp32", "fp16")
+
+
+def measure_model(name: str, shape, *, seed: int = 0, seeds: int = 1, checkpoint=None,
+                  precision: str = "fp32") -> dict:
     """``measure_errors`` of one model on ``seeds`` random batches of ``shape`` (seeds seed, seed+1, ...); with
-    several, ``rel_l2_vs_float64`` holds the worst of each variant and ``summary`` its mean, p99 and max."""
+    several, ``rel_l2_vs_float64`` holds the worst of each variant and ``summary`` its mean, p99 and max.
+    ``precision`` fp16: the FP16 export's model (export/fp16.py) against the float64 model."""
     import numpy as np
 
+    from elfatt_deploy.export.fp16 import to_half_precision
     from elfatt_deploy.export.model_loading import build_model
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} must be one of {', '.join(PRECISIONS)}")
     model = build_model(name, checkpoint=checkpoint)
     reference = copy.deepcopy(model).double()
-    draws = [measure_errors(model, reference, torch.randn(*shape, generator=torch.Generator().manual_seed(s)))
+    if precision == "fp16":
+        model = to_half_precision(model)
+    draws = [measure_errors(model, reference, torch.randn(*shape, generator=torch.Generator().manual_seed(s)),
+                            precision)
              for s in range(seed, seed + seeds)]
     summary = {}
     for key in draws[0]:
         values = np.array([d[key] for d in draws])
         summary[key] = {"mean": float(values.mean()), "p99": float(np.quantile(values, 0.99)),
                         "max": float(values.max()), "min": float(values.min())}
-    return {"model": name, "shape": list(shape), "seed": seed, "seeds": seeds,
+    return {"model": name, "precision": precision, "shape": list(shape), "seed": seed, "seeds": seeds,
             "weights": "reference checkpoint" if checkpoint else "random (seed 0)",
             "rel_l2_vs_float64": {k: v["max"] for k, v in summary.items()}, "summary": summary,
             "per_seed": draws if seeds > 1 else None}
@@ -186,6 +204,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=1,
                         help="draw this many batches per model (seeds SEED, SEED+1, ...); the table shows the worst of "
                              "each variant, the JSON also mean, p99 and min (default 1)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32: the model in float32 (default); fp16: the FP16 export's model (FP32 head, "
+                             "LayerNorms and op sums), whose FP32 products TF32 would round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
     parser.add_argument("--out", default="out/tf32", help="directory for tf32_emulation.json")
     args = parser.parse_args(argv)
@@ -215,7 +236,8 @@ def main(argv=None) -> int:
     results = []
     for name in tqdm(models, desc="tf32 emulation", unit="model"):
         shape, checkpoint = _model_input(name, args.batch, args.size)
-        results.append(measure_model(name, shape, seed=args.seed, seeds=args.seeds, checkpoint=checkpoint))
+        results.append(measure_model(name, shape, seed=args.seed, seeds=args.seeds, checkpoint=checkpoint,
+                                     precision=args.precision))
     columns = list(results[0]["rel_l2_vs_float64"])
     if args.seeds > 1:
         print(f"worst of {args.seeds} draws per model (seeds {args.seed}..{args.seed + args.seeds - 1}); mean, p99 "
@@ -226,16 +248,24 @@ def main(argv=None) -> int:
     for r in results:
         cells = " ".join(f"{r['rel_l2_vs_float64'][c]:>26.2e}" for c in columns)
         print(f"{r['model']:<20} {'x'.join(map(str, r['shape'])):<16} {cells}")
-    worst = max(v for r in results for k, v in r["rel_l2_vs_float64"].items() if k != "fp32")
+    worst = max(v for r in results for k, v in r["rel_l2_vs_float64"].items() if k != args.precision)
     strict = DEFAULT_RTOL_L2[("tensorrt", "fp32")]
-    print(f"worst TF32 error {worst:.2e}: validate's TF32 limit {TENSORRT_TF32_RTOL_L2:.0e} "
-          f"({TENSORRT_TF32_RTOL_L2 / worst:.1f}x); the strict fp32 limit is {strict:.0e}")
+    if args.precision == "fp16":
+        fp16_limit = DEFAULT_RTOL_L2[("tensorrt", "fp16")]
+        plain = max(r["rel_l2_vs_float64"]["fp16"] for r in results)
+        print(f"worst error with TF32 {worst:.2e}, without {plain:.2e}: validate's tensorrt fp16 limit "
+              f"{fp16_limit:.0e} ({fp16_limit / worst:.1f}x), which fp16 engines keep whether or not TF32 was allowed")
+    else:
+        print(f"worst TF32 error {worst:.2e}: validate's TF32 limit {TENSORRT_TF32_RTOL_L2:.0e} "
+              f"({TENSORRT_TF32_RTOL_L2 / worst:.1f}x); the strict fp32 limit is {strict:.0e}")
     record = {
-        "what": "relative L2 error of float32 model outputs against float64, TF32 emulated (bench/tf32_emulation_cpu.py)",
+        "what": f"relative L2 error of {args.precision} model outputs against float64, TF32 emulated "
+                "(bench/tf32_emulation_cpu.py)",
         "results": results,
         "worst_tf32": worst,
-        "limits": {"tensorrt_fp32": strict, "tensorrt_tf32": TENSORRT_TF32_RTOL_L2},
-        "settings": {"batch": args.batch, "size": args.size or "each model's", "seed": args.seed,
+        "limits": {"tensorrt_fp32": strict, "tensorrt_tf32": TENSORRT_TF32_RTOL_L2,
+                   "tensorrt_fp16": DEFAULT_RTOL_L2[("tensorrt", "fp16")]},
+        "settings": {"precision": args.precision, "batch": args.batch, "size": args.size or "each model's", "seed": args.seed,
                      "seeds": args.seeds, "threads": torch.get_num_threads()},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "python": platform.python_version(), "torch": torch.__version__},

@@ -126,9 +126,11 @@ find_trtexec() {
   if command -v trtexec >/dev/null 2>&1; then command -v trtexec; return 0; fi
   if [[ -n "${TENSORRT_ROOT:-}" && -x "$TENSORRT_ROOT/bin/trtexec" ]]; then echo "$TENSORRT_ROOT/bin/trtexec"; return 0; fi
   if command -v dpkg-query >/dev/null 2>&1; then
-    local f
-    for f in $(dpkg-query -L libnvinfer-bin 2>/dev/null); do
-      [[ "$f" == */trtexec && -x "$f" ]] && { echo "$f"; return 0; }
+    local f pkg
+    for pkg in libnvinfer-bin tensorrt; do  # tools.py's TRTEXEC_PACKAGES
+      for f in $(dpkg-query -L "$pkg" 2>/dev/null); do
+        [[ "$f" == */trtexec && -x "$f" ]] && { echo "$f"; return 0; }
+      done
     done
   fi
   return 0

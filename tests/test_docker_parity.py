@@ -245,3 +245,33 @@ def test_int8_flow_quantizes_the_reference_models_and_validates_on_images(tmp_pa
     report = json.loads((tmp_path / "out" / "parity-report.json").read_text())
     int8 = [r for r in report["rows"] if r["precision"] == "int8-qdq" and r["variant"] == "plugin"]
     assert len(int8) == 2 and all(r["parity"] == "pass" for r in int8)
+
+
+@pytest.mark.parametrize("package", ["libnvinfer-bin", "tensorrt"])
+def test_trtexec_is_found_in_either_debian_package_as_tools_py_finds_it(tmp_path, monkeypatch, package):
+    """Outside PATH, trtexec is found through the file list of the package that ships it (JetPack's
+    libnvinfer-bin, or tensorrt): parity.sh and elfatt_deploy/engine/tools.py look in the same packages."""
+    import shutil
+
+    from elfatt_deploy.engine.tools import TRTEXEC_PACKAGES, find_trtexec
+
+    if shutil.which("trtexec") or os.environ.get("TRTEXEC") or os.environ.get("TENSORRT_ROOT"):
+        pytest.skip("a trtexec is found here before any package's file list")
+    assert package in TRTEXEC_PACKAGES
+    bindir, trtexec = tmp_path / "bin", tmp_path / "opt" / "tensorrt" / "bin" / "trtexec"
+    bindir.mkdir()
+    trtexec.parent.mkdir(parents=True)
+    trtexec.write_text('#!/bin/sh\necho "trtexec $*" >> "$CALLS"\necho "&&&& PASSED"\n')
+    trtexec.chmod(0o755)
+    dpkg = bindir / "dpkg-query"
+    dpkg.write_text(f'#!/bin/sh\nif [ "$1" = -L ] && [ "$2" = {package} ]; then echo /usr; echo {trtexec}; exit 0; fi\n'
+                    f'echo "dpkg-query: package \'$2\' is not installed" >&2; exit 1\n')
+    dpkg.chmod(0o755)
+    path = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    monkeypatch.setenv("PATH", path)
+    assert find_trtexec() == str(trtexec)
+    proc = _run(tmp_path, "--backend", "tensorrt", "--models", "m1", "--precisions", "fp32", "--plugin", "/p.so",
+                PATH=path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if c.startswith("trtexec")]
+    assert runs and all("--loadEngine" in c for c in runs), runs
