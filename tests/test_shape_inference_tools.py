@@ -206,7 +206,8 @@ def test_surgeon_sanitize_folds_the_inlined_cswin_cleanly(exports, tmp_path, rng
     for problem in ("ValidateFunctionNodeCounts", "Invalid output count", "Inference failed", "Error merging"):
         assert problem not in log, log[-3000:]
     before, sanitized = onnx.load(str(src)), onnx.load(str(out))
-    assert len(sanitized.graph.node) < 0.5 * len(before.graph.node)
+    # the weight-only arithmetic is folded at export already (inline.py); the static shape arithmetic is left
+    assert len(sanitized.graph.node) < 0.7 * len(before.graph.node)
     assert not sanitized.metadata_props  # what docs/export.md warns about: validate would need --model
     session = ort_session(out)
     image = random_image(rng, STATIC_SHAPE)

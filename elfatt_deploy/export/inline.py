@@ -17,6 +17,12 @@ standard ops only, no ``elfatt`` domain in the graph or in the opset imports.
   and ``Shape(start=, end=)`` as ``Shape`` + ``Slice``, which its shape folding reads
   right (shape_slices_as_slice): ``polygraphy surgeon sanitize --fold-constants``
   then gives a correct file;
+- what the inlined body computes from weights alone (per layer the LePE weight's and bias's
+  Split, Reshape, Concat, ... into the head parts) is folded into initializers (fold.py), so the
+  depthwise LePE ``Conv`` reads its weight from an initializer, as tools that quantize or
+  convert Conv layers expect (ONNX Runtime's ``quantize_dynamic`` refuses the unfolded form:
+  ``Expected ... to be an initializer``); ONNX Runtime computes the folded values, so the
+  outputs stay the same bit for bit;
 - the ``elfatt`` opset import is dropped; the default-domain opset, the IR
   version, the producer and ``metadata_props`` are kept, and ``elfatt.inlined``
   says the file is inlined;
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import onnx
 
+from .fold import fold_constant_nodes
 from .metadata import PREFIX, set_metadata
 from .onnx_function import DOMAIN, OP_TYPE
 
@@ -164,6 +171,7 @@ def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> on
     _name_inlined_nodes(model, inlined)
     constants_as_tensors(inlined.graph)
     shape_slices_as_slice(inlined.graph)
+    fold_constant_nodes(inlined)
     left = elfatt_call_nodes(inlined.graph)
     if left or any(f.domain == DOMAIN for f in inlined.functions):
         raise ValueError(f"inlining left {len(left)} {DOMAIN} node(s) in the graph; this onnx "
