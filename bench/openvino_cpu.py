@@ -220,7 +220,7 @@ def _table(results: list) -> str:
     from elfatt_deploy.cli.table import format_table
 
     headers = ["input", "tokens", "ORT ELFATT ms", "ORT vanilla ms", "ORT speedup", "OV ELFATT ms", "OV vanilla ms",
-               "OV speedup", "OV/ORT ELFATT", "OV/ORT vanilla", "ELFATT MiB ORT/OV", "vanilla MiB ORT/OV"]
+               "OV speedup", "ORT/OV ELFATT", "ORT/OV vanilla", "ELFATT MiB ORT/OV", "vanilla MiB ORT/OV"]
     rows = []
     for r in results:
         ort, ov = r["onnxruntime"], r["openvino"]

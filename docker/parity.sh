@@ -14,11 +14,12 @@
 # With --export-only it exports and quantizes (OUT/<model>-int8.onnx); --onnx-dir reads those.
 # Without TensorRT (or with --backend onnxruntime): export -> validate -> bench in ONNX Runtime.
 # Exporting needs torch >= 2.6. Where torch is older (JetPack 6's NVIDIA wheel is 2.5), export on
-# another machine with --export-only (writes OUT/<model>-<precision>.onnx, nothing else), copy that
+# another machine with --export-only (writes OUT/<model>-<precision>.onnx, with each export's log and
+# the step report beside them), copy that
 # directory over and run with --onnx-dir DIR: the export step is skipped, engines are built here.
 # With TensorRT, each engine is also loaded with `trtexec --loadEngine ... --staticPlugins ...` (the
 # plan is a standard TensorRT plan), where trtexec is found: $TRTEXEC, PATH, $TENSORRT_ROOT/bin, or
-# the files of the libnvinfer-bin package (JetPack and NGC images install it outside PATH).
+# the files of the libnvinfer-bin or tensorrt package (JetPack and NGC images install it outside PATH).
 # Environment: PYTHON (default python3); ELFATT_DEPLOY_CMD (default "$PYTHON -m elfatt_deploy"); TRTEXEC.
 set -euo pipefail
 
@@ -58,10 +59,10 @@ while [[ $# -gt 0 ]]; do
     --plugin) need_value "$@"; plugin="$2"; shift 2 ;;
     --iterations) need_value "$@"; iterations="$2"; given_iterations=1; shift 2 ;;
     --warmup) need_value "$@"; warmup="$2"; given_warmup=1; shift 2 ;;
-    --out) need_value "$@"; out="$2"; shift 2 ;;
+    --out) need_value "$@"; out="${2%/}"; out="${out:-/}"; shift 2 ;;
     --quick) quick=1; shift ;;
     --export-only) export_only=1; shift ;;
-    --onnx-dir) need_value "$@"; onnx_dir="$2"; shift 2 ;;
+    --onnx-dir) need_value "$@"; onnx_dir="${2%/}"; onnx_dir="${onnx_dir:-/}"; shift 2 ;;
     --int8) int8=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;

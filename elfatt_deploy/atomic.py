@@ -46,18 +46,20 @@ def _check_directory(path: Path, what: Optional[str]) -> Path:
     return directory
 
 
-def check_output_path(path: PathLike, *, what: Optional[str] = None, suffix: Optional[str] = None) -> Path:
+def check_output_path(path: PathLike, *, what: Optional[str] = None, suffix: Optional[str] = None,
+                      example_name: Optional[str] = None) -> Path:
     """Checks, before any work, that ``path`` can be written as an output file; returns it as a Path.
 
     ``what`` names the flag in messages (``"-o"``, ``"--report"``), ``suffix`` the required
-    extension (``".onnx"``). Refused: an empty path, a directory, another suffix (InputError),
+    extension (``".onnx"``), ``example_name`` the file name suggested inside a directory given
+    instead of a file (default ``output`` plus the suffix). Refused: an empty path, a directory, another suffix (InputError),
     a directory that does not exist (FileNotFoundError) or that takes no new file (InputError).
     """
     if path is None or not str(path).strip():
         raise InputError(f"{_flag(what)}output path is empty; give a file name")
     path = Path(path).expanduser()
     if path.is_dir():
-        example = path / f"output{suffix or ''}"
+        example = path / (example_name or f"output{suffix or ''}")
         raise InputError(f"{_flag(what)}{str(path)!r} is a directory; give a file name, e.g. {example}")
     if suffix is not None and path.suffix.lower() != suffix.lower():
         raise InputError(f"{_flag(what)}{str(path)!r} must end in {suffix}, e.g. {path.with_suffix(suffix).name}")

@@ -106,8 +106,9 @@ def _old_torch(tmp_path):
 
 def test_export_only_then_onnx_dir(tmp_path):
     onnx_dir = tmp_path / "onnx"
-    proc = _run(tmp_path, "--export-only", "--models", "m1,m2", "--precisions", "fp32,fp16", "--out", str(onnx_dir))
+    proc = _run(tmp_path, "--export-only", "--models", "m1,m2", "--precisions", "fp32,fp16", "--out", f"{onnx_dir}/")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "//" not in proc.stdout, proc.stdout  # the directory as given (docs/deploy.md writes onnx/), no doubled /
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert len(calls) == 4 and all(c.startswith("export") for c in calls)
     assert sorted(p.name for p in onnx_dir.glob("*.onnx")) == ["m1-fp16.onnx", "m1-fp32.onnx", "m2-fp16.onnx", "m2-fp32.onnx"]
@@ -116,7 +117,7 @@ def test_export_only_then_onnx_dir(tmp_path):
 
     # on the device: an old torch, no export step; engines are built from the copied files
     (tmp_path / "calls.txt").unlink()
-    proc = _run(tmp_path, "--backend", "tensorrt", "--onnx-dir", str(onnx_dir), "--models", "m1,m2",
+    proc = _run(tmp_path, "--backend", "tensorrt", "--onnx-dir", f"{onnx_dir}/", "--models", "m1,m2",
                 "--precisions", "fp16", PYTHONPATH=_old_torch(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = (tmp_path / "calls.txt").read_text().splitlines()

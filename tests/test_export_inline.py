@@ -184,3 +184,19 @@ def test_surgeon_sanitize_folds_the_inlined_file(tmp_path, dynamic, rng):
         image = random_image(rng, shape)
         (result,) = session.run(None, {"image": image})
         assert rel_l2(result, torch_reference(model, image)) <= 1e-5, shape
+
+
+def test_onnxruntime_quantize_dynamic_takes_the_inlined_file(vit_pair, tmp_path, rng):
+    """ONNX Runtime's quantize_dynamic wants constant Conv weights: the inlined file has them (its weight-only
+    arithmetic is folded at export), so it quantizes, LePE Conv included, and stays near the float file."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    _, _, inlined_path = vit_pair
+    out = tmp_path / "dynamic_int8.onnx"
+    quantize_dynamic(str(inlined_path), str(out))
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "ConvInteger" in ops and ({"MatMulInteger", "DynamicQuantizeMatMul"} & ops), sorted(ops)
+    image = random_image(rng, (2, 3, 72, 104))  # no multiple of the 16-pixel patch grid's 7x7 windows
+    (reference,) = ort_session(inlined_path).run(None, {"image": image})
+    (quantized,) = ort_session(out).run(None, {"image": image})
+    assert 0 < rel_l2(quantized, reference) < 5e-2

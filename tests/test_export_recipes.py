@@ -126,10 +126,26 @@ def test_a_dynamic_recipe_without_min_and_max_exports_and_build_asks_for_shapes(
 
 def test_a_recipe_without_opt_shape_takes_the_input_shape_flag(tmp_path):
     path = _write(tmp_path, BASE.replace('opt_shape = "1x3x256x256"\n', ""))
-    with pytest.raises(ValueError, match="has no opt_shape .*or give export --input-shape"):
+    with pytest.raises(ValueError, match=r"has no opt_shape .*\(export --input-shape, build --shapes\)"):
         load_recipe(path)
     settings = _export_settings(["--recipe", str(path), "--input-shape", "1x3x320x288"])
     assert settings.opt_shape == (1, 3, 320, 288)
     assert settings.min_shape == (1, 3, 224, 224) and settings.max_shape == (2, 3, 512, 512)
     static = load_recipe(_write(tmp_path, 'model = "elfatt_vit_tiny"\ndynamic = false\n'), opt_shape=(1, 3, 96, 64))
     assert static.min_shape == static.opt_shape == static.max_shape == (1, 3, 96, 64)
+
+
+def test_build_with_such_a_recipe_takes_the_opt_shape_of_its_shapes_flag(tmp_path):
+    """`build --recipe R --shapes min:...,opt:...,max:...` with a recipe without opt_shape: --shapes gives the
+    profile, so its opt shape stands in for the recipe's (as export's --input-shape does)."""
+    from test_engine_onnx_fixture import elfatt_model, save
+
+    from elfatt_deploy.engine.builder import BuildOptions, prepare_build
+
+    recipe = _write(tmp_path, BASE.replace('opt_shape = "1x3x256x256"\n', ""))
+    onnx_path = save(elfatt_model(), tmp_path / "m.onnx")
+    options = dict(onnx_path=onnx_path, output=tmp_path / "m.engine", recipe=str(recipe), use_plugin=False)
+    plan = prepare_build(BuildOptions(**options, shapes="min:1x3x224x224,opt:1x3x288x320,max:2x3x512x512"))
+    assert (plan.profile.min, plan.profile.opt, plan.profile.max) == ((1, 3, 224, 224), (1, 3, 288, 320), (2, 3, 512, 512))
+    with pytest.raises(ValueError, match="has no opt_shape"):
+        prepare_build(BuildOptions(**options))

@@ -35,7 +35,7 @@ def test_bench_runs_both_runtimes_side_by_side(tmp_path):
     assert all(err <= 1e-5 for err in row["output_rel_l2_openvino_vs_onnxruntime"].values())
     env_report = report["environment"]
     assert env_report["openvino"] and env_report["onnxruntime"] and len(env_report["load_average"]["before"]) == 3
-    assert "OV/ORT ELFATT" in proc.stdout and "worst relative L2" in proc.stdout
+    assert "ORT/OV ELFATT" in proc.stdout and "worst relative L2" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == ["openvino_cpu.json"]
 
 

@@ -29,7 +29,7 @@ from .onnx_prep import (
     single_image_input,
 )
 from .plugin import PluginNotFoundError, find_plugin_libraries, load_first_plugin
-from .profiles import Profile, resolve_profile
+from .profiles import Profile, parse_profile_spec, resolve_profile
 from .trt_api import get_logger, network_io, plugin_layer_names, strongly_typed_network_flags
 
 
@@ -103,10 +103,12 @@ class BuildPlan:
         return self.elfatt_node_count if self.uses_plugin else 0
 
 
-def _load_recipe(path):
+def _load_recipe(path, shapes: Optional[str] = None):
+    """The recipe; with ``--shapes`` its opt shape stands in for a recipe without opt_shape (as export's
+    --input-shape does), since --shapes gives the profile then."""
     from ..export.recipes import load_recipe  # noqa: PLC0415  (engineer C's module)
 
-    return load_recipe(path)
+    return load_recipe(path, opt_shape=parse_profile_spec(shapes).opt if shapes else None)
 
 
 def prepare_build(options: BuildOptions) -> BuildPlan:
@@ -117,18 +119,18 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
         raise ValueError(f"--workspace {options.workspace_mb} must be a positive number of MiB, e.g. --workspace 1024")
     # Every file the build writes must be writable before minutes of building: the engine, its metadata
     # beside it, and the timing cache (a directory, a missing or read-only directory: refused here).
-    check_output_path(output, what="-o")
+    check_output_path(output, what="-o", example_name="model.engine")
     if output.resolve() == onnx_path.resolve():
         raise ValueError(f"output {output} is the input ONNX file; write the engine to another file")
     check_output_path(output.with_name(output.name + ".json"), what="-o (the metadata beside the engine)")
     if options.timing_cache is not None:
-        check_output_path(options.timing_cache, what="--timing-cache")
+        check_output_path(options.timing_cache, what="--timing-cache", example_name="timing.cache")
     if options.plugin and not options.use_plugin:
         raise ValueError("--plugin and --no-plugin contradict each other: give one of them")
 
     model = load_model(onnx_path)
     spec = single_image_input(model, source=str(onnx_path))
-    recipe = _load_recipe(options.recipe) if options.recipe else None
+    recipe = _load_recipe(options.recipe, options.shapes) if options.recipe else None
     profile = resolve_profile(spec.name, spec.dims, shapes=options.shapes, recipe=recipe)
     nodes = elfatt_nodes(model)
     notes = []

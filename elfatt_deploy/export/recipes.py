@@ -143,7 +143,7 @@ def load_recipe(path: Union[str, Path], *, opt_shape: Optional[Shape] = None) ->
         shapes["opt_shape"] = tuple(opt_shape)
     if shapes["opt_shape"] is None:
         raise ValueError(f"recipe {str(path)!r} has no opt_shape (the traced shape); add e.g. opt_shape = \"1x3x224x224\", "
-                         "or give export --input-shape")
+                         "or give the shape on the command line (export --input-shape, build --shapes)")
     checkpoint = data.pop("checkpoint", "") or None
     if checkpoint is not None and not Path(checkpoint).is_absolute():
         checkpoint = str(path.parent / checkpoint)

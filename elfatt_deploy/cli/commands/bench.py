@@ -73,7 +73,7 @@ def _check_args(args):
 
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
     if args.json:
-        check_output_path(args.json, what="--json")
+        check_output_path(args.json, what="--json", example_name="bench.json")
     return shape
 
 

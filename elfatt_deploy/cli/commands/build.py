@@ -25,7 +25,8 @@ def add_arguments(parser) -> None:
                              "relative L2 (CPU emulation: bench/tf32_emulation_cpu.py; validate allows 1e-2 for it). "
                              "Off by default, as in Polygraphy; trtexec turns it on unless --noTF32")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--verbose", action="store_true", help="TensorRT verbose log")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="TensorRT's verbose log, and the libraries' logs on stderr as on every command")
 
 
 def options_from_args(args):

@@ -45,7 +45,7 @@ def run(args) -> int:
     from ...atomic import check_output_path
     from ...serving.deepstream import DeepStreamOptions, write_config
 
-    output = check_output_path(args.output, what="-o")
+    output = check_output_path(args.output, what="-o", example_name="config_infer.txt")
     written = write_config(DeepStreamOptions(
         engine=Path(args.engine), output=output, onnx=Path(args.onnx) if args.onnx else None,
         plugin=Path(args.plugin) if args.plugin else None, batch_size=args.batch_size,

@@ -267,7 +267,7 @@ def run(args) -> int:
     from ..table import format_table
 
     if args.json:
-        check_output_path(args.json, what="--json")
+        check_output_path(args.json, what="--json", example_name="doctor.json")
     engine = getattr(args, "engine", None)
     if engine:
         # a missing file, an ONNX file, a checkpoint, the plugin library, text: bad input (exit 2), not a row

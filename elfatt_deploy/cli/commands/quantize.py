@@ -39,7 +39,7 @@ def run(args) -> int:
     from ...quantize.qdq import quantize_onnx
 
     if args.report:
-        check_output_path(args.report, what="--report")
+        check_output_path(args.report, what="--report", example_name="report.json")
     if args.percentile is not None and args.method != "percentile":
         from ...errors import InputError
 

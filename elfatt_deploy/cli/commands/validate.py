@@ -245,12 +245,13 @@ def run(args) -> int:
         given = [flag for flag, value in (("--input-shape", args.input_shape), ("--min-agreement", args.min_agreement))
                  if value is not None]
         if given:
-            raise InputError(f"{' and '.join(given)} apply with --images DIR only; for random inputs give the "
+            raise InputError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} with --images DIR only; "
+                             "for random inputs give the "
                              "shapes with --shapes (e.g. --shapes 1x3x224x224,2x3x200x264)")
     elif args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
         raise InputError(f"--min-agreement {args.min_agreement} must be in [0, 1], e.g. 0.99")
     if args.report:
-        check_output_path(args.report, what="--report")
+        check_output_path(args.report, what="--report", example_name="report.json")
     onnx_file = inspect_onnx_file(args.onnx) if args.onnx else None
     meta = onnx_file.metadata if onnx_file else {}
     if onnx_file is not None:
