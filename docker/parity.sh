@@ -44,6 +44,12 @@ int8=0
 min_torch="2.6"
 
 # the value of option $1 (exit 2, as for every usage error, when it is missing)
+# no_trailing_slash DIR: DIR without trailing slashes ("onnx//" -> "onnx", "/" stays), for the paths it prints
+no_trailing_slash() {
+  local p="$1"
+  while [[ "$p" == */ && "$p" != / ]]; do p="${p%/}"; done
+  printf '%s' "$p"
+}
 need_value() {
   if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
     echo "parity.sh: error: $1 needs a value (see --help)" >&2; exit 2
@@ -59,10 +65,10 @@ while [[ $# -gt 0 ]]; do
     --plugin) need_value "$@"; plugin="$2"; shift 2 ;;
     --iterations) need_value "$@"; iterations="$2"; given_iterations=1; shift 2 ;;
     --warmup) need_value "$@"; warmup="$2"; given_warmup=1; shift 2 ;;
-    --out) need_value "$@"; out="${2%/}"; out="${out:-/}"; shift 2 ;;
+    --out) need_value "$@"; out="$(no_trailing_slash "$2")"; shift 2 ;;
     --quick) quick=1; shift ;;
     --export-only) export_only=1; shift ;;
-    --onnx-dir) need_value "$@"; onnx_dir="${2%/}"; onnx_dir="${onnx_dir:-/}"; shift 2 ;;
+    --onnx-dir) need_value "$@"; onnx_dir="$(no_trailing_slash "$2")"; shift 2 ;;
     --int8) int8=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "parity.sh: error: unknown argument '$1' (see --help)" >&2; exit 2 ;;

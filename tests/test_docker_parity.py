@@ -106,7 +106,7 @@ def _old_torch(tmp_path):
 
 def test_export_only_then_onnx_dir(tmp_path):
     onnx_dir = tmp_path / "onnx"
-    proc = _run(tmp_path, "--export-only", "--models", "m1,m2", "--precisions", "fp32,fp16", "--out", f"{onnx_dir}/")
+    proc = _run(tmp_path, "--export-only", "--models", "m1,m2", "--precisions", "fp32,fp16", "--out", f"{onnx_dir}//")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "//" not in proc.stdout, proc.stdout  # the directory as given (docs/deploy.md writes onnx/), no doubled /
     calls = (tmp_path / "calls.txt").read_text().splitlines()

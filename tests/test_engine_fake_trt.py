@@ -569,3 +569,14 @@ def test_build_cli_passes_tf32():
 
     assert options_from_args(build_parser().parse_args(["build", "m.onnx", "-o", "m.engine", "--tf32"])).tf32 is True
     assert options_from_args(build_parser().parse_args(["build", "m.onnx", "-o", "m.engine"])).tf32 is False
+
+
+def test_the_engine_record_reads_what_the_builder_wrote(fake_build):
+    """validate's engine record (precision, TF32, the source ONNX's hash) read back from a sidecar the builder
+    wrote, not from a hand-made one: the keys must be the builder's."""
+    from elfatt_deploy.engine.engine_file import EngineRecord, engine_record, sha256_file
+
+    meta, _, options = fake_build("10.3.0")
+    record = engine_record(options.output)
+    assert record == EngineRecord(False, None, meta["precision"], sha256_file(options.onnx_path))
+    assert record.precision == "fp32" and record.source_onnx_sha256 == meta["source_onnx"]["sha256"]

@@ -191,6 +191,28 @@ def test_an_already_quantized_file(quantized, calibration_images, tmp_path, caps
     _assert_nothing_written(out)
 
 
+def test_inlining_keeps_the_weights_quantized(quantized):
+    """OpenVINO gets a quantized default file inlined (validate/bench --backend openvino): the inlining folds
+    only the attention bodies' weight-only arithmetic, never the weights' Q/DQ pairs (folded, they would be
+    stored dequantized and OpenVINO would run the layers in float), and computes what the file computes."""
+    import copy
+
+    from elfatt_deploy.export.inline import inline_elfatt_functions
+
+    _, model = quantized
+
+    def qdq(m):
+        return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+
+    inlined = inline_elfatt_functions(copy.deepcopy(model))
+    assert qdq(model) > 0 and qdq(inlined) == qdq(model)
+    image = np.random.default_rng().standard_normal((2, 3, 112, 112)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(  # noqa: E731
+        None, {m.graph.input[0].name: image})[0]
+    expected, got = run(model), run(inlined)
+    assert float(np.linalg.norm(got - expected) / np.linalg.norm(expected)) < 1e-5
+
+
 def test_a_plugin_only_file(reference_vit_onnx, calibration_images, tmp_path, capsys):
     model = onnx.load(str(reference_vit_onnx))
     del model.functions[:]

@@ -20,6 +20,7 @@ PLAN = bytes(range(256)) * 8  # not a plan TensorRT could load; validate stops a
     (None, "fp16", None, "fp16", None),           # a plan without a sidecar: the ONNX says
     (None, None, None, "fp32", None),
     ("fp32", "fp16", "int8-qdq", "fp32", None),   # --precision wins, without a note
+    ("fp32", "fp16", "bf16", "fp32", None),       # ... also where the sidecar's precision has no limit
     (None, "fp16", "bf16", "fp16", "records precision 'bf16'"),  # no limit for bf16: set aside
     (None, None, "bf16", "fp32", "taking fp32"),
 ])
@@ -34,17 +35,22 @@ def test_an_int8_engine_beside_its_fp32_onnx_gets_the_int8_limit(tmp_path, refer
                                                                   capsys):
     """Before it looks for TensorRT (absent here) validate names the precision it took and why, and says that
     the ONNX is not the engine's source when the recorded hash differs; with the source ONNX it says neither."""
-    engine = write_engine_file(tmp_path / "int8.engine", {"tf32": False, "precision": "int8-qdq",
-                                                          "source_onnx_sha256": "0" * 64}, PLAN)
+    # the sidecar's layout as build_metadata writes it (engine/metadata.py; tests/test_engine_fake_trt.py builds one)
+    engine = write_engine_file(tmp_path / "int8.engine", {"tf32": False, "precision": "int8-qdq", "source_onnx": {
+        "path": str(tmp_path / "int8.onnx"), "sha256": "0" * 64}}, PLAN)
     assert engine_record(engine).source_onnx_sha256 == "0" * 64
     rc = main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(engine), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 3 and "TensorRT" in err, err
     assert "the engine records precision int8-qdq and the ONNX fp32; the int8-qdq limit applies" in err, err
-    assert "was built from another ONNX than" in err and "source_onnx_sha256" in err, err
+    assert "was built from another ONNX than" in err and "source_onnx.sha256" in err, err
+    assert main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(engine), "--rtol-l2",
+                 "1e-2", "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "limit applies" not in err and "another ONNX" in err, err  # a given limit: no precision note
 
-    source = write_engine_file(tmp_path / "fp32.engine", {"tf32": False, "precision": "fp32",
-                                                          "source_onnx_sha256": sha256_file(reference_vit_onnx)}, PLAN)
+    source = write_engine_file(tmp_path / "fp32.engine", {"tf32": False, "precision": "fp32", "source_onnx": {
+        "path": str(reference_vit_onnx), "sha256": sha256_file(reference_vit_onnx)}}, PLAN)
     assert main(["validate", str(reference_vit_onnx), "--backend", "tensorrt", "--engine", str(source),
                  "--no-progress"]) == 3
     err = capsys.readouterr().err

@@ -196,7 +196,7 @@ class EngineRecord:
     TF32_NOT_RECORDED (a sidecar or old-format header written before the key; those builds left
     TensorRT's default, TF32 allowed). A missing or unreadable engine gives False: the runner then says
     what is wrong with it. ``precision`` is the recorded precision and ``source_onnx_sha256`` the hash of
-    the ONNX it was built from, if recorded."""
+    the ONNX it was built from (the sidecar's ``source_onnx.sha256``), if recorded."""
 
     tf32: Optional[bool]
     why_unknown: Optional[str] = None
@@ -222,10 +222,11 @@ def engine_record(path: str | os.PathLike) -> EngineRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, EngineFileError):
         return EngineRecord(False)
 
-    def text(key: str) -> Optional[str]:
-        return metadata.get(key) if isinstance(metadata.get(key), str) else None
-
+    precision = metadata.get("precision") if isinstance(metadata.get("precision"), str) else None
+    source = metadata.get("source_onnx")  # {"path", "sha256"} (engine/metadata.py); a plain path in old headers
+    source_sha256 = source.get("sha256") if isinstance(source, Mapping) else None
+    source_sha256 = source_sha256 if isinstance(source_sha256, str) and source_sha256 else None
     value = metadata.get("tf32")
     if isinstance(value, bool):
-        return EngineRecord(value, None, text("precision"), text("source_onnx_sha256"))
-    return EngineRecord(None, TF32_NOT_RECORDED, text("precision"), text("source_onnx_sha256"))
+        return EngineRecord(value, None, precision, source_sha256)
+    return EngineRecord(None, TF32_NOT_RECORDED, precision, source_sha256)

@@ -13,13 +13,17 @@ export only the layout ops on the table (its ``[g_h, g_w * C]`` view) fold, the
 interpolation matrices depend on the input size and stay.
 
 Only standard-domain nodes without subgraphs fold (never an ``elfatt`` node, never
-anything inside a function); nodes without inputs (``Constant``, random generators)
+anything inside a function, never a QuantizeLinear / DequantizeLinear: the Q/DQ pair on a
+weight is how explicit INT8 says that weight is int8, and folding it would store the weight
+dequantized), and with ``only`` just the nodes it accepts; nodes without inputs (``Constant``, random generators)
 stay as they are; a value over ``max_bytes``, and a ``Cast`` to a wider type that
 the run-time graph reads (an fp16 export's table cast to float32), are left to be
 computed at run time by the node that makes them (their constant inputs still fold).
 """
 
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 import numpy as np
 import onnx
@@ -31,13 +35,17 @@ DEFAULT_MAX_BYTES = 256 * 2**20
 #: the domains of the standard ONNX operator set
 STANDARD_DOMAINS = ("", "ai.onnx")
 
+#: never folded: explicit quantization (a weight's Q/DQ pair) must reach the runtime as it is
+NEVER_FOLDED = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
 
 def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
-def _foldable_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The nodes of ``graph`` whose inputs are all constant, in graph order."""
+def _foldable_nodes(graph: onnx.GraphProto,
+                    only: Optional[Callable[[onnx.NodeProto], bool]] = None) -> list[onnx.NodeProto]:
+    """The nodes of ``graph`` whose inputs are all constant (and that ``only`` accepts), in graph order."""
     graph_inputs = {i.name for i in graph.input}
     constant = {init.name for init in graph.initializer if init.name not in graph_inputs}
     foldable = []
@@ -48,7 +56,8 @@ def _foldable_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
                 constant.update(node.output)
             continue
         inputs = [name for name in node.input if name]
-        if standard and inputs and all(name in constant for name in inputs):
+        allowed = node.op_type not in NEVER_FOLDED and (only is None or only(node))
+        if standard and allowed and inputs and all(name in constant for name in inputs):
             foldable.append(node)
             constant.update(o for o in node.output if o)
     return foldable
@@ -83,13 +92,15 @@ def _read_outside(graph: onnx.GraphProto, folded: set[int]) -> set[str]:
     return read
 
 
-def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+def fold_constant_nodes(model: onnx.ModelProto, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                        only: Optional[Callable[[onnx.NodeProto], bool]] = None) -> int:
     """Folds (in place) the main-graph nodes of ``model`` that depend on constants only; returns how many.
 
+    ``only``: fold just the nodes it accepts (a node it refuses stays, and so does what reads it).
     The values stay the ones ONNX Runtime computes for the unfolded file.
     """
     graph = model.graph
-    constant = _foldable_nodes(graph)  # every node whose value depends on constants only
+    constant = _foldable_nodes(graph, only)  # every node whose value depends on constants only
     initializers = {init.name: init for init in graph.initializer}
     kept: set[int] = set()  # ids of those that stay computed at run time all the same
     while True:

@@ -22,7 +22,9 @@ standard ops only, no ``elfatt`` domain in the graph or in the opset imports.
   depthwise LePE ``Conv`` reads its weight from an initializer, as tools that quantize or
   convert Conv layers expect (ONNX Runtime's ``quantize_dynamic`` refuses the unfolded form:
   ``Expected ... to be an initializer``); ONNX Runtime computes the folded values, so the
-  outputs stay the same bit for bit;
+  outputs stay the same bit for bit. Only the body's nodes fold: the rest of the graph stays as
+  the file has it (an int8-qdq file's weight Q/DQ pairs above all). Where ONNX Runtime cannot
+  compute them the body stays unfolded, with a warning;
 - the ``elfatt`` opset import is dropped; the default-domain opset, the IR
   version, the producer and ``metadata_props`` are kept, and ``elfatt.inlined``
   says the file is inlined;
@@ -33,6 +35,8 @@ inline it with; re-export it without ``--plugin-only``.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import onnx
 
@@ -153,6 +157,19 @@ def shape_slices_as_slice(graph: onnx.GraphProto) -> int:
     return rewritten
 
 
+def _fold_the_bodies(original: onnx.ModelProto, inlined: onnx.ModelProto) -> None:
+    """Folds what the inlined bodies compute from constants alone. A body node is one that makes no value
+    the original graph's other nodes made (the inliner keeps those nodes and their output names, and gives
+    a body's last node the call's output, which no other node made)."""
+    kept = {o for n in original.graph.node if _function(original, n) is None for o in n.output if o}
+    try:
+        fold_constant_nodes(inlined, only=lambda node: not kept.intersection(node.output))
+    except Exception as exc:  # noqa: BLE001  (ONNX Runtime's and shape inference's errors have no common base)
+        warnings.warn(f"the inlined attention's weight-only arithmetic was left unfolded ({type(exc).__name__}: "
+                      f"{exc}); the file is correct, but tools that want constant Conv weights may refuse it",
+                      RuntimeWarning, stacklevel=3)
+
+
 def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> onnx.ModelProto:
     """``model`` with every elfatt function call inlined into standard ops (a new ModelProto).
 
@@ -171,7 +188,7 @@ def inline_elfatt_functions(model: onnx.ModelProto, *, check: bool = True) -> on
     _name_inlined_nodes(model, inlined)
     constants_as_tensors(inlined.graph)
     shape_slices_as_slice(inlined.graph)
-    fold_constant_nodes(inlined)
+    _fold_the_bodies(model, inlined)
     left = elfatt_call_nodes(inlined.graph)
     if left or any(f.domain == DOMAIN for f in inlined.functions):
         raise ValueError(f"inlining left {len(left)} {DOMAIN} node(s) in the graph; this onnx "

@@ -120,12 +120,12 @@ def deployed_precision(backend: str, given: Optional[str], onnx_precision: Optio
     engine built from its fp16 or int8-qdq export); a recorded precision without a limit here (e.g. guessed
     from a bf16 input) is set aside with a note. Then the ONNX's metadata, then fp32."""
     notes: list[str] = []
+    if given:
+        return given, notes  # the user's choice: nothing to explain
     if engine_precision is not None and engine_precision not in known_precisions(backend):
         notes.append(f"the engine's sidecar records precision {engine_precision!r}, which has no default "
                      f"tolerance; taking {onnx_precision or 'fp32'} (give --precision or --rtol-l2 to choose)")
         engine_precision = None
-    if given:
-        return given, notes
     if engine_precision is not None:
         if onnx_precision and onnx_precision != engine_precision:
             notes.append(f"the engine records precision {engine_precision} and the ONNX {onnx_precision}; the "

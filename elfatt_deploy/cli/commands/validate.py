@@ -157,9 +157,9 @@ def _source_onnx_notes(args, record) -> list[str]:
             return []
     except OSError:
         return []  # inspect_onnx_file names an unreadable ONNX
-    return [f"{args.engine} was built from another ONNX than {args.onnx} (the sidecar's source_onnx_sha256 "
-            f"differs); the model, configuration and weights compared come from {args.onnx}: give the ONNX the "
-            "engine was built from (the sidecar's source_onnx names it)"]
+    return [f"{args.engine} was built from another ONNX than {args.onnx} (its SHA-256 differs from the sidecar's "
+            f"source_onnx.sha256); the model, configuration and weights compared come from {args.onnx}: give the "
+            "ONNX the engine was built from (the sidecar's source_onnx.path names it)"]
 
 
 def _memory_check(args, name, config, shapes):
@@ -272,6 +272,8 @@ def run(args) -> int:
     config.update(overrides)
     precision, precision_notes = deployed_precision(
         args.backend, args.precision, meta.get("precision"), engine_record.precision if engine_record else None)
+    if args.rtol_l2 is not None:
+        precision_notes = []  # the limit is the user's: which precision's default it would be does not matter
     for note in precision_notes + _source_onnx_notes(args, engine_record):
         print(f"note: {note}", file=sys.stderr)
     inference_precision = (args.inference_precision or "f32") if args.backend == "openvino" else None
