@@ -47,7 +47,7 @@ def test_inlined_file_has_standard_ops_only(vit_pair, monkeypatch):
         return sum(n.op_type == "Shape" and len(n.attribute) > 0 for n in nodes)
 
     with monkeypatch.context() as patch:  # the inlined graph before its weight-only arithmetic is folded
-        patch.setattr(inline_module, "fold_constant_nodes", lambda model: 0)
+        patch.setattr(inline_module, "fold_constant_nodes", lambda model, **_: 0)
         unfolded = inline_elfatt_functions(default)
     body = default.functions[0].node
     body_nodes = len(body) + 3 * sliced_shapes(body)
@@ -200,3 +200,24 @@ def test_onnxruntime_quantize_dynamic_takes_the_inlined_file(vit_pair, tmp_path,
     (reference,) = ort_session(inlined_path).run(None, {"image": image})
     (quantized,) = ort_session(out).run(None, {"image": image})
     assert 0 < rel_l2(quantized, reference) < 5e-2
+
+
+def test_inlining_falls_back_unfolded_with_a_warning(vit_pair, monkeypatch, rng, tmp_path):
+    """Where ONNX Runtime cannot compute the bodies' constants, the inlined file is written unfolded (correct,
+    only without constant LePE weights) and a warning says why, instead of the export failing."""
+    from elfatt_deploy.export import inline as inline_module
+
+    def broken(model, **_):
+        raise RuntimeError("ONNX Runtime cannot run this")
+
+    _, default_path, _ = vit_pair
+    monkeypatch.setattr(inline_module, "fold_constant_nodes", broken)
+    with pytest.warns(RuntimeWarning, match="left unfolded .*ONNX Runtime cannot run this"):
+        inlined = inline_elfatt_functions(onnx.load(str(default_path)))
+    assert {n.domain for n in inlined.graph.node} == {""}
+    image = random_image(rng, (1, 3, 64, 96))
+    (expected,) = ort_session(default_path).run(None, {"image": image})
+    path = tmp_path / "unfolded.onnx"
+    onnx.save(inlined, str(path))
+    (got,) = ort_session(path).run(None, {"image": image})
+    assert rel_l2(got, expected) < 1e-6
