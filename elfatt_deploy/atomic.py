@@ -69,6 +69,34 @@ def check_output_path(path: PathLike, *, what: Optional[str] = None, suffix: Opt
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_outputs_spare_inputs(outputs: dict, inputs: dict) -> None:
+    """Refuses, before any work, an output path that is one of the command's inputs or another of its outputs.
+
+    ``outputs`` maps a flag (``"--report"``) to the path it writes, ``inputs`` a description (``"the ONNX
+    file"``) to a path the command reads; None values are skipped. Writing there would replace the input
+    (atomically, so without a trace) or one output with the next."""
+    given_outputs = [(flag, Path(path).expanduser()) for flag, path in outputs.items() if path]
+    given_inputs = [(what, Path(path).expanduser()) for what, path in inputs.items() if path]
+    for i, (flag, path) in enumerate(given_outputs):
+        for what, source in given_inputs:
+            if _same_file(path, source):
+                raise InputError(f"{flag} {str(path)!r} is {what}, which the command reads: writing it would replace "
+                                 "that file; give another path")
+        for other, second in given_outputs[i + 1:]:
+            if _same_file(path, second):
+                raise InputError(f"{flag} and {other} are the same file ({str(path)!r}): one would replace the other; "
+                                 "give two paths")
+
+
 def _output_mode(path: Path) -> int:
     """The mode the output gets: an existing target's, else what a plain ``open(path, "w")`` would give.
 

@@ -105,3 +105,38 @@ def test_commands_refuse_an_unwritable_output_before_any_work(tmp_path, readonly
                    "doctor --json": "doctor.json"}[command]
         assert f"e.g. {tmp_path / 'out.onnx' / example}" in err, err
     assert elapsed < 5.0  # refused up front (doctor imports a few libraries first)
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(tmp_path, no_work, capsys):
+    """--report / --json / -o naming a file the command reads (the ONNX, the engine, its sidecar, the engine's
+    source ONNX) or another of its outputs: exit 2 before any work, and the file is left as it was (written
+    atomically, it would have been replaced without a trace)."""
+    import numpy as np
+
+    from _serving_fixtures import fake_engine
+
+    onnx_path = save(elfatt_model(), tmp_path / "m.onnx")
+    engine, _ = fake_engine(tmp_path / "m.engine", np.random.default_rng(), source_onnx=onnx_path)
+    sidecar = f"{engine}.json"
+    cases = [
+        (["validate", onnx_path, "--report", onnx_path], onnx_path, "is the ONNX file"),
+        (["bench", "--backend", "onnxruntime", "--onnx", onnx_path, "--input-shape", "1x3x32x32", "--json",
+          onnx_path], onnx_path, "is the ONNX file"),
+        (["quantize", onnx_path, "-o", str(tmp_path / "q.onnx"), "--calib", str(tmp_path), "--report", onnx_path],
+         onnx_path, "is the ONNX file"),
+        (["quantize", onnx_path, "-o", str(tmp_path / "q.onnx"), "--calib", str(tmp_path), "--report",
+          str(tmp_path / "q.onnx")], None, "-o and --report are the same file"),
+        (["doctor", "--engine", str(engine), "--json", sidecar], sidecar, "is the engine's sidecar"),
+        (["doctor", "--engine", str(engine), "--json", str(engine)], str(engine), "is the engine"),
+        (["deepstream", str(engine), "-o", sidecar], sidecar, "is the engine's sidecar"),
+        (["deepstream", str(engine), "-o", onnx_path], onnx_path, "is the engine's source ONNX"),
+        (["build", onnx_path, "-o", str(tmp_path / "b.engine"), "--shapes", "1x3x32x32", "--timing-cache", onnx_path],
+         onnx_path, f"--timing-cache {onnx_path!r} is the ONNX file"),
+    ]
+    for argv, kept, message in cases:
+        before = open(kept, "rb").read() if kept else None
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+        if kept:
+            assert open(kept, "rb").read() == before, argv

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ..atomic import atomic_write_bytes, check_output_path
+from ..atomic import atomic_write_bytes, check_output_path, check_outputs_spare_inputs
 from ..errors import MissingDependencyError, ToolkitError
 from ..export.inline import is_inlined
 from .engine_file import sha256_file, write_engine_file
@@ -125,6 +125,9 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
     check_output_path(output.with_name(output.name + ".json"), what="-o (the metadata beside the engine)")
     if options.timing_cache is not None:
         check_output_path(options.timing_cache, what="--timing-cache", example_name="timing.cache")
+    check_outputs_spare_inputs({"-o": output, "--timing-cache": options.timing_cache,
+                                "-o (the metadata beside the engine)": output.with_name(output.name + ".json")},
+                               {"the ONNX file": onnx_path, "the plugin": options.plugin})
     if options.plugin and not options.use_plugin:
         raise ValueError("--plugin and --no-plugin contradict each other: give one of them")
 

@@ -196,12 +196,14 @@ class EngineRecord:
     TF32_NOT_RECORDED (a sidecar or old-format header written before the key; those builds left
     TensorRT's default, TF32 allowed). A missing or unreadable engine gives False: the runner then says
     what is wrong with it. ``precision`` is the recorded precision and ``source_onnx_sha256`` the hash of
-    the ONNX it was built from (the sidecar's ``source_onnx.sha256``), if recorded."""
+    the ONNX it was built from (the sidecar's ``source_onnx.sha256``) and ``source_onnx_path`` its path, if
+    recorded."""
 
     tf32: Optional[bool]
     why_unknown: Optional[str] = None
     precision: Optional[str] = None
     source_onnx_sha256: Optional[str] = None
+    source_onnx_path: Optional[str] = None
 
 
 def engine_record(path: str | os.PathLike) -> EngineRecord:
@@ -226,7 +228,9 @@ def engine_record(path: str | os.PathLike) -> EngineRecord:
     source = metadata.get("source_onnx")  # {"path", "sha256"} (engine/metadata.py); a plain path in old headers
     source_sha256 = source.get("sha256") if isinstance(source, Mapping) else None
     source_sha256 = source_sha256 if isinstance(source_sha256, str) and source_sha256 else None
+    source_path = source.get("path") if isinstance(source, Mapping) else source
+    source_path = source_path if isinstance(source_path, str) and source_path else None
     value = metadata.get("tf32")
     if isinstance(value, bool):
-        return EngineRecord(value, None, precision, source_sha256)
-    return EngineRecord(None, TF32_NOT_RECORDED, precision, source_sha256)
+        return EngineRecord(value, None, precision, source_sha256, source_path)
+    return EngineRecord(None, TF32_NOT_RECORDED, precision, source_sha256, source_path)

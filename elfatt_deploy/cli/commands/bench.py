@@ -48,7 +48,7 @@ def add_arguments(parser) -> None:
 def _check_args(args):
     from pathlib import Path
 
-    from ...atomic import check_output_path
+    from ...atomic import check_output_path, check_outputs_spare_inputs
     from ...shapes import check_image_shape, parse_shape
     from ..options import check_backend_flags
 
@@ -74,6 +74,10 @@ def _check_args(args):
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
     if args.json:
         check_output_path(args.json, what="--json", example_name="bench.json")
+        check_outputs_spare_inputs({"--json": args.json}, {
+            "the ONNX file": args.onnx, "the engine": args.engine,
+            "the engine's sidecar": str(args.engine) + ".json" if args.engine else None,
+            "the checkpoint": args.checkpoint, "the plugin": args.plugin})
     return shape
 
 

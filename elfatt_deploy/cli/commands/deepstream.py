@@ -42,10 +42,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ...atomic import check_output_path
+    from ...atomic import check_output_path, check_outputs_spare_inputs
+    from ...engine.engine_file import engine_record
     from ...serving.deepstream import DeepStreamOptions, write_config
 
     output = check_output_path(args.output, what="-o", example_name="config_infer.txt")
+    check_outputs_spare_inputs({"-o": args.output}, {  # (write_config refuses the engine and --labels itself)
+        "the engine's sidecar": str(args.engine) + ".json",
+        "the engine's source ONNX": engine_record(args.engine).source_onnx_path, "the --onnx file": args.onnx,
+        "the plugin": args.plugin})
     written = write_config(DeepStreamOptions(
         engine=Path(args.engine), output=output, onnx=Path(args.onnx) if args.onnx else None,
         plugin=Path(args.plugin) if args.plugin else None, batch_size=args.batch_size,

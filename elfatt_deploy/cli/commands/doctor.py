@@ -262,12 +262,16 @@ def _engine_rows(args, add, plugin_version):
 def run(args) -> int:
     from pathlib import Path
 
-    from ...atomic import atomic_write_text, check_output_path
+    from ...atomic import atomic_write_text, check_output_path, check_outputs_spare_inputs
     from ...errors import EXIT_ENVIRONMENT, EXIT_OK
     from ..table import format_table
 
     if args.json:
         check_output_path(args.json, what="--json", example_name="doctor.json")
+        engine_given = getattr(args, "engine", None)
+        check_outputs_spare_inputs({"--json": args.json}, {
+            "the engine": engine_given, "the engine's sidecar": str(engine_given) + ".json" if engine_given else None,
+            "the plugin": getattr(args, "plugin", None)})
     engine = getattr(args, "engine", None)
     if engine:
         # a missing file, an ONNX file, a checkpoint, the plugin library, text: bad input (exit 2), not a row

@@ -35,11 +35,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import time
 
-    from ...atomic import atomic_write_text, check_output_path
+    from ...atomic import atomic_write_text, check_output_path, check_outputs_spare_inputs
     from ...quantize.qdq import quantize_onnx
 
     if args.report:
         check_output_path(args.report, what="--report", example_name="report.json")
+    check_outputs_spare_inputs({"--report": args.report}, {"the ONNX file": args.onnx})  # (-o: quantize_onnx)
+    check_outputs_spare_inputs({"-o": args.output, "--report": args.report}, {})
     if args.percentile is not None and args.method != "percentile":
         from ...errors import InputError
 

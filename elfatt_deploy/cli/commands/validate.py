@@ -207,7 +207,7 @@ def _gross_failure_hint(result, rtol, weights_source, default_rtol=None) -> str:
 def run(args) -> int:
     import sys
 
-    from ...atomic import check_output_path
+    from ...atomic import check_output_path, check_outputs_spare_inputs
     from ...errors import InputError
     from ...export.model_loading import build_model, describe_weights, parse_provenance
     from ...models.registry import get_entry
@@ -252,6 +252,10 @@ def run(args) -> int:
         raise InputError(f"--min-agreement {args.min_agreement} must be in [0, 1], e.g. 0.99")
     if args.report:
         check_output_path(args.report, what="--report", example_name="report.json")
+        check_outputs_spare_inputs({"--report": args.report}, {
+            "the ONNX file": args.onnx, "the engine": args.engine,
+            "the engine's sidecar": str(args.engine) + ".json" if args.engine else None,
+            "the checkpoint": args.checkpoint, "the plugin": args.plugin})
     onnx_file = inspect_onnx_file(args.onnx) if args.onnx else None
     meta = onnx_file.metadata if onnx_file else {}
     if onnx_file is not None:
