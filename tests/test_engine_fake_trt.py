@@ -578,5 +578,6 @@ def test_the_engine_record_reads_what_the_builder_wrote(fake_build):
 
     meta, _, options = fake_build("10.3.0")
     record = engine_record(options.output)
-    assert record == EngineRecord(False, None, meta["precision"], sha256_file(options.onnx_path))
+    assert record == EngineRecord(False, None, meta["precision"], sha256_file(options.onnx_path),
+                                  str(options.onnx_path.resolve()))
     assert record.precision == "fp32" and record.source_onnx_sha256 == meta["source_onnx"]["sha256"]

@@ -119,6 +119,53 @@ def write_engine_file(path: str | os.PathLike, metadata: Mapping[str, Any], plan
     return path
 
 
+#: the sidecar keys whose type the readers (triton, deepstream, doctor, validate) rely on: key -> (types, words)
+_SIDECAR_TYPES = {
+    "plan": ((dict,), "an object"),
+    "tensorrt_version": ((str,), "a string"),
+    "gpu": ((dict, type(None)), "an object or null"),
+    "jetson": ((dict, type(None)), "an object or null"),
+    "plugin": ((dict, type(None)), "an object or null"),
+    "precision": ((str, type(None)), "a string or null"),
+    "tf32": ((bool,), "true or false"),
+    "io": ((list,), "a list"),
+    "profiles": ((list,), "a list"),
+    "model": ((dict, type(None)), "an object or null"),
+    "source_onnx": ((dict, str, type(None)), "an object, a string or null"),
+}
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)
+
+
+def check_sidecar_fields(metadata: Mapping[str, Any], side) -> None:
+    """EngineFileError naming the first field whose type (or, for a profile, shape) is not what `build` writes:
+    a sidecar edited by hand or written by another tool, which the readers would otherwise trip over."""
+    def refuse(what: str, value, expected: str) -> None:
+        shown = json.dumps(value)[:60] if not isinstance(value, bytes) else repr(value)[:60]
+        raise EngineFileError(f"{side}: {what} is {shown}, but elfatt-deploy's sidecar has {expected} there (edited "
+                              "by hand or written by another tool?); rebuild the engine with `elfatt-deploy build`, or "
+                              "move the sidecar away to run the plan unchecked (validate, bench)")
+
+    for key, (types, words) in _SIDECAR_TYPES.items():
+        if key in metadata and not isinstance(metadata[key], types):
+            refuse(f'"{key}"', metadata[key], words)
+    for i, entry in enumerate(metadata.get("io") or []):
+        if not isinstance(entry, dict):
+            refuse(f'"io"[{i}]', entry, "an object")
+    for i, profile in enumerate(metadata.get("profiles") or []):
+        if not isinstance(profile, dict):
+            refuse(f'"profiles"[{i}]', profile, "an object")
+        shapes = [profile.get(k) for k in ("min", "opt", "max")]
+        for key, shape in zip(("min", "opt", "max"), shapes):
+            if not _is_shape(shape):
+                refuse(f'"profiles"[{i}].{key}', shape, "a list of positive integers")
+        if len({len(x) for x in shapes}) != 1 or any(not (a <= b <= c) for a, b, c in zip(*shapes)):
+            refuse(f'"profiles"[{i}]', profile, "min <= opt <= max, dimension by dimension")
+
+
 def _read_sidecar(side: Path, plan: bytes, engine: Path) -> dict:
     try:
         metadata = json.loads(side.read_text(encoding="utf-8"))
@@ -132,6 +179,7 @@ def _read_sidecar(side: Path, plan: bytes, engine: Path) -> dict:
     if not isinstance(version, int) or version > SIDECAR_VERSION:
         raise EngineFileError(f"{side}: sidecar format version {version!r} is newer than this elfatt-deploy reads "
                               f"({SIDECAR_VERSION}); upgrade elfatt-deploy")
+    check_sidecar_fields(metadata, side)
     recorded = (metadata.get("plan") or {}).get("sha256")
     actual = sha256_bytes(plan)
     if recorded != actual:
