@@ -65,7 +65,7 @@ def describe_export(values: Mapping[str, str]) -> str:
     """One paragraph for the file's ``doc_string`` (Netron's and model registries' description), from the
     values ``export_metadata`` returned: what the model is, its input and output, how its weights were made."""
     meta = {k[len(PREFIX):]: v for k, v in values.items() if k.startswith(PREFIX)}
-    shape = "dynamic batch, height and width" if meta.get("dynamic") == "true" else f"fixed shape {meta['input_shape']}"
+    shape = "dynamic batch, height and width" if meta.get("dynamic") == "true" else f"fixed shape {meta.get('input_shape', 'unrecorded')}"
     if meta.get("plugin_only") == "true":
         form = "one elfatt::ElfattAttention node per attention layer, without function bodies (TensorRT with the plugin)"
     elif meta.get("inlined") == "true":

@@ -44,10 +44,17 @@ class OnnxFile:
         return tuple(int(d) for d in dims) if not any(is_dynamic(d) for d in dims) else None
 
     def model_config(self) -> dict:
+        """The recorded model configuration; a value that is not a JSON object is refused with the key named."""
+        text = self.metadata.get("model_config") or "{}"
         try:
-            return dict(json.loads(self.metadata.get("model_config") or "{}"))
+            config = json.loads(text)
         except ValueError:
-            return {}
+            config = None
+        if not isinstance(config, dict):
+            raise InputError(f"{self.path}: its metadata elfatt.model_config = {text[:60]!r} is not a JSON object of "
+                             "model settings (edited after export?); re-export the file, or restore the value "
+                             "(e.g. {\"depth\": 12})")
+        return config
 
     def check_runnable_on(self, backend: str) -> None:
         """Refuses a plugin-only export for a backend that needs the function body."""
