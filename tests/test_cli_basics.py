@@ -29,6 +29,10 @@ def test_version_flag():
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1x4x224x224"], "has 4 channels"),
     (["forward", "--model", "elfatt_vit_tiny", "--input-shape", "1xax2x2"], "'a'"),
     (["forward", "--model", "elfatt_vit_tiny", "--device", "gpu"], "--device 'gpu' is not a torch device"),
+    (["forward", "--model", "elfatt_vit_tiny", "--device", "meta"], "--device 'meta': the toolkit runs PyTorch on cpu"),
+    (["forward", "--model", "elfatt_vit_tiny", "--device", "mps"], "--device 'mps': the toolkit runs PyTorch on cpu"),
+    (["bench", "--backend", "torch", "--model", "elfatt_vit_tiny", "--device", "meta", "--input-shape", "1x3x32x32"],
+     "--device 'meta': the toolkit runs PyTorch on cpu"),
 ])
 def test_user_errors_exit_2_with_a_message(capsys, argv, message):
     assert main(argv) == 2

@@ -128,3 +128,31 @@ def test_exporter_refuses_a_torch_without_custom_translation(version, ok):
     else:
         with pytest.raises(ValueError, match=r"needs torch >= 2\.6.*this is torch " + re.escape(version)):
             check_torch_version(version)
+
+
+def test_an_interrupt_inside_torch_export_stays_an_interrupt(monkeypatch):
+    """Ctrl-C (or SIGTERM, raised as a BaseException by the CLI) while torch.export runs: torch wraps it in an
+    export error of its own; the exporter re-raises the interrupt, so the CLI exits 130 / 143 and cleans up,
+    instead of reporting a model that cannot be exported (exit 2)."""
+    import torch
+
+    from elfatt_deploy.export import exporter
+    from elfatt_deploy.export.model_loading import build_model
+
+    def interrupted(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt()
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("torch.export failed while tracing") from interrupt
+
+    monkeypatch.setattr(torch.onnx, "export", interrupted)
+    model = build_model("elfatt_vit_tiny", config={"depth": 1})
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export_onnx(model, "/tmp/never-written.onnx", "1x3x64x64")
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a real export error")
+
+    monkeypatch.setattr(torch.onnx, "export", failing)
+    with pytest.raises(ValueError, match="could not export .*a real export error"):
+        exporter.export_onnx(model, "/tmp/never-written.onnx", "1x3x64x64")

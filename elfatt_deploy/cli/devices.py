@@ -14,6 +14,8 @@ def torch_device(name: str):
         device = torch.device(name)
     except RuntimeError as exc:
         raise ValueError(f"--device {name!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # meta computes nothing; mps, xpu ...: not what the toolkit targets
+        raise ValueError(f"--device {name!r}: the toolkit runs PyTorch on cpu or cuda (cuda:N) only; use one of them")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ToolkitError(f"--device {name}: no CUDA GPU is usable here (torch {torch.__version__}, CUDA "

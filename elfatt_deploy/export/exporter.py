@@ -156,6 +156,9 @@ def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset:
                 opset_version=opset, optimize=True, external_data=False, verbose=False,
             )
     except Exception as exc:
+        interruption = _interruption(exc)
+        if interruption is not None:  # Ctrl-C or SIGTERM while torch.export ran, which wraps what it catches
+            raise interruption from None
         text = _plain(str(exc)).strip()
         first_line = text.splitlines()[0] if text else type(exc).__name__
         traced = format_shape(example.shape)
@@ -166,6 +169,18 @@ def _run_exporter(model: nn.Module, example: torch.Tensor, dynamic: bool, opset:
             f"{type(exc).__name__}: {first_line}. Models must be built from modules torch.export can trace "
             "(see elfatt_deploy.models)") from exc
     return program.model_proto
+
+
+def _interruption(exc: BaseException):
+    """The KeyboardInterrupt (or the CLI's SIGTERM exception, or SystemExit) in ``exc``'s chain of causes, if
+    any: torch.export reports what interrupted it as an export error of its own."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if not isinstance(exc, Exception):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _strip_exporter_props(model: onnx.ModelProto) -> None:

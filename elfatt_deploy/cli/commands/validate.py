@@ -54,7 +54,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--shapes", default=None,
                         help=f"input shapes N x 3 x H x W, comma-separated (default {DEFAULT_SHAPES}; a static "
                              "file: its own shape)")
-    parser.add_argument("--samples", type=int, default=2, help="random inputs per shape (default 2)")
+    parser.add_argument("--samples", type=int, default=None, help="random inputs per shape (default 2)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random inputs (default 0)")
     parser.add_argument("--images", metavar="DIR", help="compare on these images instead of random inputs: "
                         "DIR/<class>/*.png (ImageFolder: accuracy too) or DIR/*.png; top-1 agreement, accuracy, errors")
@@ -239,7 +239,7 @@ def run(args) -> int:
         check_engine_argument(args.engine)  # before the TensorRT check: a wrong file is named on any machine
         engine_record = read_engine_record(args.engine)
         may_use_tf32 = engine_record.tf32
-    if args.samples < 1:
+    if args.samples is not None and args.samples < 1:
         raise InputError(f"--samples {args.samples} must be >= 1")
     if not args.images:
         given = [flag for flag, value in (("--input-shape", args.input_shape), ("--min-agreement", args.min_agreement))
@@ -248,7 +248,15 @@ def run(args) -> int:
             raise InputError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} with --images DIR only; "
                              "for random inputs give the "
                              "shapes with --shapes (e.g. --shapes 1x3x224x224,2x3x200x264)")
-    elif args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
+    else:
+        given = [flag for flag, value in (("--shapes", args.shapes), ("--samples", args.samples)) if value is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to random inputs only; "
+                             "with --images DIR every image is compared once, resized to one batch shape: give "
+                             "that with --input-shape (e.g. --input-shape 16x3x224x224)")
+    if args.samples is None:
+        args.samples = 2
+    if args.images and args.min_agreement is not None and not 0 <= args.min_agreement <= 1:
         raise InputError(f"--min-agreement {args.min_agreement} must be in [0, 1], e.g. 0.99")
     if args.report:
         check_output_path(args.report, what="--report", example_name="report.json")
