@@ -115,3 +115,19 @@ def test_padding_to_whole_patches_is_zero_padding():
     padded = torch.nn.functional.pad(x, (0, 14, 0, 8))  # 48 x 64
     with torch.inference_mode():
         assert torch.equal(model.forward_features(x), model.forward_features(padded))
+
+
+@pytest.mark.parametrize("name,setting,value,problem", [
+    ("elfatt_vit_tiny", "depth", 0, "must be a positive integer"),
+    ("elfatt_vit_tiny", "depth", -1, "must be a positive integer"),
+    ("elfatt_vit_tiny", "depth", "1", "must be a positive integer"),
+    ("elfatt_vit_tiny", "window", (0, 7), "must be a list of positive integers"),
+    ("elfatt_cswin_tiny", "depths", (1, 2, 0, 1), "must be a list of positive integers"),
+    ("elfatt_vit_micro", "num_classes", -1, "must be an integer >= 0"),
+])
+def test_size_settings_that_cannot_be_are_refused_with_the_setting_named(name, setting, value, problem):
+    """A depth of 0 used to build (and export) a model without attention layers, and validate passed it."""
+    from elfatt_deploy.models.registry import create_model
+
+    with pytest.raises(ValueError, match=f"{name} setting {setting} = .* {problem}"):
+        create_model(name, **{setting: value})

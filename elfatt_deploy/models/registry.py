@@ -34,6 +34,11 @@ class ModelEntry:
         if unknown:
             raise ValueError(f"{where}{', '.join(map(repr, unknown))} {'is not a setting' if len(unknown) == 1 else 'are not settings'} "
                              f"of {self.name}; its settings: {', '.join(self.settings())}")
+        for key, value in overrides.items():
+            problem = _size_problem(key, value)
+            if problem:
+                raise ValueError(f"{where}{self.name} setting {key} = {value!r} {problem} (default: "
+                                 f"{self.defaults.get(key, 'the constructor default')})")
 
     def window_summary(self) -> str:
         if self.family == "vit":
@@ -41,6 +46,27 @@ class ModelEntry:
             return f"{wh}x{ww} windows"
         stripes = self.defaults.get("stripes", (1, 2, 7, 7))
         return "stripes " + "/".join(str(s) for s in stripes) + " (alternating rows/columns)"
+
+
+#: sizes a model cannot have zero or less of (a depth of 0 would export a model without attention layers)
+_POSITIVE_INT_SETTINGS = frozenset({"embed_dim", "depth", "num_heads", "img_size", "patch_size", "in_chans"})
+_POSITIVE_INTS_SETTINGS = frozenset({"dims", "depths", "heads", "stripes", "window"})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _size_problem(key: str, value) -> str:
+    """Why ``value`` cannot be the size setting ``key`` ("" when it can, or when ``key`` is no size setting)."""
+    if key in _POSITIVE_INT_SETTINGS and not (_is_int(value) and value >= 1):
+        return "must be a positive integer"
+    if key in _POSITIVE_INTS_SETTINGS and not (isinstance(value, (list, tuple)) and value
+                                                and all(_is_int(v) and v >= 1 for v in value)):
+        return "must be a list of positive integers"
+    if key == "num_classes" and not (_is_int(value) and value >= 0):
+        return "must be an integer >= 0 (0: features, no classifier head)"
+    return ""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
