@@ -12,7 +12,7 @@ BACKENDS = ("tensorrt", "onnxruntime", "openvino", "torch")
 BACKEND_FLAGS = {"--providers": ("onnxruntime",), "--device": ("torch", "openvino"),
                  "--inference-precision": ("openvino",), "--engine": ("tensorrt",), "--plugin": ("tensorrt",),
                  "--cuda-graph": ("tensorrt",), "--checkpoint": ("torch",), "--attention": ("torch",),
-                 "--dtype": ("torch",)}
+                 "--dtype": ("torch",), "--onnx": ("onnxruntime", "openvino")}
 
 
 def add_arguments(parser) -> None:

@@ -272,6 +272,11 @@ def run(args) -> int:
         check_outputs_spare_inputs({"--json": args.json}, {
             "the engine": engine_given, "the engine's sidecar": str(engine_given) + ".json" if engine_given else None,
             "the plugin": getattr(args, "plugin", None)})
+    if args.no_plugin and args.plugin:
+        from ...errors import InputError
+
+        raise InputError("--plugin and --no-plugin contradict each other: give one of them (--no-plugin checks "
+                         "what plugin-free engines need)")
     engine = getattr(args, "engine", None)
     if engine:
         # a missing file, an ONNX file, a checkpoint, the plugin library, text: bad input (exit 2), not a row
