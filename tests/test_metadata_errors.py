@@ -24,3 +24,16 @@ def test_the_description_of_a_file_without_metadata_says_what_it_lacks():
     """quantize describes its output from the input's metadata, which a file from another tool lacks."""
     text = describe_export({"elfatt.dynamic": "false"})
     assert "fixed shape unrecorded" in text and "model (fp32)" in text
+
+
+@pytest.mark.parametrize("command", [["validate"], ["build", "-o", "{tmp}/e.engine"],
+                                     ["quantize", "-o", "{tmp}/q.onnx", "--calib", "{tmp}"]])
+def test_an_empty_onnx_file_is_called_empty(tmp_path, command, capsys):
+    """0 bytes parse as an empty ONNX model (protobuf): the message says the file is empty instead of 'has 0
+    inputs' or 'has no MatMul'."""
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    argv = [command[0], str(empty)] + [a.replace("{tmp}", str(tmp_path)) for a in command[1:]]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "is empty (0 bytes" in err and "Traceback" not in err, err

@@ -35,8 +35,13 @@ class InputSpec:
 def load_model(path) -> onnx.ModelProto:
     """Loads the graph without external weights (the parser reads those from the file's directory)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"ONNX file {path} is a directory; give the .onnx file in it")
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file {path} does not exist; export one with `elfatt-deploy export --model NAME -o {path}`")
+    if path.stat().st_size == 0:  # protobuf parses 0 bytes as an empty model: say what it is
+        raise ValueError(f"ONNX file {path} is empty (0 bytes: an interrupted copy or download?); export it again "
+                         f"with `elfatt-deploy export --model NAME -o {path}`")
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError and friends
