@@ -37,8 +37,9 @@ class ModelEntry:
         for key, value in overrides.items():
             problem = _size_problem(key, value)
             if problem:
-                raise ValueError(f"{where}{self.name} setting {key} = {value!r} {problem} (default: "
-                                 f"{self.defaults.get(key, 'the constructor default')})")
+                default = self.defaults.get(key)
+                raise ValueError(f"{where}{key} = {value!r} {problem}" +
+                                 (f" ({self.name}'s default: {default!r})" if default is not None else ""))
 
     def window_summary(self) -> str:
         if self.family == "vit":
@@ -64,9 +65,7 @@ def _size_problem(key: str, value) -> str:
     if key in _POSITIVE_INTS_SETTINGS and not (isinstance(value, (list, tuple)) and value
                                                 and all(_is_int(v) and v >= 1 for v in value)):
         return "must be a list of positive integers"
-    if key == "num_classes" and not (_is_int(value) and value >= 0):
-        return "must be an integer >= 0 (0: features, no classifier head)"
-    return ""
+    return ""  # (num_classes has its own check, in the models)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
