@@ -31,6 +31,8 @@ def test_version_flag():
     (["forward", "--model", "elfatt_vit_tiny", "--device", "gpu"], "--device 'gpu' is not a torch device"),
     (["forward", "--model", "elfatt_vit_tiny", "--device", "meta"], "--device 'meta': the toolkit runs PyTorch on cpu"),
     (["doctor", "--no-plugin", "--plugin", "/nope.so"], "--plugin and --no-plugin contradict each other"),
+    (["bench", "--backend", "tensorrt", "--engine", "/tmp", "--input-shape", "1x3x32x32"], "--engine /tmp is a directory"),
+    (["export", "--recipe", "/tmp", "-o", "x.onnx"], "recipe '/tmp' is a directory"),
     (["bench", "--backend", "torch", "--model", "elfatt_vit_tiny", "--onnx", "m.onnx", "--input-shape", "1x3x32x32"],
      "--onnx m.onnx is for --backend onnxruntime or openvino"),
     (["forward", "--model", "elfatt_vit_tiny", "--device", "mps"], "--device 'mps': the toolkit runs PyTorch on cpu"),
@@ -92,3 +94,10 @@ def test_unknown_kernel_path_is_refused(monkeypatch):
         cuda_backend._kernel_path()
     monkeypatch.setenv("ELFATT_KERNEL_PATH", "Generic")
     assert cuda_backend._kernel_path() == cuda_backend.KERNEL_PATHS["generic"]
+
+
+def test_a_seed_too_large_for_the_generators_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["forward", "--model", "elfatt_vit_tiny", "--seed", "99999999999999999999"])
+    assert exit_info.value.code == 2
+    assert "argument --seed: 99999999999999999999 is too large; give an integer below 2**63" in capsys.readouterr().err

@@ -149,3 +149,10 @@ def test_build_with_such_a_recipe_takes_the_opt_shape_of_its_shapes_flag(tmp_pat
     assert (plan.profile.min, plan.profile.opt, plan.profile.max) == ((1, 3, 224, 224), (1, 3, 288, 320), (2, 3, 512, 512))
     with pytest.raises(ValueError, match="has no opt_shape"):
         prepare_build(BuildOptions(**options))
+
+
+def test_a_recipe_with_a_byte_order_mark_loads(tmp_path):
+    """Some Windows editors start UTF-8 files with a BOM, which tomllib refuses as 'Invalid statement'."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes("\ufeffmodel = \"elfatt_vit_tiny\"\nopt_shape = \"1x3x64x64\"\n".encode("utf-8"))
+    assert load_recipe(path).model == "elfatt_vit_tiny"

@@ -15,6 +15,8 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give one >= 0, e.g. 0") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; give an integer >= 0, e.g. 0")
+    if value >= 2**63:  # torch's generators and numpy's take 64-bit seeds
+        raise argparse.ArgumentTypeError(f"{value} is too large; give an integer below 2**63, e.g. 0")
     return value
 
 

@@ -122,10 +122,12 @@ def load_recipe(path: Union[str, Path], *, opt_shape: Optional[Shape] = None) ->
     recipe loads with it (the command's flags then override the rest). A dynamic recipe may leave out min_shape and max_shape: the ONNX export does not use
     them, and ``build`` then asks for ``--shapes``."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"recipe {str(path)!r} is a directory; give a .toml file (see export/ for examples)")
     if not path.is_file():
         raise FileNotFoundError(f"recipe {str(path)!r} does not exist; see export/ for examples")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # (a BOM, as some Windows editors write)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"recipe {str(path)!r} is not valid TOML: {exc}") from None
     unknown = sorted(k for k in data if k not in RECIPE_KEYS)

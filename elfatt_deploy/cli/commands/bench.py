@@ -67,6 +67,8 @@ def _check_args(args):
     for flag in ("engine", "checkpoint"):
         value = getattr(args, flag)
         if value and flag in (needed, "checkpoint") and not Path(value).is_file():
+            if Path(value).is_dir():
+                raise ValueError(f"--{flag} {value} is a directory; give the file in it")
             raise FileNotFoundError(f"--{flag} {value} does not exist")
     if args.backend == "tensorrt":
         from ...engine.not_a_plan import check_engine_argument
