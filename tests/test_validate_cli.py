@@ -161,7 +161,7 @@ def test_openvino_tolerance_follows_the_precision_it_computes_in():
     from elfatt_deploy.validation.tolerances import default_rtol_l2, tolerance_note
 
     assert default_rtol_l2("openvino", "fp32", inference_precision="f32") == 1e-5
-    assert default_rtol_l2("openvino", "fp32", inference_precision="bf16") == 1e-2
+    assert default_rtol_l2("openvino", "fp32", inference_precision="bf16") == 3e-2
     assert default_rtol_l2("openvino", "fp16", inference_precision="f16") == 5e-3
     assert default_rtol_l2("openvino", "int8-qdq") == 5e-2  # was no default: --rtol-l2 was needed
     assert default_rtol_l2("openvino", "int8-qdq", inference_precision="bf16") == 5e-2  # never tighter than the file's
@@ -169,6 +169,42 @@ def test_openvino_tolerance_follows_the_precision_it_computes_in():
     assert tolerance_note("openvino", "fp32", inference_precision="bf16") == ": OpenVINO computing in bf16 (--inference-precision)"
     assert tolerance_note("openvino", "int8-qdq", inference_precision="bf16") == ""
     assert tolerance_note("openvino", "fp32", 3e-4) == ": --rtol-l2"
+
+
+def test_openvino_cpu_falls_back_from_f16_as_its_plugin_does():
+    """OpenVINO's CPU plugin computes an f16 request in bf16 where the CPU has bf16 but no f16 units, and in f32
+    where it has neither: the limit must follow what runs (an f16 limit on bf16 arithmetic fails every model)."""
+    from elfatt_deploy.runtime.openvino_runner import cpu_inference_precision
+
+    assert cpu_inference_precision("f16", ["FP32", "BF16", "INT8"]) == "bf16"
+    assert cpu_inference_precision("f16", ["FP32", "FP16", "BF16"]) == "f16"
+    assert cpu_inference_precision("f16", ["FP32", "INT8"]) == "f32"
+    assert cpu_inference_precision("bf16", ["FP32", "INT8"]) == "f32"
+    assert cpu_inference_precision("bf16", ["FP32", "BF16"]) == "bf16"
+    assert cpu_inference_precision("f32", None) == "f32"
+
+
+def test_the_fallback_matches_what_openvino_compiles_here(tmp_path):
+    """On this machine's CPU: what cpu_inference_precision predicts is what the compiled model reports."""
+    ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (it is in the openvino extra)")
+    from onnx import TensorProto, helper
+
+    from elfatt_deploy.runtime.openvino_runner import cpu_inference_precision
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    path = tmp_path / "relu.onnx"
+    onnx_model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                                   opset_imports=[helper.make_opsetid("", 18)])
+    import onnx
+
+    onnx.save(onnx_model, str(path))
+    core = ov.Core()
+    model = core.read_model(str(path))
+    for requested in ("f16", "bf16"):
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": requested})
+        reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f16", "f32"
+        assert cpu_inference_precision(requested) == reported, requested
 
 
 def test_metrics_and_tolerances():

@@ -54,6 +54,22 @@ def import_openvino():
     return openvino
 
 
+def cpu_inference_precision(requested: Optional[str], capabilities=None) -> Optional[str]:
+    """The precision OpenVINO's CPU plugin computes in when asked for ``requested`` (INFERENCE_PRECISION_HINT):
+    it falls back from f16 to bf16 on CPUs with bf16 but no f16 arithmetic (seen: AMD EPYC with avx512_bf16,
+    OpenVINO 2026.4.1, where the compiled model reports bfloat16), and from either to f32 on CPUs with
+    neither. ``capabilities``: the CPU's OPTIMIZATION_CAPABILITIES (read from OpenVINO when None)."""
+    if requested in (None, "f32"):
+        return requested
+    if capabilities is None:
+        capabilities = import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    have = {str(c).upper() for c in capabilities}
+    wanted = {"f16": "FP16", "bf16": "BF16"}[requested]
+    if wanted in have:
+        return requested
+    return "bf16" if "BF16" in have else "f32"
+
+
 def resolve_device(core, device: Optional[str]) -> str:
     """The OpenVINO device name for ``device`` (case-insensitive, default CPU).
 

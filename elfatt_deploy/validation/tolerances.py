@@ -37,11 +37,15 @@ TENSORRT_TF32_RTOL_L2 = 1e-2
 
 #: OpenVINO asked to compute below the file's precision (validate/bench --inference-precision): the
 #: default is the larger of the file's and this. Measured (fp32 files of the reference models, OpenVINO
-#: 2025 CPU, logits, 2 shapes x 3 samples): bf16 2.97e-3 (ViT-micro) and 3.24e-3 (CSWin-micro), so 1e-2
-#: leaves ~3x for deeper models; f16 is not applied on CPUs without f16 arithmetic (3e-7 there) and is
+#: 2025 CPU, logits, 2 shapes x 3 samples): bf16 2.97e-3 (ViT-micro) and 3.24e-3 (CSWin-micro) on an Intel
+#: Xeon without bf16 units (a first limit of 1e-2 left ~3x there). On an AMD EPYC with avx512_bf16 (2026-12-07, OpenVINO 2026.4.1, 2x3x112x112 and
+#: 1x3x90x118, 13 seeds) bf16 reached 1.34e-2 (ViT-micro, random weights; 7.3e-3 trained, ViT-T random 4.8e-3), hence
+#: 3e-2 (2.2x). OpenVINO's CPU plugin computes f16 requests in bf16 on CPUs without f16 units
+#: (runtime/openvino_runner.cpu_inference_precision; validate applies the bf16 limit then); f16 is not applied on
+#: CPUs with neither (3e-7 there) and is
 #: given the fp16 limit of the other GPU backends (5e-3). INT8 Q/DQ files: OpenVINO 3.52e-2 / 2.27e-2,
 #: ONNX Runtime 3.57e-2 / 2.36e-2 on the same inputs, hence the same limit.
-OPENVINO_INFERENCE_RTOL_L2 = {"f32": 0.0, "bf16": 1e-2, "f16": 5e-3}
+OPENVINO_INFERENCE_RTOL_L2 = {"f32": 0.0, "bf16": 3e-2, "f16": 5e-3}
 
 
 #: An int8-qdq file with 8-bit weights run by a CPU backend (ONNX Runtime's CPU EP, OpenVINO's CPU device) on
