@@ -132,6 +132,7 @@ def test_an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept(tmp_p
         (["deepstream", str(engine), "-o", onnx_path], onnx_path, "is the engine's source ONNX"),
         (["build", onnx_path, "-o", str(tmp_path / "b.engine"), "--shapes", "1x3x32x32", "--timing-cache", onnx_path],
          onnx_path, f"--timing-cache {onnx_path!r} is the ONNX file"),
+        (["build", onnx_path, "-o", onnx_path, "--shapes", "1x3x32x32"], onnx_path, f"-o {onnx_path!r} is the ONNX file"),
     ]
     for argv, kept, message in cases:
         before = open(kept, "rb").read() if kept else None

@@ -14,7 +14,7 @@ from typing import Optional
 from ..atomic import atomic_write_bytes, check_output_path, check_outputs_spare_inputs
 from ..errors import MissingDependencyError, ToolkitError
 from ..export.inline import is_inlined
-from .engine_file import sha256_file, write_engine_file
+from .engine_file import sha256_file, sidecar_path, write_engine_file
 from .environment import gpu_info, jetson_release
 from .metadata import build_metadata
 from .onnx_prep import (
@@ -120,13 +120,11 @@ def prepare_build(options: BuildOptions) -> BuildPlan:
     # Every file the build writes must be writable before minutes of building: the engine, its metadata
     # beside it, and the timing cache (a directory, a missing or read-only directory: refused here).
     check_output_path(output, what="-o", example_name="model.engine")
-    if output.resolve() == onnx_path.resolve():
-        raise ValueError(f"output {output} is the input ONNX file; write the engine to another file")
-    check_output_path(output.with_name(output.name + ".json"), what="-o (the metadata beside the engine)")
+    check_output_path(sidecar_path(output), what="-o (the metadata beside the engine)")
     if options.timing_cache is not None:
         check_output_path(options.timing_cache, what="--timing-cache", example_name="timing.cache")
     check_outputs_spare_inputs({"-o": output, "--timing-cache": options.timing_cache,
-                                "-o (the metadata beside the engine)": output.with_name(output.name + ".json")},
+                                "-o (the metadata beside the engine)": sidecar_path(output)},
                                {"the ONNX file": onnx_path, "the plugin": options.plugin})
     if options.plugin and not options.use_plugin:
         raise ValueError("--plugin and --no-plugin contradict each other: give one of them")

@@ -272,12 +272,15 @@ def engine_record(path: str | os.PathLike) -> EngineRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, EngineFileError):
         return EngineRecord(False)
 
-    precision = metadata.get("precision") if isinstance(metadata.get("precision"), str) else None
+    from .metadata import source_onnx_path  # noqa: PLC0415  (it imports onnx, which plain engine reads need not)
+
+    def text(value) -> Optional[str]:
+        return value if isinstance(value, str) and value else None
+
+    precision = text(metadata.get("precision"))
     source = metadata.get("source_onnx")  # {"path", "sha256"} (engine/metadata.py); a plain path in old headers
-    source_sha256 = source.get("sha256") if isinstance(source, Mapping) else None
-    source_sha256 = source_sha256 if isinstance(source_sha256, str) and source_sha256 else None
-    source_path = source.get("path") if isinstance(source, Mapping) else source
-    source_path = source_path if isinstance(source_path, str) and source_path else None
+    source_sha256 = text(source.get("sha256")) if isinstance(source, Mapping) else None
+    source_path = text(source_onnx_path(metadata))
     value = metadata.get("tf32")
     if isinstance(value, bool):
         return EngineRecord(value, None, precision, source_sha256, source_path)

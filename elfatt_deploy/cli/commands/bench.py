@@ -49,6 +49,7 @@ def _check_args(args):
     from pathlib import Path
 
     from ...atomic import check_output_path, check_outputs_spare_inputs
+    from ...engine.engine_file import sidecar_path
     from ...shapes import check_image_shape, parse_shape
     from ..options import check_backend_flags
 
@@ -78,7 +79,7 @@ def _check_args(args):
         check_output_path(args.json, what="--json", example_name="bench.json")
         check_outputs_spare_inputs({"--json": args.json}, {
             "the ONNX file": args.onnx, "the engine": args.engine,
-            "the engine's sidecar": str(args.engine) + ".json" if args.engine else None,
+            "the engine's sidecar": sidecar_path(args.engine) if args.engine else None,
             "the checkpoint": args.checkpoint, "the plugin": args.plugin})
     return shape
 

@@ -43,12 +43,12 @@ def run(args) -> int:
     from pathlib import Path
 
     from ...atomic import check_output_path, check_outputs_spare_inputs
-    from ...engine.engine_file import engine_record
+    from ...engine.engine_file import engine_record, sidecar_path
     from ...serving.deepstream import DeepStreamOptions, write_config
 
     output = check_output_path(args.output, what="-o", example_name="config_infer.txt")
     check_outputs_spare_inputs({"-o": args.output}, {  # (write_config refuses the engine and --labels itself)
-        "the engine's sidecar": str(args.engine) + ".json",
+        "the engine's sidecar": sidecar_path(args.engine),
         "the engine's source ONNX": engine_record(args.engine).source_onnx_path, "the --onnx file": args.onnx,
         "the plugin": args.plugin})
     written = write_config(DeepStreamOptions(

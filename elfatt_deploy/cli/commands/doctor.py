@@ -263,6 +263,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ...atomic import atomic_write_text, check_output_path, check_outputs_spare_inputs
+    from ...engine.engine_file import sidecar_path
     from ...errors import EXIT_ENVIRONMENT, EXIT_OK
     from ..table import format_table
 
@@ -270,7 +271,7 @@ def run(args) -> int:
         check_output_path(args.json, what="--json", example_name="doctor.json")
         engine_given = getattr(args, "engine", None)
         check_outputs_spare_inputs({"--json": args.json}, {
-            "the engine": engine_given, "the engine's sidecar": str(engine_given) + ".json" if engine_given else None,
+            "the engine": engine_given, "the engine's sidecar": sidecar_path(engine_given) if engine_given else None,
             "the plugin": getattr(args, "plugin", None)})
     if args.no_plugin and args.plugin:
         from ...errors import InputError

@@ -224,6 +224,7 @@ def run(args) -> int:
     import sys
 
     from ...atomic import check_output_path, check_outputs_spare_inputs
+    from ...engine.engine_file import sidecar_path
     from ...errors import InputError
     from ...export.model_loading import build_model, describe_weights, parse_provenance
     from ...models.registry import get_entry
@@ -278,7 +279,7 @@ def run(args) -> int:
         check_output_path(args.report, what="--report", example_name="report.json")
         check_outputs_spare_inputs({"--report": args.report}, {
             "the ONNX file": args.onnx, "the engine": args.engine,
-            "the engine's sidecar": str(args.engine) + ".json" if args.engine else None,
+            "the engine's sidecar": sidecar_path(args.engine) if args.engine else None,
             "the checkpoint": args.checkpoint, "the plugin": args.plugin})
     onnx_file = inspect_onnx_file(args.onnx) if args.onnx else None
     meta = onnx_file.metadata if onnx_file else {}
