@@ -61,6 +61,9 @@ def check_output_path(path: PathLike, *, what: Optional[str] = None, suffix: Opt
     if path.is_dir():
         example = path / (example_name or f"output{suffix or ''}")
         raise InputError(f"{_flag(what)}{str(path)!r} is a directory; give a file name, e.g. {example}")
+    if suffix is not None and path.name.lower() == suffix.lower():  # '.onnx': a suffix with no name before it
+        raise InputError(f"{_flag(what)}{str(path)!r} has no name before {suffix}; give one, "
+                         f"e.g. {path.with_name((example_name or f'output{suffix}'))}")
     if suffix is not None and path.suffix.lower() != suffix.lower():
         raise InputError(f"{_flag(what)}{str(path)!r} must end in {suffix}, e.g. {path.with_suffix(suffix).name}")
     if path.exists() and not path.is_file():

@@ -71,8 +71,37 @@ def _load_failure_message(path: Path, exc: Exception) -> str:
     first = operand.group(0) if operand else next((ln.strip() for ln in text.splitlines() if ln.strip()),
                                                   type(exc).__name__)
     first = first.split(". ")[0][:200]
-    return (f"{where} is not a readable PyTorch checkpoint (torch.load: {first}); give a file written by "
-            "torch.save(model.state_dict(), path), or a .safetensors file")
+    if " " not in first and first != type(exc).__name__:  # a bare KeyError('101') says nothing alone
+        first = f"{type(exc).__name__} {first}"
+    return (f"{where} is not a readable PyTorch checkpoint{_what_it_starts_with(path)} (torch.load: {first}); "
+            "give a file written by torch.save(model.state_dict(), path), or a .safetensors file")
+
+
+#: Leading bytes of files often given as a checkpoint by mistake.
+_KNOWN_STARTS = ((b"\x08", "an ONNX model? (protobuf)"), (b"PK\x03\x04", "a zip archive that is not a torch.save file"),
+                 (b"\x89HDF", "an HDF5 file (Keras?)"), (b"version https://git-lfs", "a Git LFS pointer; run git lfs pull"))
+
+
+def _what_it_starts_with(path: Path) -> str:
+    """A hint on what the file is, from its first bytes: empty, text (quoted), or a known foreign format."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return ""
+    if not head:
+        return ": the file is empty"
+    for magic, what in _KNOWN_STARTS:
+        if head.startswith(magic):
+            return f": it looks like {what}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+        line = text.splitlines()[0] if text.strip() else text
+        return f": it holds text, starting {line[:40]!r}"
+    return ""
 
 
 def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:

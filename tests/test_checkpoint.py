@@ -110,12 +110,31 @@ def test_training_checkpoint_with_python_objects_gets_one_line(tmp_path):
     assert len(message.replace(str(tmp_path / "train.pt"), "P")) < 400, message
 
 
-@pytest.mark.parametrize("content", [b"xxxxx", b"PK\x03\x04garbage"], ids=["text", "broken-zip"])
-def test_file_that_is_no_checkpoint_says_so(tmp_path, content):
+@pytest.mark.parametrize("content, hint", [
+    (b"xxxxx", "it holds text, starting 'xxxxx'"),
+    (b"hello\nworld\n", "it holds text, starting 'hello' (torch.load: KeyError "),
+    (b"PK\x03\x04garbage", "a zip archive that is not a torch.save file"),
+    (b"", "the file is empty"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\n", "a Git LFS pointer; run git lfs pull"),
+], ids=["text", "text-keyerror", "broken-zip", "empty", "lfs-pointer"])
+def test_file_that_is_no_checkpoint_says_so(tmp_path, content, hint):
     (tmp_path / "junk.pt").write_bytes(content)
     with pytest.raises(ValueError, match="is not a readable PyTorch checkpoint") as info:
         load_checkpoint(tiny(), tmp_path / "junk.pt")
     assert "weights_only=False" not in str(info.value) and "\n" not in str(info.value)
+    assert hint in str(info.value), str(info.value)
+
+
+def test_onnx_file_given_as_checkpoint_is_named(tmp_path):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "model.pt")
+    with pytest.raises(ValueError, match=r"it looks like an ONNX model\?"):
+        load_checkpoint(tiny(), tmp_path / "model.pt")
 
 
 def test_bad_paths(tmp_path):

@@ -61,6 +61,8 @@ def test_check_output_path(tmp_path, readonly_dir):
         check_output_path(tmp_path, what="-o", suffix=".onnx")
     with pytest.raises(InputError, match=r"must end in .onnx, e.g. a.onnx"):
         check_output_path(tmp_path / "a.txt", what="-o", suffix=".onnx")
+    with pytest.raises(InputError, match=r"'.*\.onnx' has no name before .onnx; give one, e.g. .*model.onnx$"):
+        check_output_path(tmp_path / ".onnx", what="-o", suffix=".onnx", example_name="model.onnx")
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="is not a directory"):
         check_output_path(tmp_path / "file" / "a.json")

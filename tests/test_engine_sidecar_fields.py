@@ -58,3 +58,30 @@ def test_every_reader_names_the_field(tmp_path, key, value, message, capsys):
         else:
             assert code == 2 and message in text, (name, text)
     assert not (tmp_path / "repo").exists() and not (tmp_path / "c.txt").exists()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("profiles", [], 'lists no optimization profile ("profiles" is empty'),
+    ("io", [], 'lists no network inputs/outputs ("io" is empty'),
+])
+def test_a_sidecar_without_profiles_or_io_says_which(tmp_path, key, value, message, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", np.random.default_rng())
+    plugin = static_plugin_library(tmp_path)
+    _edit_sidecar(engine, key, value)
+    for argv in (["triton", str(engine), "-o", str(tmp_path / "repo"), "--name", "m", "--plugin", str(plugin)],
+                 ["deepstream", str(engine), "-o", str(tmp_path / "c.txt"), "--plugin", str(plugin)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "rebuild it with `elfatt-deploy build`" in err, err
+    assert not (tmp_path / "repo").exists() and not (tmp_path / "c.txt").exists()
+
+
+def test_a_sidecar_missing_the_field_says_missing(tmp_path, capsys):
+    engine, _ = fake_engine(tmp_path / "m.engine", np.random.default_rng())
+    side = engine.with_name(engine.name + ".json")
+    metadata = json.loads(side.read_text())
+    del metadata["profiles"]
+    side.write_text(json.dumps(metadata))
+    assert main(["triton", str(engine), "-o", str(tmp_path / "repo"), "--name", "m",
+                 "--plugin", str(static_plugin_library(tmp_path))]) == 2
+    assert '("profiles" is missing' in capsys.readouterr().err

@@ -263,6 +263,15 @@ def test_output_paths_are_checked_before_calibrating(reference_vit_onnx, calibra
     assert code == 2 and "is the input file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("exclude", [",", " , ,"])
+def test_an_exclude_list_that_names_no_node_is_refused(reference_vit_onnx, calibration_images, tmp_path, capsys,
+                                                       exclude):
+    code = main(["quantize", str(reference_vit_onnx), "-o", str(tmp_path / "q.onnx"), "--calib",
+                 str(calibration_images.root), "--exclude", exclude])
+    assert code == 2 and f"--exclude {exclude!r} names no node" in capsys.readouterr().err
+    assert not (tmp_path / "q.onnx").exists()
+
+
 @pytest.fixture(scope="module")
 def static_batch4_vit(tmp_path_factory):
     """The reference ViT exported with a static batch of 4 (TensorRT-style fixed shape)."""

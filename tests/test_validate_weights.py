@@ -121,3 +121,18 @@ def test_a_file_without_a_weights_record_says_what_it_assumes(files, tmp_path, c
     assert "note: the file records no weights: assuming the random weights" in captured.err
     assert "the file records no weights, so the PyTorch side assumed random weights (seed 0)" in captured.out
     assert main(["validate", str(tmp_path / "old.onnx"), *SMALL, "--weight-seed", "3"]) == 0
+
+
+@pytest.mark.parametrize("seed", ["zero", -1, 2**63, True, 1.5])
+def test_a_recorded_seed_export_never_writes_is_named(files, tmp_path, capsys, seed):
+    import onnx
+
+    proto = onnx.load(str(files["seed3"]))
+    for prop in proto.metadata_props:
+        if prop.key == "elfatt.weights":
+            prop.value = json.dumps({"source": "random", "seed": seed})
+    onnx.save(proto, str(tmp_path / "edited.onnx"))
+    assert main(["validate", str(tmp_path / "edited.onnx"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert f"records the weight seed {seed!r}" in err and "--weight-seed N" in err, err
+    assert main(["validate", str(tmp_path / "edited.onnx"), *SMALL, "--weight-seed", "3"]) == 0  # the way out works

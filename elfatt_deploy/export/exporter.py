@@ -334,7 +334,7 @@ def export_onnx(
     ``softmax`` makes the output ``probabilities`` (softmax of the logits, float32).
     The file is written atomically: on any error no file is left at ``path``.
     """
-    path = check_output_path(path, what="output path", suffix=".onnx")
+    path = check_output_path(path, what="output path", suffix=".onnx", example_name="model.onnx")
     proto = build_onnx_model(model, input_shape, dynamic=dynamic, precision=precision,
                              plugin_only=plugin_only, opset=opset, inline=inline, softmax=softmax,
                              progress=progress)

@@ -247,7 +247,7 @@ def quantize_onnx(onnx_path, output, calib_dir, *, samples: Optional[int] = None
     source, output = Path(onnx_path), Path(output)
     if method not in METHODS:
         raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}")
-    check_output_path(output, what="-o", suffix=".onnx")
+    check_output_path(output, what="-o", suffix=".onnx", example_name="model.int8.onnx")
     if source.exists() and output.resolve() == source.resolve():
         raise InputError(f"-o {output} is the input file; write the quantized model to another file")
     if not 0 < percentile <= 100:

@@ -47,9 +47,13 @@ def _from_sidecar(engine: EngineFile) -> EngineInfo:
     io = meta.get("io") or []
     profiles = meta.get("profiles") or []
     if not io or not profiles:
+        lacking = [f'"{key}" {"is empty" if key in meta else "is missing"}'
+                   for key, value in (("io", io), ("profiles", profiles)) if not value]
+        what = "network inputs/outputs" if not io else "optimization profile"
         raise InputError(
-            f"{engine.path}: its metadata lists no network inputs/outputs (an engine from an older elfatt-deploy); "
-            "rebuild it with `elfatt-deploy build` to write a serving config for it"
+            f"{engine.path}: its sidecar lists no {what} ({' and '.join(lacking)}: an engine from an older "
+            "elfatt-deploy, or a sidecar edited by hand); rebuild it with `elfatt-deploy build` to write a serving "
+            "config for it"
         )
     return EngineInfo(
         path=engine.path,

@@ -93,7 +93,7 @@ def run(args) -> int:
     from ...shapes import format_shape
     from ..options import progress_bar
 
-    check_output_path(args.output, what="-o", suffix=".onnx")
+    check_output_path(args.output, what="-o", suffix=".onnx", example_name="model.onnx")
     recipe = _settings(args)
     if args.seed is not None and recipe.checkpoint:
         raise ValueError(f"--weight-seed {args.seed} and a checkpoint ({recipe.checkpoint}) contradict each other: "

@@ -50,6 +50,11 @@ def run(args) -> int:
     percentile = 99.999 if args.percentile is None else args.percentile
     start = time.perf_counter()
     exclude = [e.strip() for e in args.exclude.split(",") if e.strip()]
+    if args.exclude.strip() and not exclude:  # ',' or ' , ': the user meant to name nodes and named none
+        from ...errors import InputError
+
+        raise InputError(f"--exclude {args.exclude!r} names no node; give comma-separated node names, "
+                         "e.g. --exclude /head/Gemm, or drop it")
     result = quantize_onnx(args.onnx, args.output, args.calib, samples=args.calib_samples, method=args.method,
                            input_shape=args.input_shape, exclude=exclude, percentile=percentile, reduce_range=args.reduce_range,
                            progress=not args.no_progress, verbose=bool(getattr(args, "verbose", False)))

@@ -138,6 +138,11 @@ def resolve_weights(args, recorded, onnx_path) -> tuple[dict, str]:
                              "--checkpoint with the file that was exported")
         return dict(recorded), "as recorded in the file"
     if recorded:
+        seed = recorded.get("seed", DEFAULT_SEED)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InputError(f"{onnx_path} records the weight seed {seed!r} (elfatt.weights metadata), which is no "
+                             "seed `export` writes (an integer from 0 to 2**63-1); pass --weight-seed N with the seed "
+                             "it was exported with, or re-export")
         return dict(recorded), "as recorded in the file"
     return weights_provenance(seed=DEFAULT_SEED), ("the file records no weights: assuming the random weights of "
                                                    "`export` without --checkpoint; pass --checkpoint or --weight-seed "
