@@ -334,9 +334,16 @@ def _fused_grid():
     params = []
     for k, case in enumerate(FUSED_CASES):
         dtype = (torch.float16, torch.bfloat16)[k % 2]
-        schedule = SCHEDULES[(k + k // 2) % 3]
+        schedule = SCHEDULES[(k // 2) % 3]  # with the dtype's period 2: all six (dtype, schedule) pairs per 6 cases
         params.append(pytest.param(case, "fused", dtype, schedule, id=f"{case.id}-fused-{SHORT[dtype]}-{schedule}"))
     return params
+
+
+def test_the_fused_grid_runs_every_dtype_in_every_schedule():
+    """(The rotation once paired float16 with one schedule and bfloat16 with another, so neither dtype ever
+    ran warp-ordered in reverse.)"""
+    pairs = {(p.values[2], p.values[3]) for p in _fused_grid()}
+    assert pairs == {(d, s) for d in (torch.float16, torch.bfloat16) for s in SCHEDULES}, pairs
 
 
 def _grid():
