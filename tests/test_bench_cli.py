@@ -15,6 +15,10 @@ from elfatt_deploy.cli import main
     (["--backend", "torch", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x32x32", "--warmup", "-2"], "--warmup -2"),
     (["--backend", "torch", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x32x32", "--json", "/no/such/dir/x.json"], "/no/such/dir"),
     (["--backend", "torch", "--model", "no_such_model", "--input-shape", "1x3x32x32"], "no_such_model"),
+    (["--backend", "torch", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x32x32", "--iterations",
+      "999999999999999999999"], "--iterations 999999999999999999999 is more than 10,000,000 runs"),
+    (["--backend", "torch", "--model", "elfatt_vit_tiny", "--input-shape", "1x3x32x32", "--warmup", "10000001"],
+     "--warmup 10000001 is more than"),
 ])
 def test_bench_argument_errors(capsys, argv, match):
     assert main(["bench", *argv]) == 2
@@ -57,3 +61,9 @@ def test_bench_onnxruntime_backend(tmp_path, capsys):
                  "--iterations", "3", "--warmup", "1", "--json", str(out), "--no-progress"]) == 0
     result = json.loads(out.read_text())
     assert result["backend"] == "onnxruntime" and result["latency"]["iterations"] == 3 and result["latency"]["p50_ms"] > 0
+    assert result["model"] == "elfatt_vit_tiny"  # the file's own name labels the results
+    capsys.readouterr()
+    assert main(["bench", "--backend", "onnxruntime", "--onnx", str(onnx_path), "--input-shape", "1x3x32x32",
+                 "--model", "elfatt_cswin_tiny", "--iterations", "1", "--no-progress"]) == 2
+    assert (f"--model elfatt_cswin_tiny labels the results, but {onnx_path} is an export of elfatt_vit_tiny"
+            in capsys.readouterr().err)

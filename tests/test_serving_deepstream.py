@@ -326,3 +326,53 @@ def test_labels_from_a_pipe_are_read_once_and_written_beside_the_config(tmp_path
     with pytest.raises(InputError, match="is a folder"):
         write_config(DeepStreamOptions(engine=engine, output=tmp_path / "x.txt", network_type="classifier",
                                        labels=tmp_path))
+
+
+def _glib_unescape(value: str) -> str:
+    """g_key_file_get_string's decoding of a string value (GLib's key-file format: \\s \\n \\t \\r \\\\)."""
+    return re.sub(r"\\(.)", lambda m: {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], value)
+
+
+GLIB_PYTHON = "/usr/bin/python3"  # the system Python, where PyGObject (gi) is packaged
+
+
+def _glib_strings(path, keys):
+    """The values GLib itself reads (None when PyGObject is not installed here)."""
+    import json
+    import subprocess
+
+    script = ("import json, sys; import gi; gi.require_version('GLib', '2.0'); from gi.repository import GLib; "
+              "k = GLib.KeyFile(); k.load_from_file(sys.argv[1], GLib.KeyFileFlags.NONE); "
+              "print(json.dumps({key: k.get_string('property', key) for key in sys.argv[2:]}))")
+    try:
+        proc = subprocess.run([GLIB_PYTHON, "-c", script, str(path), *keys], capture_output=True, text=True,
+                              timeout=60)
+    except OSError:
+        return None
+    if proc.returncode != 0 and "No module named 'gi'" in proc.stderr:
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_paths_with_backslashes_and_newlines_come_back_as_they_are(tmp_path, rng):
+    """nvinfer reads the paths with g_key_file_get_string, which decodes escapes: a raw backslash broke the group
+    ('a value that cannot be interpreted'), a newline started a new line of the config."""
+    odd = tmp_path / "odd dir\\x #1\nnext=1"
+    odd.mkdir()
+    onnx_path = Path(save(elfatt_model(with_function=False), odd / "p.onnx"))
+    engine, _ = fake_engine(odd / "m.engine", rng, source_onnx=onnx_path, output="out", precision="fp32")
+    lib = static_plugin_library(odd)
+    out = tmp_path / "c.txt"
+    write_config(DeepStreamOptions(engine=engine, output=out, plugin=lib, onnx=onnx_path))
+    lines = out.read_text().splitlines()
+    assert not any(line.startswith("next=") for line in lines), lines  # no line injected
+    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    keys = ("model-engine-file", "onnx-file", "custom-lib-path")
+    expected = {"model-engine-file": str(engine.resolve()), "onnx-file": str(onnx_path.resolve()),
+                "custom-lib-path": str(lib.resolve())}
+    assert {k: _glib_unescape(values[k]) for k in keys} == expected
+    from_glib = _glib_strings(out, keys)
+    print("read by GLib:", from_glib is not None)
+    if from_glib is not None:  # GLib itself, where PyGObject is installed
+        assert from_glib == expected

@@ -228,6 +228,26 @@ def test_an_output_directory_that_cannot_be_written_is_refused_up_front(tmp_path
     assert "is not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("blocker", ["vit/plugins", "vit/1", "vit/config.pbtxt/", "README.md/"])
+def test_a_path_in_the_way_is_named_and_nothing_is_written(tmp_path, rng, capsys, blocker):
+    """A file where the repository needs a directory (or a directory where it needs a file): refused before the
+    first write, so no plan is left without its config."""
+    engine, _ = fake_engine(tmp_path / "m.engine", rng)
+    lib = static_plugin_library(tmp_path)
+    repo = tmp_path / "repo"
+    in_the_way = repo / blocker.rstrip("/")
+    in_the_way.parent.mkdir(parents=True, exist_ok=True)
+    if blocker.endswith("/"):
+        in_the_way.mkdir()
+    else:
+        in_the_way.write_text("x")
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--plugin", str(lib)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(in_the_way) in err and "Errno" not in err, err
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
 @pytest.mark.parametrize("name", ["my model", "a/b", ".hidden", "..", "vit;rm", "vit?x=1", "", "caf\u00e9"])
 def test_a_model_name_that_is_not_a_triton_name_is_refused(tmp_path, rng, capsys, name):
     engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin=False)

@@ -209,6 +209,20 @@ def _plugin_only_copy(source: Path, target_dir: Path,
     return target_dir / (source.stem + ".plugin-only.onnx"), model.SerializeToString()
 
 
+def keyfile_path(path) -> str:
+    """``path`` resolved and escaped as a GLib key-file string value (nvinfer reads these with
+    g_key_file_get_string, which decodes ``\\s`` ``\\n`` ``\\t`` ``\\r`` ``\\\\``), so that a backslash, a
+    newline or a leading space in a directory name comes back as it is instead of breaking the group."""
+    text = str(Path(path).resolve())
+    text = (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
+    return "\\s" + text[1:] if text.startswith(" ") else text
+
+
+def _comment(text) -> str:
+    """Text for a '#' comment line: a newline in a path would start a new line of the config."""
+    return str(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Optional[Path],
                   plugin: Optional[Path], batch: int, height: int, width: int,
                   labels_file: Optional[Path] = None) -> str:
@@ -220,23 +234,23 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
     mode = NETWORK_MODES.get(precision, 0)
     channels = info.profile.opt[1]
     lines = [
-        f"# DeepStream Gst-nvinfer config written by elfatt-deploy deepstream for {info.path}",
+        f"# DeepStream Gst-nvinfer config written by elfatt-deploy deepstream for {_comment(info.path)}",
         f"# engine: TensorRT {info.tensorrt_version or '? (no sidecar)'}, compute capability "
         f"{info.compute_capability or '?'}, precision {precision}, profile {info.profile.describe()}",
         "[property]",
         f"gpu-id={options.gpu_id}",
         "# the engine as elfatt-deploy build wrote it (a plain TensorRT plan)",
-        f"model-engine-file={Path(info.path).resolve()}",
+        f"model-engine-file={keyfile_path(info.path)}",
     ]
     if onnx_file is not None:
         kind = "this plugin-only ONNX" if plugin is not None else "this ONNX"
         lines += [f"# nvinfer rebuilds the engine from {kind} when the engine does not load here",
-                  f"onnx-file={Path(onnx_file).resolve()}"]
+                  f"onnx-file={keyfile_path(onnx_file)}"]
     else:
         lines.append("# no onnx-file: the source ONNX is unknown (pass --onnx); nvinfer cannot rebuild the engine")
     if plugin is not None:
         lines += ["# the ElfattAttention plugin (static-registration build: nvinfer dlopens it)",
-                  f"custom-lib-path={Path(plugin).resolve()}"]
+                  f"custom-lib-path={keyfile_path(plugin)}"]
     lines += [
         f"# 0 FP32, 1 INT8, 2 FP16: used only when nvinfer rebuilds (the engine's precision is {precision})",
         f"network-mode={mode}",
@@ -261,7 +275,7 @@ def render_config(info: EngineInfo, options: DeepStreamOptions, *, onnx_file: Op
                   "output-tensor-meta=1"]
     else:
         lines += ["# the output is class probabilities (export --softmax); the labels: one line, ';'-separated",
-                  f"labelfile-path={Path(labels_file).resolve()}",
+                  f"labelfile-path={keyfile_path(labels_file)}",
                   "# a class is reported where its probability is above this",
                   f"classifier-threshold={float(options.classifier_threshold or 0.0)!r}"]
     return "\n".join(lines) + "\n"

@@ -247,6 +247,25 @@ def _plugin_copies(options: TritonOptions, infos: list[EngineInfo], model_dir: P
     return copies
 
 
+def _make_directories(repo: Path, targets: Sequence[Path]) -> None:
+    """Before the first file is written: every target's directory exists or is made, and no target is taken by a
+    directory or another non-file, so that a repository is never left half written (InputError names the path)."""
+    for target in targets:
+        for parent in reversed([target.parent, *target.parent.parents]):
+            if parent.exists() and not parent.is_dir():
+                raise InputError(f"cannot write {target}: {parent} exists and is not a directory; move it away or "
+                                 "give another -o")
+        if target.exists() and not target.is_file():
+            raise InputError(f"cannot write {target}: it exists and is not a regular file; move it away or give "
+                             "another -o")
+    for directory in dict.fromkeys(t.parent for t in targets):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the directory {directory} ({exc.strerror or exc}); fix its parent's "
+                             "permissions or give another -o") from None
+
+
 def _copy_atomic(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
@@ -430,7 +449,8 @@ def write_repository(options: TritonOptions, *, warn: Callable[[str], None] = _p
     max_batch = batch_layout(infos[0])[0]
     warnings = [w for w in (min_batch_warning(i, max_batch) for i in infos) if w]
     version_dir = model_dir / str(options.version)
-    version_dir.mkdir(parents=True, exist_ok=True)
+    _make_directories(repo, [version_dir / f for f in filenames] + [t for _, t in copies]
+                      + [model_dir / "config.pbtxt", model_dir / MANIFEST_NAME, repo / "README.md"])
     plans = []
     for info, filename in zip(infos, filenames):
         target = version_dir / filename

@@ -45,6 +45,10 @@ def add_arguments(parser) -> None:
     add_progress(parser)
 
 
+#: The most timed or warm-up runs bench takes.
+MAX_ITERATIONS = 10_000_000
+
+
 def _check_args(args):
     from pathlib import Path
 
@@ -61,6 +65,10 @@ def _check_args(args):
         raise ValueError(f"--iterations {args.iterations} must be >= 1")
     if args.warmup < 0:
         raise ValueError(f"--warmup {args.warmup} must be >= 0")
+    for flag, value in (("--iterations", args.iterations), ("--warmup", args.warmup)):
+        if value > MAX_ITERATIONS:  # the timings are kept in memory, one float each
+            raise ValueError(f"{flag} {value} is more than {MAX_ITERATIONS:,} runs; give fewer (the percentiles settle "
+                             "within a few thousand)")
     shape = check_image_shape(parse_shape(args.input_shape, what="--input-shape"))
     needed = {"tensorrt": "engine", "onnxruntime": "onnx", "openvino": "onnx", "torch": "model"}[args.backend]
     if not getattr(args, needed):
@@ -82,6 +90,28 @@ def _check_args(args):
             "the engine's sidecar": sidecar_path(args.engine) if args.engine else None,
             "the checkpoint": args.checkpoint, "the plugin": args.plugin})
     return shape
+
+
+def _model_label(args):
+    """The model the results are labelled with: the file's own (ONNX metadata, engine sidecar) unless --model names
+    it too; a --model that names another model is refused (it would label the numbers with the wrong model)."""
+    if args.backend == "torch":
+        return args.model
+    recorded = None
+    if args.backend in ("onnxruntime", "openvino"):
+        recorded = args._onnx_file.metadata.get("model_name")
+    elif args.engine:
+        from ...engine.engine_file import load_engine
+
+        try:
+            recorded = ((load_engine(args.engine).metadata or {}).get("model") or {}).get("elfatt.model_name")
+        except Exception:  # an unreadable sidecar is the runner's to report, with its own message
+            recorded = None
+    if args.model and recorded and args.model != recorded:
+        source = args.onnx if args.backend != "tensorrt" else args.engine
+        raise ValueError(f"--model {args.model} labels the results, but {source} is an export of {recorded}; drop "
+                         f"--model (the file's name is used) or give --model {recorded}")
+    return args.model or recorded
 
 
 def _memory_check(args, shape) -> None:
@@ -235,6 +265,7 @@ def run(args) -> int:
         args._onnx_file = inspect_onnx_file(args.onnx, what="--onnx")
         args._onnx_file.check_runnable_on(args.backend)
         args._onnx_file.check_shape(shape, what="--input-shape")
+    args.model = _model_label(args)
     _memory_check(args, shape)
     case = {"torch": _torch_case, "onnxruntime": _onnxruntime_case, "openvino": _openvino_case,
             "tensorrt": _tensorrt_case}[args.backend]
