@@ -3,7 +3,8 @@
 Exit codes of every ``elfatt-deploy`` command (docs/cli.md lists them with the messages):
 
 - 0: done, every check passed;
-- 1: a check failed (a parity tolerance or a benchmark threshold was exceeded);
+- 1: a check failed (a parity tolerance or a benchmark threshold was exceeded, or the file under test did not
+  run on its backend at one of the inputs: ``BackendRunError``);
 - 2: bad input or usage (``InputError``, ``ValueError``, ``FileNotFoundError``, argparse errors);
 - 3: the environment lacks something the command needs (``ToolkitError`` and its subclasses:
   TensorRT, OpenVINO, a GPU, the plugin library, a CUDA extension that does not build);
@@ -27,6 +28,12 @@ class ToolkitError(RuntimeError):
     """A failure of the environment or of a tool the toolkit drives (a plugin that does not load,
     an engine TensorRT cannot build, a CUDA extension that does not compile). The message says
     what to do; the CLI prints it without a traceback and exits 3."""
+
+
+class BackendRunError(RuntimeError):
+    """The file under test failed to run on its backend at one input (ONNX Runtime, OpenVINO or TensorRT raised
+    at inference, e.g. a broadcast that only holds at the calibration size): the check fails, exit 1. The message
+    names the backend, the input shape and the backend's first line."""
 
 
 class MissingDependencyError(ToolkitError):

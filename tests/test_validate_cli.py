@@ -273,3 +273,53 @@ def test_a_report_with_non_finite_errors_is_strict_json(fp32_file, tmp_path, cap
 
     data = json.loads(report.read_text(), parse_constant=refuse)
     assert data["passed"] is False and any(r["rel_l2_error"] is None for r in data["rows"])
+
+
+@pytest.mark.parametrize("progress", ["--progress", "--no-progress"])
+def test_a_file_that_does_not_run_at_a_size_fails_the_check_with_the_shape(fp32_file, tmp_path, capsys, progress):
+    """A graph whose arithmetic only holds at one batch (as ONNX Runtime's quantize_static leaves a ViT whose
+    position-embedding size arithmetic it quantized): validate fails the check (exit 1) and names the backend and
+    the input, instead of an internal error (exit 4). The sizes it runs at still pass."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_file))
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [o + "_pre" if o == output else o for o in node.output]
+    classes = model.graph.output[0].type.tensor_type.shape.dim[-1].dim_value
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, classes), np.float32), "one_batch"))
+    model.graph.node.append(helper.make_node("Add", [output + "_pre", "one_batch"], ["fixed_batch"]))
+    model.graph.node.append(helper.make_node("Reshape", ["fixed_batch", "batch1_shape"], [output]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, classes], np.int64), "batch1_shape"))
+    broken = tmp_path / "batch1.onnx"
+    onnx.save(model, str(broken))
+    capsys.readouterr()
+    assert main(["validate", str(broken), "--shapes", "1x3x64x96,2x3x64x96", "--samples", "1", progress]) == 1
+    err = capsys.readouterr().err
+    assert "onnxruntime could not run the file at image 2x3x64x96" in err and "internal error" not in err, err
+    assert main(["validate", str(broken), "--shapes", "1x3x64x96", "--samples", "1", progress]) == 0
+
+
+def test_a_qdq_graph_that_records_fp32_gets_a_note(fp32_file, tmp_path, capsys):
+    """A file quantized by another tool (ONNX Runtime's quantize_static keeps `elfatt.precision` = fp32): validate
+    keeps the recorded precision's limit but says that the graph holds QuantizeLinear nodes and how to choose."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32_file))
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [o + "_pre" if o == output else o for o in node.output]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0.05, np.float32), "q_scale"),
+                                    numpy_helper.from_array(np.array(0, np.int8), "q_zero")])
+    model.graph.node.extend([helper.make_node("QuantizeLinear", [output + "_pre", "q_scale", "q_zero"], ["q"]),
+                             helper.make_node("DequantizeLinear", ["q", "q_scale", "q_zero"], [output])])
+    qdq = tmp_path / "qdq.onnx"
+    onnx.save(model, str(qdq))
+    capsys.readouterr()
+    main(["validate", str(qdq), "--shapes", "1x3x64x96", "--samples", "1"])
+    err = capsys.readouterr().err
+    assert "has 1 QuantizeLinear nodes but records precision fp32" in err and "--precision int8-qdq" in err, err
+    main(["validate", str(qdq), "--shapes", "1x3x64x96", "--samples", "1", "--precision", "int8-qdq"])
+    assert "QuantizeLinear" not in capsys.readouterr().err

@@ -22,7 +22,8 @@ import traceback
 from typing import Optional, Sequence
 
 from .._version import OP_VERSION, __version__
-from ..errors import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_INTERNAL, InputError, MissingDependencyError, ToolkitError
+from ..errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_ENVIRONMENT, EXIT_INTERNAL, BackendRunError, InputError,
+                      MissingDependencyError, ToolkitError)
 from . import commands as _commands
 from .logs import configure_library_logs
 
@@ -90,6 +91,8 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def exit_code_of(exc: BaseException) -> int:
     """The exit code an exception maps to (docs/cli.md)."""
+    if isinstance(exc, BackendRunError):
+        return EXIT_CHECK_FAILED
     if isinstance(exc, ToolkitError) or _out_of_memory(exc):
         return EXIT_ENVIRONMENT
     if isinstance(exc, ImportError):  # a package the command needs is not installed (e.g. Pillow on a device)

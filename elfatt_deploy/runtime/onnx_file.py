@@ -32,6 +32,7 @@ class OnnxFile:
     metadata: dict = field(default_factory=dict)
     elfatt_node_count: int = 0
     has_elfatt_function: bool = False
+    quantize_linear_count: int = 0  # QuantizeLinear nodes of the main graph (an INT8 Q/DQ file, whoever wrote it)
 
     @property
     def plugin_only(self) -> bool:
@@ -119,4 +120,6 @@ def inspect_onnx_file(path, *, what: str = "ONNX file") -> OnnxFile:
     if not outputs:
         raise InputError(f"{path} has no outputs")
     return OnnxFile(path=path, input=spec, outputs=outputs, metadata=read_metadata(model),
-                    elfatt_node_count=len(elfatt_nodes(model)), has_elfatt_function=bool(elfatt_functions(model)))
+                    elfatt_node_count=len(elfatt_nodes(model)), has_elfatt_function=bool(elfatt_functions(model)),
+                    quantize_linear_count=sum(n.op_type == "QuantizeLinear" and n.domain in ("", "ai.onnx")
+                                              for n in model.graph.node))

@@ -89,6 +89,43 @@ def _counted(runners, bar):
             del runner.infer_impl  # back to the class's method
 
 
+#: Modules whose exceptions at inference mean the file did not run there (not a bug of the toolkit).
+BACKEND_MODULES = ("onnxruntime", "openvino", "tensorrt")
+
+
+@contextlib.contextmanager
+def _run_errors_named(runner):
+    """An exception the backend's library raises while running a feed becomes a BackendRunError (a failed check,
+    exit 1) that names the backend and the input shape, instead of an internal error."""
+    from ..errors import BackendRunError
+
+    original = runner.infer_impl
+
+    def guarded(feed_dict, *args, **kwargs):
+        try:
+            return original(feed_dict, *args, **kwargs)
+        except Exception as exc:
+            if not type(exc).__module__.split(".")[0] in BACKEND_MODULES:
+                raise
+            shapes = ", ".join(f"{name} {format_shape(getattr(v, 'shape', ()))}" for name, v in feed_dict.items())
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+            raise BackendRunError(
+                f"{runner.name} could not run the file at {shapes}: {lines[0][:400]}. The file does not run at that "
+                "size: a tool that rewrote it may have fixed a size it computes (e.g. a quantizer that quantized the "
+                "shape arithmetic, docs/quantization.md); re-export or re-quantize it, or validate it at the sizes it "
+                "runs at (--shapes)") from None
+
+    had_own = "infer_impl" in vars(runner)  # _counted's wrapper, when a progress bar counts the feeds
+    runner.infer_impl = guarded
+    try:
+        yield
+    finally:
+        if had_own:
+            runner.infer_impl = original
+        else:
+            del runner.infer_impl  # back to the class's method
+
+
 def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Sequence[Sequence[int]],
                samples: int, seed: int, rtol_l2: float, verbose: bool = False,
                progress: Optional[Callable[[int], object]] = None, classifier: bool = True) -> ParityResult:
@@ -105,7 +142,7 @@ def run_parity(reference_runner, backend_runner, *, input_name: str, shapes: Seq
     feeds = random_feeds(input_name, shapes, samples, seed)
     runners = [reference_runner, backend_runner]
     bar = progress(len(runners) * len(feeds)) if progress else contextlib.nullcontext()
-    with bar, (_counted(runners, bar) if progress else contextlib.nullcontext()), \
+    with bar, (_counted(runners, bar) if progress else contextlib.nullcontext()), _run_errors_named(backend_runner), \
             G_LOGGER.verbosity(G_LOGGER.INFO if verbose else G_LOGGER.WARNING):
         results = Comparator.run(runners, data_loader=[f for _, _, f in feeds])
     (ref_name, ref_iters), (backend_name, backend_iters) = list(results.items())

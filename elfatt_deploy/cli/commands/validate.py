@@ -306,6 +306,12 @@ def run(args) -> int:
     config.update(overrides)
     precision, precision_notes = deployed_precision(
         args.backend, args.precision, meta.get("precision"), engine_record.precision if engine_record else None)
+    if (onnx_file is not None and onnx_file.quantize_linear_count and precision != "int8-qdq" and not args.precision
+            and engine_record is None):
+        precision_notes.append(
+            f"{args.onnx} has {onnx_file.quantize_linear_count} QuantizeLinear nodes but records precision "
+            f"{meta.get('precision') or 'none'} (quantized by another tool than `elfatt-deploy quantize`?); the "
+            f"{precision} limit applies: pass --precision int8-qdq for the INT8 one")
     if args.rtol_l2 is not None:
         precision_notes = []  # the limit is the user's: which precision's default it would be does not matter
     for note in precision_notes + _source_onnx_notes(args, engine_record):
