@@ -60,6 +60,10 @@ class ResultsFile:
     def has(self, section: str, key: str) -> bool:
         return any(row.get("key") == key for row in self.data[section])
 
+    def done(self, section: str, key: str) -> bool:
+        """A row that a resumed run keeps (a row skipped at the deadline runs again)."""
+        return any(row.get("key") == key and row.get("status") != "skipped" for row in self.data[section])
+
     def add(self, section: str, row: dict) -> dict:
         with self._lock:
             self.data[section] = [r for r in self.data[section] if r.get("key") != row.get("key")] + [row]
@@ -121,15 +125,23 @@ def error_text(exc: BaseException) -> str:
 
 def run_jobs(jobs: list[Job], results: ResultsFile, *, context_alive: Callable[[], bool],
              on_row: Callable[[dict], None] = lambda row: None, case_timeout: float = 0.0,
-             on_timeout: Optional[Callable[[Job], None]] = None, desc: str = "") -> None:
+             on_timeout: Optional[Callable[[Job], None]] = None, desc: str = "",
+             deadline: Optional[float] = None) -> None:
     """Runs each job not yet in the results, records its row (or its error) and writes the file.
 
     A job that raises is recorded with status "error" and the run goes on; if the CUDA context
     is then dead (context_alive() is False), ContextLost is raised after recording. A job running
     past case_timeout seconds calls on_timeout(job) from a watchdog thread (the caller restarts).
+    Past ``deadline`` (a time.time() value) the remaining jobs are recorded as "skipped" without running,
+    so that the run ends with its summary inside the device time it was given.
     """
-    todo = [j for j in jobs if not results.has(j.section, j.key)]
+    todo = [j for j in jobs if not results.done(j.section, j.key)]
     for job in tqdm(todo, desc=desc, leave=False, disable=not desc):
+        if deadline is not None and time.time() >= deadline:
+            row = {"key": job.key, **job.base, "status": "skipped", "error": "deadline: --deadline reached before it ran"}
+            results.add(job.section, row)
+            on_row(row)
+            continue
         watchdog = None
         if case_timeout > 0 and on_timeout is not None:
             watchdog = threading.Timer(case_timeout, on_timeout, args=(job,))

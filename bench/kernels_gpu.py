@@ -38,6 +38,8 @@ refused SDPA backend) is recorded in its row and the run goes on. After a sticky
 context is lost) or a case that outlives --case-timeout, the script re-executes itself with
 --resume on the JSON file and skips what is done (at most --max-restarts times). The JSON file is
 rewritten atomically after every case, so a run stopped at any point leaves every finished case.
+Past --deadline (420 s from the start with --quick) the cases not yet run are recorded as "skipped" and
+the run ends with its summary; `--resume DIR/kernels_gpu.json` later runs just those.
 
 JSON (DIR/kernels_gpu.json; the keys and case names are stable, bench/kernels_model.py --measured
 reads them):
@@ -667,8 +669,13 @@ def parse_args(argv=None):
     parser.add_argument("--paths", help=f"kernel paths to verify (default {','.join(ALL_PATHS)})")
     parser.add_argument("--bench-dtypes", help="timing dtypes (default float16; full mode float16,bfloat16)")
     parser.add_argument("--samples", type=int, help="timed samples per row (default 15 quick, 30 full)")
-    parser.add_argument("--case-timeout", type=float, default=120.0,
-                        help="seconds one case may run before the run restarts past it (0: no watchdog)")
+    parser.add_argument("--case-timeout", type=float, default=None,
+                        help="seconds one case may run before the run restarts past it (default 60 with --quick, "
+                             "else 120; 0: no watchdog)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="seconds from the start after which the cases not yet run are recorded as skipped and "
+                             "the run ends with its summary (default 420 with --quick, to fit a 15-minute device "
+                             "budget with a rerun; else none; 0: none); kept across restarts")
     parser.add_argument("--max-restarts", type=int, default=2, help="fresh processes after a lost CUDA context")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="folder for JSON and PNG")
@@ -736,6 +743,15 @@ def main(argv=None) -> int:
         return self_test(args.out)
 
     results = ResultsFile.resume(args.resume, SCHEMA) if args.resume else ResultsFile(json_path, SCHEMA)
+    if args.case_timeout is None:
+        args.case_timeout = 60.0 if args.quick else 120.0
+    if args.deadline is None:
+        args.deadline = 420.0 if args.quick else 0.0
+    # an automatic restart (--restarts > 0) keeps the first process's deadline; a rerun by hand gets a new one
+    deadline_at = results.data.get("deadline_at") if args.resume and args.restarts > 0 else None
+    if deadline_at is None and args.deadline > 0:
+        deadline_at = time.time() + args.deadline
+    results.set(deadline_at=deadline_at)
     mode = "quick" if args.quick else "full"
     dtypes = (args.dtypes or ",".join(DTYPES)).split(",")
     paths = (args.paths or ",".join(ALL_PATHS)).split(",")
@@ -743,7 +759,8 @@ def main(argv=None) -> int:
     samples = args.samples or (15 if args.quick else 30)
     results.set(argv=sys.argv, settings={"mode": mode, "dtypes": dtypes, "paths": paths, "bench_dtypes": bench_dtypes,
                                          "samples": samples, "seed": args.seed, "sanitize": args.sanitize,
-                                         "restarts": args.restarts, "timed_kernels": TIMED_KERNELS})
+                                         "restarts": args.restarts, "timed_kernels": TIMED_KERNELS,
+                                         "case_timeout_s": args.case_timeout, "deadline_s": args.deadline})
 
     start = time.monotonic()
     log(f"[{now()}] preflight")
@@ -783,7 +800,8 @@ def main(argv=None) -> int:
         _restart(args, json_path, f"{job.key} timed out")
         os._exit(EXIT_CHECK_FAILED)
 
-    guard = dict(context_alive=cuda_context_alive, case_timeout=args.case_timeout, on_timeout=on_timeout)
+    guard = dict(context_alive=cuda_context_alive, case_timeout=args.case_timeout, on_timeout=on_timeout,
+                 deadline=deadline_at)
     try:
         if not args.bench_only:
             cases = QUICK_VERIFY_CASES if args.quick else VERIFY_CASES
@@ -816,7 +834,7 @@ def main(argv=None) -> int:
             tools = [t for t in args.sanitize_tools.split(",") if t]
             log(f"[{now()}] compute-sanitizer: {tools} x {names} (timeout {args.sanitize_timeout:g} s each)")
             run_jobs(sanitizer_jobs(tools, names, args.sanitize_timeout, ["--out", str(args.out / "sanitizer")]),
-                     results, context_alive=lambda: True)
+                     results, context_alive=lambda: True, deadline=deadline_at)
     except ContextLost as exc:
         results.set(status=f"restarting: {exc}")
         _restart(args, json_path, str(exc))
@@ -842,6 +860,10 @@ def main(argv=None) -> int:
         f"whole run {seconds:.1f} s; wrote {json_path}")
     if data["cases"]:
         print_bench(data["cases"], env_end, data.get("copy_bandwidth"))
+    skipped = [r for r in failed if r.get("status") == "skipped"]
+    if skipped:
+        log(f"{len(skipped)} checks skipped at the deadline (--deadline {args.deadline:g} s): rerun with --resume "
+            f"{json_path} and a later --deadline for them")
     for r in failed[:20]:
         log(f"FAILED {r.get('key')}: {r.get('status')} {str(r.get('error') or r.get('detail') or '')[:200]}")
     log("ALL CHECKS PASSED" if not failed else f"{len(failed)} CHECKS FAILED")

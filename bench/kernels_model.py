@@ -727,10 +727,16 @@ def trace_summary(traces: list[LaunchTrace]) -> list[dict]:
     return out
 
 
-def device_key(name: str) -> str:
-    """The model's device name for a GPU name as torch reports it ('NVIDIA H100 80GB HBM3' -> H100-SXM)."""
+def device_key(name: str, sm_count: int | None = None) -> str:
+    """The model's device name for a GPU name as torch reports it ('NVIDIA H100 80GB HBM3' -> H100-SXM), or the
+    name itself for a GPU the model does not describe: H100 PCIe and NVL, GH200 and H200 NVL have other bandwidths
+    and clocks than the SXM figures, and every Jetson Orin reports 'Orin' (the AGX has 16 SMs; NX and Nano fewer)."""
     lowered = name.lower()
-    for needle, key in (("h200", "H200"), ("h100", "H100-SXM"), ("orin", "Orin-AGX-64GB-MAXN")):
+    if "orin" in lowered:
+        return "Orin-AGX-64GB-MAXN" if sm_count in (None, 16) else name
+    if "gh200" in lowered or "pcie" in lowered or "nvl" in lowered:
+        return name
+    for needle, key in (("h200", "H200"), ("h100", "H100-SXM")):
         if needle in lowered:
             return key
     return name
@@ -748,10 +754,11 @@ def load_measured(path: Path) -> dict[tuple[str, str, str], float]:
         raise FileNotFoundError(f"--measured {str(path)!r}: no such file; give the JSON bench/kernels_gpu.py wrote")
     except json.JSONDecodeError as error:
         raise InputError(f"--measured {str(path)!r} is not JSON ({error}); give the JSON bench/kernels_gpu.py wrote")
-    device = ""
+    device, sm_count = "", None
     if isinstance(data, dict):
         env = data.get("environment") or {}
         device = str(env.get("gpu") or env.get("device") or data.get("device") or "")
+        sm_count = env.get("sm_count") if isinstance(env.get("sm_count"), int) else None
     found: dict[tuple[str, str, str], float] = {}
 
     def walk(node):
@@ -765,9 +772,11 @@ def load_measured(path: Path) -> dict[tuple[str, str, str], float]:
                 us = None if ms is None else 1000.0 * ms
             # the model predicts float16: bench/kernels_gpu.py's bfloat16 rows of a case are not its
             dtype_ok = node.get("dtype") in (None, "float16")
-            if isinstance(case, str) and kernel and us is not None and dtype_ok:
+            # a row whose timed output failed its check (or that errored) is no measurement of the kernel
+            status_ok = node.get("status") in (None, "ok")
+            if isinstance(case, str) and kernel and us is not None and dtype_ok and status_ok:
                 kernel = {"tensorcore": "v1", "fused": "v2"}.get(str(kernel), str(kernel))
-                found[(case, kernel, device_key(str(node.get("device") or device)))] = us
+                found[(case, kernel, device_key(str(node.get("device") or device), sm_count))] = us
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

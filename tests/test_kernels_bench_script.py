@@ -100,6 +100,34 @@ def test_results_file_is_strict_json(tmp_path):
     assert "NaN" not in (tmp_path / "r.json").read_text()
 
 
+def test_jobs_past_the_deadline_are_recorded_as_skipped_and_run_on_resume(tmp_path):
+    """--deadline: cases left when it passes are written as "skipped" without running, so that a run ends with
+    its summary inside its device time; a resumed run runs them (and keeps what was done)."""
+    import time
+
+    from gpu_jobs import Job, run_jobs
+
+    ran = []
+
+    def job(key, sleep=0.0):
+        def run():
+            ran.append(key)
+            time.sleep(sleep)
+            return {"status": "ok"}
+        return Job("cases", key, run)
+
+    results = ResultsFile(tmp_path / "r.json", "s/1")
+    deadline = time.time() + 0.3
+    run_jobs([job("a", 0.5), job("b"), job("c")], results, context_alive=lambda: True, deadline=deadline)
+    rows = {r["key"]: r for r in json.loads((tmp_path / "r.json").read_text())["cases"]}
+    assert ran == ["a"] and rows["a"]["status"] == "ok"
+    assert rows["b"]["status"] == rows["c"]["status"] == "skipped" and "deadline" in rows["c"]["error"]
+    resumed = ResultsFile.resume(tmp_path / "r.json", "s/1")
+    run_jobs([job("a"), job("b"), job("c")], resumed, context_alive=lambda: True, deadline=time.time() + 60)
+    rows = {r["key"]: r for r in json.loads((tmp_path / "r.json").read_text())["cases"]}
+    assert ran == ["a", "b", "c"] and {r["status"] for r in rows.values()} == {"ok"}
+
+
 def test_verification_grids_cover_what_the_kernels_distinguish():
     full = {c.name: c for c in kernel_cases.VERIFY_CASES}
     for needed in ("partial-7x7-d32", "stripes-7x256-d32", "global-only-d32", "local-only-d32", "h1", "w1",

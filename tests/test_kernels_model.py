@@ -546,6 +546,28 @@ def test_measured_file_errors(tmp_path):
                                            "median_us": 99.0},
                                           {"case": "vit-s-64x64-b1", "kernel_path": "fused", "ms": 0.1}]}))
     assert kernels_model.load_measured(good) == {("vit-s-64x64-b1", "v1", "H100-SXM"): 80.5}
+    failed = tmp_path / "failed.json"  # a timed row whose output failed its check is no measurement
+    failed.write_text(json.dumps({"environment": {"gpu": "NVIDIA H100 80GB HBM3"},
+                                  "cases": [{"case": "vit-s-64x64-b1", "kernel": "v2", "median_us": 5.0,
+                                             "status": "fail"},
+                                            {"case": "vit-s-64x64-b1", "kernel": "v1", "median_us": 80.5,
+                                             "status": "ok"}]}))
+    assert kernels_model.load_measured(failed) == {("vit-s-64x64-b1", "v1", "H100-SXM"): 80.5}
+
+
+@pytest.mark.parametrize("name, sm_count, key", [
+    ("NVIDIA H100 80GB HBM3", 132, "H100-SXM"), ("NVIDIA H200", 132, "H200"), ("Orin", 16, "Orin-AGX-64GB-MAXN"),
+    ("Orin", None, "Orin-AGX-64GB-MAXN"),
+    ("NVIDIA H100 PCIe", 114, "NVIDIA H100 PCIe"), ("NVIDIA H100 NVL", 132, "NVIDIA H100 NVL"),
+    ("NVIDIA GH200 480GB", 132, "NVIDIA GH200 480GB"), ("NVIDIA H200 NVL", 132, "NVIDIA H200 NVL"),
+    ("Orin", 8, "Orin"), ("NVIDIA L40S", 142, "NVIDIA L40S"),
+])
+def test_measured_gpus_pair_only_with_the_device_the_model_describes(name, sm_count, key):
+    """H100 PCIe/NVL, GH200 and Orin NX/Nano have other bandwidths and clocks than the modelled parts: their
+    times stay under their own name instead of sitting beside the H100 SXM or AGX Orin predictions."""
+    import kernels_model
+
+    assert kernels_model.device_key(name, sm_count) == key
 
 
 def test_measured_table_keeps_its_columns(capsys):
