@@ -796,6 +796,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file (atomically)")
     parser.add_argument("--markdown", type=Path, help="write v1 and v2 side by side per case and device as a Markdown "
                         "table to this file (atomically; the table of docs/kernels.md and docs/benchmarks.md)")
+    parser.add_argument("--baseline", type=Path, help="with --quick: write the figures the tests hold the model to "
+                        f"(atomically; {BASELINE.relative_to(ROOT)}), after a change meant to move them")
     parser.add_argument("--measured", type=Path, help="JSON of a GPU run of bench/kernels_gpu.py: measured beside predicted")
     parser.add_argument("--cases", help="comma-separated case names to run (default: all, or the quick ones)")
     parser.add_argument("--versions", default="v1,v2", help="kernel versions (v1 = tensorcore, v2 = fused)")
@@ -818,7 +820,9 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             parser.error(f"--cases: unknown {missing}; known: {', '.join(known)}")
         cases = [known[w] for w in wanted]
-    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+    if args.baseline is not None and (not args.quick or args.cases or args.per_kind or args.versions != "v1,v2"):
+        parser.error("--baseline records the plain --quick run: give it with --quick alone")
+    for option, path in (("--json", args.json), ("--markdown", args.markdown), ("--baseline", args.baseline)):
         if path is not None and not path.parent.is_dir():
             parser.error(f"{option} {str(path)!r}: the directory {str(path.parent)!r} does not exist")
     measured = load_measured(args.measured) if args.measured else {}
@@ -941,7 +945,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         atomic_write_text(args.markdown, markdown_table(rows))
         print(f"wrote {args.markdown}")
+    if args.baseline:
+        atomic_write_text(args.baseline, json.dumps(baseline_record(rows), indent=1) + "\n")
+        print(f"wrote {args.baseline}")
     return 0
+
+
+#: The quick run's figures as last accepted (tests/test_kernels_model.py holds the model to them within
+#: BASELINE_RTOL); rewritten by ``--quick --baseline`` when a change is meant to move them.
+BASELINE = ROOT / "bench" / "kernels_model_quick_baseline.json"
+BASELINE_RTOL = 0.03
+
+
+def baseline_record(rows: list[dict]) -> dict:
+    return {"about": "bench/kernels_model.py --quick figures that tests/test_kernels_model.py holds the model to "
+                     f"(within {BASELINE_RTOL:.0%}); a change that moves them rewrites this file with "
+                     "`python bench/kernels_model.py --quick --baseline bench/kernels_model_quick_baseline.json` "
+                     "and records the before and after in docs/kernels.md",
+            "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cases": [{k: r[k] for k in ("case", "kernel", "device", "predicted_us", "floor_us")} for r in rows]}
 
 
 def _us(value: float) -> str:
