@@ -144,3 +144,13 @@ def test_cpu_model_reads_proc_cpuinfo(tmp_path):
     info.write_text("model name\t: Other\nflags\t\t: avx2 avx512_vnni\n")
     assert tolerances.x86_without_vnni(str(info), machine="x86_64") is False
     assert tolerances.cpu_model(str(tmp_path / "missing")) is None
+
+
+def test_json_dash_writes_the_report_alone_on_stdout(tmp_path, capsys, monkeypatch):
+    """`doctor --json - | jq`: stdout is the JSON alone (the table goes to stderr), and no file named '-'."""
+    monkeypatch.chdir(tmp_path)
+    rc = main(["doctor", "--backend", "onnxruntime", "--json", "-"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert rc == 0 and report["backend"] == "onnxruntime" and report["ready"]
+    assert "backend onnxruntime: ready" in captured.err and not (tmp_path / "-").exists()

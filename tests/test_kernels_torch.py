@@ -581,3 +581,19 @@ def test_host_binding_empty_problem_launches_nothing(host_binding):
     calls = host_binding._last_launch()["calls"]
     out = host_binding.attention(torch.randn(0, 5, 6, 48).half(), None, None, 1, 1, 3, 4, 0.0, 0)
     assert out.shape == (0, 5, 6, 16) and host_binding._last_launch()["calls"] == calls
+
+
+def test_build_ext_force_keeps_the_cache_where_it_cannot_rebuild(tmp_path, monkeypatch, capsys):
+    """`build-ext --force` on a CPU-only PyTorch: refused (exit 3) before the cached build is deleted."""
+    if torch.version.cuda is not None:
+        pytest.skip("needs a CPU-only PyTorch")
+    from elfatt_deploy.cli import main
+    from elfatt_deploy.op import cuda_backend
+
+    cached = tmp_path / "elfatt_cuda_ext"
+    cached.mkdir()
+    (cached / "build.ninja").write_text("x")
+    monkeypatch.setattr(cuda_backend, "cached_build_dir", lambda: cached)
+    assert main(["build-ext", "--force"]) == 3
+    assert "CPU-only build" in capsys.readouterr().err
+    assert (cached / "build.ninja").is_file()

@@ -55,6 +55,7 @@ def run(args) -> int:
     from ...op import cuda_backend
 
     if args.force:
+        cuda_backend._check_prerequisites()  # a machine that cannot rebuild keeps its cached build
         build_dir = cuda_backend.cached_build_dir()
         if build_dir is not None and build_dir.is_dir():
             shutil.rmtree(build_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ... import jsonio
 
 NAME = "doctor"
@@ -25,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--engine", help="also check an engine: its sidecar and whether it can run here (with "
                                          "--backend tensorrt, a part of the verdict)")
     parser.add_argument("--no-plugin", action="store_true", help="tensorrt: plugin-free engines only; the plugin is not needed")
-    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON (- : on stdout alone, the table on stderr)")
 
 
 def _version(module_name):
@@ -260,6 +262,20 @@ def _engine_rows(args, add, plugin_version):
 
 
 def run(args) -> int:
+    """``--json -``: the JSON report on stdout alone (the table goes to stderr), for ``| jq`` and the like."""
+    import contextlib
+
+    if args.json == "-":
+        args.json = None
+        with contextlib.redirect_stdout(sys.stderr):
+            code, report = _run(args)
+        sys.stdout.write(jsonio.dumps(report, indent=2) + "\n")
+        sys.stdout.flush()
+        return code
+    return _run(args)[0]
+
+
+def _run(args):
     from pathlib import Path
 
     from ...atomic import atomic_write_text, check_output_path, check_outputs_spare_inputs
@@ -299,11 +315,11 @@ def run(args) -> int:
             print(f"backend {backend}: NOT ready; missing: {', '.join(missing)} (see the rows above)")
         else:
             print(f"backend {backend}: ready")
+    missing = backends[asked] if asked else []
+    report = {"backend": asked, "ready": not missing, "missing": missing,
+              "backends": {b: {"ready": not m, "missing": m} for b, m in backends.items()}, "checks": rows}
     if args.json:
-        missing = backends[asked] if asked else []
-        report = {"backend": asked, "ready": not missing, "missing": missing,
-                  "backends": {b: {"ready": not m, "missing": m} for b, m in backends.items()}, "checks": rows}
         atomic_write_text(args.json, jsonio.dumps(report, indent=2) + "\n")
     if asked and backends[asked]:
-        return EXIT_ENVIRONMENT
-    return EXIT_OK
+        return EXIT_ENVIRONMENT, report
+    return EXIT_OK, report
