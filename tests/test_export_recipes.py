@@ -156,3 +156,16 @@ def test_a_recipe_with_a_byte_order_mark_loads(tmp_path):
     path = tmp_path / "bom.toml"
     path.write_bytes("\ufeffmodel = \"elfatt_vit_tiny\"\nopt_shape = \"1x3x64x64\"\n".encode("utf-8"))
     assert load_recipe(path).model == "elfatt_vit_tiny"
+
+
+@pytest.mark.parametrize("opt, message", [
+    ("1x3x0x224", "opt shape 1x3x0x224 has a zero dimension"),
+    ("1x3x224", "opt shape 1x3x224 must have 4 dimensions"),
+])
+def test_a_bad_opt_shape_alone_is_named_as_opt(tmp_path, opt, message):
+    """A recipe with only opt_shape: its shape stands in for min and max, and the message names opt (not min,
+    which the user never wrote)."""
+    path = tmp_path / "r.toml"
+    path.write_text(f'model = "elfatt_vit_tiny"\nopt_shape = "{opt}"\n')
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_recipe(path)

@@ -43,12 +43,13 @@ class Profile:
 
 def make_profile(min_shape, opt_shape, max_shape, *, what: str = "--shapes") -> Profile:
     """Checks three shapes (rank 4, 3 channels, sizes >= 1, min <= opt <= max) and returns a Profile."""
-    shapes = []
-    for key, shape in (("min", min_shape), ("opt", opt_shape), ("max", max_shape)):
+    checked = {}
+    # opt first: where min or max was left out it stands in for them, and a bad one is named as opt
+    for key, shape in (("opt", opt_shape), ("min", min_shape), ("max", max_shape)):
         if isinstance(shape, str):
             shape = parse_shape(shape, what=f"{what} {key}")
-        shapes.append(tuple(check_image_shape(tuple(int(d) for d in shape), what=f"{what} {key} shape")))
-    lo, mid, hi = shapes
+        checked[key] = tuple(check_image_shape(tuple(int(d) for d in shape), what=f"{what} {key} shape"))
+    lo, mid, hi = checked["min"], checked["opt"], checked["max"]
     for axis, name in enumerate("NCHW"):
         if not lo[axis] <= mid[axis] <= hi[axis]:
             raise ValueError(
