@@ -9,7 +9,8 @@ from elfatt_deploy.export.metadata import INPUT_NORMALIZATION
 
 
 def fake_engine(path, rng, *, cc="8.7", batch=(1, 4, 8), hw=((224, 224), (512, 512), (1024, 1024)), plugin=True,
-                precision="fp16", output="logits", classes=10, source_onnx=None, trt="10.3.0"):
+                precision="fp16", output="logits", classes=10, source_onnx=None, trt="10.3.0",
+                plugin_sha256="ab" * 32):
     """Writes a random 'plan' and its sidecar; returns (path, plan bytes)."""
     (hmin, wmin), (hopt, wopt), (hmax, wmax) = hw
     profile = {"min": [batch[0], 3, hmin, wmin], "opt": [batch[1], 3, hopt, wopt], "max": [batch[2], 3, hmax, wmax]}
@@ -17,7 +18,7 @@ def fake_engine(path, rng, *, cc="8.7", batch=(1, 4, 8), hw=((224, 224), (512, 5
     meta = {
         "tensorrt_version": trt, "gpu": {"name": {"8.7": "Orin", "9.0": "H100"}.get(cc, "GPU"), "compute_capability": cc},
         "jetson": {"jetpack": "6.1/6.2"} if cc == "8.7" else None,
-        "plugin": {"used": True, "version": "1", "library_sha256": "ab" * 32} if plugin else {"used": False},
+        "plugin": {"used": True, "version": "1", "library_sha256": plugin_sha256} if plugin else {"used": False},
         "precision": precision,
         "io": [{"name": "image", "mode": "input", "dtype": "HALF" if precision == "fp16" else "FLOAT",
                 "shape": [dyn(batch[0], batch[2]), 3, dyn(hmin, hmax), dyn(wmin, wmax)]},

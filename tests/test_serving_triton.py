@@ -1,5 +1,6 @@
 """elfatt-deploy triton: the model repository, its config.pbtxt parsed with Triton's own schema."""
 
+import json
 import os
 import re
 
@@ -150,8 +151,10 @@ def test_a_plugin_path_that_does_not_exist_is_said_plainly(tmp_path, rng, capsys
 
 
 def test_a_profile_whose_min_batch_is_above_1_is_warned_about(tmp_path, rng, capsys):
-    engine, _ = fake_engine(tmp_path / "m.engine", rng, batch=(2, 4, 8))
+    from elfatt_deploy.engine.engine_file import sha256_file
+
     lib = static_plugin_library(tmp_path)
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, batch=(2, 4, 8), plugin_sha256=sha256_file(lib))
     repo = tmp_path / "r"
     assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--plugin", str(lib),
                  "--dynamic-batching"]) == 0
@@ -166,7 +169,7 @@ def test_a_profile_whose_min_batch_is_above_1_is_warned_about(tmp_path, rng, cap
     assert "perf_analyzer -m vit -b 2 --shape image:3,512,512" in readme  # its default batch 1 would be refused
     assert parse_config(repo / "vit" / "config.pbtxt").max_batch_size == 8
     # min batch 1: no warning
-    ok, _ = fake_engine(tmp_path / "ok.engine", rng, batch=(1, 4, 8))
+    ok, _ = fake_engine(tmp_path / "ok.engine", rng, batch=(1, 4, 8), plugin_sha256=sha256_file(lib))
     written = write_repository(TritonOptions(engines=[ok], repository=repo, name="vit", plugins=[lib]),
                                warn=pytest.fail)
     assert written["warnings"] == [] and "minimum batch" not in written["readme"].read_text()
@@ -305,3 +308,18 @@ def test_a_queue_delay_without_the_dynamic_batcher_is_refused(tmp_path, rng, cap
     assert main(["triton", str(engine), "-o", str(repo), "--name", "vit", "--dynamic-batching",
                  "--max-queue-delay-us", "5"]) == 0
     assert parse_config(repo / "vit" / "config.pbtxt").dynamic_batching.max_queue_delay_microseconds == 5
+
+
+def test_a_plugin_library_other_than_the_builds_is_warned_about(tmp_path, rng, capsys):
+    """The sidecar records the SHA-256 of the library the engine was built with; copying another one into the
+    repository (same plugin version: it loads) is said, as validate and bench say it."""
+    from elfatt_deploy.engine.engine_file import sha256_file
+
+    lib = static_plugin_library(tmp_path)
+    engine, _ = fake_engine(tmp_path / "m.engine", rng, plugin_sha256="cd" * 32)
+    assert main(["triton", str(engine), "-o", str(tmp_path / "r"), "--name", "vit", "--plugin", str(lib)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "is not the one the engine was built with" in warnings[0], warnings
+    assert f"{sha256_file(lib)[:12]}... vs cdcdcdcdcdcd... recorded" in warnings[0]
+    manifest = json.loads((tmp_path / "r" / "vit" / "elfatt_triton.json").read_text())
+    assert any("is not the one the engine was built with" in w for w in manifest.get("warnings", [])), manifest

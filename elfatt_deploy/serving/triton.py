@@ -247,6 +247,21 @@ def _plugin_copies(options: TritonOptions, infos: list[EngineInfo], model_dir: P
     return copies
 
 
+def _plugin_library_warnings(infos: Sequence[EngineInfo], copies) -> list[str]:
+    """A warning per engine whose sidecar records another plugin library (SHA-256) than the one copied into the
+    repository: the same plugin version loads, but the kernels Triton runs are not the build's."""
+    from ..engine.compat import plugin_library_warning
+
+    found = []
+    for source in dict.fromkeys(source for source, _ in copies):
+        loaded = {"path": str(source), "sha256": sha256_file(source)}
+        for info in infos:
+            note = plugin_library_warning(info.metadata or {}, loaded)
+            if note and f"{info.path}: {note}" not in found:
+                found.append(f"{info.path}: {note}")
+    return found
+
+
 def _make_directories(repo: Path, targets: Sequence[Path]) -> None:
     """Before the first file is written: every target's directory exists or is made, and no target is taken by a
     directory or another non-file, so that a repository is never left half written (InputError names the path)."""
@@ -448,6 +463,7 @@ def write_repository(options: TritonOptions, *, warn: Callable[[str], None] = _p
     copies = _plugin_copies(options, infos, model_dir)
     max_batch = batch_layout(infos[0])[0]
     warnings = [w for w in (min_batch_warning(i, max_batch) for i in infos) if w]
+    warnings += _plugin_library_warnings(infos, copies)
     version_dir = model_dir / str(options.version)
     _make_directories(repo, [version_dir / f for f in filenames] + [t for _, t in copies]
                       + [model_dir / "config.pbtxt", model_dir / MANIFEST_NAME, repo / "README.md"])
