@@ -37,9 +37,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         try:
-            return dict(load_file(str(path), device="cpu"))
+            state = dict(load_file(str(path), device="cpu"))
         except Exception as exc:  # SafetensorError (not a ValueError) for a truncated or foreign file
             raise ValueError(f"checkpoint {str(path)!r} is not a readable .safetensors file ({exc})") from None
+        _check_keys_and_layouts(state, path)
+        return state
     if suffix not in TORCH_SUFFIXES:
         raise ValueError(
             f"checkpoint {str(path)!r} has the suffix {suffix!r}; use one of "
@@ -115,9 +117,44 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"checkpoint {str(path)!r} holds no state dict of tensors (looked under {', '.join(NESTED_KEYS)})")
     state = dict(obj)
+    _check_keys_and_layouts(state, path)
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _check_keys_and_layouts(state: Mapping, path: Path) -> None:
+    """ValueError naming the first key that is no string, or the first tensor that is not a dense CPU tensor
+    (sparse, meta, ...): neither can be loaded into a model's parameters."""
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise ValueError(f"checkpoint {str(path)!r} has the key {key!r} ({type(key).__name__}); a state dict's keys "
+                             "are parameter names (strings such as 'head.weight'): save model.state_dict()")
+        if tensor.layout != torch.strided:
+            raise ValueError(f"checkpoint {str(path)!r}: key {key!r} holds a {str(tensor.layout).replace('torch.', '')} "
+                             "tensor; the model's parameters are dense: save it dense (tensor.to_dense())")
+        if tensor.device.type == "meta":
+            raise ValueError(f"checkpoint {str(path)!r}: key {key!r} is a meta tensor (a shape without values); "
+                             "save the state dict of a model that holds its weights")
+
+
+def _check_values(state: Mapping, own: Mapping, path: Path) -> None:
+    """ValueError for a tensor that is not floating point where the model's parameter is (bool, integer and complex
+    values would be cast without a word, or with torch's warning alone); a warning counting the keys that hold NaN
+    or Inf."""
+    for key, tensor in state.items():
+        target = own.get(key)
+        if target is not None and target.is_floating_point() and not tensor.is_floating_point():
+            raise ValueError(f"checkpoint {str(path)!r}: key {key!r} holds {str(tensor.dtype).replace('torch.', '')} "
+                             f"values, but the model's parameter is {str(target.dtype).replace('torch.', '')}; "
+                             "a checkpoint of this model holds floating-point weights (was it saved from something "
+                             "else, e.g. a mask or a quantized model?)")
+    bad = [key for key, tensor in state.items()
+           if key in own and tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        warnings.warn(f"checkpoint {str(path)!r}: {len(bad)} {'key holds' if len(bad) == 1 else 'keys hold'} NaN or Inf "
+                      f"values: {_some(sorted(bad)).split(' ', 1)[1]}; the model's outputs will not be finite: was the "
+                      "training diverging when it was saved?", stacklevel=3)
 
 
 #: Keys of a mismatch message shown in full; the rest are counted.
@@ -190,6 +227,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) 
                 f"checkpoint {str(path)!r}: key {key!r} has shape {found} but the model expects {expected}"
                 + _head_hint(key, found, expected)
             )
+    _check_values(state, own, Path(path))
     result = LoadResult(
         missing_keys=sorted(k for k in own if k not in state),
         unexpected_keys=sorted(k for k in state if k not in own),

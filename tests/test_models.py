@@ -121,7 +121,7 @@ def test_padding_to_whole_patches_is_zero_padding():
     ("elfatt_vit_tiny", "depth", 0, "must be a positive integer"),
     ("elfatt_vit_tiny", "depth", -1, "must be a positive integer"),
     ("elfatt_vit_tiny", "depth", "1", "must be a positive integer"),
-    ("elfatt_vit_tiny", "window", (0, 7), "must be a list of positive integers"),
+    ("elfatt_vit_tiny", "window", (-1, 7), "must be a pair .*"),
     ("elfatt_cswin_tiny", "depths", (1, 2, 0, 1), "must be a list of positive integers"),
 ])
 def test_size_settings_that_cannot_be_are_refused_with_the_setting_named(name, setting, value, problem):

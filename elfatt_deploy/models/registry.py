@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from torch import nn
 
+from ..nn.attention import ATTENTION_KINDS
 from .cswin import ElfattCSWin
 from .vit import ElfattViT
 
@@ -29,17 +32,22 @@ class ModelEntry:
                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
 
     def check_settings(self, overrides, *, where: str = "") -> None:
-        """ValueError naming each unknown setting and the valid ones (``where`` says where they came from)."""
+        """ValueError naming each unknown setting and the valid ones, or the first setting whose value has the wrong
+        type or size (``where`` says where they came from), or a combination that cannot be built."""
         unknown = [k for k in overrides if k not in self.settings()]
         if unknown:
             raise ValueError(f"{where}{', '.join(map(repr, unknown))} {'is not a setting' if len(unknown) == 1 else 'are not settings'} "
                              f"of {self.name}; its settings: {', '.join(self.settings())}")
         for key, value in overrides.items():
-            problem = _size_problem(key, value)
+            problem = _size_problem(key, value, family=self.family)
             if problem:
                 default = self.defaults.get(key)
                 raise ValueError(f"{where}{key} = {value!r} {problem}" +
                                  (f" ({self.name}'s default: {default!r})" if default is not None else ""))
+        cfg = {**self.defaults, **overrides}
+        problem = _config_problem(self.family, cfg)
+        if problem:
+            raise ValueError(f"{where}{problem}")
 
     def window_summary(self) -> str:
         if self.family == "vit":
@@ -50,22 +58,128 @@ class ModelEntry:
 
 
 #: sizes a model cannot have zero or less of (a depth of 0 would export a model without attention layers)
-_POSITIVE_INT_SETTINGS = frozenset({"embed_dim", "depth", "num_heads", "img_size", "patch_size", "in_chans"})
-_POSITIVE_INTS_SETTINGS = frozenset({"dims", "depths", "heads", "stripes", "window"})
+_POSITIVE_INT_SETTINGS = frozenset({"embed_dim", "depth", "num_heads", "img_size", "patch_size"})
+_POSITIVE_INTS_SETTINGS = frozenset({"dims", "depths", "heads"})
+_BOOL_SETTINGS = frozenset({"lepe"})
+#: Transformer blocks a model may have in all (depth, or the sum of depths): each takes milliseconds to build and
+#: to trace, so a depth of a million would run for an hour before anything said a word; the registered models
+#: have at most 25.
+MAX_BLOCKS = 1000
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _size_problem(key: str, value) -> str:
-    """Why ``value`` cannot be the size setting ``key`` ("" when it can, or when ``key`` is no size setting)."""
+def _is_ints(value, low: int) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(_is_int(v) and v >= low for v in value)
+
+
+def _size_problem(key: str, value, family: str = "vit") -> str:
+    """Why ``value`` cannot be the setting ``key`` of a model of ``family`` ("" when it can, or when ``key`` is no
+    setting checked here: num_classes has its own check, in the models)."""
     if key in _POSITIVE_INT_SETTINGS and not (_is_int(value) and value >= 1):
         return "must be a positive integer"
-    if key in _POSITIVE_INTS_SETTINGS and not (isinstance(value, (list, tuple)) and value
-                                                and all(_is_int(v) and v >= 1 for v in value)):
+    if key in _POSITIVE_INTS_SETTINGS and not _is_ints(value, 1):
         return "must be a list of positive integers"
-    return ""  # (num_classes has its own check, in the models)
+    if key == "depth" and value > MAX_BLOCKS:
+        return (f"is more than the {MAX_BLOCKS} transformer blocks a model may have here (each takes milliseconds "
+                "to build and to trace; the registered models have at most 25)")
+    if key == "depths" and sum(value) > MAX_BLOCKS:
+        return (f"gives {sum(value)} transformer blocks in all, more than the {MAX_BLOCKS} transformer blocks a model may have here "
+                "(each takes milliseconds to build and to trace; the registered models have at most 25)")
+    if key == "stripes" and not _is_ints(value, 1):
+        return ("must be a list of positive integers, one stripe width (in tokens) per stage (a stripe of 0 would "
+                "span the whole grid in both directions: that is a global head, see global_heads)")
+    if key == "window" and not (isinstance(value, (list, tuple)) and len(value) == 2
+                                and all(_is_int(v) and v >= 0 for v in value)):
+        return ("must be a pair [window_h, window_w] of integers >= 0, the local window in tokens (0 means the whole "
+                "axis: [0, 4] gives stripes of 4 columns)")
+    if key in _BOOL_SETTINGS and not isinstance(value, bool):
+        return "must be true or false (a boolean, not a string or a number)"
+    if key == "mlp_ratio" and not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                                   and math.isfinite(float(value)) and float(value) > 0):
+        return "must be a finite number > 0 (the MLP's hidden width over the embedding width, e.g. 4.0)"
+    if key == "in_chans" and not (_is_int(value) and value == 3):
+        return ("is not supported: the exporter, validate and the image preprocessing take 3-channel (RGB) "
+                "N x 3 x H x W inputs end to end; in_chans must be 3 (repeat a grayscale channel 3 times)")
+    if key == "attention" and not (isinstance(value, str) and value in ATTENTION_KINDS):
+        return f"must be one of {', '.join(map(repr, ATTENTION_KINDS))}"
+    if key == "global_heads" and value is not None:
+        if family == "cswin" and not _is_ints(value, 0):
+            return ("must be a list with one count of global heads per stage (integers >= 0, e.g. [1, 2, 4, 8] for "
+                    "four stages), or left out for half of each stage's heads")
+        if family != "cswin" and not (_is_int(value) and value >= 0):
+            return "must be an integer >= 0 (the number of global heads), or left out for half of num_heads"
+    return ""
+
+
+def _mlp_hidden(dim: int, mlp_ratio) -> int:
+    return int(dim * mlp_ratio)  # as TransformerBlock computes it
+
+
+def _config_problem(family: str, cfg: Mapping) -> str:
+    """Why the settings ``cfg`` (defaults and overrides, each of the right type) cannot be built together ("" when they
+    can; the models check what is left, e.g. heads that do not divide the channels)."""
+    dims = [cfg.get("embed_dim", 384)] if family == "vit" else list(cfg.get("dims", ()))
+    ratio = cfg.get("mlp_ratio", 4.0)
+    if dims and min(_mlp_hidden(d, ratio) for d in dims) < 1:
+        d = min(dims)
+        return (f"mlp_ratio = {ratio!r} gives MLPs of int({d} * {ratio!r}) = 0 hidden units at width {d}; "
+                f"it must be at least 1/{d} (the default is 4.0)")
+    return ""
+
+
+def _block_parameters(dim: int, mlp_ratio, lepe: bool) -> int:
+    hidden = _mlp_hidden(dim, mlp_ratio)
+    return (2 * dim + (3 * dim * dim + 3 * dim) + (10 * dim if lepe else 0) + (dim * dim + dim)  # norm1, qkv, lepe, proj
+            + 2 * dim + (dim * hidden + hidden) + (hidden * dim + dim))  # norm2, mlp
+
+
+def parameter_count(name: str, **overrides) -> int:
+    """The number of parameters ``create_model(name, **overrides)`` has, from its settings alone (nothing is built)."""
+    entry = get_entry(name)
+    cfg = model_config(name, **overrides)
+    lepe, ratio, chans = cfg.get("lepe", True), cfg.get("mlp_ratio", 4.0), cfg.get("in_chans", 3)
+    classes = cfg.get("num_classes", 1000)
+    classes = classes if _is_int(classes) and classes > 0 else 0
+    if entry.family == "vit":
+        dim, patch = cfg.get("embed_dim", 384), cfg.get("patch_size", 16)
+        grid = cfg.get("img_size", 224) // patch
+        count = chans * dim * patch * patch + dim + dim * grid * grid  # patch_embed, pos_embed
+        count += cfg.get("depth", 12) * _block_parameters(dim, ratio, lepe)
+        last = dim
+    else:
+        dims, depths = list(cfg.get("dims", ())), list(cfg.get("depths", ()))
+        count = chans * dims[0] * 49 + dims[0] + 2 * dims[0]  # stem conv 7x7 and norm
+        count += sum(a * b * 9 + 3 * b for a, b in zip(dims, dims[1:]))  # downsamples: conv 3x3 and norm
+        count += sum(depth * _block_parameters(dim, ratio, lepe) for dim, depth in zip(dims, depths))
+        last = dims[-1]
+    return count + 2 * last + (last * classes + classes if classes else 0)  # norm, head
+
+
+#: the settings that the parameter count depends on
+_SIZE_SETTINGS = ("embed_dim", "depth", "dims", "depths", "mlp_ratio", "img_size", "patch_size", "num_classes", "in_chans",
+                  "lepe")
+
+
+def _check_weights_fit(name: str, overrides: Mapping) -> None:
+    """InsufficientMemoryError (exit 3) when the model's float32 weights alone exceed the memory available here,
+    before any module is built (an embed_dim, mlp_ratio or depth in the millions would otherwise fail deep in an
+    allocation, or build for minutes first)."""
+    from ..memory import GIB, InsufficientMemoryError, available_memory
+
+    count = parameter_count(name, **overrides)
+    needed = 4 * count
+    if needed < GIB:  # the registered models are a few hundred MiB at most: no need to look
+        return
+    available, source = available_memory()
+    if available is None or needed <= available:
+        return
+    settings = ", ".join(f"{k} = {v!r}" for k, v in overrides.items() if k in _SIZE_SETTINGS) or "its default settings"
+    raise InsufficientMemoryError(
+        f"{name} with {settings} has {count:,} parameters: {needed / GIB:.1f} GiB of float32 weights, more than the "
+        f"{available / GIB:.1f} GiB available here ({source}); use a smaller embed_dim / dims, mlp_ratio or depth")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -122,6 +236,9 @@ def list_models() -> list[str]:
 
 
 def get_entry(name: str) -> ModelEntry:
+    if not isinstance(name, str):
+        raise ValueError(f"the model name must be a string, got {name!r} ({type(name).__name__}); "
+                         f"available: {', '.join(list_models())}")
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -144,6 +261,7 @@ def create_model(name: str, **overrides) -> nn.Module:
     """
     entry = get_entry(name)
     entry.check_settings(overrides)
+    _check_weights_fit(name, overrides)
     cfg = model_config(name, **overrides)
     try:
         model = entry.builder(**cfg)
