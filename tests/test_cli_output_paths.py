@@ -103,7 +103,7 @@ def test_commands_refuse_an_unwritable_output_before_any_work(tmp_path, readonly
     assert code == 2, err
     assert message in err and "Traceback" not in err
     if where == "is-a-dir":  # the suggestion is a file of the kind the flag writes
-        example = {"export": "output.onnx", "validate --report": "report.json", "bench --json": "bench.json",
+        example = {"export": "model.onnx", "validate --report": "report.json", "bench --json": "bench.json",
                    "doctor --json": "doctor.json"}[command]
         assert f"e.g. {tmp_path / 'out.onnx' / example}" in err, err
     assert elapsed < 5.0  # refused up front (doctor imports a few libraries first)
