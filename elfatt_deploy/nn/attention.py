@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..op import elfatt_attention
-from ..op.spec import ElfattAttrs, check_channels
+from ..op.spec import ElfattAttrs, check_channels, window_pair
 
 ATTENTION_KINDS = ("elfatt", "vanilla")
 
@@ -46,9 +46,8 @@ class ElfattAttention(nn.Module):
         global_heads = default_global_heads(num_heads) if global_heads is None else global_heads
         if not isinstance(global_heads, int) or not 0 <= global_heads <= num_heads:
             raise ValueError(f"global_heads={global_heads!r} must be an int in [0, num_heads={num_heads}]")
-        if isinstance(window, int) or len(tuple(window)) != 2:
-            raise ValueError(f"window={window!r} must be a pair (window_h, window_w); 0 means the whole axis")
-        self.attrs = ElfattAttrs(global_heads, num_heads - global_heads, int(window[0]), int(window[1]), float(scale))
+        # (ElfattAttrs refuses a window of 2.7 instead of truncating it to 2, and names a bad scale)
+        self.attrs = ElfattAttrs(global_heads, num_heads - global_heads, *window_pair(window), scale)
         check_channels(dim, global_heads, num_heads - global_heads)
         self.dim = dim
         self.num_heads = num_heads

@@ -9,7 +9,7 @@ import torch
 from . import library as _library  # registers torch.ops.elfatt.attention
 from .library import check_op_inputs
 from .reference import elfatt_attention_reference
-from .spec import ElfattAttrs
+from .spec import ElfattAttrs, window_pair
 
 __all__ = ["elfatt_attention", "elfatt_attention_reference", "ElfattAttrs", "check_op_inputs"]
 
@@ -45,13 +45,11 @@ def elfatt_attention(
 
     ``window=(wh, ww)``: local block size in tokens, 0 = the whole axis.
     ``scale=0`` means 1/sqrt(d). Invalid input raises ValueError naming the value.
+    Differentiable to any order, in reverse and forward mode and under the torch.func transforms.
     """
-    if not isinstance(qkv, torch.Tensor):
-        raise ValueError(f"qkv must be a torch.Tensor [B, H, W, 3C], got {type(qkv).__name__}")
-    if isinstance(window, int) or len(window) != 2:
-        raise ValueError(f"window={window!r} must be a pair (window_h, window_w); 0 means the whole axis")
-    wh, ww = window
-    check_op_inputs(qkv, lepe_weight, lepe_bias, global_heads, local_heads, wh, ww, scale)
+    attrs = ElfattAttrs(global_heads, local_heads, *window_pair(window), scale)  # plain ints / float, or ValueError
+    a = attrs.global_heads, attrs.local_heads, attrs.window_h, attrs.window_w, attrs.scale
+    check_op_inputs(qkv, lepe_weight, lepe_bias, *a)
     if qkv.is_cuda:
         _ensure_cuda_backend()
-    return torch.ops.elfatt.attention(qkv, lepe_weight, lepe_bias, global_heads, local_heads, wh, ww, float(scale))
+    return torch.ops.elfatt.attention(qkv, lepe_weight, lepe_bias, *a)

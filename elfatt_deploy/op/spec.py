@@ -8,6 +8,7 @@ every one of them rejects the same things with the same messages.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -28,7 +29,10 @@ class ElfattAttrs:
     scale: float = 0.0
 
     def __post_init__(self) -> None:
-        validate_attrs(self.global_heads, self.local_heads, self.window_h, self.window_w, self.scale)
+        # stores plain Python int / float (a numpy integer or float32 is accepted and converted)
+        values = validate_attrs(self.global_heads, self.local_heads, self.window_h, self.window_w, self.scale)
+        for name, value in zip(("global_heads", "local_heads", "window_h", "window_w", "scale"), values):
+            object.__setattr__(self, name, value)
 
     @property
     def num_heads(self) -> int:
@@ -50,27 +54,55 @@ class ElfattAttrs:
         }
 
 
+#: the op's int attributes are int64 (the PyTorch schema's ``int``, ONNX INT, the plugin's int64 fields)
+INT64_MAX = 2**63 - 1
+
+
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def validate_attrs(global_heads, local_heads, window_h, window_w, scale) -> None:
-    """Raises ValueError naming the attribute and the rule it breaks."""
+def window_pair(window) -> tuple:
+    """``window=(window_h, window_w)`` -> the pair, or ValueError for anything that is not a pair
+    (the two values themselves are checked by validate_attrs)."""
+    if not isinstance(window, (str, bytes)):
+        try:
+            values = tuple(window)
+        except TypeError:  # None, an int, ...
+            values = ()
+        if len(values) == 2:
+            return values
+    raise ValueError(f"window={window!r} must be a pair (window_h, window_w) of ints; 0 means the whole axis")
+
+
+def validate_attrs(global_heads, local_heads, window_h, window_w, scale) -> tuple:
+    """Raises ValueError naming the attribute and the rule it breaks; returns the attributes as
+    (int, int, int, int, float)."""
+    ints = []
     for name, value in (("global_heads", global_heads), ("local_heads", local_heads),
                         ("window_h", window_h), ("window_w", window_w)):
         if not _is_int(value):
             raise ValueError(f"{name}={value!r} must be an int")
+        value = int(value)
         if value < 0:
             raise ValueError(f"{name}={value} is negative; it must be >= 0 (0 means the whole axis for windows)")
-    if global_heads + local_heads < 1:
+        if value > INT64_MAX:
+            raise ValueError(f"{name}={value} is too large; the op's attributes are int64 (at most 2**63 - 1)")
+        ints.append(value)
+    if ints[0] + ints[1] < 1:
         raise ValueError(
             f"global_heads={global_heads} and local_heads={local_heads} give no head; "
             "global_heads + local_heads must be >= 1"
         )
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise ValueError(f"scale={scale!r} must be a float (0 means 1/sqrt(d))")
-    if not math.isfinite(float(scale)) or float(scale) < 0.0:
+    try:
+        value = float(scale)
+    except OverflowError:  # an int too large for a float
+        value = math.inf
+    if not math.isfinite(value) or value < 0.0:
         raise ValueError(f"scale={scale!r} must be finite and >= 0 (0 means 1/sqrt(d))")
+    return (*ints, value)
 
 
 def check_channels(channels: int, global_heads: int, local_heads: int) -> int:
