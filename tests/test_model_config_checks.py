@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from elfatt_deploy.export.recipes import load_recipe
-from elfatt_deploy.memory import InsufficientMemoryError
 from elfatt_deploy.models import create_model
-from elfatt_deploy.models.registry import MAX_BLOCKS, list_models, parameter_count
+from elfatt_deploy.models.registry import MAX_BLOCKS
 
 
 def _recipe(tmp_path, line):
@@ -47,14 +46,20 @@ def test_mlp_ratio_that_leaves_no_hidden_unit_is_refused():
     assert model.blocks[0].mlp.fc1.out_features == 192
 
 
-@pytest.mark.parametrize("setting,value", [("mlp_ratio", 1e7), ("embed_dim", 1_000_000), ("mlp_ratio", 1e300)])
-def test_weights_that_cannot_fit_are_refused_before_building(setting, value):
-    start = time.perf_counter()
-    with pytest.raises(InsufficientMemoryError, match=f"{setting} = .* parameters: .* GiB of float32 weights, more than"):
-        create_model("elfatt_vit_micro", **{setting: value})
-    with torch.device("meta"), pytest.raises(InsufficientMemoryError):  # memory.estimate_forward builds on meta
-        create_model("elfatt_vit_micro", **{setting: value})
-    assert time.perf_counter() - start < 5
+def test_an_mlp_ratio_beyond_any_tensor_size_is_named():
+    """1e300 crashed inside torch with a C++ stack dump (a size beyond int64)."""
+    with pytest.raises(ValueError, match=r"mlp_ratio = 1e\+300 gives MLPs of more than 2\*\*31 hidden units"):
+        create_model("elfatt_vit_micro", mlp_ratio=1e300)
+
+
+@pytest.mark.parametrize("setting", ["mlp_ratio = 1e7", "embed_dim = 1000000"])
+def test_weights_that_cannot_fit_are_an_environment_error(tmp_path, capsys, setting):
+    """The allocator's refusal is exit 3 with one line (cli's out-of-memory mapping), not an internal error."""
+    from elfatt_deploy.cli import main
+
+    assert main(["export", "--recipe", str(_recipe(tmp_path, setting)), "-o", str(tmp_path / "m.onnx")]) == 3
+    err = capsys.readouterr().err
+    assert "out of memory" in err and "internal error" not in err and not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.parametrize("name,kwargs", [("elfatt_vit_micro", dict(depth=1_000_000)),
@@ -71,16 +76,6 @@ def test_depths_beyond_the_block_limit_are_refused_at_once(name, kwargs):
 def test_depth_in_a_recipe_is_refused_at_load(tmp_path):
     with pytest.raises(ValueError, match=r"\[model_config\] depth = 1000000 is more than the 1000 transformer blocks"):
         load_recipe(_recipe(tmp_path, "depth = 1000000"))
-
-
-@pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("kwargs", [{}, dict(lepe=False, num_classes=0), dict(mlp_ratio=2.5)])
-def test_parameter_count_matches_the_built_model(name, kwargs):
-    if name in ("elfatt_vit_base", "elfatt_cswin_tiny", "elfatt_vit_small") and kwargs:
-        pytest.skip("the defaults cover the large models")
-    with torch.device("meta"):
-        model = create_model(name, **kwargs)
-    assert parameter_count(name, **kwargs) == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize("value", [1, 4, "3", 3.0])

@@ -127,59 +127,10 @@ def _config_problem(family: str, cfg: Mapping) -> str:
         d = min(dims)
         return (f"mlp_ratio = {ratio!r} gives MLPs of int({d} * {ratio!r}) = 0 hidden units at width {d}; "
                 f"it must be at least 1/{d} (the default is 4.0)")
+    if dims and max(_mlp_hidden(d, ratio) for d in dims) > 2**31 - 1:  # sizes beyond int64 crash inside torch;
+        # below that, a model too large for this machine is refused by the memory estimate / allocator (exit 3)
+        return f"mlp_ratio = {ratio!r} gives MLPs of more than 2**31 hidden units; use a ratio such as 4.0"
     return ""
-
-
-def _block_parameters(dim: int, mlp_ratio, lepe: bool) -> int:
-    hidden = _mlp_hidden(dim, mlp_ratio)
-    return (2 * dim + (3 * dim * dim + 3 * dim) + (10 * dim if lepe else 0) + (dim * dim + dim)  # norm1, qkv, lepe, proj
-            + 2 * dim + (dim * hidden + hidden) + (hidden * dim + dim))  # norm2, mlp
-
-
-def parameter_count(name: str, **overrides) -> int:
-    """The number of parameters ``create_model(name, **overrides)`` has, from its settings alone (nothing is built)."""
-    entry = get_entry(name)
-    cfg = model_config(name, **overrides)
-    lepe, ratio, chans = cfg.get("lepe", True), cfg.get("mlp_ratio", 4.0), cfg.get("in_chans", 3)
-    classes = cfg.get("num_classes", 1000)
-    classes = classes if _is_int(classes) and classes > 0 else 0
-    if entry.family == "vit":
-        dim, patch = cfg.get("embed_dim", 384), cfg.get("patch_size", 16)
-        grid = cfg.get("img_size", 224) // patch
-        count = chans * dim * patch * patch + dim + dim * grid * grid  # patch_embed, pos_embed
-        count += cfg.get("depth", 12) * _block_parameters(dim, ratio, lepe)
-        last = dim
-    else:
-        dims, depths = list(cfg.get("dims", ())), list(cfg.get("depths", ()))
-        count = chans * dims[0] * 49 + dims[0] + 2 * dims[0]  # stem conv 7x7 and norm
-        count += sum(a * b * 9 + 3 * b for a, b in zip(dims, dims[1:]))  # downsamples: conv 3x3 and norm
-        count += sum(depth * _block_parameters(dim, ratio, lepe) for dim, depth in zip(dims, depths))
-        last = dims[-1]
-    return count + 2 * last + (last * classes + classes if classes else 0)  # norm, head
-
-
-#: the settings that the parameter count depends on
-_SIZE_SETTINGS = ("embed_dim", "depth", "dims", "depths", "mlp_ratio", "img_size", "patch_size", "num_classes", "in_chans",
-                  "lepe")
-
-
-def _check_weights_fit(name: str, overrides: Mapping) -> None:
-    """InsufficientMemoryError (exit 3) when the model's float32 weights alone exceed the memory available here,
-    before any module is built (an embed_dim, mlp_ratio or depth in the millions would otherwise fail deep in an
-    allocation, or build for minutes first)."""
-    from ..memory import GIB, InsufficientMemoryError, available_memory
-
-    count = parameter_count(name, **overrides)
-    needed = 4 * count
-    if needed < GIB:  # the registered models are a few hundred MiB at most: no need to look
-        return
-    available, source = available_memory()
-    if available is None or needed <= available:
-        return
-    settings = ", ".join(f"{k} = {v!r}" for k, v in overrides.items() if k in _SIZE_SETTINGS) or "its default settings"
-    raise InsufficientMemoryError(
-        f"{name} with {settings} has {count:,} parameters: {needed / GIB:.1f} GiB of float32 weights, more than the "
-        f"{available / GIB:.1f} GiB available here ({source}); use a smaller embed_dim / dims, mlp_ratio or depth")
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -261,7 +212,6 @@ def create_model(name: str, **overrides) -> nn.Module:
     """
     entry = get_entry(name)
     entry.check_settings(overrides)
-    _check_weights_fit(name, overrides)
     cfg = model_config(name, **overrides)
     try:
         model = entry.builder(**cfg)
