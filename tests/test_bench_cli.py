@@ -67,3 +67,17 @@ def test_bench_onnxruntime_backend(tmp_path, capsys):
                  "--model", "elfatt_cswin_tiny", "--iterations", "1", "--no-progress"]) == 2
     assert (f"--model elfatt_cswin_tiny labels the results, but {onnx_path} is an export of elfatt_vit_tiny"
             in capsys.readouterr().err)
+
+
+def test_bench_refuses_a_model_label_other_than_the_engines(tmp_path, capsys, without_tensorrt):
+    """The engine's sidecar names its model (read without the plan): another --model is refused before TensorRT
+    is looked for."""
+    import numpy as np
+    from _serving_fixtures import fake_engine
+
+    engine, _ = fake_engine(tmp_path / "m.engine", np.random.default_rng())  # an export of elfatt_vit_tiny
+    assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x224x224",
+                 "--model", "elfatt_cswin_tiny"]) == 2
+    assert f"but {engine} is an export of elfatt_vit_tiny" in capsys.readouterr().err
+    assert main(["bench", "--backend", "tensorrt", "--engine", str(engine), "--input-shape", "1x3x224x224",
+                 "--model", "elfatt_vit_tiny"]) == 3  # the right name: on to the TensorRT check

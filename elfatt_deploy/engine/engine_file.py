@@ -245,13 +245,14 @@ class EngineRecord:
     TensorRT's default, TF32 allowed). A missing or unreadable engine gives False: the runner then says
     what is wrong with it. ``precision`` is the recorded precision and ``source_onnx_sha256`` the hash of
     the ONNX it was built from (the sidecar's ``source_onnx.sha256``) and ``source_onnx_path`` its path, if
-    recorded."""
+    recorded, ``model_name`` the model it is an export of."""
 
     tf32: Optional[bool]
     why_unknown: Optional[str] = None
     precision: Optional[str] = None
     source_onnx_sha256: Optional[str] = None
     source_onnx_path: Optional[str] = None
+    model_name: Optional[str] = None  # the ONNX's elfatt.model_name, as the sidecar keeps it under "model"
 
 
 def engine_record(path: str | os.PathLike) -> EngineRecord:
@@ -281,7 +282,9 @@ def engine_record(path: str | os.PathLike) -> EngineRecord:
     source = metadata.get("source_onnx")  # {"path", "sha256"} (engine/metadata.py); a plain path in old headers
     source_sha256 = text(source.get("sha256")) if isinstance(source, Mapping) else None
     source_path = text(source_onnx_path(metadata))
+    model = metadata.get("model")
+    model_name = text(model.get("elfatt.model_name")) if isinstance(model, Mapping) else None
     value = metadata.get("tf32")
     if isinstance(value, bool):
-        return EngineRecord(value, None, precision, source_sha256, source_path)
-    return EngineRecord(None, TF32_NOT_RECORDED, precision, source_sha256, source_path)
+        return EngineRecord(value, None, precision, source_sha256, source_path, model_name)
+    return EngineRecord(None, TF32_NOT_RECORDED, precision, source_sha256, source_path, model_name)

@@ -101,12 +101,9 @@ def _model_label(args):
     if args.backend in ("onnxruntime", "openvino"):
         recorded = args._onnx_file.metadata.get("model_name")
     elif args.engine:
-        from ...engine.engine_file import load_engine
+        from ...engine.engine_file import engine_record
 
-        try:
-            recorded = ((load_engine(args.engine).metadata or {}).get("model") or {}).get("elfatt.model_name")
-        except Exception:  # an unreadable sidecar is the runner's to report, with its own message
-            recorded = None
+        recorded = engine_record(args.engine).model_name  # the sidecar alone (the runner reads and checks the plan)
     if args.model and recorded and args.model != recorded:
         source = args.onnx if args.backend != "tensorrt" else args.engine
         raise ValueError(f"--model {args.model} labels the results, but {source} is an export of {recorded}; drop "
