@@ -373,6 +373,5 @@ def test_paths_with_backslashes_and_newlines_come_back_as_they_are(tmp_path, rng
                 "custom-lib-path": str(lib.resolve())}
     assert {k: _glib_unescape(values[k]) for k in keys} == expected
     from_glib = _glib_strings(out, keys)
-    print("read by GLib:", from_glib is not None)
     if from_glib is not None:  # GLib itself, where PyGObject is installed
         assert from_glib == expected

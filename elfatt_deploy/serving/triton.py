@@ -282,8 +282,7 @@ def _make_directories(repo: Path, targets: Sequence[Path]) -> None:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as tmp:
+    with atomic_output(target) as tmp:  # (its directory: _make_directories, before the first write)
         shutil.copyfile(source, tmp)
 
 

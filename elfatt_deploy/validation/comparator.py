@@ -105,7 +105,7 @@ def _run_errors_named(runner):
         try:
             return original(feed_dict, *args, **kwargs)
         except Exception as exc:
-            if not type(exc).__module__.split(".")[0] in BACKEND_MODULES:
+            if type(exc).__module__.split(".")[0] not in BACKEND_MODULES:
                 raise
             shapes = ", ".join(f"{name} {format_shape(getattr(v, 'shape', ()))}" for name, v in feed_dict.items())
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
